@@ -1,0 +1,336 @@
+//! Decoding with limits and encoding.
+//!
+//! Decoding always starts with a header-only [`probe`]: the limits are checked against the
+//! declared size before a single pixel buffer is allocated. JPEG goes through libjpeg-turbo
+//! (feature `turbojpeg`, on by default) which can decode at M/8 scale in the DCT domain
+//! ("shrink-on-load"); everything else, and JPEG without the feature, through the `image`
+//! crate's pure-Rust decoders.
+
+use std::io::Cursor;
+
+use crate::meta::{JpegMeta, Orientation, read_jpeg_meta};
+use crate::op::OutputSpec;
+use crate::{Channels, Error, Format, Limits, Raster};
+
+/// What the header says, read without decoding pixels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// Sniffed format.
+    pub format: Format,
+    /// Stored width (before orientation).
+    pub width: u32,
+    /// Stored height (before orientation).
+    pub height: u32,
+    /// EXIF orientation.
+    pub orientation: Orientation,
+    /// Embedded ICC profile.
+    pub icc: Option<Vec<u8>>,
+}
+
+impl Probe {
+    /// Dimensions after the orientation is applied.
+    pub fn oriented_dims(&self) -> (u32, u32) {
+        if self.orientation.swaps_dimensions() { (self.height, self.width) } else { (self.width, self.height) }
+    }
+}
+
+fn decode_err(format: Format, e: impl std::fmt::Display) -> Error {
+    Error::Decode { format, reason: e.to_string() }
+}
+
+/// Reusable codec state: libjpeg-turbo handles are created once per worker thread.
+#[derive(Default)]
+pub struct Codecs {
+    #[cfg(feature = "turbojpeg")]
+    dec: Option<turbojpeg::Decompressor>,
+    #[cfg(feature = "turbojpeg")]
+    enc: Option<turbojpeg::Compressor>,
+}
+
+impl std::fmt::Debug for Codecs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Codecs").finish_non_exhaustive()
+    }
+}
+
+/// Checks the size and sniffs the format.
+fn sniff(input: &[u8], limits: &Limits) -> Result<Format, Error> {
+    if input.is_empty() {
+        return Err(Error::Empty);
+    }
+    if input.len() as u64 > limits.max_input_bytes {
+        return Err(Error::InputTooLarge { size: input.len() as u64, max: limits.max_input_bytes });
+    }
+    Format::sniff(input).ok_or(Error::UnknownFormat)
+}
+
+fn image_reader<'a>(input: &'a [u8], format: Format, limits: &Limits) -> image::ImageReader<Cursor<&'a [u8]>> {
+    let mut reader = image::ImageReader::with_format(Cursor::new(input), format.to_image_format());
+    // Our own checks run on the header first and give typed errors; this is a backstop
+    // for decoders that allocate more than the pixels they declare.
+    let mut il = image::Limits::default();
+    il.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    reader.limits(il);
+    reader
+}
+
+/// Reads the header: format, size, orientation, ICC. Refuses inputs over the limits.
+pub fn probe(input: &[u8], limits: &Limits) -> Result<Probe, Error> {
+    use image::ImageDecoder;
+    let format = sniff(input, limits)?;
+    if format == Format::Jpeg {
+        let (width, height) = jpeg_dims(input)?;
+        limits.check_dimensions(width, height)?;
+        let JpegMeta { orientation, icc } = read_jpeg_meta(input);
+        return Ok(Probe { format, width, height, orientation, icc });
+    }
+    let mut dec = image_reader(input, format, limits).into_decoder().map_err(|e| decode_err(format, e))?;
+    let (width, height) = dec.dimensions();
+    limits.check_dimensions(width, height)?;
+    let orientation = dec.orientation().map(|o| Orientation::from_exif(u16::from(o.to_exif()))).unwrap_or_default();
+    let icc = dec.icc_profile().ok().flatten().filter(|p| !p.is_empty());
+    Ok(Probe { format, width, height, orientation, icc })
+}
+
+/// Frame size from the first SOF marker.
+fn jpeg_dims(input: &[u8]) -> Result<(u32, u32), Error> {
+    let mut i = 2;
+    while i + 4 <= input.len() {
+        if input[i] != 0xFF {
+            return Err(decode_err(Format::Jpeg, "marker expected, found image data before any frame header"));
+        }
+        let m = input[i + 1];
+        if m == 0xFF {
+            i += 1;
+            continue;
+        }
+        let len = u16::from_be_bytes([input[i + 2], input[i + 3]]) as usize;
+        let is_sof = matches!(m, 0xC0..=0xCF) && !matches!(m, 0xC4 | 0xC8 | 0xCC);
+        if is_sof {
+            let b = input.get(i + 5..i + 9).ok_or_else(|| decode_err(Format::Jpeg, "truncated frame header"))?;
+            let h = u32::from(u16::from_be_bytes([b[0], b[1]]));
+            let w = u32::from(u16::from_be_bytes([b[2], b[3]]));
+            if w == 0 || h == 0 {
+                return Err(decode_err(Format::Jpeg, "frame header declares a zero size"));
+            }
+            return Ok((w, h));
+        }
+        if m == 0xDA || m == 0xD9 || len < 2 {
+            break;
+        }
+        i += 2 + len;
+    }
+    Err(decode_err(Format::Jpeg, "no frame header (file truncated or not a JPEG)"))
+}
+
+/// The smallest M/8 scale whose output is at least `need` (stored orientation).
+pub fn jpeg_scale(width: u32, height: u32, need: Option<(u64, u64)>) -> u32 {
+    let Some((nw, nh)) = need else { return 8 };
+    (1..=8u32)
+        .find(|&m| u64::from((width * m).div_ceil(8)) >= nw && u64::from((height * m).div_ceil(8)) >= nh)
+        .unwrap_or(8)
+}
+
+impl Codecs {
+    /// Decodes to a raster. `need` (stored orientation) lets JPEG shrink on load to the
+    /// smallest M/8 scale that is still at least that big.
+    pub fn decode(
+        &mut self,
+        input: &[u8],
+        probe: &Probe,
+        limits: &Limits,
+        need: Option<(u64, u64)>,
+    ) -> Result<Raster, Error> {
+        #[cfg(feature = "turbojpeg")]
+        if probe.format == Format::Jpeg {
+            match self.decode_turbo(input, probe, need) {
+                Ok(r) => return Ok(r),
+                // CMYK/YCCK: libjpeg-turbo cannot convert those to RGB; the pure-Rust decoder can.
+                Err(TurboFail::Unsupported) => {}
+                Err(TurboFail::Error(e)) => return Err(e),
+            }
+        }
+        let _ = need;
+        let dec = image_reader(input, probe.format, limits).into_decoder().map_err(|e| decode_err(probe.format, e))?;
+        let img = image::DynamicImage::from_decoder(dec).map_err(|e| decode_err(probe.format, e))?;
+        Ok(from_dynamic(img))
+    }
+
+    #[cfg(feature = "turbojpeg")]
+    fn decode_turbo(&mut self, input: &[u8], probe: &Probe, need: Option<(u64, u64)>) -> Result<Raster, TurboFail> {
+        let err = |e: turbojpeg::Error| TurboFail::Error(decode_err(Format::Jpeg, e));
+        if self.dec.is_none() {
+            self.dec = Some(turbojpeg::Decompressor::new().map_err(err)?);
+        }
+        let dec = self.dec.as_mut().expect("just set");
+        let header = dec.read_header(input).map_err(err)?;
+        let (pf, channels) = match header.colorspace {
+            turbojpeg::Colorspace::Gray => (turbojpeg::PixelFormat::GRAY, Channels::Gray),
+            turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK => return Err(TurboFail::Unsupported),
+            _ => (turbojpeg::PixelFormat::RGB, Channels::Rgb),
+        };
+        let m = if header.is_lossless { 8 } else { jpeg_scale(probe.width, probe.height, need) };
+        let factor = turbojpeg::ScalingFactor::new(m as usize, 8);
+        dec.set_scaling_factor(factor).map_err(err)?;
+        let scaled = header.scaled(factor);
+        let (w, h) = (scaled.width, scaled.height);
+        let mut pixels = vec![0u8; w * h * channels.count()];
+        let image =
+            turbojpeg::Image { pixels: &mut pixels[..], width: w, pitch: w * channels.count(), height: h, format: pf };
+        dec.decompress(input, image).map_err(err)?;
+        Raster::from_vec(w as u32, h as u32, channels, pixels).map_err(TurboFail::Error)
+    }
+
+    /// Encodes a raster. JPEG drops alpha by compositing over white.
+    pub fn encode(
+        &mut self,
+        img: &Raster,
+        format: Format,
+        spec: &OutputSpec,
+        icc: Option<&[u8]>,
+    ) -> Result<Vec<u8>, Error> {
+        let enc_err = |e: &dyn std::fmt::Display| Error::Encode { format, reason: e.to_string() };
+        match format {
+            Format::Jpeg => {
+                let flat;
+                let img = match img.channels() {
+                    Channels::GrayAlpha => {
+                        flat = crate::ops::color::convert(img, Channels::Gray);
+                        &flat
+                    }
+                    Channels::Rgba => {
+                        flat = crate::ops::color::convert(img, Channels::Rgb);
+                        &flat
+                    }
+                    _ => img,
+                };
+                let q = spec.quality.unwrap_or(OutputSpec::DEFAULT_QUALITY);
+                let jpeg = self.encode_jpeg(img, q, spec.progressive)?;
+                Ok(match icc {
+                    Some(p) => crate::meta::jpeg_with_icc(jpeg, p),
+                    None => jpeg,
+                })
+            }
+            Format::Png => crate::png::encode(img, spec.compression.unwrap_or(OutputSpec::DEFAULT_COMPRESSION), icc)
+                .map_err(|e| enc_err(&e)),
+            Format::Webp => {
+                use image::ImageEncoder;
+                let mut out = Vec::new();
+                let mut enc = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
+                if let Some(p) = icc {
+                    // Best effort: a profile the encoder refuses is dropped, not fatal.
+                    let _ = enc.set_icc_profile(p.to_vec());
+                }
+                let (data, ct) = match img.channels() {
+                    // WebP has no gray mode: widen to RGB(A).
+                    Channels::Gray => {
+                        (crate::ops::color::convert(img, Channels::Rgb).into_vec(), image::ExtendedColorType::Rgb8)
+                    }
+                    Channels::GrayAlpha => {
+                        (crate::ops::color::convert(img, Channels::Rgba).into_vec(), image::ExtendedColorType::Rgba8)
+                    }
+                    Channels::Rgb => (img.data().to_vec(), image::ExtendedColorType::Rgb8),
+                    Channels::Rgba => (img.data().to_vec(), image::ExtendedColorType::Rgba8),
+                };
+                enc.write_image(&data, img.width(), img.height(), ct).map_err(|e| enc_err(&e))?;
+                Ok(out)
+            }
+            Format::Gif | Format::Tiff | Format::Bmp => {
+                let dynimg = to_dynamic(img);
+                let dynimg =
+                    if format == Format::Gif { image::DynamicImage::ImageRgba8(dynimg.to_rgba8()) } else { dynimg };
+                let mut out = Cursor::new(Vec::new());
+                dynimg.write_to(&mut out, format.to_image_format()).map_err(|e| enc_err(&e))?;
+                Ok(out.into_inner())
+            }
+        }
+    }
+
+    #[cfg(feature = "turbojpeg")]
+    fn encode_jpeg(&mut self, img: &Raster, quality: u8, progressive: bool) -> Result<Vec<u8>, Error> {
+        let err = |e: turbojpeg::Error| Error::Encode { format: Format::Jpeg, reason: e.to_string() };
+        if self.enc.is_none() {
+            self.enc = Some(turbojpeg::Compressor::new().map_err(err)?);
+        }
+        let enc = self.enc.as_mut().expect("just set");
+        let gray = img.channels() == Channels::Gray;
+        enc.set_quality(i32::from(quality)).map_err(err)?;
+        enc.set_subsamp(if gray { turbojpeg::Subsamp::Gray } else { turbojpeg::Subsamp::Sub2x2 }).map_err(err)?;
+        enc.set_progressive(progressive).map_err(err)?;
+        let image = turbojpeg::Image {
+            pixels: img.data(),
+            width: img.width() as usize,
+            pitch: img.stride(),
+            height: img.height() as usize,
+            format: if gray { turbojpeg::PixelFormat::GRAY } else { turbojpeg::PixelFormat::RGB },
+        };
+        enc.compress_to_vec(image).map_err(err)
+    }
+
+    #[cfg(not(feature = "turbojpeg"))]
+    fn encode_jpeg(&mut self, img: &Raster, quality: u8, progressive: bool) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::new();
+        let mut enc = jpeg_encoder::Encoder::new(&mut out, quality);
+        enc.set_progressive(progressive);
+        enc.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
+        let ct =
+            if img.channels() == Channels::Gray { jpeg_encoder::ColorType::Luma } else { jpeg_encoder::ColorType::Rgb };
+        let too_big = |_| Error::Encode { format: Format::Jpeg, reason: "larger than 65535 pixels".into() };
+        let w = u16::try_from(img.width()).map_err(too_big)?;
+        let h = u16::try_from(img.height()).map_err(too_big)?;
+        enc.encode(img.data(), w, h, ct).map_err(|e| Error::Encode { format: Format::Jpeg, reason: e.to_string() })?;
+        Ok(out)
+    }
+}
+
+#[cfg(feature = "turbojpeg")]
+enum TurboFail {
+    Unsupported,
+    Error(Error),
+}
+
+fn from_dynamic(img: image::DynamicImage) -> Raster {
+    use image::DynamicImage as D;
+    let (w, h) = (img.width(), img.height());
+    let (channels, data) = match img {
+        D::ImageLuma8(b) => (Channels::Gray, b.into_raw()),
+        D::ImageLumaA8(b) => (Channels::GrayAlpha, b.into_raw()),
+        D::ImageRgb8(b) => (Channels::Rgb, b.into_raw()),
+        D::ImageRgba8(b) => (Channels::Rgba, b.into_raw()),
+        other => {
+            let ct = other.color();
+            match (ct.has_color(), ct.has_alpha()) {
+                (false, false) => (Channels::Gray, other.to_luma8().into_raw()),
+                (false, true) => (Channels::GrayAlpha, other.to_luma_alpha8().into_raw()),
+                (true, false) => (Channels::Rgb, other.to_rgb8().into_raw()),
+                (true, true) => (Channels::Rgba, other.to_rgba8().into_raw()),
+            }
+        }
+    };
+    Raster::from_vec(w, h, channels, data).expect("decoder output matches its dimensions")
+}
+
+fn to_dynamic(img: &Raster) -> image::DynamicImage {
+    let (w, h, d) = (img.width(), img.height(), img.data().to_vec());
+    let bad = "raster length matches its dimensions";
+    match img.channels() {
+        Channels::Gray => image::DynamicImage::ImageLuma8(image::GrayImage::from_raw(w, h, d).expect(bad)),
+        Channels::GrayAlpha => image::DynamicImage::ImageLumaA8(image::GrayAlphaImage::from_raw(w, h, d).expect(bad)),
+        Channels::Rgb => image::DynamicImage::ImageRgb8(image::RgbImage::from_raw(w, h, d).expect(bad)),
+        Channels::Rgba => image::DynamicImage::ImageRgba8(image::RgbaImage::from_raw(w, h, d).expect(bad)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_is_the_smallest_that_still_covers_the_need() {
+        assert_eq!(jpeg_scale(4000, 3000, None), 8);
+        assert_eq!(jpeg_scale(4000, 3000, Some((2048, 1536))), 5);
+        assert_eq!(jpeg_scale(4000, 3000, Some((1024, 768))), 3);
+        assert_eq!(jpeg_scale(4000, 3000, Some((100, 75))), 1);
+        assert_eq!(jpeg_scale(4000, 3000, Some((5000, 10))), 8);
+    }
+}

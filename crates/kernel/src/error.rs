@@ -1,0 +1,113 @@
+//! The kernel's error type. Every kernel error is permanent: the same bytes and pipeline give
+//! the same error again, so a caller never needs to retry one.
+
+use crate::Format;
+
+/// Why a pipeline string (or one step of it) was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("step {step} '{text}': {reason}")]
+pub struct ParseError {
+    /// 1-based position of the offending step.
+    pub step: usize,
+    /// The step as written.
+    pub text: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Everything that can go wrong in the kernel.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The input is empty.
+    #[error("input is empty (0 bytes)")]
+    Empty,
+    /// The input's first bytes match no supported image format.
+    #[error("not a supported image (JPEG, PNG, WebP, GIF, TIFF, BMP): unrecognised leading bytes")]
+    UnknownFormat,
+    /// The input is larger than `Limits::max_input_bytes`.
+    #[error("input is {size} bytes, over the limit of {max} bytes")]
+    InputTooLarge {
+        /// Input size.
+        size: u64,
+        /// Configured limit.
+        max: u64,
+    },
+    /// The header declares more pixels than `Limits::max_pixels`.
+    #[error("image is {width}x{height} ({pixels} pixels), over the limit of {max} pixels")]
+    TooManyPixels {
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+        /// width * height.
+        pixels: u64,
+        /// Configured limit.
+        max: u64,
+    },
+    /// The header declares a side longer than `Limits::max_dimension`.
+    #[error("image is {width}x{height}, a side is over the limit of {max} pixels")]
+    DimensionTooLarge {
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+        /// Configured limit.
+        max: u32,
+    },
+    /// An operation would produce an image with a side over `Limits::max_output_dimension`.
+    #[error("step '{op}' would make a {width}x{height} image, a side is over the limit of {max}")]
+    OutputTooLarge {
+        /// The step, canonical form.
+        op: String,
+        /// Requested width.
+        width: u64,
+        /// Requested height.
+        height: u64,
+        /// Configured limit.
+        max: u32,
+    },
+    /// The bytes claim a format but cannot be decoded (truncated, corrupt, unsupported variant).
+    #[error("cannot decode {format} image: {reason}")]
+    Decode {
+        /// Format sniffed from the leading bytes.
+        format: Format,
+        /// Decoder's explanation.
+        reason: String,
+    },
+    /// An operation cannot be applied to this image.
+    #[error("step '{op}' failed: {reason}")]
+    Op {
+        /// The step, canonical form.
+        op: String,
+        /// Why.
+        reason: String,
+    },
+    /// The encoder refused the image.
+    #[error("cannot encode {format}: {reason}")]
+    Encode {
+        /// Output format.
+        format: Format,
+        /// Encoder's explanation.
+        reason: String,
+    },
+    /// The pipeline string is malformed.
+    #[error("bad pipeline: {0}")]
+    Pipeline(#[from] ParseError),
+    /// A broken invariant inside the kernel (a bug, reported instead of panicking).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// True for errors raised by a configured limit (size, pixels, dimensions).
+    pub fn is_limit(&self) -> bool {
+        matches!(
+            self,
+            Error::InputTooLarge { .. }
+                | Error::TooManyPixels { .. }
+                | Error::DimensionTooLarge { .. }
+                | Error::OutputTooLarge { .. }
+        )
+    }
+}

@@ -1,0 +1,238 @@
+//! pixq-kernel: the pure, synchronous image kernel every pixq runtime shares.
+//!
+//! It takes input bytes, a [`Pipeline`] and [`Limits`], and returns output bytes plus
+//! metadata. No async runtime, no AWS, no filesystem: async callers run it on a blocking
+//! thread (`spawn_blocking`).
+//!
+//! # Layout
+//! - [`op`]: the [`Op`] model, the pipeline-string parser and its canonical form.
+//! - [`codec`]: header probe with limits, decode (libjpeg-turbo shrink-on-load for JPEG,
+//!   the `image` crate for the rest), encode.
+//! - [`meta`]: EXIF orientation and ICC profiles.
+//! - [`ops`]: the operations, one module per family (geometry, resize, color, filter, edges,
+//!   smartcrop).
+//! - [`png`]: the PNG encoder (adaptive filters, zlib-rs).
+//! - [`Processor`]: one call from bytes to bytes, with per-stage timings; keep one per
+//!   worker thread to reuse scratch buffers and codec handles.
+//!
+//! # Example
+//! ```
+//! use pixq_kernel::{Limits, Pipeline, Processor, Raster, Channels, Format};
+//! let src = Raster::from_fn(64, 48, Channels::Rgb, |x, y, p| p.copy_from_slice(&[x as u8, y as u8, 0]));
+//! let png = pixq_kernel::encode(&src, Format::Png, &Default::default()).unwrap();
+//! let pipeline = Pipeline::parse("thumbnail:32,grayscale,format:jpeg").unwrap();
+//! let out = Processor::new(Limits::default()).process(&png, &pipeline).unwrap();
+//! assert_eq!((out.width, out.height, out.format), (32, 24, Format::Jpeg));
+//! ```
+
+pub mod codec;
+mod error;
+mod format;
+mod limits;
+pub mod meta;
+pub mod op;
+pub mod ops;
+pub mod png;
+mod raster;
+
+use std::time::{Duration, Instant};
+
+pub use codec::Probe;
+pub use error::{Error, ParseError};
+pub use format::Format;
+pub use limits::Limits;
+pub use meta::Orientation;
+pub use op::{Op, OutputSpec, Pipeline};
+pub use ops::geometry::Rect;
+pub use raster::{Channels, Raster};
+
+/// Version of the pixel semantics. It is hashed into content-addressed output keys, so bump
+/// it whenever the same input and pipeline could give different bytes.
+pub const KERNEL_VERSION: &str = concat!("k1-", env!("CARGO_PKG_VERSION"));
+
+/// JPEG shrink-on-load keeps at least this factor for the final resample, as libvips does:
+/// the DCT-domain reduction is a block filter, the Lanczos pass after it does the quality.
+const SHRINK_MARGIN: f64 = 2.0;
+
+/// Time spent per stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Timings {
+    /// Header probe and pixel decode (including orientation).
+    pub decode: Duration,
+    /// All operations.
+    pub ops: Duration,
+    /// Encode.
+    pub encode: Duration,
+}
+
+/// The result of one [`Processor::process`] call.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Encoded image.
+    pub bytes: Vec<u8>,
+    /// Output format.
+    pub format: Format,
+    /// Output width.
+    pub width: u32,
+    /// Output height.
+    pub height: u32,
+    /// What the input header said.
+    pub source: Probe,
+    /// The box the last `smartcrop` chose, in the coordinates of the image it cropped.
+    pub smart_crop: Option<Rect>,
+    /// Per-stage wall time.
+    pub timings: Timings,
+}
+
+/// Bytes-to-bytes processing with reusable state (resizer buffers, codec handles).
+#[derive(Debug)]
+pub struct Processor {
+    limits: Limits,
+    resizer: ops::resize::Resizer,
+    codecs: codec::Codecs,
+}
+
+/// Processes one image with a fresh [`Processor`].
+pub fn process(input: &[u8], pipeline: &Pipeline, limits: &Limits) -> Result<Output, Error> {
+    Processor::new(*limits).process(input, pipeline)
+}
+
+/// Encodes a raster with default codec state (handy for tests and tools).
+pub fn encode(img: &Raster, format: Format, spec: &OutputSpec) -> Result<Vec<u8>, Error> {
+    codec::Codecs::default().encode(img, format, spec, None)
+}
+
+/// Decodes bytes to a raster with orientation applied (no operations).
+pub fn decode(input: &[u8], limits: &Limits) -> Result<Raster, Error> {
+    let probe = codec::probe(input, limits)?;
+    let r = codec::Codecs::default().decode(input, &probe, limits, None)?;
+    Ok(ops::geometry::orient(&r, probe.orientation))
+}
+
+/// Size the first op needs from the decoder, in oriented coordinates, if it only shrinks.
+fn shrink_need(ops: &[Op], w: u32, h: u32) -> Option<(u64, u64)> {
+    let (nw, nh) = match ops.first()? {
+        Op::Thumbnail { size } => ops::resize::thumbnail_dims(w, h, *size),
+        Op::Resize { width, height, fit, filter } if *filter != op::Filter::Nearest => {
+            ops::resize::source_scale_dims(w, h, *width, *height, *fit)
+        }
+        _ => return None,
+    };
+    let m = |v: u64| (v as f64 * SHRINK_MARGIN).ceil() as u64;
+    Some((m(nw), m(nh)))
+}
+
+impl Processor {
+    /// A processor enforcing `limits`.
+    pub fn new(limits: Limits) -> Processor {
+        Processor { limits, resizer: ops::resize::Resizer::new(), codecs: codec::Codecs::default() }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Decodes `input`, applies EXIF orientation and every op, and encodes the result.
+    pub fn process(&mut self, input: &[u8], pipeline: &Pipeline) -> Result<Output, Error> {
+        let t0 = Instant::now();
+        let probe = codec::probe(input, &self.limits)?;
+        let (ow, oh) = probe.oriented_dims();
+        let need = shrink_need(&pipeline.ops, ow, oh)
+            .map(|(a, b)| if probe.orientation.swaps_dimensions() { (b, a) } else { (a, b) });
+        let decoded = self.codecs.decode(input, &probe, &self.limits, need)?;
+        let mut img = if probe.orientation == Orientation::Normal {
+            decoded
+        } else {
+            ops::geometry::orient(&decoded, probe.orientation)
+        };
+        let t1 = Instant::now();
+
+        let mut smart_crop = None;
+        // The first op sizes itself from the source as declared, not from a shrunk decode,
+        // so shrink-on-load never changes output dimensions.
+        let mut logical = Some((ow, oh));
+        for op in &pipeline.ops {
+            let (lw, lh) = logical.take().unwrap_or((img.width(), img.height()));
+            img = self.apply(op, img, lw, lh, &mut smart_crop)?;
+        }
+        let t2 = Instant::now();
+
+        let format = pipeline.output.format.unwrap_or(probe.format);
+        let bytes = self.codecs.encode(&img, format, &pipeline.output, probe.icc.as_deref())?;
+        let t3 = Instant::now();
+        Ok(Output {
+            bytes,
+            format,
+            width: img.width(),
+            height: img.height(),
+            source: probe,
+            smart_crop,
+            timings: Timings { decode: t1 - t0, ops: t2 - t1, encode: t3 - t2 },
+        })
+    }
+
+    fn check_out(&self, op: &Op, w: u64, h: u64) -> Result<(u32, u32), Error> {
+        let max = self.limits.max_output_dimension;
+        if w > u64::from(max) || h > u64::from(max) || w == 0 || h == 0 {
+            return Err(Error::OutputTooLarge { op: op.to_string(), width: w, height: h, max });
+        }
+        Ok((w as u32, h as u32))
+    }
+
+    /// Applies one op. `(lw, lh)` is the logical size of `img` used to size the output.
+    fn apply(&mut self, op: &Op, img: Raster, lw: u32, lh: u32, smart: &mut Option<Rect>) -> Result<Raster, Error> {
+        use ops::{color, edges, filter, geometry, resize, smartcrop};
+        Ok(match *op {
+            Op::Thumbnail { size } => {
+                let (w, h) = resize::thumbnail_dims(lw, lh, size);
+                let (w, h) = self.check_out(op, w, h)?;
+                self.resizer.resize(&img, w, h, op::Filter::Lanczos3, false)?
+            }
+            Op::Resize { width, height, fit, filter } => {
+                let (w, h) = resize::resize_dims(lw, lh, width, height, fit);
+                let (w, h) = self.check_out(op, w, h)?;
+                let cover = fit == op::Fit::Cover;
+                self.resizer.resize(&img, w, h, filter, cover)?
+            }
+            Op::Crop { x, y, width, height } => geometry::crop(&img, Rect { x, y, width, height })?,
+            Op::Aspect { width, height, gravity } => {
+                let b = geometry::aspect_box(img.width(), img.height(), width, height, gravity);
+                geometry::crop(&img, b)?
+            }
+            Op::SmartCrop { width, height } => {
+                let (w, h) = self.check_out(op, u64::from(width), u64::from(height))?;
+                let b = smartcrop::smart_box(&img, w, h);
+                *smart = Some(b);
+                let cropped = geometry::crop(&img, b)?;
+                self.resizer.resize(&cropped, w, h, op::Filter::Lanczos3, false)?
+            }
+            Op::Rotate { degrees, background } => {
+                let r = geometry::rotate(&img, degrees, background);
+                self.check_out(op, u64::from(r.width()), u64::from(r.height()))?;
+                r
+            }
+            Op::Flip { axis } => geometry::orient(
+                &img,
+                match axis {
+                    op::Axis::Horizontal => Orientation::FlipH,
+                    op::Axis::Vertical => Orientation::FlipV,
+                },
+            ),
+            Op::Grayscale => color::grayscale(&img),
+            Op::Blur { sigma } => filter::blur(&img, sigma),
+            Op::Sharpen { sigma, amount } => filter::sharpen(&img, sigma, amount),
+            Op::Brightness { amount } => with_lut(img, &color::brightness_lut(amount)),
+            Op::Contrast { factor } => with_lut(img, &color::contrast_lut(factor)),
+            Op::Gamma { gamma } => with_lut(img, &color::gamma_lut(gamma)),
+            Op::Invert => with_lut(img, &color::invert_lut()),
+            Op::Sobel => edges::sobel(&img),
+            Op::Threshold { level } => color::threshold(&img, level),
+        })
+    }
+}
+
+fn with_lut(mut img: Raster, lut: &ops::color::Lut) -> Raster {
+    ops::color::apply_lut(&mut img, lut);
+    img
+}

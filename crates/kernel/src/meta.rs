@@ -1,0 +1,196 @@
+//! Metadata pixq reads and writes: EXIF orientation and ICC profiles.
+//!
+//! Outputs carry no EXIF, XMP or comments (stripped: they can hold GPS positions and the
+//! orientation is already applied to the pixels). The ICC profile is kept as it came, so
+//! colours in wide-gamut photos stay right; it is embedded in JPEG (APP2), PNG (iCCP) and WebP.
+
+/// EXIF orientation (tag 0x0112), values 1..=8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Orientation {
+    /// 1: as stored.
+    #[default]
+    Normal,
+    /// 2: mirrored left-right.
+    FlipH,
+    /// 3: rotated 180.
+    Rotate180,
+    /// 4: mirrored top-bottom.
+    FlipV,
+    /// 5: mirrored along the main diagonal.
+    Transpose,
+    /// 6: needs a 90 degree clockwise rotation.
+    Rotate90,
+    /// 7: mirrored along the anti-diagonal.
+    Transverse,
+    /// 8: needs a 270 degree clockwise rotation.
+    Rotate270,
+}
+
+impl Orientation {
+    /// From the EXIF value; anything out of range is treated as 1.
+    pub fn from_exif(v: u16) -> Orientation {
+        match v {
+            2 => Orientation::FlipH,
+            3 => Orientation::Rotate180,
+            4 => Orientation::FlipV,
+            5 => Orientation::Transpose,
+            6 => Orientation::Rotate90,
+            7 => Orientation::Transverse,
+            8 => Orientation::Rotate270,
+            _ => Orientation::Normal,
+        }
+    }
+
+    /// Whether applying it swaps width and height.
+    pub fn swaps_dimensions(self) -> bool {
+        matches!(
+            self,
+            Orientation::Transpose | Orientation::Rotate90 | Orientation::Transverse | Orientation::Rotate270
+        )
+    }
+}
+
+/// Reads the orientation from a TIFF-structured EXIF block (starting at "II*\0" / "MM\0*").
+pub fn exif_orientation(tiff: &[u8]) -> Option<Orientation> {
+    let le = match tiff.get(0..4)? {
+        [b'I', b'I', 42, 0] => true,
+        [b'M', b'M', 0, 42] => false,
+        _ => return None,
+    };
+    let u16_at = |o: usize| -> Option<u16> {
+        let b = tiff.get(o..o + 2)?;
+        Some(if le { u16::from_le_bytes([b[0], b[1]]) } else { u16::from_be_bytes([b[0], b[1]]) })
+    };
+    let u32_at = |o: usize| -> Option<u32> {
+        let b = tiff.get(o..o + 4)?;
+        let a = [b[0], b[1], b[2], b[3]];
+        Some(if le { u32::from_le_bytes(a) } else { u32::from_be_bytes(a) })
+    };
+    let ifd = u32_at(4)? as usize;
+    let entries = u16_at(ifd)? as usize;
+    for i in 0..entries.min(512) {
+        let e = ifd + 2 + i * 12;
+        if u16_at(e)? == 0x0112 {
+            return Some(Orientation::from_exif(u16_at(e + 8)?));
+        }
+    }
+    None
+}
+
+/// What pixq takes from a JPEG's marker segments.
+#[derive(Debug, Default, Clone)]
+pub struct JpegMeta {
+    /// EXIF orientation, `Normal` when absent.
+    pub orientation: Orientation,
+    /// ICC profile, reassembled from its APP2 chunks.
+    pub icc: Option<Vec<u8>>,
+}
+
+/// Walks the marker segments before the first scan. Malformed segments end the walk quietly:
+/// the decoder, not this reader, decides whether the file is broken.
+pub fn read_jpeg_meta(jpeg: &[u8]) -> JpegMeta {
+    let mut meta = JpegMeta::default();
+    let mut chunks: Vec<(u8, &[u8])> = Vec::new();
+    let mut i = 2;
+    while i + 4 <= jpeg.len() {
+        if jpeg[i] != 0xFF {
+            break;
+        }
+        let marker = jpeg[i + 1];
+        if marker == 0xFF {
+            i += 1;
+            continue;
+        }
+        if marker == 0xDA || marker == 0xD9 {
+            break;
+        }
+        let len = u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]) as usize;
+        if len < 2 || i + 2 + len > jpeg.len() {
+            break;
+        }
+        let body = &jpeg[i + 4..i + 2 + len];
+        if marker == 0xE1 && body.starts_with(b"Exif\0\0") {
+            if let Some(o) = exif_orientation(&body[6..]) {
+                meta.orientation = o;
+            }
+        } else if marker == 0xE2 && body.starts_with(b"ICC_PROFILE\0") && body.len() > 14 {
+            chunks.push((body[12], &body[14..]));
+        }
+        i += 2 + len;
+    }
+    if !chunks.is_empty() {
+        chunks.sort_by_key(|c| c.0);
+        meta.icc = Some(chunks.iter().flat_map(|c| c.1.iter().copied()).collect());
+    }
+    meta
+}
+
+/// Inserts an ICC profile into a freshly encoded JPEG (right after SOI and any APP0).
+pub fn jpeg_with_icc(jpeg: Vec<u8>, icc: &[u8]) -> Vec<u8> {
+    const MAX_CHUNK: usize = 65_519;
+    if icc.is_empty() || jpeg.len() < 2 {
+        return jpeg;
+    }
+    let mut at = 2;
+    if jpeg.len() > 6 && jpeg[2] == 0xFF && jpeg[3] == 0xE0 {
+        at = 4 + u16::from_be_bytes([jpeg[4], jpeg[5]]) as usize;
+    }
+    let n = icc.len().div_ceil(MAX_CHUNK);
+    let mut out = Vec::with_capacity(jpeg.len() + icc.len() + n * 18);
+    out.extend_from_slice(&jpeg[..at]);
+    for (k, chunk) in icc.chunks(MAX_CHUNK).enumerate() {
+        let len = (2 + 12 + 2 + chunk.len()) as u16;
+        out.extend_from_slice(&[0xFF, 0xE2]);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(b"ICC_PROFILE\0");
+        out.push((k + 1) as u8);
+        out.push(n as u8);
+        out.extend_from_slice(chunk);
+    }
+    out.extend_from_slice(&jpeg[at..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn exif_block(orientation: u16, little_endian: bool) -> Vec<u8> {
+        let mut t = Vec::new();
+        let w16 = |t: &mut Vec<u8>, v: u16| {
+            t.extend_from_slice(&if little_endian { v.to_le_bytes() } else { v.to_be_bytes() })
+        };
+        let w32 = |t: &mut Vec<u8>, v: u32| {
+            t.extend_from_slice(&if little_endian { v.to_le_bytes() } else { v.to_be_bytes() })
+        };
+        t.extend_from_slice(if little_endian { b"II" } else { b"MM" });
+        w16(&mut t, 42);
+        w32(&mut t, 8);
+        w16(&mut t, 1);
+        w16(&mut t, 0x0112);
+        w16(&mut t, 3);
+        w32(&mut t, 1);
+        w16(&mut t, orientation);
+        w16(&mut t, 0);
+        w32(&mut t, 0);
+        t
+    }
+
+    #[test]
+    fn reads_orientation_in_both_byte_orders() {
+        for v in 1..=8 {
+            assert_eq!(exif_orientation(&exif_block(v, true)), Some(Orientation::from_exif(v)));
+            assert_eq!(exif_orientation(&exif_block(v, false)), Some(Orientation::from_exif(v)));
+        }
+        assert_eq!(exif_orientation(b"garbage"), None);
+        assert_eq!(exif_orientation(&exif_block(6, true)[..12]), None);
+    }
+
+    #[test]
+    fn icc_round_trips_through_jpeg_markers() {
+        let fake_jpeg = vec![0xFF, 0xD8, 0xFF, 0xDA, 0, 2, 0xFF, 0xD9];
+        let icc: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
+        let with = jpeg_with_icc(fake_jpeg, &icc);
+        assert_eq!(read_jpeg_meta(&with).icc.as_deref(), Some(&icc[..]));
+    }
+}

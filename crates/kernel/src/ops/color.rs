@@ -1,0 +1,182 @@
+//! Colour and tone: channel conversion, grayscale, brightness, contrast, gamma, invert,
+//! threshold. Tone operations are 256-entry lookup tables applied to colour channels only.
+
+use crate::{Channels, Raster};
+
+/// Rec. 601 luma in 8-bit fixed point (weights 77/150/29 out of 256).
+#[inline]
+pub fn luma(r: u8, g: u8, b: u8) -> u8 {
+    ((77 * u32::from(r) + 150 * u32::from(g) + 29 * u32::from(b) + 128) >> 8) as u8
+}
+
+/// Converts between channel layouts. Adding alpha makes it opaque; dropping alpha composites
+/// over white (what a viewer shows for a transparent PNG turned JPEG).
+pub fn convert(src: &Raster, to: Channels) -> Raster {
+    let from = src.channels();
+    if from == to {
+        return src.clone();
+    }
+    let n_in = from.count();
+    let mut out = Vec::with_capacity(src.pixel_count() as usize * to.count());
+    let over_white =
+        |v: u8, a: u8| -> u8 { ((u32::from(v) * u32::from(a) + 255 * (255 - u32::from(a)) + 127) / 255) as u8 };
+    for p in src.data().chunks_exact(n_in) {
+        let (r, g, b, a) = match from {
+            Channels::Gray => (p[0], p[0], p[0], 255),
+            Channels::GrayAlpha => (p[0], p[0], p[0], p[1]),
+            Channels::Rgb => (p[0], p[1], p[2], 255),
+            Channels::Rgba => (p[0], p[1], p[2], p[3]),
+        };
+        match to {
+            Channels::Gray => {
+                let l = if from == Channels::GrayAlpha || from == Channels::Gray { r } else { luma(r, g, b) };
+                out.push(over_white(l, a));
+            }
+            Channels::GrayAlpha => {
+                let l = if from == Channels::Gray || from == Channels::GrayAlpha { r } else { luma(r, g, b) };
+                out.extend_from_slice(&[l, a]);
+            }
+            Channels::Rgb => out.extend_from_slice(&[over_white(r, a), over_white(g, a), over_white(b, a)]),
+            Channels::Rgba => out.extend_from_slice(&[r, g, b, a]),
+        }
+    }
+    Raster::from_vec(src.width(), src.height(), to, out).expect("sizes derive from the source")
+}
+
+/// Luma of every pixel, alpha dropped (not composited): what edge and interest maps need.
+pub fn luma_plane(src: &Raster) -> Vec<u8> {
+    match src.channels() {
+        Channels::Gray => src.data().to_vec(),
+        Channels::GrayAlpha => src.data().chunks_exact(2).map(|p| p[0]).collect(),
+        Channels::Rgb => src.data().chunks_exact(3).map(|p| luma(p[0], p[1], p[2])).collect(),
+        Channels::Rgba => src.data().chunks_exact(4).map(|p| luma(p[0], p[1], p[2])).collect(),
+    }
+}
+
+/// Grayscale keeping alpha: RGB -> Gray, RGBA -> GrayAlpha.
+pub fn grayscale(src: &Raster) -> Raster {
+    match src.channels() {
+        Channels::Rgb => convert(src, Channels::Gray),
+        Channels::Rgba => convert(src, Channels::GrayAlpha),
+        _ => src.clone(),
+    }
+}
+
+/// A 256-entry table, one output per input value.
+pub type Lut = [u8; 256];
+
+/// Applies a table to the colour channels in place; alpha is untouched.
+pub fn apply_lut(img: &mut Raster, lut: &Lut) {
+    let ch = img.channels();
+    let (n, colour) = (ch.count(), ch.colour_count());
+    if n == colour {
+        img.data_mut().iter_mut().for_each(|v| *v = lut[*v as usize]);
+    } else {
+        for p in img.data_mut().chunks_exact_mut(n) {
+            for v in &mut p[..colour] {
+                *v = lut[*v as usize];
+            }
+        }
+    }
+}
+
+fn lut_from(f: impl Fn(f32) -> f32) -> Lut {
+    let mut t = [0u8; 256];
+    for (i, v) in t.iter_mut().enumerate() {
+        *v = f(i as f32).round().clamp(0.0, 255.0) as u8;
+    }
+    t
+}
+
+/// `v + amount`.
+pub fn brightness_lut(amount: i16) -> Lut {
+    lut_from(|v| v + f32::from(amount))
+}
+
+/// `(v - 128) * factor + 128`.
+pub fn contrast_lut(factor: f32) -> Lut {
+    lut_from(|v| (v - 128.0) * factor + 128.0)
+}
+
+/// `255 * (v / 255) ^ (1 / gamma)`.
+pub fn gamma_lut(gamma: f32) -> Lut {
+    lut_from(|v| 255.0 * (v / 255.0).powf(1.0 / gamma))
+}
+
+/// `255 - v`.
+pub fn invert_lut() -> Lut {
+    lut_from(|v| 255.0 - v)
+}
+
+/// Composes two tables: `second(first(v))`.
+pub fn compose(first: &Lut, second: &Lut) -> Lut {
+    let mut t = [0u8; 256];
+    for (i, v) in t.iter_mut().enumerate() {
+        *v = second[first[i] as usize];
+    }
+    t
+}
+
+/// Luma >= level becomes 255, else 0; the result has one channel (plus alpha if it had one).
+pub fn threshold(src: &Raster, level: u8) -> Raster {
+    let mut g = grayscale(src);
+    let lut: Lut = std::array::from_fn(|i| if i >= level as usize { 255 } else { 0 });
+    apply_lut(&mut g, &lut);
+    g
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn luma_of_primaries() {
+        assert_eq!(luma(255, 255, 255), 255);
+        assert_eq!(luma(0, 0, 0), 0);
+        assert_eq!(luma(255, 0, 0), 77);
+        assert_eq!(luma(0, 255, 0), 149);
+    }
+
+    #[test]
+    fn grayscale_keeps_alpha_and_drops_colour() {
+        let r = Raster::from_fn(2, 1, Channels::Rgba, |x, _, p| p.copy_from_slice(&[255, 0, 0, x as u8 * 100]));
+        let g = grayscale(&r);
+        assert_eq!(g.channels(), Channels::GrayAlpha);
+        assert_eq!(g.data(), &[77, 0, 77, 100]);
+    }
+
+    #[test]
+    fn dropping_alpha_composites_over_white() {
+        let r = Raster::from_fn(1, 1, Channels::Rgba, |_, _, p| p.copy_from_slice(&[0, 0, 0, 0]));
+        assert_eq!(convert(&r, Channels::Rgb).data(), &[255, 255, 255]);
+    }
+
+    #[test]
+    fn tone_tables() {
+        assert_eq!(brightness_lut(20)[250], 255);
+        assert_eq!(brightness_lut(-20)[10], 0);
+        assert_eq!(contrast_lut(2.0)[128], 128);
+        assert_eq!(contrast_lut(2.0)[138], 148);
+        assert_eq!(gamma_lut(1.0), lut_from(|v| v));
+        assert!(gamma_lut(2.2)[64] > 64);
+        assert_eq!(invert_lut()[0], 255);
+        let twice = compose(&invert_lut(), &invert_lut());
+        assert_eq!(twice, lut_from(|v| v));
+    }
+
+    #[test]
+    fn lut_skips_alpha() {
+        let mut r = Raster::from_fn(1, 1, Channels::Rgba, |_, _, p| p.copy_from_slice(&[10, 20, 30, 40]));
+        apply_lut(&mut r, &invert_lut());
+        assert_eq!(r.data(), &[245, 235, 225, 40]);
+    }
+
+    #[test]
+    fn threshold_is_binary() {
+        let r = Raster::from_fn(256, 1, Channels::Gray, |x, _, p| p[0] = x as u8);
+        let t = threshold(&r, 100);
+        assert!(t.data().iter().all(|&v| v == 0 || v == 255));
+        assert_eq!(t.data()[99], 0);
+        assert_eq!(t.data()[100], 255);
+    }
+}

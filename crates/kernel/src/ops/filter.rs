@@ -1,0 +1,128 @@
+//! Convolution filters: separable Gaussian blur and the unsharp mask built on it.
+//!
+//! The blur runs in 16-bit fixed point (weights sum to 2^14), one row at a time, with the
+//! inner loop over x so it vectorises. Borders repeat the edge pixel.
+
+use crate::Raster;
+
+const SHIFT: u32 = 14;
+
+/// Integer Gaussian weights for `sigma`, radius ceil(3 sigma), summing to 2^SHIFT.
+fn kernel(sigma: f32) -> Vec<u32> {
+    let radius = (3.0 * sigma).ceil().max(1.0) as usize;
+    let w: Vec<f64> = (0..=2 * radius)
+        .map(|i| {
+            let d = i as f64 - radius as f64;
+            (-(d * d) / (2.0 * f64::from(sigma) * f64::from(sigma))).exp()
+        })
+        .collect();
+    let sum: f64 = w.iter().sum();
+    let mut k: Vec<u32> = w.iter().map(|v| (v / sum * f64::from(1u32 << SHIFT)).round() as u32).collect();
+    // Put the rounding error on the centre tap so flat areas stay exactly flat.
+    let total: i64 = k.iter().map(|&v| i64::from(v)).sum();
+    let fix = i64::from(1u32 << SHIFT) - total;
+    k[radius] = (i64::from(k[radius]) + fix) as u32;
+    k
+}
+
+/// Gaussian blur of every channel (alpha included: a blurred edge fades out).
+pub fn blur(src: &Raster, sigma: f32) -> Raster {
+    let k = kernel(sigma);
+    let r = k.len() / 2;
+    let (w, h) = (src.width() as usize, src.height() as usize);
+    let n = src.channels().count();
+    let stride = w * n;
+
+    // Horizontal pass into a temporary image.
+    let mut tmp = vec![0u8; stride * h];
+    let mut padded = vec![0u8; (w + 2 * r) * n];
+    let mut acc = vec![0u32; stride];
+    for y in 0..h {
+        let row = &src.data()[y * stride..(y + 1) * stride];
+        for i in 0..r {
+            padded[i * n..(i + 1) * n].copy_from_slice(&row[..n]);
+            padded[(r + w + i) * n..(r + w + i + 1) * n].copy_from_slice(&row[stride - n..]);
+        }
+        padded[r * n..(r + w) * n].copy_from_slice(row);
+        acc.iter_mut().for_each(|a| *a = 1 << (SHIFT - 1));
+        for (t, &kw) in k.iter().enumerate() {
+            let window = &padded[t * n..t * n + stride];
+            for (a, &v) in acc.iter_mut().zip(window) {
+                *a += kw * u32::from(v);
+            }
+        }
+        for (o, &a) in tmp[y * stride..(y + 1) * stride].iter_mut().zip(&acc) {
+            *o = (a >> SHIFT) as u8;
+        }
+    }
+
+    // Vertical pass: each output row is a weighted sum of 2r+1 rows of tmp.
+    let mut out = vec![0u8; stride * h];
+    for y in 0..h {
+        acc.iter_mut().for_each(|a| *a = 1 << (SHIFT - 1));
+        for (t, &kw) in k.iter().enumerate() {
+            let sy = (y + t).saturating_sub(r).min(h - 1);
+            let srow = &tmp[sy * stride..(sy + 1) * stride];
+            for (a, &v) in acc.iter_mut().zip(srow) {
+                *a += kw * u32::from(v);
+            }
+        }
+        for (o, &a) in out[y * stride..(y + 1) * stride].iter_mut().zip(&acc) {
+            *o = (a >> SHIFT) as u8;
+        }
+    }
+    Raster::from_vec(src.width(), src.height(), src.channels(), out).expect("same size as the source")
+}
+
+/// Unsharp mask: `v + amount * (v - blur(v))`, colour channels only.
+pub fn sharpen(src: &Raster, sigma: f32, amount: f32) -> Raster {
+    let blurred = blur(src, sigma);
+    let ch = src.channels();
+    let (n, colour) = (ch.count(), ch.colour_count());
+    let mut out = src.clone();
+    let amt = (amount * 256.0).round() as i32;
+    for (i, (o, &b)) in out.data_mut().iter_mut().zip(blurred.data()).enumerate() {
+        if i % n < colour {
+            let v = i32::from(*o);
+            *o = (v + ((amt * (v - i32::from(b)) + 128) >> 8)).clamp(0, 255) as u8;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Channels;
+
+    #[test]
+    fn kernel_sums_to_one_and_is_symmetric() {
+        for s in [0.5, 1.0, 2.0, 7.3] {
+            let k = kernel(s);
+            assert_eq!(k.iter().sum::<u32>(), 1 << SHIFT);
+            assert!(k.iter().eq(k.iter().rev()));
+        }
+    }
+
+    #[test]
+    fn blur_keeps_flat_images_flat_and_spreads_a_dot() {
+        let flat = Raster::from_fn(20, 10, Channels::Rgb, |_, _, p| p.copy_from_slice(&[10, 128, 250]));
+        assert_eq!(blur(&flat, 2.0), flat);
+        let dot = Raster::from_fn(21, 21, Channels::Gray, |x, y, p| p[0] = if (x, y) == (10, 10) { 255 } else { 0 });
+        let b = blur(&dot, 1.5);
+        assert!(b.pixel(10, 10)[0] < 255 && b.pixel(10, 10)[0] > 0);
+        assert!(b.pixel(11, 10)[0] > 0);
+        assert_eq!(b.pixel(11, 10), b.pixel(9, 10));
+        assert_eq!(b.pixel(10, 11), b.pixel(10, 9));
+        assert_eq!(b.pixel(0, 0)[0], 0);
+    }
+
+    #[test]
+    fn sharpen_increases_edge_contrast() {
+        let edge = Raster::from_fn(20, 4, Channels::Gray, |x, _, p| p[0] = if x < 10 { 100 } else { 150 });
+        let s = sharpen(&edge, 1.0, 1.0);
+        assert!(s.pixel(9, 0)[0] < 100);
+        assert!(s.pixel(10, 0)[0] > 150);
+        assert_eq!(s.pixel(0, 0)[0], 100);
+    }
+}
