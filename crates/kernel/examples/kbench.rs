@@ -29,6 +29,9 @@ fn main() {
     let pipeline = Pipeline::parse(&spec).unwrap_or_else(|e| fail(&e.to_string()));
     let inputs: Vec<Vec<u8>> =
         files.iter().map(|f| std::fs::read(f).unwrap_or_else(|e| fail(&format!("{f}: {e}")))).collect();
+    if let Some(dir) = &out_dir {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| fail(&format!("{}: {e}", dir.display())));
+    }
     let mut p = Processor::new(Limits::default());
     let (mut n, mut dec, mut opt, mut enc) = (0usize, Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let start = Instant::now();

@@ -80,6 +80,7 @@ pub fn probe(input: &[u8], limits: &Limits) -> Result<Probe, Error> {
     let format = sniff(input, limits)?;
     if format == Format::Jpeg {
         let (width, height) = jpeg_dims(input)?;
+        check_jpeg_complete(input)?;
         limits.check_dimensions(width, height)?;
         let JpegMeta { orientation, icc } = read_jpeg_meta(input);
         return Ok(Probe { format, width, height, orientation, icc });
@@ -121,6 +122,19 @@ fn jpeg_dims(input: &[u8]) -> Result<(u32, u32), Error> {
         i += 2 + len;
     }
     Err(decode_err(Format::Jpeg, "no frame header (file truncated or not a JPEG)"))
+}
+
+/// A truncated JPEG has no end-of-image marker after its first scan. (Entropy-coded data
+/// stuffs every 0xFF with 0x00, so FF D9 after the scan starts can only be a real marker.)
+/// Decoders differ in how they treat truncation (libjpeg-turbo warns, others fill grey);
+/// checking here makes it an error on every path.
+fn check_jpeg_complete(input: &[u8]) -> Result<(), Error> {
+    let sos = input.windows(2).position(|w| w == [0xFF, 0xDA]);
+    let eoi = input.windows(2).rposition(|w| w == [0xFF, 0xD9]);
+    match (sos, eoi) {
+        (Some(s), Some(e)) if e > s => Ok(()),
+        _ => Err(decode_err(Format::Jpeg, "truncated: no end-of-image marker after the scan data")),
+    }
 }
 
 /// The smallest M/8 scale whose output is at least `need` (stored orientation).

@@ -1,0 +1,48 @@
+//! Outputs keep the ICC profile and drop EXIF (and with it GPS and orientation tags).
+
+mod common;
+
+use pixq_kernel::{Limits, Pipeline, process};
+
+fn jpeg_with_icc_and_exif() -> (Vec<u8>, Vec<u8>) {
+    let icc: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let plain = common::jpeg(&common::photo_like(200, 100), 90);
+    let with_icc = pixq_kernel::meta::jpeg_with_icc(plain, &icc);
+    (common::with_exif_orientation(&with_icc, 1), icc)
+}
+
+#[test]
+fn icc_is_kept_in_jpeg_and_png_outputs() {
+    let (input, icc) = jpeg_with_icc_and_exif();
+    assert_eq!(pixq_kernel::meta::read_jpeg_meta(&input).icc.as_deref(), Some(&icc[..]));
+    let l = Limits::default();
+    let out = process(&input, &Pipeline::parse("thumbnail:50").unwrap(), &l).unwrap();
+    assert_eq!(pixq_kernel::meta::read_jpeg_meta(&out.bytes).icc.as_deref(), Some(&icc[..]));
+    let out = process(&input, &Pipeline::parse("thumbnail:50,format:png").unwrap(), &l).unwrap();
+    assert_eq!(pixq_kernel::codec::probe(&out.bytes, &l).unwrap().icc.as_deref(), Some(&icc[..]));
+}
+
+#[test]
+fn exif_is_stripped() {
+    let (input, _) = jpeg_with_icc_and_exif();
+    assert!(input.windows(6).any(|w| w == b"Exif\0\0"));
+    let out = process(&input, &Pipeline::parse("thumbnail:50").unwrap(), &Limits::default()).unwrap();
+    assert!(!out.bytes.windows(6).any(|w| w == b"Exif\0\0"), "output still carries EXIF");
+}
+
+#[test]
+fn progressive_and_quality_change_the_jpeg() {
+    let input = common::png(&common::photo_like(300, 200));
+    let l = Limits::default();
+    let run = |s: &str| process(&input, &Pipeline::parse(s).unwrap(), &l).unwrap().bytes;
+    let q30 = run("format:jpeg,quality:30");
+    let q95 = run("format:jpeg,quality:95");
+    assert!(q30.len() < q95.len());
+    let prog = run("format:jpeg,progressive");
+    // SOF2 marks a progressive frame; SOF0 a baseline one.
+    assert!(prog.windows(2).any(|w| w == [0xFF, 0xC2]));
+    assert!(run("format:jpeg").windows(2).any(|w| w == [0xFF, 0xC0]));
+    let fast = run("format:png,compression:1");
+    let small = run("format:png,compression:9");
+    assert!(small.len() <= fast.len());
+}
