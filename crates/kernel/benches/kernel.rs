@@ -15,7 +15,8 @@ fn photo(w: u32, h: u32) -> Raster {
 
 fn pipelines(c: &mut Criterion) {
     let src = photo(3000, 2000);
-    let jpeg = pixq_kernel::encode(&src, Format::Jpeg, &OutputSpec { quality: Some(90), ..Default::default() }).unwrap();
+    let jpeg =
+        pixq_kernel::encode(&src, Format::Jpeg, &OutputSpec { quality: Some(90), ..Default::default() }).unwrap();
     let mut g = c.benchmark_group("pipeline_6mp_jpeg");
     g.sample_size(10);
     g.throughput(Throughput::Elements(1));
