@@ -91,14 +91,19 @@ proptest! {
         let png = common::png(&raster(w, h, ch));
         let mut p = Processor::new(Limits::default());
         let out = p.process(&png, &Pipeline::parse(&format!("thumbnail:{size}")).unwrap()).unwrap();
-        prop_assert!(out.width.max(out.height) <= size.max(w.max(h).min(size)));
+        prop_assert!(out.width.max(out.height) <= size);
         prop_assert!(out.width <= w && out.height <= h);
         if w.max(h) <= size { prop_assert_eq!((out.width, out.height), (w, h)); }
 
-        let out = p.process(&png, &Pipeline::parse(&format!("resize:{tw}:{th}:fill")).unwrap());
+        let fill = Pipeline::parse(&format!("resize:{tw}:{th}:fill"));
         if tw > 0 {
-            let out = out.unwrap();
+            let out = p.process(&png, &fill.unwrap()).unwrap();
             prop_assert_eq!((out.width, out.height), (tw, th));
+        } else {
+            // fill needs both sides: refused when the pipeline is parsed, before any work.
+            prop_assert!(fill.is_err());
+            let out = p.process(&png, &Pipeline::parse(&format!("resize:0:{th}")).unwrap()).unwrap();
+            prop_assert_eq!(out.height, th);
         }
         let out = p.process(&png, &Pipeline::parse(&format!("resize:{}:{th}:cover", tw.max(1))).unwrap()).unwrap();
         prop_assert_eq!((out.width, out.height), (tw.max(1), th));
