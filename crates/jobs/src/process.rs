@@ -1,0 +1,255 @@
+//! The one `process` step every runtime shares: read the input (limits checked from its
+//! metadata before download), run the kernel on a blocking thread, write the output and the
+//! result record, and say whether the message may be deleted, must be retried, or is poison.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::Instant;
+
+use pixq_kernel::{Limits, Processor};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::now_ms;
+use crate::keys;
+use crate::schema::{Job, JobResult, ObjectRef, OutputInfo, SCHEMA_VERSION, StageTimings, Status};
+use crate::store::{ObjectStore, StoreError};
+
+/// Settings of the process step.
+#[derive(Debug, Clone)]
+pub struct ProcessConfig {
+    /// Kernel limits (also checked against the input's size before download).
+    pub limits: Limits,
+    /// Name written into result records (host, pid, runtime).
+    pub worker_id: String,
+}
+
+impl Default for ProcessConfig {
+    fn default() -> Self {
+        ProcessConfig { limits: Limits::default(), worker_id: format!("local-{}", std::process::id()) }
+    }
+}
+
+/// What the caller does with the message.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Finished (output written or reused, result recorded): delete the message.
+    Done(JobResult),
+    /// Failed in a way that may pass: release it for a later attempt.
+    Retry(String),
+    /// Will never succeed: dead-letter it. The failed result record is written already
+    /// (unless writing it failed, in which case the outcome is `Retry`).
+    Poison(String),
+    /// Not started because the worker is shutting down: release it at once.
+    Released,
+}
+
+/// Admission by decoded megapixels, so a small box does not decode two 50 MP photos at once.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    permits: Arc<Semaphore>,
+    budget: u32,
+}
+
+impl Admission {
+    /// A budget of `megapixels` decoded at once (at least 1).
+    pub fn new(megapixels: u32) -> Admission {
+        let budget = megapixels.max(1);
+        Admission { permits: Arc::new(Semaphore::new(budget as usize)), budget }
+    }
+
+    /// Waits until an image of `pixels` fits in the budget (an image over the whole budget
+    /// waits for all of it). `None` when `cancel` fires first.
+    pub async fn admit(&self, pixels: u64, cancel: &CancellationToken) -> Option<OwnedSemaphorePermit> {
+        let mp = (pixels.div_ceil(1_000_000) as u32).clamp(1, self.budget);
+        tokio::select! {
+            p = self.permits.clone().acquire_many_owned(mp) => p.ok(),
+            _ = cancel.cancelled() => None,
+        }
+    }
+}
+
+thread_local! {
+    /// One kernel processor per blocking thread: scratch buffers and codec handles are reused.
+    static PROCESSOR: RefCell<Option<Processor>> = const { RefCell::new(None) };
+}
+
+fn run_kernel(limits: Limits, input: &[u8], pipeline: &pixq_kernel::Pipeline) -> Result<pixq_kernel::Output, pixq_kernel::Error> {
+    PROCESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().map(|p| *p.limits() != limits).unwrap_or(true) {
+            *slot = Some(Processor::new(limits));
+        }
+        slot.as_mut().expect("just set").process(input, pipeline)
+    })
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+fn base_result(job: &Job, cfg: &ProcessConfig, attempt: u32, status: Status) -> JobResult {
+    JobResult {
+        schema: SCHEMA_VERSION,
+        job_id: job.id.clone(),
+        batch: job.batch.clone(),
+        status,
+        reason: None,
+        input: job.input.clone(),
+        input_bytes: None,
+        source_size: None,
+        outputs: Vec::new(),
+        reused: false,
+        pipeline: job.pipeline.canonical(),
+        kernel_version: pixq_kernel::KERNEL_VERSION.to_string(),
+        timings: StageTimings { queue_wait_ms: (now_ms() - job.submitted_at_ms).max(0) as f64, ..Default::default() },
+        attempts: attempt,
+        worker: cfg.worker_id.clone(),
+        finished_at_ms: 0,
+    }
+}
+
+async fn write_result(store: &dyn ObjectStore, job: &Job, mut r: JobResult) -> Result<JobResult, StoreError> {
+    r.finished_at_ms = now_ms();
+    let body = serde_json::to_vec_pretty(&r).expect("a result always serialises");
+    store.put(&job.output.bucket, &keys::result_key(&job.batch, &job.id), body, "application/json").await?;
+    Ok(r)
+}
+
+/// Records a permanent failure and returns `Poison` (or `Retry` when the record cannot be
+/// written now). Also used by the worker when retries run out.
+pub async fn record_failure(store: &dyn ObjectStore, job: &Job, cfg: &ProcessConfig, attempt: u32, reason: String) -> Outcome {
+    let mut r = base_result(job, cfg, attempt, Status::Failed);
+    r.reason = Some(reason.clone());
+    match write_result(store, job, r).await {
+        Ok(_) => Outcome::Poison(reason),
+        Err(e) => Outcome::Retry(format!("{reason} (and the failure record could not be written: {e})")),
+    }
+}
+
+/// An output already written for this digest, if any.
+async fn existing_output(store: &dyn ObjectStore, job: &Job, digest: &str) -> Result<Option<OutputInfo>, StoreError> {
+    let stem = keys::output_key_stem(&job.output.prefix, digest);
+    let found = store.list(&job.output.bucket, &stem).await?;
+    let want = job.pipeline.output.format;
+    for m in found {
+        let ext = &m.key[stem.len()..];
+        let Ok(format) = ext.parse::<pixq_kernel::Format>() else { continue };
+        if want.is_none_or(|w| w == format) {
+            return Ok(Some(OutputInfo {
+                object: ObjectRef { bucket: job.output.bucket.clone(), key: m.key },
+                format,
+                width: None,
+                height: None,
+                bytes: m.size,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// Runs one job end to end. `attempt` is the message's receive count; `cancel` stops a job
+/// that is still waiting for admission (it is then `Released`, not started).
+pub async fn process(
+    job: &Job,
+    attempt: u32,
+    store: &dyn ObjectStore,
+    cfg: &ProcessConfig,
+    admission: &Admission,
+    cancel: &CancellationToken,
+) -> Outcome {
+    let store_failure = |what: &str, e: StoreError| -> Result<Outcome, String> {
+        if e.is_transient() { Ok(Outcome::Retry(format!("{what}: {e}"))) } else { Err(format!("{what}: {e}")) }
+    };
+    macro_rules! fail {
+        ($reason:expr) => {
+            return record_failure(store, job, cfg, attempt, $reason).await
+        };
+    }
+    macro_rules! store_try {
+        ($what:expr, $e:expr) => {
+            match $e {
+                Ok(v) => v,
+                Err(e) => match store_failure($what, e) {
+                    Ok(retry) => return retry,
+                    Err(reason) => fail!(reason),
+                },
+            }
+        };
+    }
+
+    // 1. An identical job (same input bytes, pipeline, kernel) already produced the output.
+    if let Some(digest) = &job.input_digest {
+        let digest = keys::output_digest(digest, &job.pipeline.canonical(), pixq_kernel::KERNEL_VERSION);
+        if let Some(out) = store_try!("looking for an existing output", existing_output(store, job, &digest).await) {
+            let mut r = base_result(job, cfg, attempt, Status::Ok);
+            r.reused = true;
+            r.outputs.push(out);
+            return match write_result(store, job, r).await {
+                Ok(r) => Outcome::Done(r),
+                Err(e) => Outcome::Retry(format!("writing the result record: {e}")),
+            };
+        }
+    }
+
+    // 2. Size from metadata before download.
+    let t = Instant::now();
+    let meta = store_try!("reading the input's metadata", store.head(&job.input.bucket, &job.input.key).await);
+    let Some(meta) = meta else {
+        fail!(format!("input object {}/{} not found", job.input.bucket, job.input.key));
+    };
+    if meta.size > cfg.limits.max_input_bytes {
+        fail!(format!("input is {} bytes, over the limit of {} bytes", meta.size, cfg.limits.max_input_bytes));
+    }
+    let bytes = store_try!("downloading the input", store.get(&job.input.bucket, &job.input.key).await);
+    let download_ms = ms_since(t);
+    let digest_of_input = match (&job.input_digest, &meta.etag) {
+        (Some(d), _) => d.clone(),
+        (None, Some(etag)) => format!("etag:{etag}"),
+        (None, None) => keys::content_digest(&bytes),
+    };
+    let digest = keys::output_digest(&digest_of_input, &job.pipeline.canonical(), pixq_kernel::KERNEL_VERSION);
+
+    // 3. Header probe (cheap), then admission by megapixels, then the kernel.
+    let probe = match pixq_kernel::codec::probe(&bytes, &cfg.limits) {
+        Ok(p) => p,
+        Err(e) => fail!(e.to_string()),
+    };
+    let Some(_permit) = admission.admit(u64::from(probe.width) * u64::from(probe.height), cancel).await else {
+        return Outcome::Released;
+    };
+    let input_bytes = bytes.len() as u64;
+    let (limits, pipeline) = (cfg.limits, job.pipeline.clone());
+    let out = match tokio::task::spawn_blocking(move || run_kernel(limits, &bytes, &pipeline)).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => fail!(e.to_string()),
+        Err(e) if e.is_panic() => fail!(format!("the image kernel panicked on this input: {e}")),
+        Err(e) => return Outcome::Retry(format!("kernel task was cancelled: {e}")),
+    };
+
+    // 4. Output, then the record (a record never points at a missing output).
+    let t = Instant::now();
+    let key = format!("{}{}", keys::output_key_stem(&job.output.prefix, &digest), out.format.extension());
+    let size = out.bytes.len() as u64;
+    store_try!("writing the output", store.put(&job.output.bucket, &key, out.bytes, out.format.mime()).await);
+    let upload_ms = ms_since(t);
+    let mut r = base_result(job, cfg, attempt, Status::Ok);
+    r.input_bytes = Some(input_bytes);
+    r.source_size = Some((out.source.width, out.source.height));
+    r.outputs.push(OutputInfo {
+        object: ObjectRef { bucket: job.output.bucket.clone(), key },
+        format: out.format,
+        width: Some(out.width),
+        height: Some(out.height),
+        bytes: size,
+    });
+    r.timings.download_ms = download_ms;
+    r.timings.decode_ms = out.timings.decode.as_secs_f64() * 1000.0;
+    r.timings.ops_ms = out.timings.ops.as_secs_f64() * 1000.0;
+    r.timings.encode_ms = out.timings.encode.as_secs_f64() * 1000.0;
+    r.timings.upload_ms = upload_ms;
+    match write_result(store, job, r).await {
+        Ok(r) => Outcome::Done(r),
+        Err(e) => Outcome::Retry(format!("writing the result record: {e}")),
+    }
+}

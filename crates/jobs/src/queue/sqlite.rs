@@ -1,0 +1,396 @@
+//! The embedded queue: SQS semantics over one SQLite file (bundled SQLite, WAL, busy
+//! timeout), safe for several processes at once.
+//!
+//! Every state change is one `BEGIN IMMEDIATE` transaction, so two processes never hand out
+//! the same visible message. Durability: WAL with `synchronous=NORMAL` survives any process
+//! crash (`kill -9`); a power loss may drop the last few commits.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::Notify;
+
+use super::{Counts, DeadLetter, MAX_BODY_BYTES, Message, Queue, QueueError, SendOptions};
+use crate::clock::{Clock, SystemClock};
+
+/// Settings of one named queue inside the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// Queue name (several queues can share a file).
+    pub name: String,
+    /// FIFO: message groups handed out in order, de-duplication ids honoured.
+    pub fifo: bool,
+    /// Receives after which a message goes to the dead-letter queue.
+    pub max_receives: u32,
+    /// How long a de-duplication id is remembered (SQS: 5 minutes).
+    pub dedup_window: Duration,
+    /// How often a long poll re-checks the file for messages sent by other processes.
+    pub poll_interval: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            name: "jobs".into(),
+            fifo: false,
+            max_receives: 5,
+            dedup_window: Duration::from_secs(300),
+            poll_interval: Duration::from_millis(20),
+        }
+    }
+}
+
+/// A queue in a SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteQueue {
+    conn: Arc<Mutex<Connection>>,
+    cfg: Arc<QueueConfig>,
+    clock: Arc<dyn Clock>,
+    /// Wakes long polls in this process as soon as this process sends.
+    sent: Arc<Notify>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    id TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL,
+    group_id TEXT,
+    sent_at INTEGER NOT NULL,
+    visible_at INTEGER NOT NULL,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    receipt TEXT,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_ready ON messages(queue, visible_at, seq);
+CREATE INDEX IF NOT EXISTS messages_group ON messages(queue, group_id, seq);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_receipt ON messages(receipt);
+CREATE TABLE IF NOT EXISTS dedup (
+    queue TEXT NOT NULL,
+    dedup_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (queue, dedup_id)
+);
+CREATE TABLE IF NOT EXISTS dead (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    group_id TEXT,
+    sent_at INTEGER NOT NULL,
+    receive_count INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    died_at INTEGER NOT NULL
+);
+";
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+impl SqliteQueue {
+    /// Opens (creating if needed) the queue file with the system clock.
+    pub fn open(path: &Path, cfg: QueueConfig) -> Result<SqliteQueue, QueueError> {
+        SqliteQueue::open_with_clock(path, cfg, Arc::new(SystemClock))
+    }
+
+    /// Opens with an explicit clock (tests move a `ManualClock`).
+    pub fn open_with_clock(path: &Path, cfg: QueueConfig, clock: Arc<dyn Clock>) -> Result<SqliteQueue, QueueError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| QueueError::Permanent(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteQueue { conn: Arc::new(Mutex::new(conn)), cfg: Arc::new(cfg), clock, sent: Arc::new(Notify::new()) })
+    }
+
+    /// This queue's settings.
+    pub fn config(&self) -> &QueueConfig {
+        &self.cfg
+    }
+
+    async fn with_conn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection, &QueueConfig, i64) -> Result<T, QueueError> + Send + 'static,
+    ) -> Result<T, QueueError> {
+        let conn = self.conn.clone();
+        let cfg = self.cfg.clone();
+        let clock = self.clock.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn.lock().map_err(|_| QueueError::Permanent("queue connection poisoned".into()))?;
+            let now = clock.now_ms();
+            f(&mut c, &cfg, now)
+        })
+        .await
+        .map_err(|e| QueueError::Transient(format!("queue task failed: {e}")))?
+    }
+
+    fn send_in(tx: &rusqlite::Transaction<'_>, cfg: &QueueConfig, now: i64, body: &str, o: &SendOptions) -> Result<String, QueueError> {
+        if body.is_empty() || body.len() > MAX_BODY_BYTES {
+            return Err(QueueError::Refused(format!("body is {} bytes (allowed 1..={MAX_BODY_BYTES})", body.len())));
+        }
+        if cfg.fifo && o.group_id.is_none() {
+            return Err(QueueError::Refused("a FIFO queue needs a message group id".into()));
+        }
+        if let (true, Some(d)) = (cfg.fifo, o.dedup_id.as_deref()) {
+            tx.execute("DELETE FROM dedup WHERE queue = ?1 AND expires_at <= ?2", params![cfg.name, now])?;
+            let existing: Option<String> = tx
+                .query_row("SELECT message_id FROM dedup WHERE queue = ?1 AND dedup_id = ?2", params![cfg.name, d], |r| r.get(0))
+                .optional()?;
+            if let Some(id) = existing {
+                return Ok(id);
+            }
+        }
+        let id = crate::ids::random_hex(2);
+        tx.execute(
+            "INSERT INTO messages (queue, id, body, group_id, sent_at, visible_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![cfg.name, id, body, o.group_id, now, now + ms(o.delay)],
+        )?;
+        if let (true, Some(d)) = (cfg.fifo, o.dedup_id.as_deref()) {
+            tx.execute(
+                "INSERT INTO dedup (queue, dedup_id, message_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![cfg.name, d, id, now + ms(cfg.dedup_window)],
+            )?;
+        }
+        Ok(id)
+    }
+
+    fn receive_now(c: &mut Connection, cfg: &QueueConfig, now: i64, max: usize, vis: i64) -> Result<Vec<Message>, QueueError> {
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut out = Vec::new();
+        loop {
+            let want = max - out.len();
+            // FIFO: a message is eligible only when no earlier message of its group is hidden
+            // (in flight or delayed), so groups are handed out in order.
+            let sql = if cfg.fifo {
+                "SELECT seq, id, body, group_id, sent_at, receive_count, last_error FROM messages m
+                 WHERE queue = ?1 AND visible_at <= ?2 AND NOT EXISTS (
+                     SELECT 1 FROM messages o WHERE o.queue = m.queue AND o.group_id = m.group_id
+                     AND o.seq < m.seq AND o.visible_at > ?2)
+                 ORDER BY seq LIMIT ?3"
+            } else {
+                "SELECT seq, id, body, group_id, sent_at, receive_count, last_error FROM messages
+                 WHERE queue = ?1 AND visible_at <= ?2 ORDER BY seq LIMIT ?3"
+            };
+            type Row = (i64, String, String, Option<String>, i64, u32, Option<String>);
+            let rows: Vec<Row> = {
+                let mut st = tx.prepare_cached(sql)?;
+                st.query_map(params![cfg.name, now, want as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+                })?
+                .collect::<Result<_, _>>()?
+            };
+            if rows.is_empty() {
+                break;
+            }
+            let mut died = 0;
+            for (seq, id, body, group_id, sent_at, count, last_error) in rows {
+                if count >= cfg.max_receives {
+                    let reason = format!(
+                        "received {count} times without being acknowledged (max {}); last failure: {}",
+                        cfg.max_receives,
+                        last_error.as_deref().unwrap_or("none recorded: the worker crashed or timed out")
+                    );
+                    Self::bury(&tx, cfg, now, seq, &reason)?;
+                    died += 1;
+                    continue;
+                }
+                let receipt = format!("{id}.{}", crate::ids::random_hex(1));
+                tx.execute(
+                    "UPDATE messages SET receive_count = receive_count + 1, visible_at = ?1, receipt = ?2 WHERE seq = ?3",
+                    params![now + vis, receipt, seq],
+                )?;
+                out.push(Message { id, receipt, body, receive_count: count + 1, sent_at_ms: sent_at, group_id });
+            }
+            // Only look again when dead-lettering left room in the batch.
+            if died == 0 || out.len() >= max {
+                break;
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn bury(tx: &rusqlite::Transaction<'_>, cfg: &QueueConfig, now: i64, seq: i64, reason: &str) -> Result<(), QueueError> {
+        tx.execute(
+            "INSERT INTO dead (queue, id, body, group_id, sent_at, receive_count, reason, died_at)
+             SELECT queue, id, body, group_id, sent_at, receive_count, ?1, ?2 FROM messages WHERE seq = ?3",
+            params![reason, now, seq],
+        )?;
+        tx.execute("DELETE FROM messages WHERE seq = ?1", params![seq])?;
+        let _ = cfg;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Queue for SqliteQueue {
+    async fn send(&self, body: &str, opts: &SendOptions) -> Result<String, QueueError> {
+        let (body, opts) = (body.to_string(), opts.clone());
+        let id = self
+            .with_conn(move |c, cfg, now| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let id = Self::send_in(&tx, cfg, now, &body, &opts)?;
+                tx.commit()?;
+                Ok(id)
+            })
+            .await?;
+        self.sent.notify_waiters();
+        Ok(id)
+    }
+
+    async fn send_batch(&self, entries: &[(String, SendOptions)]) -> Result<Vec<String>, QueueError> {
+        let entries = entries.to_vec();
+        let ids = self
+            .with_conn(move |c, cfg, now| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let ids = entries.iter().map(|(b, o)| Self::send_in(&tx, cfg, now, b, o)).collect::<Result<Vec<_>, _>>()?;
+                tx.commit()?;
+                Ok(ids)
+            })
+            .await?;
+        self.sent.notify_waiters();
+        Ok(ids)
+    }
+
+    async fn receive(&self, max: usize, visibility: Duration, wait: Duration) -> Result<Vec<Message>, QueueError> {
+        let max = max.clamp(1, 10);
+        let vis = ms(visibility);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Register for a wake-up before looking, so a send between the look and the wait
+            // is not missed.
+            let notified = self.sent.notified();
+            let got = self.with_conn(move |c, cfg, now| Self::receive_now(c, cfg, now, max, vis)).await?;
+            let now = tokio::time::Instant::now();
+            if !got.is_empty() || now >= deadline {
+                return Ok(got);
+            }
+            let nap = self.cfg.poll_interval.min(deadline - now);
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(nap) => {}
+            }
+        }
+    }
+
+    async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
+        let receipt = receipt.to_string();
+        self.with_conn(move |c, _, _| {
+            // Deleting with a stale receipt succeeds without effect, as on SQS.
+            c.execute("DELETE FROM messages WHERE receipt = ?1", params![receipt])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn change_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), QueueError> {
+        let receipt = receipt.to_string();
+        self.with_conn(move |c, _, now| {
+            let n = c.execute("UPDATE messages SET visible_at = ?1 WHERE receipt = ?2", params![now + ms(timeout), receipt])?;
+            if n == 0 { Err(QueueError::ReceiptExpired) } else { Ok(()) }
+        })
+        .await
+    }
+
+    async fn retry_later(&self, receipt: &str, delay: Duration, reason: &str) -> Result<(), QueueError> {
+        let (receipt, reason) = (receipt.to_string(), reason.to_string());
+        self.with_conn(move |c, _, now| {
+            let n = c.execute(
+                "UPDATE messages SET visible_at = ?1, last_error = ?2 WHERE receipt = ?3",
+                params![now + ms(delay), reason, receipt],
+            )?;
+            if n == 0 { Err(QueueError::ReceiptExpired) } else { Ok(()) }
+        })
+        .await
+    }
+
+    async fn dead_letter(&self, msg: &Message, reason: &str) -> Result<(), QueueError> {
+        let (receipt, reason) = (msg.receipt.clone(), reason.to_string());
+        self.with_conn(move |c, cfg, now| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let seq: Option<i64> =
+                tx.query_row("SELECT seq FROM messages WHERE receipt = ?1", params![receipt], |r| r.get(0)).optional()?;
+            let Some(seq) = seq else { return Err(QueueError::ReceiptExpired) };
+            Self::bury(&tx, cfg, now, seq, &reason)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn counts(&self) -> Result<Counts, QueueError> {
+        self.with_conn(|c, cfg, now| {
+            let (visible, in_flight, delayed): (i64, i64, i64) = c.query_row(
+                "SELECT
+                   COALESCE(SUM(visible_at <= ?2), 0),
+                   COALESCE(SUM(visible_at > ?2 AND receive_count > 0), 0),
+                   COALESCE(SUM(visible_at > ?2 AND receive_count = 0), 0)
+                 FROM messages WHERE queue = ?1",
+                params![cfg.name, now],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            let dead: i64 = c.query_row("SELECT COUNT(*) FROM dead WHERE queue = ?1", params![cfg.name], |r| r.get(0))?;
+            Ok(Counts { visible: visible as u64, in_flight: in_flight as u64, delayed: delayed as u64, dead: dead as u64 })
+        })
+        .await
+    }
+
+    async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        self.with_conn(move |c, cfg, _| {
+            let mut st = c.prepare_cached(
+                "SELECT id, body, reason, receive_count, died_at FROM dead WHERE queue = ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = st
+                .query_map(params![cfg.name, max as i64], |r| {
+                    Ok(DeadLetter {
+                        id: r.get(0)?,
+                        body: r.get(1)?,
+                        reason: r.get(2)?,
+                        receive_count: r.get(3)?,
+                        died_at_ms: r.get(4)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn redrive(&self, max: usize) -> Result<usize, QueueError> {
+        let n = self
+            .with_conn(move |c, cfg, now| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let seqs: Vec<i64> = {
+                    let mut st = tx.prepare("SELECT seq FROM dead WHERE queue = ?1 ORDER BY seq LIMIT ?2")?;
+                    st.query_map(params![cfg.name, max as i64], |r| r.get(0))?.collect::<Result<_, _>>()?
+                };
+                for seq in &seqs {
+                    tx.execute(
+                        "INSERT INTO messages (queue, id, body, group_id, sent_at, visible_at)
+                         SELECT queue, id, body, group_id, sent_at, ?1 FROM dead WHERE seq = ?2",
+                        params![now, seq],
+                    )?;
+                    tx.execute("DELETE FROM dead WHERE seq = ?1", params![seq])?;
+                }
+                tx.commit()?;
+                Ok(seqs.len())
+            })
+            .await?;
+        self.sent.notify_waiters();
+        Ok(n)
+    }
+
+    fn max_receives(&self) -> u32 {
+        self.cfg.max_receives
+    }
+}

@@ -1,0 +1,80 @@
+//! The `ObjectStore` port and its backends (`fs` here; S3 behind the `aws` feature later).
+
+pub mod fs;
+
+use async_trait::async_trait;
+
+use crate::keys::KeyError;
+
+/// What `head` and `list` report about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Opaque content tag (S3 ETag) when the backend has one.
+    pub etag: Option<String>,
+}
+
+/// Object-store failures, split into what retrying can fix and what it cannot.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The object does not exist.
+    #[error("object {bucket}/{key} not found")]
+    NotFound {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+    },
+    /// The key or bucket is not acceptable.
+    #[error(transparent)]
+    InvalidKey(#[from] KeyError),
+    /// The device is full.
+    #[error("no space left on the device while writing {key}")]
+    Full {
+        /// Key being written.
+        key: String,
+    },
+    /// An I/O or network error that may pass.
+    #[error("{op} {key}: {source}")]
+    Io {
+        /// Operation.
+        op: &'static str,
+        /// Key.
+        key: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A backend error that may pass (throttling, 5xx, timeouts).
+    #[error("{0}")]
+    Transient(String),
+    /// A backend error that will not pass (permissions, bad request).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl StoreError {
+    /// Whether retrying later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Io { .. } | StoreError::Transient(_) | StoreError::Full { .. })
+    }
+}
+
+/// Object storage as pixq uses it: whole-object reads and writes, listing by prefix.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + std::fmt::Debug {
+    /// Size and tag of an object, `None` when it does not exist.
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, StoreError>;
+    /// The whole object.
+    async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, StoreError>;
+    /// Writes an object atomically: readers see the old object or the new one, never a part.
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>, content_type: &str) -> Result<(), StoreError>;
+    /// Objects whose key starts with `prefix`, sorted by key.
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
+    /// Deletes an object; deleting a missing object is not an error.
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError>;
+}
