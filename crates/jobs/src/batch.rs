@@ -90,3 +90,51 @@ pub async fn batch_status(store: &dyn ObjectStore, bucket: &str, batch: &str) ->
     st.results.sort_by(|a, b| a.job_id.cmp(&b.job_id));
     Ok(st)
 }
+
+/// What a submitter records about a batch under `batches/<batch>.json`, so `status` knows
+/// how many jobs to expect and `fetch` can name outputs after their inputs.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BatchManifest {
+    /// Batch id.
+    pub batch: String,
+    /// Canonical pipeline.
+    pub pipeline: String,
+    /// When submitted, ms since the Unix epoch.
+    pub created_at_ms: i64,
+    /// The jobs, in submission order.
+    pub jobs: Vec<ManifestEntry>,
+}
+
+/// One job of a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ManifestEntry {
+    /// Job id.
+    pub job_id: String,
+    /// The name the user knows the input by (its file path).
+    pub source: String,
+    /// Where the input was uploaded.
+    pub input: ObjectRef,
+}
+
+/// Key of a batch manifest.
+pub fn manifest_key(batch: &str) -> String {
+    format!("batches/{batch}.json")
+}
+
+/// Writes a batch manifest.
+pub async fn write_manifest(store: &dyn ObjectStore, bucket: &str, m: &BatchManifest) -> Result<(), StoreError> {
+    let body = serde_json::to_vec_pretty(m).expect("a manifest always serialises");
+    store.put(bucket, &manifest_key(&m.batch), body, "application/json").await
+}
+
+/// Reads a batch manifest; `None` when the batch is unknown.
+pub async fn read_manifest(store: &dyn ObjectStore, bucket: &str, batch: &str) -> Result<Option<BatchManifest>, StoreError> {
+    keys::validate_id("batch id", batch)?;
+    match store.get(bucket, &manifest_key(batch)).await {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| StoreError::Permanent(format!("manifest of batch {batch} is unreadable: {e}"))),
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}

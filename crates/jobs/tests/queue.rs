@@ -248,6 +248,8 @@ fn child_receiver() {
             for m in got {
                 println!("GOT {}", m.id);
             }
+            // Work a little per batch, so the two processes really overlap.
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
 }
@@ -286,4 +288,14 @@ async fn two_processes_never_get_the_same_visible_message() {
     let missing = sent.difference(&unique).count();
     assert!(missing == 0 && unique.len() == sent.len(), "{missing} of {} messages were never received", sent.len());
     assert!(per_child.iter().all(|&n| n > 0), "one process got nothing: {per_child:?}");
+}
+
+#[tokio::test]
+async fn the_first_opener_fixes_the_queue_attributes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    SqliteQueue::open(&path, QueueConfig { fifo: true, max_receives: 2, ..QueueConfig::default() }).unwrap();
+    let later = SqliteQueue::open(&path, QueueConfig::default()).unwrap();
+    assert!(later.config().fifo);
+    assert_eq!(later.max_receives(), 2);
 }

@@ -76,6 +76,12 @@ CREATE TABLE IF NOT EXISTS dedup (
     expires_at INTEGER NOT NULL,
     PRIMARY KEY (queue, dedup_id)
 );
+CREATE TABLE IF NOT EXISTS queues (
+    name TEXT PRIMARY KEY,
+    fifo INTEGER NOT NULL,
+    max_receives INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS dead (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     queue TEXT NOT NULL,
@@ -110,6 +116,18 @@ impl SqliteQueue {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
+        // Like SQS queue attributes: the first opener fixes FIFO and max receives, every
+        // later opener (another worker, another CLI) uses the stored values.
+        let mut cfg = cfg;
+        conn.execute(
+            "INSERT OR IGNORE INTO queues (name, fifo, max_receives, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![cfg.name, cfg.fifo, cfg.max_receives, clock.now_ms()],
+        )?;
+        (cfg.fifo, cfg.max_receives) = conn.query_row(
+            "SELECT fifo, max_receives FROM queues WHERE name = ?1",
+            params![cfg.name],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         Ok(SqliteQueue { conn: Arc::new(Mutex::new(conn)), cfg: Arc::new(cfg), clock, sent: Arc::new(Notify::new()) })
     }
 

@@ -1,0 +1,318 @@
+//! The process step and the worker loop on the embedded default: poison inputs end as
+//! failed records and dead letters while good jobs around them finish; transient failures
+//! are retried; identical jobs are answered from existing outputs; shutdown is graceful.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pixq_jobs::batch::{self, batch_status};
+use pixq_jobs::kernel::{Channels, Format, OutputSpec, Pipeline, Raster};
+use pixq_jobs::keys;
+use pixq_jobs::process::{Admission, ProcessConfig};
+use pixq_jobs::queue::sqlite::{QueueConfig, SqliteQueue};
+use pixq_jobs::queue::{Queue, SendOptions};
+use pixq_jobs::schema::{Job, ObjectRef, OutputLocation, Status};
+use pixq_jobs::store::fs::FsStore;
+use pixq_jobs::store::{ObjectMeta, ObjectStore, StoreError};
+use pixq_jobs::worker::{self, WorkerConfig};
+use tokio_util::sync::CancellationToken;
+
+const BUCKET: &str = "pixq";
+
+fn photo(w: u32, h: u32) -> Raster {
+    Raster::from_fn(w, h, Channels::Rgb, |x, y, p| p.copy_from_slice(&[(x % 256) as u8, (y % 256) as u8, ((x * y) % 256) as u8]))
+}
+
+fn jpeg(w: u32, h: u32) -> Vec<u8> {
+    pixq_jobs::kernel::encode(&photo(w, h), Format::Jpeg, &OutputSpec::default()).unwrap()
+}
+
+/// A PNG header declaring 60000 x 60000 (the body never gets read).
+fn png_bomb() -> Vec<u8> {
+    let small = pixq_jobs::kernel::encode(&photo(8, 8), Format::Png, &OutputSpec::default()).unwrap();
+    let mut b = small.clone();
+    b[16..20].copy_from_slice(&60_000u32.to_be_bytes());
+    b[20..24].copy_from_slice(&60_000u32.to_be_bytes());
+    let crc = crc32(&b[12..29]);
+    b[29..33].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut c = 0xFFFF_FFFFu32;
+    for &byte in data {
+        c ^= u32::from(byte);
+        for _ in 0..8 {
+            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+        }
+    }
+    !c
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    store: Arc<FsStore>,
+    queue: Arc<SqliteQueue>,
+}
+
+fn env(max_receives: u32) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FsStore::new(dir.path().join("store")));
+    let queue = Arc::new(SqliteQueue::open(&dir.path().join("q.db"), QueueConfig { max_receives, ..QueueConfig::default() }).unwrap());
+    Env { _dir: dir, store, queue }
+}
+
+async fn upload_job(store: &dyn ObjectStore, batch: &str, i: usize, name: &str, bytes: Option<Vec<u8>>, ops: &str) -> Job {
+    let key = format!("inputs/{batch}/{name}");
+    let digest = bytes.as_ref().map(|b| keys::content_digest(b));
+    if let Some(b) = bytes {
+        store.put(BUCKET, &key, b, "application/octet-stream").await.unwrap();
+    }
+    let out = OutputLocation { bucket: BUCKET.into(), prefix: "outputs/".into() };
+    batch::new_job(batch, i, ObjectRef { bucket: BUCKET.into(), key }, digest, &Pipeline::parse(ops).unwrap(), &out)
+}
+
+fn fast_cfg() -> WorkerConfig {
+    WorkerConfig {
+        concurrency: 2,
+        visibility: Duration::from_secs(30),
+        wait: Duration::from_millis(50),
+        backoff_base: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        grace: Duration::from_secs(10),
+        ..WorkerConfig::default()
+    }
+}
+
+/// Runs a worker until `done` says so (or 30 s pass), then stops it.
+async fn run_until(q: Arc<dyn Queue>, s: Arc<dyn ObjectStore>, cfg: WorkerConfig, mut done: impl AsyncFnMut() -> bool) {
+    let stop = CancellationToken::new();
+    let h = tokio::spawn(worker::run(q, s, cfg, stop.clone()));
+    let t = std::time::Instant::now();
+    while !done().await {
+        assert!(t.elapsed() < Duration::from_secs(30), "worker did not finish in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    h.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_inputs_fail_alone_and_good_jobs_finish() {
+    let e = env(3);
+    let s = e.store.as_ref();
+    let good = jpeg(320, 240);
+    let mut truncated = jpeg(320, 240);
+    truncated.truncate(truncated.len() / 2);
+    let jobs = vec![
+        upload_job(s, "b", 0, "good1.jpg", Some(good.clone()), "thumbnail:64").await,
+        upload_job(s, "b", 1, "truncated.jpg", Some(truncated), "thumbnail:64").await,
+        upload_job(s, "b", 2, "empty.jpg", Some(Vec::new()), "thumbnail:64").await,
+        upload_job(s, "b", 3, "text.jpg", Some(b"this is not a photo".to_vec()), "thumbnail:64").await,
+        upload_job(s, "b", 4, "bomb.png", Some(png_bomb()), "thumbnail:64").await,
+        upload_job(s, "b", 5, "missing.jpg", None, "thumbnail:64").await,
+        upload_job(s, "b", 6, "good2.jpg", Some(good), "grayscale,format:png").await,
+    ];
+    batch::enqueue(e.queue.as_ref(), &jobs, false).await.unwrap();
+    // A message that is not JSON, and a job with an unknown op.
+    e.queue.send("{this is not json", &SendOptions::default()).await.unwrap();
+    let mut bad_op: serde_json::Value = serde_json::from_str(&jobs[0].to_json()).unwrap();
+    bad_op["id"] = "b-bad-op".into();
+    bad_op["pipeline"]["ops"][0] = serde_json::json!({"op": "wobble", "size": 3});
+    e.queue.send(&bad_op.to_string(), &SendOptions::default()).await.unwrap();
+
+    let (q, st) = (e.queue.clone(), e.store.clone());
+    run_until(e.queue.clone(), e.store.clone(), fast_cfg(), async || {
+        let c = q.counts().await.unwrap();
+        c.visible + c.in_flight + c.delayed == 0 && batch_status(st.as_ref(), BUCKET, "b").await.unwrap().results.len() == 7
+    })
+    .await;
+
+    let status = batch_status(e.store.as_ref(), BUCKET, "b").await.unwrap();
+    let by_id = |i: usize| status.results.iter().find(|r| r.job_id == jobs[i].id).unwrap();
+    assert_eq!(by_id(0).status, Status::Ok);
+    assert_eq!(by_id(6).status, Status::Ok);
+    for (i, want) in [(1, "truncated"), (2, "empty"), (3, "not a supported image"), (4, "over the limit"), (5, "not found")] {
+        let r = by_id(i);
+        assert_eq!(r.status, Status::Failed, "job {i}");
+        let reason = r.reason.as_deref().unwrap();
+        assert!(reason.contains(want), "job {i}: {reason}");
+        assert_eq!(r.attempts, 1, "permanent errors are not retried");
+    }
+    let dead = e.queue.dead_letters(100).await.unwrap();
+    assert_eq!(dead.len(), 7, "{dead:#?}");
+    assert!(dead.iter().any(|d| d.reason.contains("malformed job JSON")));
+    assert!(dead.iter().any(|d| d.reason.contains("wobble")));
+    assert!(dead.iter().all(|d| d.receive_count == 1));
+    // Outputs are where the records say, with the requested size.
+    let out = &by_id(0).outputs[0];
+    let bytes = e.store.get(&out.object.bucket, &out.object.key).await.unwrap();
+    let img = pixq_jobs::kernel::decode(&bytes, &Default::default()).unwrap();
+    assert_eq!((img.width(), img.height(), out.width, out.height), (64, 48, Some(64), Some(48)));
+    assert_eq!(by_id(6).outputs[0].format, Format::Png);
+}
+
+/// A store that fails the first `n` writes of outputs with a transient error.
+#[derive(Debug)]
+struct Flaky {
+    inner: FsStore,
+    failures_left: AtomicU32,
+}
+
+#[async_trait]
+impl ObjectStore for Flaky {
+    async fn head(&self, b: &str, k: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        self.inner.head(b, k).await
+    }
+    async fn get(&self, b: &str, k: &str) -> Result<Vec<u8>, StoreError> {
+        self.inner.get(b, k).await
+    }
+    async fn put(&self, b: &str, k: &str, body: Vec<u8>, ct: &str) -> Result<(), StoreError> {
+        if k.starts_with("outputs/") && self.failures_left.load(Ordering::SeqCst) > 0 {
+            self.failures_left.fetch_sub(1, Ordering::SeqCst);
+            return Err(StoreError::Transient("503 Slow Down".into()));
+        }
+        self.inner.put(b, k, body, ct).await
+    }
+    async fn list(&self, b: &str, p: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        self.inner.list(b, p).await
+    }
+    async fn delete(&self, b: &str, k: &str) -> Result<(), StoreError> {
+        self.inner.delete(b, k).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_are_retried_with_backoff_then_dead_lettered() {
+    let e = env(3);
+    let flaky = Arc::new(Flaky { inner: (*e.store).clone(), failures_left: AtomicU32::new(2) });
+    let job = upload_job(flaky.as_ref(), "t", 0, "a.jpg", Some(jpeg(64, 64)), "invert").await;
+    batch::enqueue(e.queue.as_ref(), std::slice::from_ref(&job), false).await.unwrap();
+    let st = flaky.clone();
+    run_until(e.queue.clone(), flaky.clone(), fast_cfg(), async || !batch_status(st.as_ref(), BUCKET, "t").await.unwrap().results.is_empty()).await;
+    let r = &batch_status(flaky.as_ref(), BUCKET, "t").await.unwrap().results[0];
+    assert_eq!((r.status, r.attempts), (Status::Ok, 3), "{r:?}");
+
+    // Never succeeding: after max receives it is recorded as failed and dead-lettered.
+    let always = Arc::new(Flaky { inner: (*e.store).clone(), failures_left: AtomicU32::new(1000) });
+    let job = upload_job(always.as_ref(), "u", 0, "b.jpg", Some(jpeg(64, 64)), "flip:h").await;
+    batch::enqueue(e.queue.as_ref(), std::slice::from_ref(&job), false).await.unwrap();
+    let q = e.queue.clone();
+    run_until(e.queue.clone(), always.clone(), fast_cfg(), async || q.counts().await.unwrap().dead == 1).await;
+    let r = &batch_status(always.as_ref(), BUCKET, "u").await.unwrap().results[0];
+    assert_eq!(r.status, Status::Failed);
+    assert!(r.reason.as_deref().unwrap().contains("gave up after 3 attempts") && r.reason.as_deref().unwrap().contains("503"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_jobs_reuse_the_output_and_duplicates_rewrite_the_same_bytes() {
+    let e = env(5);
+    let bytes = jpeg(200, 100);
+    let a = upload_job(e.store.as_ref(), "r1", 0, "x.jpg", Some(bytes.clone()), "thumbnail:50,format:png").await;
+    let b = upload_job(e.store.as_ref(), "r2", 0, "y.jpg", Some(bytes.clone()), "thumbnail:50,format:png").await;
+    let cfg = pixq_jobs::process::ProcessConfig::default();
+    let adm = Admission::new(64);
+    let never = CancellationToken::new();
+    let first = match pixq_jobs::process::process(&a, 1, e.store.as_ref(), &cfg, &adm, &never).await {
+        pixq_jobs::process::Outcome::Done(r) => r,
+        o => panic!("{o:?}"),
+    };
+    assert!(!first.reused);
+    let second = match pixq_jobs::process::process(&b, 1, e.store.as_ref(), &cfg, &adm, &never).await {
+        pixq_jobs::process::Outcome::Done(r) => r,
+        o => panic!("{o:?}"),
+    };
+    assert!(second.reused);
+    assert_eq!(second.outputs[0].object, first.outputs[0].object);
+    // Without a digest in the job (e.g. an S3 event), the output key is the same and the
+    // bytes written are identical.
+    let mut c = a.clone();
+    c.input_digest = None;
+    let key = &first.outputs[0].object.key;
+    let before = e.store.get(BUCKET, key).await.unwrap();
+    let third = match pixq_jobs::process::process(&c, 2, e.store.as_ref(), &cfg, &adm, &never).await {
+        pixq_jobs::process::Outcome::Done(r) => r,
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(&third.outputs[0].object.key, key);
+    assert_eq!(e.store.get(BUCKET, key).await.unwrap(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_keeps_a_long_job_invisible() {
+    let e = env(5);
+    // A job slower than the visibility timeout (heavy blur on a 4 MP image).
+    let job = upload_job(e.store.as_ref(), "h", 0, "big.png", Some(pixq_jobs::kernel::encode(&photo(2400, 1600), Format::Png, &OutputSpec { compression: Some(1), ..Default::default() }).unwrap()), "blur:30,format:jpeg").await;
+    batch::enqueue(e.queue.as_ref(), std::slice::from_ref(&job), false).await.unwrap();
+    let cfg = WorkerConfig { visibility: Duration::from_millis(300), concurrency: 1, ..fast_cfg() };
+    // A second consumer polls all along: it must never see the message while the job runs.
+    let spy = e.queue.clone();
+    let stop_spy = CancellationToken::new();
+    let spy_stop = stop_spy.clone();
+    let spy_task = tokio::spawn(async move {
+        let mut stolen = 0;
+        while !spy_stop.is_cancelled() {
+            stolen += spy.receive(1, Duration::from_secs(60), Duration::from_millis(50)).await.unwrap().len();
+        }
+        stolen
+    });
+    let st = e.store.clone();
+    let t = std::time::Instant::now();
+    run_until(e.queue.clone(), e.store.clone(), cfg, async || !batch_status(st.as_ref(), BUCKET, "h").await.unwrap().results.is_empty()).await;
+    stop_spy.cancel();
+    assert_eq!(spy_task.await.unwrap(), 0, "the message became visible while its job ran");
+    assert!(t.elapsed() > Duration::from_millis(600), "the job was not slow enough to prove anything ({:?})", t.elapsed());
+    let r = &batch_status(e.store.as_ref(), BUCKET, "h").await.unwrap().results[0];
+    assert_eq!((r.status, r.attempts), (Status::Ok, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_the_job_in_hand_and_leaves_the_rest_queued() {
+    let e = env(5);
+    let mut jobs = Vec::new();
+    for i in 0..6 {
+        jobs.push(upload_job(e.store.as_ref(), "s", i, &format!("{i}.png"), Some(pixq_jobs::kernel::encode(&photo(1600, 1200), Format::Png, &OutputSpec { compression: Some(1), ..Default::default() }).unwrap()), &format!("blur:{},format:jpeg", 10 + i)).await);
+    }
+    batch::enqueue(e.queue.as_ref(), &jobs, false).await.unwrap();
+    let stop = CancellationToken::new();
+    let cfg = WorkerConfig { concurrency: 1, ..fast_cfg() };
+    let h = tokio::spawn(worker::run(e.queue.clone(), e.store.clone(), cfg, stop.clone()));
+    // Wait until one job is in flight, then ask for shutdown.
+    loop {
+        if e.queue.counts().await.unwrap().in_flight > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.cancel();
+    let stats = h.await.unwrap();
+    let [received, done, ..] = stats.snapshot();
+    let c = e.queue.counts().await.unwrap();
+    assert_eq!(c.in_flight, 0, "nothing may stay hidden after a graceful stop");
+    assert_eq!(done as usize + c.visible as usize, 6, "received {received}, done {done}, {c:?}");
+    assert!(done >= 1);
+    let status = batch_status(e.store.as_ref(), BUCKET, "s").await.unwrap();
+    assert_eq!(status.ok(), done as usize);
+}
+
+#[tokio::test]
+async fn admission_keeps_two_big_images_apart() {
+    let adm = Admission::new(64);
+    let never = CancellationToken::new();
+    let first = adm.admit(50_000_000, &never).await.unwrap();
+    let second = tokio::time::timeout(Duration::from_millis(50), adm.admit(50_000_000, &never)).await;
+    assert!(second.is_err(), "a second 50 MP image was admitted beside the first");
+    let small = tokio::time::timeout(Duration::from_millis(50), adm.admit(4_000_000, &never)).await;
+    assert!(small.is_ok(), "a small image should fit beside a big one");
+    drop(small);
+    drop(first);
+    assert!(tokio::time::timeout(Duration::from_millis(500), adm.admit(50_000_000, &never)).await.is_ok());
+    // Shutdown releases a job still waiting for admission.
+    let _hold = adm.admit(64_000_000, &never).await.unwrap();
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    assert!(adm.admit(10_000_000, &cancel).await.is_none());
+    let _ = ProcessConfig::default();
+}
