@@ -80,6 +80,9 @@ mod tests {
         std::fs::write(dir.path().join("b.JPG"), "x").unwrap();
         std::fs::write(dir.path().join("a.png"), "x").unwrap();
         let got = collect(&[dir.path().to_path_buf()]).unwrap();
-        assert_eq!(got.iter().map(|p| p.file_name().unwrap().to_str().unwrap()).collect::<Vec<_>>(), ["a.png", "b.JPG"]);
+        assert_eq!(
+            got.iter().map(|p| p.file_name().unwrap().to_str().unwrap()).collect::<Vec<_>>(),
+            ["a.png", "b.JPG"]
+        );
     }
 }

@@ -42,7 +42,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Submit { paths, ops } => {
             let m = submit(store().as_ref(), queue()?.as_ref(), &paths, &ops).await?;
-            eprintln!("submitted {} jobs; run `pixq-worker --home {}` to process them", m.jobs.len(), home.root().display());
+            eprintln!(
+                "submitted {} jobs; run `pixq-worker --home {}` to process them",
+                m.jobs.len(),
+                home.root().display()
+            );
             println!("{}", m.batch);
             Ok(0)
         }
@@ -53,7 +57,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let st = batch::batch_status(store.as_ref(), LOCAL_BUCKET, &batch).await?;
             let written = fetch(store.as_ref(), &manifest, &st, &out).await?;
             let pending = manifest.jobs.len() - st.results.len();
-            println!("fetched {written} outputs into {} ({} failed, {pending} not finished)", out.display(), st.failed());
+            println!(
+                "fetched {written} outputs into {} ({} failed, {pending} not finished)",
+                out.display(),
+                st.failed()
+            );
             Ok(if st.failed() > 0 || pending > 0 { 1 } else { 0 })
         }
         Command::Dlq { action } => dlq(queue()?.as_ref(), action).await,
@@ -88,7 +96,10 @@ async fn submit(store: &FsStore, queue: &SqliteQueue, paths: &[PathBuf], ops: &s
         if keys::validate_key(&key).is_err() {
             key = format!("{}{i:05}", keys::inputs_prefix(&batch));
         }
-        store.put(LOCAL_BUCKET, &key, bytes, "application/octet-stream").await.with_context(|| format!("uploading {}", f.display()))?;
+        store
+            .put(LOCAL_BUCKET, &key, bytes, "application/octet-stream")
+            .await
+            .with_context(|| format!("uploading {}", f.display()))?;
         let input = ObjectRef { bucket: LOCAL_BUCKET.into(), key };
         let job = batch::new_job(&batch, i, input.clone(), Some(digest), &pipeline, &output);
         entries.push(ManifestEntry { job_id: job.id.clone(), source: f.display().to_string(), input });
@@ -96,7 +107,12 @@ async fn submit(store: &FsStore, queue: &SqliteQueue, paths: &[PathBuf], ops: &s
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let manifest = BatchManifest { batch: batch.clone(), pipeline: pipeline.canonical(), created_at_ms: pixq_jobs::clock::now_ms(), jobs: entries };
+    let manifest = BatchManifest {
+        batch: batch.clone(),
+        pipeline: pipeline.canonical(),
+        created_at_ms: pixq_jobs::clock::now_ms(),
+        jobs: entries,
+    };
     batch::write_manifest(store, LOCAL_BUCKET, &manifest).await.context("writing the batch manifest")?;
     batch::enqueue(queue, &jobs, queue.config().fifo).await.context("enqueueing jobs")?;
     Ok(manifest)
@@ -212,12 +228,12 @@ async fn fetch(store: &FsStore, manifest: &BatchManifest, st: &BatchStatus, out:
     let mut exts = Vec::new();
     let mut objects = Vec::new();
     for e in &manifest.jobs {
-        if let Some(r) = by_job.get(e.job_id.as_str()).filter(|r| r.status == Status::Ok) {
-            if let Some(o) = r.outputs.first() {
-                sources.push(PathBuf::from(&e.source));
-                exts.push(o.format.extension());
-                objects.push(o.object.clone());
-            }
+        if let Some(r) = by_job.get(e.job_id.as_str()).filter(|r| r.status == Status::Ok)
+            && let Some(o) = r.outputs.first()
+        {
+            sources.push(PathBuf::from(&e.source));
+            exts.push(o.format.extension());
+            objects.push(o.object.clone());
         }
     }
     let names = inputs::output_names(&sources, &exts);
@@ -249,7 +265,10 @@ async fn status(home: &LocalHome, store: &FsStore, queue: &SqliteQueue, batch: &
     );
     print_failures(&m, &st);
     let c = queue.counts().await?;
-    println!("queue: {} visible, {} in flight, {} delayed, {} dead-lettered", c.visible, c.in_flight, c.delayed, c.dead);
+    println!(
+        "queue: {} visible, {} in flight, {} delayed, {} dead-lettered",
+        c.visible, c.in_flight, c.delayed, c.dead
+    );
     Ok(0)
 }
 

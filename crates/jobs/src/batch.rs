@@ -128,7 +128,11 @@ pub async fn write_manifest(store: &dyn ObjectStore, bucket: &str, m: &BatchMani
 }
 
 /// Reads a batch manifest; `None` when the batch is unknown.
-pub async fn read_manifest(store: &dyn ObjectStore, bucket: &str, batch: &str) -> Result<Option<BatchManifest>, StoreError> {
+pub async fn read_manifest(
+    store: &dyn ObjectStore,
+    bucket: &str,
+    batch: &str,
+) -> Result<Option<BatchManifest>, StoreError> {
     keys::validate_id("batch id", batch)?;
     match store.get(bucket, &manifest_key(batch)).await {
         Ok(b) => serde_json::from_slice(&b)

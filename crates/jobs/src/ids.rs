@@ -26,13 +26,7 @@ pub fn new_batch_id() -> String {
     let secs = crate::clock::now_ms() / 1000;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "b{y:04}{m:02}{d:02}-{:02}{:02}{:02}-{}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        &random_hex(1)[..8]
-    )
+    format!("b{y:04}{m:02}{d:02}-{:02}{:02}{:02}-{}", rem / 3600, rem % 3600 / 60, rem % 60, &random_hex(1)[..8])
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.

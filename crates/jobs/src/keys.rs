@@ -121,8 +121,19 @@ mod tests {
 
     #[test]
     fn keys_that_could_escape_are_refused() {
-        for bad in ["", "/etc/passwd", "../x", "a/../b", "a//b", "a/./b", "a/", "nul\0", "tab\there", "a\\b", &"x".repeat(1025)]
-        {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            "a/./b",
+            "a/",
+            "nul\0",
+            "tab\there",
+            "a\\b",
+            &"x".repeat(1025),
+        ] {
             assert!(validate_key(bad).is_err(), "{bad:?} accepted");
         }
         for good in ["a", "inputs/b-1/photo 1.jpg", "x/y/z.png", "über/ファイル.jpg", "..a/b..", ".hidden"] {

@@ -34,7 +34,7 @@ impl Default for ProcessConfig {
 #[derive(Debug)]
 pub enum Outcome {
     /// Finished (output written or reused, result recorded): delete the message.
-    Done(JobResult),
+    Done(Box<JobResult>),
     /// Failed in a way that may pass: release it for a later attempt.
     Retry(String),
     /// Will never succeed: dead-letter it. The failed result record is written already
@@ -74,7 +74,11 @@ thread_local! {
     static PROCESSOR: RefCell<Option<Processor>> = const { RefCell::new(None) };
 }
 
-fn run_kernel(limits: Limits, input: &[u8], pipeline: &pixq_kernel::Pipeline) -> Result<pixq_kernel::Output, pixq_kernel::Error> {
+fn run_kernel(
+    limits: Limits,
+    input: &[u8],
+    pipeline: &pixq_kernel::Pipeline,
+) -> Result<pixq_kernel::Output, pixq_kernel::Error> {
     PROCESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().map(|p| *p.limits() != limits).unwrap_or(true) {
@@ -118,7 +122,13 @@ async fn write_result(store: &dyn ObjectStore, job: &Job, mut r: JobResult) -> R
 
 /// Records a permanent failure and returns `Poison` (or `Retry` when the record cannot be
 /// written now). Also used by the worker when retries run out.
-pub async fn record_failure(store: &dyn ObjectStore, job: &Job, cfg: &ProcessConfig, attempt: u32, reason: String) -> Outcome {
+pub async fn record_failure(
+    store: &dyn ObjectStore,
+    job: &Job,
+    cfg: &ProcessConfig,
+    attempt: u32,
+    reason: String,
+) -> Outcome {
     let mut r = base_result(job, cfg, attempt, Status::Failed);
     r.reason = Some(reason.clone());
     match write_result(store, job, r).await {
@@ -186,7 +196,7 @@ pub async fn process(
             r.reused = true;
             r.outputs.push(out);
             return match write_result(store, job, r).await {
-                Ok(r) => Outcome::Done(r),
+                Ok(r) => Outcome::Done(Box::new(r)),
                 Err(e) => Outcome::Retry(format!("writing the result record: {e}")),
             };
         }
@@ -249,7 +259,7 @@ pub async fn process(
     r.timings.encode_ms = out.timings.encode.as_secs_f64() * 1000.0;
     r.timings.upload_ms = upload_ms;
     match write_result(store, job, r).await {
-        Ok(r) => Outcome::Done(r),
+        Ok(r) => Outcome::Done(Box::new(r)),
         Err(e) => Outcome::Retry(format!("writing the result record: {e}")),
     }
 }

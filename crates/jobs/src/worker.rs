@@ -113,7 +113,8 @@ impl WorkerStats {
     }
     /// A plain snapshot: (received, done, reused, failed, retried, released).
     pub fn snapshot(&self) -> [u64; 6] {
-        [&self.received, &self.done, &self.reused, &self.failed, &self.retried, &self.released].map(|c| c.load(Ordering::Relaxed))
+        [&self.received, &self.done, &self.reused, &self.failed, &self.retried, &self.released]
+            .map(|c| c.load(Ordering::Relaxed))
     }
 }
 
@@ -200,11 +201,12 @@ pub async fn run(
             }
         };
         if msgs.is_empty() {
-            if let Some(idle) = shared.cfg.idle_stop {
-                if tracker.is_empty() && idle_since.elapsed() >= idle {
-                    info!(idle_secs = idle.as_secs(), "idle stop");
-                    break;
-                }
+            if let Some(idle) = shared.cfg.idle_stop
+                && tracker.is_empty()
+                && idle_since.elapsed() >= idle
+            {
+                info!(idle_secs = idle.as_secs(), "idle stop");
+                break;
             }
             continue;
         }
@@ -288,7 +290,14 @@ async fn handle(s: &Shared, msg: Message) {
 
     let outcome = match outcome {
         Outcome::Retry(reason) if msg.receive_count >= q.max_receives() => {
-            record_failure(s.store.as_ref(), &job, &s.cfg.process, msg.receive_count, format!("gave up after {} attempts: {reason}", msg.receive_count)).await
+            record_failure(
+                s.store.as_ref(),
+                &job,
+                &s.cfg.process,
+                msg.receive_count,
+                format!("gave up after {} attempts: {reason}", msg.receive_count),
+            )
+            .await
         }
         o => o,
     };

@@ -22,7 +22,9 @@ use tokio_util::sync::CancellationToken;
 const BUCKET: &str = "pixq";
 
 fn photo(w: u32, h: u32) -> Raster {
-    Raster::from_fn(w, h, Channels::Rgb, |x, y, p| p.copy_from_slice(&[(x % 256) as u8, (y % 256) as u8, ((x * y) % 256) as u8]))
+    Raster::from_fn(w, h, Channels::Rgb, |x, y, p| {
+        p.copy_from_slice(&[(x % 256) as u8, (y % 256) as u8, ((x * y) % 256) as u8])
+    })
 }
 
 fn jpeg(w: u32, h: u32) -> Vec<u8> {
@@ -60,11 +62,20 @@ struct Env {
 fn env(max_receives: u32) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(FsStore::new(dir.path().join("store")));
-    let queue = Arc::new(SqliteQueue::open(&dir.path().join("q.db"), QueueConfig { max_receives, ..QueueConfig::default() }).unwrap());
+    let queue = Arc::new(
+        SqliteQueue::open(&dir.path().join("q.db"), QueueConfig { max_receives, ..QueueConfig::default() }).unwrap(),
+    );
     Env { _dir: dir, store, queue }
 }
 
-async fn upload_job(store: &dyn ObjectStore, batch: &str, i: usize, name: &str, bytes: Option<Vec<u8>>, ops: &str) -> Job {
+async fn upload_job(
+    store: &dyn ObjectStore,
+    batch: &str,
+    i: usize,
+    name: &str,
+    bytes: Option<Vec<u8>>,
+    ops: &str,
+) -> Job {
     let key = format!("inputs/{batch}/{name}");
     let digest = bytes.as_ref().map(|b| keys::content_digest(b));
     if let Some(b) = bytes {
@@ -126,7 +137,8 @@ async fn poison_inputs_fail_alone_and_good_jobs_finish() {
     let (q, st) = (e.queue.clone(), e.store.clone());
     run_until(e.queue.clone(), e.store.clone(), fast_cfg(), async || {
         let c = q.counts().await.unwrap();
-        c.visible + c.in_flight + c.delayed == 0 && batch_status(st.as_ref(), BUCKET, "b").await.unwrap().results.len() == 7
+        c.visible + c.in_flight + c.delayed == 0
+            && batch_status(st.as_ref(), BUCKET, "b").await.unwrap().results.len() == 7
     })
     .await;
 
@@ -134,7 +146,9 @@ async fn poison_inputs_fail_alone_and_good_jobs_finish() {
     let by_id = |i: usize| status.results.iter().find(|r| r.job_id == jobs[i].id).unwrap();
     assert_eq!(by_id(0).status, Status::Ok);
     assert_eq!(by_id(6).status, Status::Ok);
-    for (i, want) in [(1, "truncated"), (2, "empty"), (3, "not a supported image"), (4, "over the limit"), (5, "not found")] {
+    for (i, want) in
+        [(1, "truncated"), (2, "empty"), (3, "not a supported image"), (4, "over the limit"), (5, "not found")]
+    {
         let r = by_id(i);
         assert_eq!(r.status, Status::Failed, "job {i}");
         let reason = r.reason.as_deref().unwrap();
@@ -191,7 +205,10 @@ async fn transient_failures_are_retried_with_backoff_then_dead_lettered() {
     let job = upload_job(flaky.as_ref(), "t", 0, "a.jpg", Some(jpeg(64, 64)), "invert").await;
     batch::enqueue(e.queue.as_ref(), std::slice::from_ref(&job), false).await.unwrap();
     let st = flaky.clone();
-    run_until(e.queue.clone(), flaky.clone(), fast_cfg(), async || !batch_status(st.as_ref(), BUCKET, "t").await.unwrap().results.is_empty()).await;
+    run_until(e.queue.clone(), flaky.clone(), fast_cfg(), async || {
+        !batch_status(st.as_ref(), BUCKET, "t").await.unwrap().results.is_empty()
+    })
+    .await;
     let r = &batch_status(flaky.as_ref(), BUCKET, "t").await.unwrap().results[0];
     assert_eq!((r.status, r.attempts), (Status::Ok, 3), "{r:?}");
 
@@ -203,7 +220,10 @@ async fn transient_failures_are_retried_with_backoff_then_dead_lettered() {
     run_until(e.queue.clone(), always.clone(), fast_cfg(), async || q.counts().await.unwrap().dead == 1).await;
     let r = &batch_status(always.as_ref(), BUCKET, "u").await.unwrap().results[0];
     assert_eq!(r.status, Status::Failed);
-    assert!(r.reason.as_deref().unwrap().contains("gave up after 3 attempts") && r.reason.as_deref().unwrap().contains("503"));
+    assert!(
+        r.reason.as_deref().unwrap().contains("gave up after 3 attempts")
+            && r.reason.as_deref().unwrap().contains("503")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,7 +264,22 @@ async fn identical_jobs_reuse_the_output_and_duplicates_rewrite_the_same_bytes()
 async fn heartbeat_keeps_a_long_job_invisible() {
     let e = env(5);
     // A job slower than the visibility timeout (heavy blur on a 4 MP image).
-    let job = upload_job(e.store.as_ref(), "h", 0, "big.png", Some(pixq_jobs::kernel::encode(&photo(2400, 1600), Format::Png, &OutputSpec { compression: Some(1), ..Default::default() }).unwrap()), "blur:30,format:jpeg").await;
+    let job = upload_job(
+        e.store.as_ref(),
+        "h",
+        0,
+        "big.png",
+        Some(
+            pixq_jobs::kernel::encode(
+                &photo(2400, 1600),
+                Format::Png,
+                &OutputSpec { compression: Some(1), ..Default::default() },
+            )
+            .unwrap(),
+        ),
+        "blur:30,format:jpeg",
+    )
+    .await;
     batch::enqueue(e.queue.as_ref(), std::slice::from_ref(&job), false).await.unwrap();
     let cfg = WorkerConfig { visibility: Duration::from_millis(300), concurrency: 1, ..fast_cfg() };
     // A second consumer polls all along: it must never see the message while the job runs.
@@ -260,10 +295,17 @@ async fn heartbeat_keeps_a_long_job_invisible() {
     });
     let st = e.store.clone();
     let t = std::time::Instant::now();
-    run_until(e.queue.clone(), e.store.clone(), cfg, async || !batch_status(st.as_ref(), BUCKET, "h").await.unwrap().results.is_empty()).await;
+    run_until(e.queue.clone(), e.store.clone(), cfg, async || {
+        !batch_status(st.as_ref(), BUCKET, "h").await.unwrap().results.is_empty()
+    })
+    .await;
     stop_spy.cancel();
     assert_eq!(spy_task.await.unwrap(), 0, "the message became visible while its job ran");
-    assert!(t.elapsed() > Duration::from_millis(600), "the job was not slow enough to prove anything ({:?})", t.elapsed());
+    assert!(
+        t.elapsed() > Duration::from_millis(600),
+        "the job was not slow enough to prove anything ({:?})",
+        t.elapsed()
+    );
     let r = &batch_status(e.store.as_ref(), BUCKET, "h").await.unwrap().results[0];
     assert_eq!((r.status, r.attempts), (Status::Ok, 1));
 }
@@ -273,7 +315,24 @@ async fn shutdown_finishes_the_job_in_hand_and_leaves_the_rest_queued() {
     let e = env(5);
     let mut jobs = Vec::new();
     for i in 0..6 {
-        jobs.push(upload_job(e.store.as_ref(), "s", i, &format!("{i}.png"), Some(pixq_jobs::kernel::encode(&photo(1600, 1200), Format::Png, &OutputSpec { compression: Some(1), ..Default::default() }).unwrap()), &format!("blur:{},format:jpeg", 10 + i)).await);
+        jobs.push(
+            upload_job(
+                e.store.as_ref(),
+                "s",
+                i,
+                &format!("{i}.png"),
+                Some(
+                    pixq_jobs::kernel::encode(
+                        &photo(1600, 1200),
+                        Format::Png,
+                        &OutputSpec { compression: Some(1), ..Default::default() },
+                    )
+                    .unwrap(),
+                ),
+                &format!("blur:{},format:jpeg", 10 + i),
+            )
+            .await,
+        );
     }
     batch::enqueue(e.queue.as_ref(), &jobs, false).await.unwrap();
     let stop = CancellationToken::new();

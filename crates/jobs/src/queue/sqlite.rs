@@ -123,11 +123,10 @@ impl SqliteQueue {
             "INSERT OR IGNORE INTO queues (name, fifo, max_receives, created_at) VALUES (?1, ?2, ?3, ?4)",
             params![cfg.name, cfg.fifo, cfg.max_receives, clock.now_ms()],
         )?;
-        (cfg.fifo, cfg.max_receives) = conn.query_row(
-            "SELECT fifo, max_receives FROM queues WHERE name = ?1",
-            params![cfg.name],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        (cfg.fifo, cfg.max_receives) =
+            conn.query_row("SELECT fifo, max_receives FROM queues WHERE name = ?1", params![cfg.name], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
         Ok(SqliteQueue { conn: Arc::new(Mutex::new(conn)), cfg: Arc::new(cfg), clock, sent: Arc::new(Notify::new()) })
     }
 
@@ -152,7 +151,13 @@ impl SqliteQueue {
         .map_err(|e| QueueError::Transient(format!("queue task failed: {e}")))?
     }
 
-    fn send_in(tx: &rusqlite::Transaction<'_>, cfg: &QueueConfig, now: i64, body: &str, o: &SendOptions) -> Result<String, QueueError> {
+    fn send_in(
+        tx: &rusqlite::Transaction<'_>,
+        cfg: &QueueConfig,
+        now: i64,
+        body: &str,
+        o: &SendOptions,
+    ) -> Result<String, QueueError> {
         if body.is_empty() || body.len() > MAX_BODY_BYTES {
             return Err(QueueError::Refused(format!("body is {} bytes (allowed 1..={MAX_BODY_BYTES})", body.len())));
         }
@@ -162,7 +167,11 @@ impl SqliteQueue {
         if let (true, Some(d)) = (cfg.fifo, o.dedup_id.as_deref()) {
             tx.execute("DELETE FROM dedup WHERE queue = ?1 AND expires_at <= ?2", params![cfg.name, now])?;
             let existing: Option<String> = tx
-                .query_row("SELECT message_id FROM dedup WHERE queue = ?1 AND dedup_id = ?2", params![cfg.name, d], |r| r.get(0))
+                .query_row(
+                    "SELECT message_id FROM dedup WHERE queue = ?1 AND dedup_id = ?2",
+                    params![cfg.name, d],
+                    |r| r.get(0),
+                )
                 .optional()?;
             if let Some(id) = existing {
                 return Ok(id);
@@ -182,7 +191,13 @@ impl SqliteQueue {
         Ok(id)
     }
 
-    fn receive_now(c: &mut Connection, cfg: &QueueConfig, now: i64, max: usize, vis: i64) -> Result<Vec<Message>, QueueError> {
+    fn receive_now(
+        c: &mut Connection,
+        cfg: &QueueConfig,
+        now: i64,
+        max: usize,
+        vis: i64,
+    ) -> Result<Vec<Message>, QueueError> {
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut out = Vec::new();
         loop {
@@ -238,7 +253,13 @@ impl SqliteQueue {
         Ok(out)
     }
 
-    fn bury(tx: &rusqlite::Transaction<'_>, cfg: &QueueConfig, now: i64, seq: i64, reason: &str) -> Result<(), QueueError> {
+    fn bury(
+        tx: &rusqlite::Transaction<'_>,
+        cfg: &QueueConfig,
+        now: i64,
+        seq: i64,
+        reason: &str,
+    ) -> Result<(), QueueError> {
         tx.execute(
             "INSERT INTO dead (queue, id, body, group_id, sent_at, receive_count, reason, died_at)
              SELECT queue, id, body, group_id, sent_at, receive_count, ?1, ?2 FROM messages WHERE seq = ?3",
@@ -271,7 +292,8 @@ impl Queue for SqliteQueue {
         let ids = self
             .with_conn(move |c, cfg, now| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let ids = entries.iter().map(|(b, o)| Self::send_in(&tx, cfg, now, b, o)).collect::<Result<Vec<_>, _>>()?;
+                let ids =
+                    entries.iter().map(|(b, o)| Self::send_in(&tx, cfg, now, b, o)).collect::<Result<Vec<_>, _>>()?;
                 tx.commit()?;
                 Ok(ids)
             })
@@ -314,7 +336,10 @@ impl Queue for SqliteQueue {
     async fn change_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), QueueError> {
         let receipt = receipt.to_string();
         self.with_conn(move |c, _, now| {
-            let n = c.execute("UPDATE messages SET visible_at = ?1 WHERE receipt = ?2", params![now + ms(timeout), receipt])?;
+            let n = c.execute(
+                "UPDATE messages SET visible_at = ?1 WHERE receipt = ?2",
+                params![now + ms(timeout), receipt],
+            )?;
             if n == 0 { Err(QueueError::ReceiptExpired) } else { Ok(()) }
         })
         .await
@@ -336,8 +361,9 @@ impl Queue for SqliteQueue {
         let (receipt, reason) = (msg.receipt.clone(), reason.to_string());
         self.with_conn(move |c, cfg, now| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let seq: Option<i64> =
-                tx.query_row("SELECT seq FROM messages WHERE receipt = ?1", params![receipt], |r| r.get(0)).optional()?;
+            let seq: Option<i64> = tx
+                .query_row("SELECT seq FROM messages WHERE receipt = ?1", params![receipt], |r| r.get(0))
+                .optional()?;
             let Some(seq) = seq else { return Err(QueueError::ReceiptExpired) };
             Self::bury(&tx, cfg, now, seq, &reason)?;
             tx.commit()?;
@@ -357,8 +383,14 @@ impl Queue for SqliteQueue {
                 params![cfg.name, now],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )?;
-            let dead: i64 = c.query_row("SELECT COUNT(*) FROM dead WHERE queue = ?1", params![cfg.name], |r| r.get(0))?;
-            Ok(Counts { visible: visible as u64, in_flight: in_flight as u64, delayed: delayed as u64, dead: dead as u64 })
+            let dead: i64 =
+                c.query_row("SELECT COUNT(*) FROM dead WHERE queue = ?1", params![cfg.name], |r| r.get(0))?;
+            Ok(Counts {
+                visible: visible as u64,
+                in_flight: in_flight as u64,
+                delayed: delayed as u64,
+                dead: dead as u64,
+            })
         })
         .await
     }

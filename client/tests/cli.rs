@@ -1,0 +1,155 @@
+//! The `pixq` binary end to end on the embedded default, in temporary folders.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn samples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples")
+}
+
+fn pixq(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pixq")).arg("--home").arg(home).args(args).output().expect("run pixq")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+fn image_dims(p: &Path) -> (u32, u32, pixq_jobs::kernel::Format) {
+    let bytes = std::fs::read(p).unwrap();
+    let probe = pixq_jobs::kernel::codec::probe(&bytes, &Default::default()).unwrap();
+    let (w, h) = probe.oriented_dims();
+    (w, h, probe.format)
+}
+
+#[test]
+fn process_the_samples_then_again_without_recomputing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (home, out) = (dir.path().join("home"), dir.path().join("out"));
+    let o = pixq(
+        &home,
+        &[
+            "process",
+            samples().to_str().unwrap(),
+            "--ops",
+            "thumbnail:200,format:png",
+            "--out",
+            out.to_str().unwrap(),
+            "--workers",
+            "2",
+        ],
+    );
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("5 ok (0 reused"), "{stdout}");
+    let mut names: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["astronaut.png", "chelsea-orient6.png", "chelsea.png", "coffee.png", "rocket.png"]);
+    for n in &names {
+        let (w, h, f) = image_dims(&out.join(n));
+        assert_eq!((w.max(h), f), (200, pixq_jobs::kernel::Format::Png), "{n}");
+    }
+    // EXIF orientation applied: the rotated sample comes out landscape like its twin.
+    assert_eq!(image_dims(&out.join("chelsea-orient6.png")).0, 200);
+
+    let out2 = dir.path().join("out2");
+    let o = pixq(
+        &home,
+        &["process", samples().to_str().unwrap(), "--ops", "thumbnail:200,format:png", "--out", out2.to_str().unwrap()],
+    );
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("5 ok (5 reused"), "second run recomputed something: {stdout}");
+    for n in &names {
+        assert_eq!(std::fs::read(out.join(n)).unwrap(), std::fs::read(out2.join(n)).unwrap(), "{n}");
+    }
+}
+
+#[test]
+fn a_bad_image_fails_alone_and_the_exit_code_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    std::fs::copy(samples().join("coffee.jpg"), input.join("coffee.jpg")).unwrap();
+    std::fs::write(input.join("notes.jpg"), "just text pretending to be a photo").unwrap();
+    let home = dir.path().join("home");
+    let out = dir.path().join("out");
+    let o = pixq(&home, &["process", input.to_str().unwrap(), "--ops", "grayscale", "--out", out.to_str().unwrap()]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 ok") && stdout.contains("1 failed"), "{stdout}");
+    assert!(stdout.contains("notes.jpg: not a supported image"), "{stdout}");
+    assert!(out.join("coffee.jpg").exists());
+    let batch = stdout.lines().find_map(|l| l.strip_prefix("batch ")).unwrap().to_string();
+
+    let o = pixq(&home, &["status", &batch]);
+    let (stdout, _) = text(&o);
+    assert!(stdout.contains("2 jobs, 1 ok") && stdout.contains("1 failed, 0 pending"), "{stdout}");
+    assert!(stdout.contains("1 dead-lettered"), "{stdout}");
+    let o = pixq(&home, &["dlq", "list"]);
+    let (stdout, _) = text(&o);
+    assert!(stdout.contains("notes.jpg") && stdout.contains("not a supported image"), "{stdout}");
+    let fetched = dir.path().join("fetched");
+    let o = pixq(&home, &["fetch", &batch, "--out", fetched.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "fetch of a batch with failures exits 1");
+    assert!(fetched.join("coffee.jpg").exists());
+    let o = pixq(&home, &["dlq", "redrive"]);
+    assert!(text(&o).0.contains("moved 1 messages"), "{:?}", text(&o));
+}
+
+#[test]
+fn clear_errors_for_bad_invocations() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let out = dir.path().join("out");
+    let missing = dir.path().join("nope");
+    let o = pixq(&home, &["process", missing.to_str().unwrap(), "--ops", "invert", "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("no such file or folder"), "{:?}", text(&o));
+
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = pixq(&home, &["process", empty.to_str().unwrap(), "--ops", "invert", "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("no images found"), "{:?}", text(&o));
+
+    let o = pixq(
+        &home,
+        &[
+            "process",
+            samples().to_str().unwrap(),
+            "--ops",
+            "thumbnail:10,grayscale,blur:-1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("step 3 'blur:-1': sigma must be > 0"), "{:?}", text(&o));
+
+    let o = pixq(&home, &["status", "b-unknown"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("unknown batch"), "{:?}", text(&o));
+}
+
+#[test]
+fn submit_then_status_shows_pending_and_ops_lists_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let o = pixq(&home, &["submit", samples().join("coffee.jpg").to_str().unwrap(), "--ops", "thumbnail:100"]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    let batch = stdout.trim();
+    let o = pixq(&home, &["status", batch]);
+    let (stdout, _) = text(&o);
+    assert!(
+        stdout.contains("1 jobs, 0 ok") && stdout.contains("1 pending") && stdout.contains("1 visible"),
+        "{stdout}"
+    );
+    let o = pixq(&home, &["ops"]);
+    let (stdout, _) = text(&o);
+    for step in ["resize:W:H", "thumbnail:N", "smartcrop:W:H", "sobel", "format:F"] {
+        assert!(stdout.contains(step), "{step} missing from `pixq ops`");
+    }
+}

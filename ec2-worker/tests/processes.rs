@@ -1,0 +1,175 @@
+//! The worker as a process: chaos (workers killed with SIGKILL and restarted while they run)
+//! loses nothing, and SIGTERM during a long job ends with the job done or released, exit 0.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pixq_jobs::batch;
+use pixq_jobs::kernel::{Channels, Format, OutputSpec, Pipeline, Raster};
+use pixq_jobs::keys;
+use pixq_jobs::local::{LOCAL_BUCKET, LocalHome};
+use pixq_jobs::queue::Queue;
+use pixq_jobs::queue::sqlite::QueueConfig;
+use pixq_jobs::schema::{ObjectRef, OutputLocation, Status};
+use pixq_jobs::store::ObjectStore;
+
+fn worker(home: &Path, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_pixq-worker"))
+        .arg("--home")
+        .arg(home)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start pixq-worker")
+}
+
+fn sigterm(c: &Child) {
+    let ok = Command::new("kill").args(["-TERM", &c.id().to_string()]).status().unwrap().success();
+    assert!(ok, "kill -TERM failed");
+}
+
+fn wait_exit(c: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let t = Instant::now();
+    loop {
+        if let Some(s) = c.try_wait().unwrap() {
+            return s;
+        }
+        assert!(t.elapsed() < within, "worker did not exit within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn submit(home: &LocalHome, batch_id: &str, images: Vec<Vec<u8>>, ops: &str) -> Vec<pixq_jobs::schema::Job> {
+    let store = home.store();
+    let out = OutputLocation { bucket: LOCAL_BUCKET.into(), prefix: "outputs/".into() };
+    let mut jobs = Vec::new();
+    for (i, bytes) in images.into_iter().enumerate() {
+        let key = format!("inputs/{batch_id}/{i}.png");
+        let digest = keys::content_digest(&bytes);
+        store.put(LOCAL_BUCKET, &key, bytes, "image/png").await.unwrap();
+        jobs.push(batch::new_job(
+            batch_id,
+            i,
+            ObjectRef { bucket: LOCAL_BUCKET.into(), key },
+            Some(digest),
+            &Pipeline::parse(ops).unwrap(),
+            &out,
+        ));
+    }
+    jobs
+}
+
+fn png(w: u32, h: u32, seed: u32) -> Vec<u8> {
+    let r = Raster::from_fn(w, h, Channels::Rgb, |x, y, p| {
+        p.copy_from_slice(&[(x + seed) as u8, (y * 3 + seed / 256) as u8, (x ^ y ^ seed) as u8])
+    });
+    pixq_jobs::kernel::encode(&r, Format::Png, &OutputSpec { compression: Some(1), ..Default::default() }).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_three_workers_one_killed_repeatedly_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = LocalHome::new(dir.path());
+    let queue = home.queue(QueueConfig { max_receives: 50, ..QueueConfig::default() }).unwrap();
+    let jobs = submit(
+        &home,
+        "chaos",
+        (0..300).map(|i| png(480, 320, i)).collect(),
+        "blur:3,thumbnail:48,grayscale,format:png",
+    )
+    .await;
+    batch::enqueue(&queue, &jobs, false).await.unwrap();
+
+    let args = ["--visibility-secs", "1", "--concurrency", "2", "--backoff-ms", "50", "--grace-secs", "5"];
+    let mut workers: Vec<Child> = (0..3).map(|_| worker(dir.path(), &args)).collect();
+    let store = home.store();
+    let t = Instant::now();
+    let mut kills = 0;
+    loop {
+        let n = store.list(LOCAL_BUCKET, &keys::results_prefix("chaos")).await.unwrap().len();
+        if n == 300 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(150), "only {n} of 300 jobs finished");
+        tokio::time::sleep(Duration::from_millis(100 + (kills % 3) * 50)).await;
+        workers[0].kill().unwrap(); // SIGKILL
+        workers[0].wait().unwrap();
+        kills += 1;
+        workers[0] = worker(dir.path(), &args);
+    }
+    // Give the last restarted worker time to install its signal handlers (a process killed
+    // by SIGTERM before that point dies of it, as any process would).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for w in &workers {
+        sigterm(w);
+    }
+    for w in &mut workers {
+        let s = wait_exit(w, Duration::from_secs(20));
+        assert!(s.success(), "worker exit status after SIGTERM: {s:?}");
+    }
+
+    let status = batch::batch_status(&store, LOCAL_BUCKET, "chaos").await.unwrap();
+    assert_eq!((status.results.len(), status.ok()), (300, 300), "unreadable: {:?}", status.unreadable);
+    let outputs = store.list(LOCAL_BUCKET, "outputs/").await.unwrap();
+    assert_eq!(outputs.len(), 300, "exactly one output per job");
+    for r in &status.results {
+        let o = &r.outputs[0];
+        let bytes = store.get(&o.object.bucket, &o.object.key).await.unwrap();
+        let img = pixq_jobs::kernel::decode(&bytes, &Default::default()).unwrap();
+        assert_eq!((img.width(), img.height(), img.channels()), (48, 32, Channels::Gray), "{}", r.job_id);
+    }
+    let c = queue.counts().await.unwrap();
+    assert_eq!((c.visible, c.in_flight, c.delayed, c.dead), (0, 0, 0, 0));
+    assert!(kills >= 5, "only {kills} kills happened: the run was too short to test much");
+    let redelivered = status.results.iter().filter(|r| r.attempts > 1).count();
+    let extra: u32 = status.results.iter().map(|r| r.attempts - 1).sum();
+    println!("chaos: {kills} SIGKILLs, {redelivered} jobs finished on a redelivery ({extra} extra deliveries)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_long_job_finishes_it_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = LocalHome::new(dir.path());
+    let queue = home.queue(QueueConfig::default()).unwrap();
+    let jobs = submit(&home, "term", vec![png(2000, 1500, 1)], "blur:25,format:jpeg").await;
+    batch::enqueue(&queue, &jobs, false).await.unwrap();
+    let mut w = worker(dir.path(), &["--concurrency", "1", "--grace-secs", "60"]);
+    let t = Instant::now();
+    while queue.counts().await.unwrap().in_flight == 0 {
+        assert!(t.elapsed() < Duration::from_secs(20), "the worker never picked the job up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sigterm(&w);
+    let status = wait_exit(&mut w, Duration::from_secs(60));
+    assert!(status.success(), "exit status {status:?}");
+    let st = batch::batch_status(&home.store(), LOCAL_BUCKET, "term").await.unwrap();
+    let c = queue.counts().await.unwrap();
+    assert_eq!(c.in_flight, 0);
+    assert_eq!(st.ok() + c.visible as usize, 1, "the job must be done or back in the queue");
+    assert_eq!(st.ok(), 1, "with a 60 s grace the job in hand should have completed");
+    assert_eq!(st.results[0].status, Status::Ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_short_grace_releases_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = LocalHome::new(dir.path());
+    let queue = home.queue(QueueConfig::default()).unwrap();
+    let jobs = submit(&home, "rel", vec![png(3000, 2000, 2)], "blur:60,blur:60,format:jpeg").await;
+    batch::enqueue(&queue, &jobs, false).await.unwrap();
+    let mut w = worker(dir.path(), &["--concurrency", "1", "--grace-secs", "0"]);
+    let t = Instant::now();
+    while queue.counts().await.unwrap().in_flight == 0 {
+        assert!(t.elapsed() < Duration::from_secs(20), "the worker never picked the job up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sigterm(&w);
+    let status = wait_exit(&mut w, Duration::from_secs(20));
+    assert!(status.success(), "exit status {status:?}");
+    let c = queue.counts().await.unwrap();
+    let done = batch::batch_status(&home.store(), LOCAL_BUCKET, "rel").await.unwrap().ok();
+    assert_eq!((c.in_flight, done + c.visible as usize), (0, 1), "released, not lost: {c:?}");
+}
