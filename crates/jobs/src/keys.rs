@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! inputs/<batch>/<name>             uploaded originals
-//! outputs/<digest>.<ext>            results, content-addressed
+//! outputs/<dd>/<digest>.<ext>       results, content-addressed (<dd>: first two hex digits,
+//!                                   so no folder or listing grows with the whole history)
 //! results/<batch>/<job id>.json     one record per finished job
 //! ```
 //! The output digest is SHA-256 over the input's content digest, the canonical pipeline and
@@ -95,9 +96,10 @@ pub fn output_digest(input_digest: &str, canonical_pipeline: &str, kernel_versio
     hex(&h.finalize()[..16])
 }
 
-/// Key prefix of every output with this digest (`<prefix><digest>.`): the extension follows.
+/// Key prefix of every output with this digest (`<prefix><dd>/<digest>.`): the extension
+/// follows.
 pub fn output_key_stem(prefix: &str, digest: &str) -> String {
-    format!("{prefix}{digest}.")
+    format!("{prefix}{}/{digest}.", &digest[..2.min(digest.len())])
 }
 
 /// Key of the result record for a job.

@@ -18,6 +18,9 @@ const TMP_PREFIX: &str = ".pixq-tmp-";
 #[derive(Debug, Clone)]
 pub struct FsStore {
     root: PathBuf,
+    /// fsync file and folder on every write (default). Off, writes are still atomic and
+    /// survive a process crash, but a power loss may roll the last ones back.
+    fsync: bool,
 }
 
 fn io(op: &'static str, key: &str, e: std::io::Error) -> StoreError {
@@ -30,7 +33,13 @@ fn io(op: &'static str, key: &str, e: std::io::Error) -> StoreError {
 impl FsStore {
     /// A store rooted at `root` (created on first write).
     pub fn new(root: impl Into<PathBuf>) -> FsStore {
-        FsStore { root: root.into() }
+        FsStore { root: root.into(), fsync: true }
+    }
+
+    /// Turns fsync on writes on or off (see the field's note).
+    pub fn with_fsync(mut self, fsync: bool) -> FsStore {
+        self.fsync = fsync;
+        self
     }
 
     /// The root folder.
@@ -44,16 +53,21 @@ impl FsStore {
         Ok(self.root.join(bucket).join(key))
     }
 
-    fn put_sync(path: &Path, key: &str, body: &[u8]) -> Result<(), StoreError> {
+    fn put_sync(path: &Path, key: &str, body: &[u8], fsync: bool) -> Result<(), StoreError> {
         let dir = path.parent().expect("a key path has a parent");
         std::fs::create_dir_all(dir).map_err(|e| io("mkdir for", key, e))?;
         let tmp = dir.join(format!("{TMP_PREFIX}{}", crate::ids::random_hex(1)));
         let result = (|| {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(body)?;
-            f.sync_all()?;
+            if fsync {
+                f.sync_all()?;
+            }
             std::fs::rename(&tmp, path)?;
-            std::fs::File::open(dir)?.sync_all()
+            if fsync {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
@@ -136,8 +150,8 @@ impl ObjectStore for FsStore {
 
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>, _content_type: &str) -> Result<(), StoreError> {
         let path = self.path(bucket, key)?;
-        let key = key.to_string();
-        blocking(move || FsStore::put_sync(&path, &key, &body)).await
+        let (key, fsync) = (key.to_string(), self.fsync);
+        blocking(move || FsStore::put_sync(&path, &key, &body, fsync)).await
     }
 
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Queue overhead of the embedded flow (store -> queue -> worker -> store), via the
+# `flowbench` example of pixq-jobs:
+#   1. tiny jobs: N distinct 64x64 PNG -> grayscale with 2 worker tasks, jobs/second
+#      (on the store's real disk, and on tmpfs when /dev/shm exists, to separate the
+#      filesystem's cost from pixq's);
+#   2. photos: the corpus' 12-20 MP JPEGs -> thumbnail:1024 and a full-resolution pipeline,
+#      one worker task, share of wall time outside the kernel (fsync on and off).
+# Corpus: bench/make-corpus.sh (run it first). Nothing here is a pass/fail test.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pixq-target}"
+BENCH_DIR="${PIXQ_BENCH_DIR:-$HOME/.cache/pixq-bench}"
+N="${PIXQ_FLOW_JOBS:-3000}"
+(cd "$REPO" && cargo build -q --release -p pixq-jobs --example flowbench)
+FB="$CARGO_TARGET_DIR/release/examples/flowbench"
+
+echo "== tiny jobs, 2 worker tasks, store on the disk under \$TMPDIR (${TMPDIR:-/tmp})"
+"$FB" tiny "$N" 2
+if [ -d /dev/shm ]; then
+  echo "== tiny jobs, 2 worker tasks, store on tmpfs (/dev/shm)"
+  TMPDIR=/dev/shm "$FB" tiny "$N" 2
+fi
+if [ -d "$BENCH_DIR/large" ]; then
+  for ops in "thumbnail:1024" "rotate:90,brightness:10,contrast:1.2"; do
+    echo "== photos ($BENCH_DIR/large) '$ops', 1 worker task, fsync on"
+    "$FB" photos "$BENCH_DIR/large" "$ops" 1
+    echo "== same, fsync off"
+    PIXQ_FSYNC=0 "$FB" photos "$BENCH_DIR/large" "$ops" 1
+  done
+else
+  echo "(no corpus at $BENCH_DIR/large: run bench/make-corpus.sh for the photo figures)"
+fi
