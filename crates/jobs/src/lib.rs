@@ -2,23 +2,32 @@
 //!
 //! # Layout
 //! - [`schema`]: the job message and the result record (versioned JSON).
+//! - [`events`]: what arrives on a queue: jobs, S3 `ObjectCreated` notifications, test events.
 //! - [`keys`]: object-key layout, content-addressed output keys, key validation.
 //! - [`store`]: the [`store::ObjectStore`] port; [`store::fs`] keeps objects in folders.
 //! - [`queue`]: the [`queue::Queue`] port with SQS semantics; [`queue::sqlite`] is the
 //!   embedded queue (visibility, receive count, DLQ, FIFO, de-duplication).
 //! - [`process`]: the one step every runtime shares: input -> kernel -> output + record.
 //! - [`worker`]: the loop around it: concurrency, heartbeat, retries, graceful shutdown.
+//! - [`records`]: event-source batches (an SQS-triggered function): partial batch failures.
 //! - [`batch`]: client helpers: build and enqueue jobs, read a batch's results.
+//! - [`metrics`]: one CloudWatch Embedded Metric Format line per job.
 //! - [`local`]: the embedded default's paths (`.pixq/queue.db`, `.pixq/store`).
+//! - `aws` (feature `aws`): SDK configuration for the S3 and SQS backends.
 //! - [`clock`], [`ids`]: time and identifiers.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod batch;
 pub mod clock;
+pub mod events;
 pub mod ids;
 pub mod keys;
 pub mod local;
+pub mod metrics;
 pub mod process;
 pub mod queue;
+pub mod records;
 pub mod schema;
 pub mod store;
 pub mod worker;

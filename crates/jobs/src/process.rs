@@ -22,11 +22,20 @@ pub struct ProcessConfig {
     pub limits: Limits,
     /// Name written into result records (host, pid, runtime).
     pub worker_id: String,
+    /// Runtime name for metrics (`lambda`, `ec2`, `local`).
+    pub runtime: String,
+    /// Print one CloudWatch Embedded Metric Format line per job to stdout.
+    pub emf: bool,
 }
 
 impl Default for ProcessConfig {
     fn default() -> Self {
-        ProcessConfig { limits: Limits::default(), worker_id: format!("local-{}", std::process::id()) }
+        ProcessConfig {
+            limits: Limits::default(),
+            worker_id: format!("local-{}", std::process::id()),
+            runtime: "local".into(),
+            emf: false,
+        }
     }
 }
 

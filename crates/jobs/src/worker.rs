@@ -13,9 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::events::{Incoming, S3EventDefaults, parse_message};
 use crate::process::{Admission, Outcome, ProcessConfig, process, record_failure};
 use crate::queue::{Message, Queue};
-use crate::schema::Job;
 use crate::store::ObjectStore;
 
 /// Worker settings.
@@ -41,6 +41,8 @@ pub struct WorkerConfig {
     pub process: ProcessConfig,
     /// Progress events for a front end (the CLI's progress bar).
     pub events: Option<mpsc::UnboundedSender<Event>>,
+    /// How S3 `ObjectCreated` notifications on the queue become jobs (None: refused).
+    pub s3_events: Option<S3EventDefaults>,
 }
 
 impl Default for WorkerConfig {
@@ -56,6 +58,7 @@ impl Default for WorkerConfig {
             idle_stop: None,
             process: ProcessConfig::default(),
             events: None,
+            s3_events: None,
         }
     }
 }
@@ -95,10 +98,8 @@ pub enum Event {
 pub struct WorkerStats {
     /// Messages received.
     pub received: AtomicU64,
-    /// Jobs finished with an output.
+    /// Messages finished and deleted.
     pub done: AtomicU64,
-    /// ... of which answered from an existing output.
-    pub reused: AtomicU64,
     /// Messages dead-lettered.
     pub failed: AtomicU64,
     /// Messages released for retry.
@@ -111,17 +112,15 @@ impl WorkerStats {
     fn bump(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
     }
-    /// A plain snapshot: (received, done, reused, failed, retried, released).
-    pub fn snapshot(&self) -> [u64; 6] {
-        [&self.received, &self.done, &self.reused, &self.failed, &self.retried, &self.released]
-            .map(|c| c.load(Ordering::Relaxed))
+    /// A plain snapshot: (received, done, failed, retried, released).
+    pub fn snapshot(&self) -> [u64; 5] {
+        [&self.received, &self.done, &self.failed, &self.retried, &self.released].map(|c| c.load(Ordering::Relaxed))
     }
 }
 
 /// Retry delay for the given receive count: base * 2^(n-1), capped.
 pub fn backoff(cfg: &WorkerConfig, receive_count: u32) -> Duration {
-    let factor = 1u32 << receive_count.saturating_sub(1).min(20);
-    cfg.backoff_base.saturating_mul(factor).min(cfg.backoff_max)
+    backoff_delay(cfg.backoff_base, cfg.backoff_max, receive_count)
 }
 
 struct Shared {
@@ -134,14 +133,6 @@ struct Shared {
     shutdown: CancellationToken,
     /// Fires when the grace period is over: running jobs are released too.
     abandon: CancellationToken,
-}
-
-impl Shared {
-    fn emit(&self, e: Event) {
-        if let Some(tx) = &self.cfg.events {
-            let _ = tx.send(e);
-        }
-    }
 }
 
 /// Runs until `shutdown` fires (or the idle stop passes), then finishes or releases what is
@@ -235,8 +226,8 @@ pub async fn run(
         shared.abandon.cancel();
         tracker.wait().await;
     }
-    let [received, done, reused, failed, retried, released] = stats.snapshot();
-    info!(received, done, reused, failed, retried, released, "worker stopped");
+    let [received, done, failed, retried, released] = stats.snapshot();
+    info!(received, done, failed, retried, released, "worker stopped");
     stats
 }
 
@@ -260,83 +251,176 @@ async fn heartbeat(queue: Arc<dyn Queue>, receipt: String, visibility: Duration,
     }
 }
 
-async fn handle(s: &Shared, msg: Message) {
-    let q = &s.queue;
-    let job = match Job::from_json(&msg.body) {
-        Ok(j) => j,
+/// What is left for the caller once [`settle`] has handled a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Finished: delete the message (a Lambda reports it as a success).
+    Ack,
+    /// Already dead-lettered and removed from the queue (a Lambda reports success too).
+    Gone,
+    /// Released for a later attempt, visibility already set (a Lambda reports a failure).
+    Retry,
+}
+
+/// Everything [`settle`] needs, borrowed from the runtime that calls it.
+#[derive(Debug)]
+pub struct Settle<'a> {
+    /// The queue the message came from (dead-lettering, backoff).
+    pub queue: &'a dyn Queue,
+    /// The object store.
+    pub store: &'a dyn ObjectStore,
+    /// Process settings.
+    pub process: &'a ProcessConfig,
+    /// Megapixel admission.
+    pub admission: &'a Admission,
+    /// Jobs not yet admitted when this fires are released.
+    pub cancel: &'a CancellationToken,
+    /// How S3 notifications become jobs (None: they are refused).
+    pub s3_events: Option<&'a S3EventDefaults>,
+    /// Retry delay: base * 2^(n-1) ...
+    pub backoff_base: Duration,
+    /// ... capped here.
+    pub backoff_max: Duration,
+    /// Progress events.
+    pub events: Option<&'a mpsc::UnboundedSender<Event>>,
+}
+
+impl Settle<'_> {
+    fn emit(&self, e: Event) {
+        if let Some(tx) = self.events {
+            let _ = tx.send(e);
+        }
+    }
+
+    async fn bury(&self, msg: &Message, reason: &str) -> Disposition {
+        match self.queue.dead_letter(msg, reason).await {
+            Ok(()) => Disposition::Gone,
+            Err(e) => {
+                warn!(error = %e, "dead-letter failed; the message will come back");
+                Disposition::Retry
+            }
+        }
+    }
+}
+
+/// Handles one message end to end: parse it (a job or an S3 notification), run every job,
+/// record failures, dead-letter poison, set the backoff for retries. The one decision
+/// procedure both runtimes share; only deleting on `Ack` is left to the caller.
+pub async fn settle(s: &Settle<'_>, msg: &Message) -> Disposition {
+    let jobs = match parse_message(&msg.body, s.s3_events) {
+        Ok(Incoming::Jobs(jobs)) => jobs,
+        Ok(Incoming::Ignore(why)) => {
+            debug!(%why, "nothing to do");
+            return Disposition::Ack;
+        }
         Err(e) => {
             let reason = format!("bad message: {e}");
             warn!(%reason, "dead-lettering");
-            if let Err(e) = q.dead_letter(&msg, &reason).await {
-                warn!(error = %e, "dead-letter failed; the message will come back");
-            }
-            WorkerStats::bump(&s.stats.failed);
-            s.emit(Event::Failed { job: None, batch: None, reason });
-            return;
+            s.emit(Event::Failed { job: None, batch: None, reason: reason.clone() });
+            return s.bury(msg, &reason).await;
         }
     };
-    let span = info_span!("process", job_id = %job.id, batch = %job.batch);
-    let _e = span.enter();
-    drop(_e);
+    let mut retry: Option<String> = None;
+    let mut poison: Option<String> = None;
+    for job in &jobs {
+        let span = info_span!("process", job_id = %job.id, batch = %job.batch);
+        let mut outcome =
+            process(job, msg.receive_count, s.store, s.process, s.admission, s.cancel).instrument(span).await;
+        if let Outcome::Retry(reason) = &outcome
+            && msg.receive_count >= s.queue.max_receives()
+        {
+            let reason = format!("gave up after {} attempts: {reason}", msg.receive_count);
+            outcome = record_failure(s.store, job, s.process, msg.receive_count, reason).await;
+        }
+        match outcome {
+            Outcome::Done(r) => {
+                let t = &r.timings;
+                info!(
+                    job_id = %job.id, reused = r.reused, queue_wait_ms = t.queue_wait_ms, download_ms = t.download_ms,
+                    decode_ms = t.decode_ms, ops_ms = t.ops_ms, encode_ms = t.encode_ms, upload_ms = t.upload_ms, "done"
+                );
+                if s.process.emf {
+                    println!("{}", crate::metrics::emf_record(&r, &s.process.runtime));
+                }
+                s.emit(Event::Done { job: job.id.clone(), batch: job.batch.clone(), reused: r.reused });
+            }
+            Outcome::Poison(reason) => {
+                warn!(job_id = %job.id, %reason, "failed permanently");
+                if s.process.emf {
+                    println!("{}", crate::metrics::emf_failure(job, msg.receive_count, &s.process.runtime));
+                }
+                s.emit(Event::Failed {
+                    job: Some(job.id.clone()),
+                    batch: Some(job.batch.clone()),
+                    reason: reason.clone(),
+                });
+                poison.get_or_insert(reason);
+            }
+            Outcome::Retry(reason) => {
+                warn!(job_id = %job.id, %reason, "will retry");
+                s.emit(Event::Retrying { job: job.id.clone(), reason: reason.clone() });
+                retry.get_or_insert(reason);
+            }
+            Outcome::Released => {
+                retry.get_or_insert_with(|| "released at shutdown".into());
+            }
+        }
+    }
+    // Retry wins (finished jobs of the message are reused next time), then poison.
+    if let Some(reason) = retry {
+        let delay = if reason == "released at shutdown" {
+            Duration::ZERO
+        } else {
+            backoff_delay(s.backoff_base, s.backoff_max, msg.receive_count)
+        };
+        if let Err(e) = s.queue.retry_later(&msg.receipt, delay, &reason).await {
+            warn!(error = %e, "release failed; visibility will lapse instead");
+        }
+        return Disposition::Retry;
+    }
+    if let Some(reason) = poison {
+        return s.bury(msg, &reason).await;
+    }
+    Disposition::Ack
+}
 
+fn backoff_delay(base: Duration, max: Duration, receive_count: u32) -> Duration {
+    let factor = 1u32 << receive_count.saturating_sub(1).min(20);
+    base.saturating_mul(factor).min(max)
+}
+
+async fn handle(s: &Shared, msg: Message) {
     let stop_hb = CancellationToken::new();
-    let hb = tokio::spawn(heartbeat(q.clone(), msg.receipt.clone(), s.cfg.visibility, stop_hb.clone()));
-    let outcome = tokio::select! {
-        o = process(&job, msg.receive_count, s.store.as_ref(), &s.cfg.process, &s.admission, &s.shutdown) => o,
-        _ = s.abandon.cancelled() => Outcome::Released,
+    let hb = tokio::spawn(heartbeat(s.queue.clone(), msg.receipt.clone(), s.cfg.visibility, stop_hb.clone()));
+    let settle_with = Settle {
+        queue: s.queue.as_ref(),
+        store: s.store.as_ref(),
+        process: &s.cfg.process,
+        admission: &s.admission,
+        cancel: &s.shutdown,
+        s3_events: s.cfg.s3_events.as_ref(),
+        backoff_base: s.cfg.backoff_base,
+        backoff_max: s.cfg.backoff_max,
+        events: s.cfg.events.as_ref(),
+    };
+    let disposition = tokio::select! {
+        d = settle(&settle_with, &msg) => Some(d),
+        _ = s.abandon.cancelled() => None,
     };
     stop_hb.cancel();
     let _ = hb.await;
-
-    let outcome = match outcome {
-        Outcome::Retry(reason) if msg.receive_count >= q.max_receives() => {
-            record_failure(
-                s.store.as_ref(),
-                &job,
-                &s.cfg.process,
-                msg.receive_count,
-                format!("gave up after {} attempts: {reason}", msg.receive_count),
-            )
-            .await
-        }
-        o => o,
-    };
-    match outcome {
-        Outcome::Done(r) => {
-            let t = &r.timings;
-            info!(
-                job_id = %job.id, reused = r.reused, queue_wait_ms = t.queue_wait_ms, download_ms = t.download_ms,
-                decode_ms = t.decode_ms, ops_ms = t.ops_ms, encode_ms = t.encode_ms, upload_ms = t.upload_ms, "done"
-            );
-            if let Err(e) = q.delete(&msg.receipt).await {
-                warn!(job_id = %job.id, error = %e, "delete failed; the job will be delivered again (output is idempotent)");
+    match disposition {
+        Some(Disposition::Ack) => {
+            if let Err(e) = s.queue.delete(&msg.receipt).await {
+                warn!(error = %e, "delete failed; the message will be delivered again (output is idempotent)");
             }
             WorkerStats::bump(&s.stats.done);
-            if r.reused {
-                WorkerStats::bump(&s.stats.reused);
-            }
-            s.emit(Event::Done { job: job.id, batch: job.batch, reused: r.reused });
         }
-        Outcome::Poison(reason) => {
-            warn!(job_id = %job.id, %reason, "failed permanently; dead-lettering");
-            if let Err(e) = q.dead_letter(&msg, &reason).await {
-                warn!(job_id = %job.id, error = %e, "dead-letter failed; the message will come back");
-            }
-            WorkerStats::bump(&s.stats.failed);
-            s.emit(Event::Failed { job: Some(job.id), batch: Some(job.batch), reason });
-        }
-        Outcome::Retry(reason) => {
-            let delay = backoff(&s.cfg, msg.receive_count);
-            warn!(job_id = %job.id, %reason, retry_in_ms = delay.as_millis() as u64, "will retry");
-            if let Err(e) = q.retry_later(&msg.receipt, delay, &reason).await {
-                warn!(job_id = %job.id, error = %e, "release failed; visibility will lapse instead");
-            }
-            WorkerStats::bump(&s.stats.retried);
-            s.emit(Event::Retrying { job: job.id, reason });
-        }
-        Outcome::Released => {
-            if let Err(e) = q.change_visibility(&msg.receipt, Duration::ZERO).await {
-                warn!(job_id = %job.id, error = %e, "release failed; visibility will lapse instead");
+        Some(Disposition::Gone) => WorkerStats::bump(&s.stats.failed),
+        Some(Disposition::Retry) => WorkerStats::bump(&s.stats.retried),
+        None => {
+            if let Err(e) = s.queue.change_visibility(&msg.receipt, Duration::ZERO).await {
+                warn!(error = %e, "release failed; visibility will lapse instead");
             }
             WorkerStats::bump(&s.stats.released);
         }

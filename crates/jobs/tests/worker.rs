@@ -282,7 +282,15 @@ async fn heartbeat_keeps_a_long_job_invisible() {
     .await;
     batch::enqueue(e.queue.as_ref(), std::slice::from_ref(&job), false).await.unwrap();
     let cfg = WorkerConfig { visibility: Duration::from_millis(300), concurrency: 1, ..fast_cfg() };
-    // A second consumer polls all along: it must never see the message while the job runs.
+    let stop = CancellationToken::new();
+    let t = std::time::Instant::now();
+    let worker = tokio::spawn(worker::run(e.queue.clone(), e.store.clone(), cfg, stop.clone()));
+    while e.queue.counts().await.unwrap().in_flight == 0 {
+        assert!(t.elapsed() < Duration::from_secs(30), "the worker never took the job");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // From now on a second consumer polls all along: it must never see the message while
+    // the job runs (the heartbeat keeps renewing its 300 ms visibility).
     let spy = e.queue.clone();
     let stop_spy = CancellationToken::new();
     let spy_stop = stop_spy.clone();
@@ -293,13 +301,13 @@ async fn heartbeat_keeps_a_long_job_invisible() {
         }
         stolen
     });
-    let st = e.store.clone();
-    let t = std::time::Instant::now();
-    run_until(e.queue.clone(), e.store.clone(), cfg, async || {
-        !batch_status(st.as_ref(), BUCKET, "h").await.unwrap().results.is_empty()
-    })
-    .await;
+    while batch_status(e.store.as_ref(), BUCKET, "h").await.unwrap().results.is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(120), "the job did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     stop_spy.cancel();
+    stop.cancel();
+    worker.await.unwrap();
     assert_eq!(spy_task.await.unwrap(), 0, "the message became visible while its job ran");
     assert!(
         t.elapsed() > Duration::from_millis(600),

@@ -1,7 +1,9 @@
-//! The `Queue` port (SQS semantics) and its backends: `sqlite` here, SQS behind the `aws`
-//! feature later.
+//! The `Queue` port (SQS semantics) and its backends: `sqlite` (embedded default) and `sqs`
+//! (feature `aws`).
 
 pub mod sqlite;
+#[cfg(feature = "aws")]
+pub mod sqs;
 
 use std::time::Duration;
 

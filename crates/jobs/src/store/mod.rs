@@ -1,6 +1,8 @@
-//! The `ObjectStore` port and its backends (`fs` here; S3 behind the `aws` feature later).
+//! The `ObjectStore` port and its backends: `fs` (embedded default) and `s3` (feature `aws`).
 
 pub mod fs;
+#[cfg(feature = "aws")]
+pub mod s3;
 
 use async_trait::async_trait;
 

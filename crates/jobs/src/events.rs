@@ -1,0 +1,199 @@
+//! What can arrive on the queue: a pixq job, or an S3 `ObjectCreated` notification (each
+//! created object becomes a job with the configured default pipeline), or S3's
+//! `s3:TestEvent` (acknowledged and ignored).
+//!
+//! S3 event records are parsed with a tolerant struct of our own: local servers omit
+//! `userIdentity`, `requestParameters` and `sequencer`. Object keys in events are
+//! form-URL-encoded (`+` is a space, `%2F` a slash), on AWS too.
+
+use pixq_kernel::Pipeline;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::keys;
+use crate::schema::{Job, ObjectRef, OutputLocation, SCHEMA_VERSION, SchemaError};
+
+/// How S3 notifications become jobs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct S3EventDefaults {
+    /// Pipeline applied to every created object.
+    pub pipeline: Pipeline,
+    /// Where outputs and records go.
+    pub output: OutputLocation,
+}
+
+/// A parsed queue message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    /// Work to do (one job, or one per created object).
+    Jobs(Vec<Job>),
+    /// Nothing to do; acknowledge. The string says why.
+    Ignore(String),
+}
+
+#[derive(Deserialize)]
+struct Notification {
+    #[serde(rename = "Records", default)]
+    records: Option<Vec<EventRecord>>,
+    #[serde(rename = "Event", default)]
+    event: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct EventRecord {
+    #[serde(rename = "eventSource", default)]
+    source: String,
+    #[serde(rename = "eventName", default)]
+    name: String,
+    #[serde(rename = "eventTime", default)]
+    time: String,
+    s3: S3Entity,
+}
+
+#[derive(Deserialize)]
+struct S3Entity {
+    bucket: BucketEntity,
+    object: ObjectEntity,
+}
+
+#[derive(Deserialize)]
+struct BucketEntity {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct ObjectEntity {
+    key: String,
+    #[serde(rename = "eTag", default)]
+    etag: Option<String>,
+}
+
+/// Decodes `application/x-www-form-urlencoded` text (`+` is a space, `%XX` a byte).
+pub fn form_decode(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = s.get(i + 1..i + 3).ok_or_else(|| format!("truncated escape in '{s}'"))?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad escape %{hex} in '{s}'"))?);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| format!("'{s}' does not decode to UTF-8"))
+}
+
+/// Parses a queue message body.
+pub fn parse_message(body: &str, s3: Option<&S3EventDefaults>) -> Result<Incoming, SchemaError> {
+    let v: serde_json::Value = serde_json::from_str(body)?;
+    if v.get("schema").is_some() {
+        return Ok(Incoming::Jobs(vec![Job::from_json(body)?]));
+    }
+    let n: Notification = match serde_json::from_value(v) {
+        Ok(n) => n,
+        Err(e) => return Err(SchemaError::Json(e)),
+    };
+    if n.event.as_deref() == Some("s3:TestEvent") {
+        return Ok(Incoming::Ignore("s3:TestEvent".into()));
+    }
+    let Some(records) = n.records else {
+        return Err(SchemaError::Json(serde::de::Error::custom(
+            "neither a pixq job (no `schema`) nor an S3 event notification (no `Records`)",
+        )));
+    };
+    let Some(defaults) = s3 else {
+        return Err(SchemaError::Json(serde::de::Error::custom(
+            "an S3 event notification arrived but no default pipeline is configured for S3 events",
+        )));
+    };
+    let mut jobs = Vec::new();
+    for r in records {
+        if r.source != "aws:s3" || !r.name.starts_with("ObjectCreated") {
+            continue;
+        }
+        let key = form_decode(&r.s3.object.key).map_err(|e| SchemaError::Json(serde::de::Error::custom(e)))?;
+        // Never process our own outputs and records (a notification on the whole bucket
+        // would otherwise loop forever).
+        let own = [defaults.output.prefix.as_str(), "results/", "batches/"];
+        if r.s3.bucket.name == defaults.output.bucket && own.iter().any(|p| !p.is_empty() && key.starts_with(p)) {
+            continue;
+        }
+        let etag = r.s3.object.etag.as_deref().map(|t| t.trim_matches('"').to_string());
+        let id_src = format!("{}\0{}\0{}", r.s3.bucket.name, key, etag.as_deref().unwrap_or(""));
+        let id = format!("s3-{}", &keys::hex(&Sha256::digest(id_src.as_bytes()))[..24]);
+        let day: String = r.time.chars().filter(char::is_ascii_digit).take(8).collect();
+        let batch = if day.len() == 8 { format!("s3-{day}") } else { "s3-events".to_string() };
+        let job = Job {
+            schema: SCHEMA_VERSION,
+            id,
+            batch,
+            input: ObjectRef { bucket: r.s3.bucket.name, key },
+            input_digest: etag.map(|e| format!("etag:{e}")),
+            pipeline: defaults.pipeline.clone(),
+            output: defaults.output.clone(),
+            submitted_at_ms: crate::clock::now_ms(),
+        };
+        job.validate()?;
+        jobs.push(job);
+    }
+    if jobs.is_empty() {
+        return Ok(Incoming::Ignore("no ObjectCreated record for an input".into()));
+    }
+    Ok(Incoming::Jobs(jobs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> S3EventDefaults {
+        S3EventDefaults {
+            pipeline: Pipeline::parse("thumbnail:256").unwrap(),
+            output: OutputLocation { bucket: "out".into(), prefix: "outputs/".into() },
+        }
+    }
+
+    fn event(key: &str) -> String {
+        format!(
+            r#"{{"Records":[{{"eventVersion":"2.1","eventSource":"aws:s3","awsRegion":"us-east-1","eventTime":"2026-11-30T01:02:03.000Z","eventName":"ObjectCreated:Put","s3":{{"s3SchemaVersion":"1.0","bucket":{{"name":"in","arn":"arn:aws:s3:::in"}},"object":{{"key":"{key}","size":10,"eTag":"\"abc\""}}}}}}]}}"#
+        )
+    }
+
+    #[test]
+    fn keys_are_form_decoded() {
+        assert_eq!(form_decode("photo+1.jpg").unwrap(), "photo 1.jpg");
+        assert_eq!(form_decode("a%2Fb.jpg").unwrap(), "a/b.jpg");
+        assert_eq!(form_decode("%C3%BCber.jpg").unwrap(), "über.jpg");
+        assert!(form_decode("bad%2").is_err());
+        let Incoming::Jobs(j) = parse_message(&event("inputs/photo+1.jpg"), Some(&defaults())).unwrap() else {
+            panic!()
+        };
+        assert_eq!((j[0].input.bucket.as_str(), j[0].input.key.as_str()), ("in", "inputs/photo 1.jpg"));
+        assert_eq!(j[0].batch, "s3-20261130");
+        assert_eq!(j[0].input_digest.as_deref(), Some("etag:abc"));
+        let Incoming::Jobs(k) = parse_message(&event("a%2Fb.jpg"), Some(&defaults())).unwrap() else { panic!() };
+        assert_eq!(k[0].input.key, "a/b.jpg");
+        assert_ne!(j[0].id, k[0].id);
+    }
+
+    #[test]
+    fn test_events_and_own_outputs_are_ignored() {
+        let t = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2026-11-30T00:00:00Z","Bucket":"in"}"#;
+        assert!(matches!(parse_message(t, Some(&defaults())).unwrap(), Incoming::Ignore(_)));
+        let own = event("outputs/ab/x.jpg").replace(r#""name":"in""#, r#""name":"out""#);
+        assert!(matches!(parse_message(&own, Some(&defaults())).unwrap(), Incoming::Ignore(_)));
+    }
+
+    #[test]
+    fn refusals() {
+        assert!(parse_message(&event("x.jpg"), None).unwrap_err().to_string().contains("no default pipeline"));
+        assert!(parse_message(r#"{"hello": 1}"#, None).unwrap_err().to_string().contains("neither a pixq job"));
+        assert!(parse_message("nope", None).is_err());
+        assert!(parse_message(&event("..%2F..%2Fetc%2Fpasswd"), Some(&defaults())).is_err());
+    }
+}

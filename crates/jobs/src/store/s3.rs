@@ -1,0 +1,228 @@
+//! S3 object store on aws-sdk-s3: HEAD before download, multipart above a threshold,
+//! paginated listing, presigned URLs, optional server-side encryption.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
+
+use super::{ObjectMeta, ObjectStore, StoreError};
+use crate::aws::{describe, is_transient};
+use crate::keys::{validate_bucket, validate_key};
+
+/// Objects at least this big are uploaded in parts.
+pub const MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
+/// Part size of multipart uploads (S3 needs at least 5 MiB).
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// An S3-backed store.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    /// Server-side encryption requested on every put (`None`: the bucket default).
+    sse: Option<ServerSideEncryption>,
+}
+
+fn err<E, R>(op: &'static str, key: &str, e: aws_smithy_runtime_api::client::result::SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + 'static,
+    R: crate::aws::HttpStatus + std::fmt::Debug,
+{
+    let msg = format!("S3 {op} {key}: {}", describe(&e));
+    if is_transient(&e) { StoreError::Transient(msg) } else { StoreError::Permanent(msg) }
+}
+
+impl S3Store {
+    /// A store using `client`.
+    pub fn new(client: aws_sdk_s3::Client) -> S3Store {
+        S3Store { client, sse: None }
+    }
+
+    /// Requests SSE-S3 (AES256) or SSE-KMS (`aws:kms`) on every put.
+    pub fn with_sse(mut self, sse: ServerSideEncryption) -> S3Store {
+        self.sse = Some(sse);
+        self
+    }
+
+    /// A presigned GET URL.
+    pub async fn presign_get(&self, bucket: &str, key: &str, expires: Duration) -> Result<String, StoreError> {
+        validate_bucket(bucket)?;
+        validate_key(key)?;
+        let cfg = aws_sdk_s3::presigning::PresigningConfig::expires_in(expires)
+            .map_err(|e| StoreError::Permanent(format!("presign: {e}")))?;
+        let req = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .presigned(cfg)
+            .await
+            .map_err(|e| err("presign GET", key, e))?;
+        Ok(req.uri().to_string())
+    }
+
+    /// A presigned PUT URL (browsers upload straight to S3 with it).
+    pub async fn presign_put(&self, bucket: &str, key: &str, expires: Duration) -> Result<String, StoreError> {
+        validate_bucket(bucket)?;
+        validate_key(key)?;
+        let cfg = aws_sdk_s3::presigning::PresigningConfig::expires_in(expires)
+            .map_err(|e| StoreError::Permanent(format!("presign: {e}")))?;
+        let req = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .presigned(cfg)
+            .await
+            .map_err(|e| err("presign PUT", key, e))?;
+        Ok(req.uri().to_string())
+    }
+
+    async fn put_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<(), StoreError> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .set_server_side_encryption(self.sse.clone())
+            .send()
+            .await
+            .map_err(|e| err("create multipart upload", key, e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        let mut parts = Vec::new();
+        let result: Result<(), StoreError> = async {
+            for (i, chunk) in body.chunks(PART_SIZE).enumerate() {
+                let n = i as i32 + 1;
+                let out = self
+                    .client
+                    .upload_part()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .part_number(n)
+                    .body(ByteStream::from(chunk.to_vec()))
+                    .send()
+                    .await
+                    .map_err(|e| err("upload part", key, e))?;
+                parts.push(CompletedPart::builder().part_number(n).set_e_tag(out.e_tag().map(String::from)).build());
+            }
+            self.client
+                .complete_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                .send()
+                .await
+                .map_err(|e| err("complete multipart upload", key, e))?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            // Do not leave billed parts behind; the bucket's lifecycle rule is the backstop.
+            let _ = self.client.abort_multipart_upload().bucket(bucket).key(key).upload_id(&upload_id).send().await;
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        validate_bucket(bucket)?;
+        validate_key(key)?;
+        match self.client.head_object().bucket(bucket).key(key).send().await {
+            Ok(o) => Ok(Some(ObjectMeta {
+                key: key.to_string(),
+                size: o.content_length().unwrap_or(0).max(0) as u64,
+                etag: o.e_tag().map(|t| t.trim_matches('"').to_string()),
+            })),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            Err(e) => Err(err("HEAD", key, e)),
+        }
+    }
+
+    async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, StoreError> {
+        validate_bucket(bucket)?;
+        validate_key(key)?;
+        let out = match self.client.get_object().bucket(bucket).key(key).send().await {
+            Ok(o) => o,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                return Err(StoreError::NotFound { bucket: bucket.into(), key: key.into() });
+            }
+            Err(e) => return Err(err("GET", key, e)),
+        };
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Transient(format!("S3 GET {key}: reading the body: {e}")))?;
+        Ok(body.into_bytes().to_vec())
+    }
+
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>, content_type: &str) -> Result<(), StoreError> {
+        validate_bucket(bucket)?;
+        validate_key(key)?;
+        if body.len() >= MULTIPART_THRESHOLD {
+            return self.put_multipart(bucket, key, body, content_type).await;
+        }
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .set_server_side_encryption(self.sse.clone())
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| err("PUT", key, e))?;
+        Ok(())
+    }
+
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        validate_bucket(bucket)?;
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| err("LIST", prefix, e))?;
+            for o in page.contents() {
+                if let Some(k) = o.key() {
+                    out.push(ObjectMeta {
+                        key: k.to_string(),
+                        size: o.size().unwrap_or(0).max(0) as u64,
+                        etag: o.e_tag().map(|t| t.trim_matches('"').to_string()),
+                    });
+                }
+            }
+            match (page.is_truncated(), page.next_continuation_token()) {
+                (Some(true), Some(t)) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
+        validate_bucket(bucket)?;
+        validate_key(key)?;
+        self.client.delete_object().bucket(bucket).key(key).send().await.map_err(|e| err("DELETE", key, e))?;
+        Ok(())
+    }
+}

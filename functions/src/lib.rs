@@ -1,0 +1,51 @@
+//! pixq's Lambda functions. `pixq-process` is the SQS-triggered processor: the handler maps
+//! the SQS event to queue messages, lets `pixq_jobs::records::handle_batch` settle each one,
+//! and answers with the failed message ids only (`ReportBatchItemFailures`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use lambda_runtime::LambdaEvent;
+use pixq_jobs::queue::{Message, Queue};
+use pixq_jobs::records::{BatchConfig, handle_batch};
+use pixq_jobs::store::ObjectStore;
+
+/// What the handler holds across invocations: clients built once in `main`.
+#[derive(Debug, Clone)]
+pub struct Processor {
+    /// The queue the records come from (dead-lettering, backoff).
+    pub queue: Arc<dyn Queue>,
+    /// Input and output objects.
+    pub store: Arc<dyn ObjectStore>,
+    /// Batch settings.
+    pub config: Arc<BatchConfig>,
+}
+
+fn to_message(m: SqsMessage) -> Option<Message> {
+    let attr = |k: &str| m.attributes.get(k).cloned();
+    Some(Message {
+        receive_count: attr("ApproximateReceiveCount").and_then(|v| v.parse().ok()).unwrap_or(1),
+        sent_at_ms: attr("SentTimestamp").and_then(|v| v.parse().ok()).unwrap_or(0),
+        group_id: attr("MessageGroupId"),
+        id: m.message_id?,
+        receipt: m.receipt_handle.unwrap_or_default(),
+        body: m.body.unwrap_or_default(),
+    })
+}
+
+/// The SQS handler: a plain async fn, called by the runtime and directly by tests.
+pub async fn handle(p: &Processor, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+    // The context's deadline is ms since the epoch; turn it into a monotonic instant.
+    let left_ms = (event.context.deadline as i64 - pixq_jobs::clock::now_ms()).max(0) as u64;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(left_ms);
+    let records: Vec<Message> = event.payload.records.into_iter().filter_map(to_message).collect();
+    let n = records.len();
+    let failed = handle_batch(records, deadline, p.queue.clone(), p.store.clone(), p.config.clone()).await;
+    tracing::info!(records = n, failed = failed.len(), "batch done");
+    let mut resp = SqsBatchResponse::default();
+    for id in failed {
+        resp.add_failure(id);
+    }
+    Ok(resp)
+}
