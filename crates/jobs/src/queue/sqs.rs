@@ -310,6 +310,7 @@ impl Queue for SqsQueue {
         // Peek: receive with a short visibility and leave the messages where they are.
         let dlq = self.dlq()?.to_string();
         let mut seen = std::collections::HashSet::new();
+        let mut receipts = Vec::new();
         let mut out = Vec::new();
         while out.len() < max {
             let got =
@@ -323,6 +324,7 @@ impl Queue for SqsQueue {
                     .map(String::from)
                     .unwrap_or_else(|| "exceeded the queue's maxReceiveCount (no reason recorded)".into());
                 let msg = to_message(m);
+                receipts.push(msg.receipt.clone());
                 if seen.insert(msg.id.clone()) {
                     new += 1;
                     out.push(DeadLetter {
@@ -337,6 +339,10 @@ impl Queue for SqsQueue {
             if new == 0 {
                 break;
             }
+        }
+        // Make what we peeked at visible again right away (for a redrive or the next look).
+        for r in receipts {
+            let _ = self.client.change_message_visibility().queue_url(&dlq).receipt_handle(r).visibility_timeout(0).send().await;
         }
         Ok(out)
     }

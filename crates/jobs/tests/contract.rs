@@ -1,0 +1,284 @@
+//! One contract for every backend: the same store and queue tests run against the embedded
+//! backends (always) and against S3 and SQS through the real aws-sdk clients, talking to an
+//! AWS-protocol server on 127.0.0.1 (moto, started by scripts/test.sh) when
+//! `AWS_ENDPOINT_URL` points there.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pixq_jobs::queue::sqlite::{QueueConfig, SqliteQueue};
+use pixq_jobs::queue::{Queue, SendOptions};
+use pixq_jobs::store::fs::FsStore;
+use pixq_jobs::store::{ObjectStore, StoreError};
+
+const VIS: Duration = Duration::from_secs(1);
+
+async fn store_contract(s: &dyn ObjectStore, bucket: &str) {
+    assert!(s.head(bucket, "a/b.txt").await.unwrap().is_none());
+    assert!(matches!(s.get(bucket, "a/b.txt").await, Err(StoreError::NotFound { .. })));
+    s.put(bucket, "a/b.txt", b"hello".to_vec(), "text/plain").await.unwrap();
+    s.put(bucket, "a/c d.txt", b"x".to_vec(), "text/plain").await.unwrap();
+    s.put(bucket, "z.txt", vec![7; 3000], "text/plain").await.unwrap();
+    assert_eq!(s.get(bucket, "a/b.txt").await.unwrap(), b"hello");
+    assert_eq!(s.head(bucket, "a/b.txt").await.unwrap().unwrap().size, 5);
+    // Overwrite is whole.
+    s.put(bucket, "a/b.txt", b"bye".to_vec(), "text/plain").await.unwrap();
+    assert_eq!(s.get(bucket, "a/b.txt").await.unwrap(), b"bye");
+    let keys: Vec<String> = s.list(bucket, "a/").await.unwrap().into_iter().map(|m| m.key).collect();
+    assert_eq!(keys, ["a/b.txt", "a/c d.txt"]);
+    let all: Vec<String> = s.list(bucket, "").await.unwrap().into_iter().map(|m| m.key).collect();
+    assert_eq!(all, ["a/b.txt", "a/c d.txt", "z.txt"]);
+    assert_eq!(s.list(bucket, "a/c").await.unwrap().len(), 1);
+    assert!(s.list(bucket, "nothing/").await.unwrap().is_empty());
+    s.delete(bucket, "a/b.txt").await.unwrap();
+    s.delete(bucket, "a/b.txt").await.unwrap();
+    assert!(s.head(bucket, "a/b.txt").await.unwrap().is_none());
+    assert!(matches!(s.put(bucket, "../escape", vec![1], "x").await, Err(StoreError::InvalidKey(_))));
+    assert!(matches!(s.get(bucket, "/abs").await, Err(StoreError::InvalidKey(_))));
+}
+
+async fn queue_contract(q: &dyn Queue) {
+    // send / receive / delete
+    let id = q.send("one", &SendOptions::default()).await.unwrap();
+    let got = q.receive(10, VIS, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].id.as_str(), got[0].body.as_str(), got[0].receive_count), (id.as_str(), "one", 1));
+    assert!(q.receive(10, VIS, Duration::ZERO).await.unwrap().is_empty(), "in-flight message handed out again");
+    // not deleted: it comes back after the visibility timeout, with a higher receive count
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let again = q.receive(10, Duration::from_secs(30), Duration::from_secs(2)).await.unwrap();
+    assert_eq!((again.len(), again[0].receive_count), (1, 2));
+    // release with visibility 0, then delete for good
+    q.change_visibility(&again[0].receipt, Duration::ZERO).await.unwrap();
+    let third = q.receive(10, Duration::from_secs(30), Duration::from_secs(2)).await.unwrap();
+    assert_eq!(third.len(), 1);
+    q.delete(&third[0].receipt).await.unwrap();
+    // batches: 25 sent, at most 10 per receive, all delivered once
+    let entries: Vec<(String, SendOptions)> = (0..25).map(|i| (format!("m{i}"), SendOptions::default())).collect();
+    let ids: HashSet<String> = q.send_batch(&entries).await.unwrap().into_iter().collect();
+    assert_eq!(ids.len(), 25);
+    let mut seen = HashSet::new();
+    for _ in 0..20 {
+        let got = q.receive(10, Duration::from_secs(30), Duration::from_secs(1)).await.unwrap();
+        assert!(got.len() <= 10);
+        for m in got {
+            assert!(seen.insert(m.id.clone()), "delivered twice while invisible");
+            q.delete(&m.receipt).await.unwrap();
+        }
+        if seen.len() == 25 {
+            break;
+        }
+    }
+    assert_eq!(seen, ids);
+    // dead-letter at once with a reason, list, redrive
+    q.send("poison", &SendOptions::default()).await.unwrap();
+    let m = q.receive(1, Duration::from_secs(30), Duration::from_secs(2)).await.unwrap().remove(0);
+    q.dead_letter(&m, "not an image: unrecognised leading bytes").await.unwrap();
+    let dead = q.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].body.as_str(), dead[0].reason.as_str()), ("poison", "not an image: unrecognised leading bytes"));
+    assert_eq!(q.redrive(10).await.unwrap(), 1);
+    let back = q.receive(1, Duration::from_secs(30), Duration::from_secs(2)).await.unwrap();
+    assert_eq!(back[0].body, "poison");
+    q.delete(&back[0].receipt).await.unwrap();
+    let c = q.counts().await.unwrap();
+    assert_eq!((c.visible, c.in_flight, c.dead), (0, 0, 0), "{c:?}");
+}
+
+async fn fifo_contract(q: &dyn Queue) {
+    let g = |d: &str| SendOptions { group_id: Some("batch-1".into()), dedup_id: Some(d.into()), ..Default::default() };
+    for i in 0..3 {
+        q.send(&format!("f{i}"), &g(&format!("job-{i}"))).await.unwrap();
+    }
+    q.send("f0 again", &g("job-0")).await.unwrap(); // de-duplicated
+    let first = q.receive(1, Duration::from_secs(30), Duration::from_secs(2)).await.unwrap();
+    assert_eq!(first[0].body, "f0");
+    assert!(q.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap().is_empty(), "group order broken");
+    q.delete(&first[0].receipt).await.unwrap();
+    let mut rest = Vec::new();
+    while rest.len() < 2 {
+        let got = q.receive(10, Duration::from_secs(30), Duration::from_secs(1)).await.unwrap();
+        assert!(!got.is_empty(), "messages missing; got {rest:?}");
+        for m in got {
+            rest.push(m.body.clone());
+            q.delete(&m.receipt).await.unwrap();
+        }
+    }
+    assert_eq!(rest, ["f1", "f2"]);
+}
+
+#[tokio::test]
+async fn local_store_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    store_contract(&FsStore::new(dir.path()), "pixq").await;
+}
+
+#[tokio::test]
+async fn local_queue_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    queue_contract(&SqliteQueue::open(&dir.path().join("q.db"), QueueConfig::default()).unwrap()).await;
+}
+
+#[tokio::test]
+async fn local_fifo_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = SqliteQueue::open(&dir.path().join("q.db"), QueueConfig { fifo: true, ..QueueConfig::default() }).unwrap();
+    fifo_contract(&q).await;
+}
+
+#[cfg(feature = "aws")]
+mod aws {
+    use super::*;
+    use aws_sdk_sqs::types::QueueAttributeName;
+    use pixq_jobs::queue::sqs::SqsQueue;
+    use pixq_jobs::store::s3::S3Store;
+
+    /// The SDK config for the local AWS-protocol server, or None when none is running.
+    pub async fn local_aws() -> Option<aws_config::SdkConfig> {
+        let Ok(ep) = std::env::var("AWS_ENDPOINT_URL") else {
+            assert!(std::env::var_os("CI").is_none(), "CI must run the AWS tests: AWS_ENDPOINT_URL is not set");
+            eprintln!("skipped: no AWS-protocol server (scripts/test.sh starts moto)");
+            return None;
+        };
+        assert!(ep.starts_with("http://127.0.0.1:") || ep.starts_with("http://localhost:"), "AWS tests only talk to loopback, not {ep}");
+        Some(pixq_jobs::aws::sdk_config().await)
+    }
+
+    fn unique(prefix: &str) -> String {
+        format!("{prefix}-{}", &pixq_jobs::ids::random_hex(1)[..10])
+    }
+
+    async fn queue_with_dlq(cfg: &aws_config::SdkConfig, fifo: bool, max_receives: u32) -> SqsQueue {
+        let sqs = pixq_jobs::aws::sqs_client(cfg);
+        let sfx = if fifo { ".fifo" } else { "" };
+        let mut dlq_req = sqs.create_queue().queue_name(format!("{}{sfx}", unique("dlq")));
+        if fifo {
+            dlq_req = dlq_req.attributes(QueueAttributeName::FifoQueue, "true");
+        }
+        let dlq_url = dlq_req.send().await.unwrap().queue_url().unwrap().to_string();
+        let dlq_arn = sqs
+            .get_queue_attributes()
+            .queue_url(&dlq_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap()
+            .attributes()
+            .unwrap()[&QueueAttributeName::QueueArn]
+            .clone();
+        let policy = format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receives}"}}"#);
+        let mut req = sqs.create_queue().queue_name(format!("{}{sfx}", unique("jobs"))).attributes(QueueAttributeName::RedrivePolicy, policy);
+        if fifo {
+            req = req.attributes(QueueAttributeName::FifoQueue, "true");
+        }
+        let url = req.send().await.unwrap().queue_url().unwrap().to_string();
+        let q = SqsQueue::open(sqs, &url, None).await.unwrap();
+        assert_eq!(q.dlq_url(), Some(dlq_url.as_str()), "DLQ found through the RedrivePolicy");
+        assert_eq!(q.max_receives(), max_receives);
+        q
+    }
+
+    pub async fn bucket(cfg: &aws_config::SdkConfig) -> (S3Store, String) {
+        let s3 = pixq_jobs::aws::s3_client(cfg, true);
+        let name = unique("pixq");
+        s3.create_bucket().bucket(&name).send().await.unwrap();
+        (S3Store::new(s3), name)
+    }
+
+    #[tokio::test]
+    async fn s3_store_contract() {
+        let Some(cfg) = local_aws().await else { return };
+        let (store, b) = bucket(&cfg).await;
+        store_contract(&store, &b).await;
+    }
+
+    #[tokio::test]
+    async fn s3_multipart_listing_pages_and_presigned_urls() {
+        let Some(cfg) = local_aws().await else { return };
+        let (store, b) = bucket(&cfg).await;
+        let big: Vec<u8> = (0..(17 * 1024 * 1024)).map(|i| (i % 251) as u8).collect();
+        store.put(&b, "big.bin", big.clone(), "application/octet-stream").await.unwrap();
+        assert_eq!(store.head(&b, "big.bin").await.unwrap().unwrap().size, big.len() as u64);
+        assert!(store.get(&b, "big.bin").await.unwrap() == big, "multipart upload corrupted the object");
+        // More keys than one page (1000) holds.
+        let puts = (0..1005).map(|i| {
+            let store = store.clone();
+            let b = b.clone();
+            async move { store.put(&b, &format!("many/{i:05}"), vec![1], "x").await }
+        });
+        for r in futures_join(puts).await {
+            r.unwrap();
+        }
+        assert_eq!(store.list(&b, "many/").await.unwrap().len(), 1005);
+        // Presigned GET: fetch it with a plain HTTP request.
+        store.put(&b, "hello.txt", b"presigned!".to_vec(), "text/plain").await.unwrap();
+        let url = store.presign_get(&b, "hello.txt", Duration::from_secs(60)).await.unwrap();
+        assert!(url.contains("X-Amz-Signature"), "{url}");
+        let body = http_get(&url);
+        assert!(body.ends_with("presigned!"), "{body}");
+        assert!(store.presign_put(&b, "up.txt", Duration::from_secs(60)).await.unwrap().contains("X-Amz-Signature"));
+    }
+
+    async fn futures_join<F: std::future::Future + Send + 'static>(fs: impl Iterator<Item = F>) -> Vec<F::Output>
+    where
+        F::Output: Send + 'static,
+    {
+        let mut set = tokio::task::JoinSet::new();
+        let sem = Arc::new(tokio::sync::Semaphore::new(32));
+        for f in fs {
+            let sem = sem.clone();
+            set.spawn(async move {
+                let _p = sem.acquire().await.unwrap();
+                f.await
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(r) = set.join_next().await {
+            out.push(r.unwrap());
+        }
+        out
+    }
+
+    /// A minimal HTTP/1.1 GET against the loopback server.
+    fn http_get(url: &str) -> String {
+        use std::io::{Read, Write};
+        let rest = url.strip_prefix("http://").expect("loopback http URL");
+        let (host, path) = rest.split_at(rest.find('/').unwrap());
+        assert!(host.starts_with("127.0.0.1:") || host.starts_with("localhost:"), "{host}");
+        let mut s = std::net::TcpStream::connect(host).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200"), "{out}");
+        out
+    }
+
+    #[tokio::test]
+    async fn sqs_queue_contract() {
+        let Some(cfg) = local_aws().await else { return };
+        queue_contract(&queue_with_dlq(&cfg, false, 5).await).await;
+    }
+
+    #[tokio::test]
+    async fn sqs_fifo_contract() {
+        let Some(cfg) = local_aws().await else { return };
+        fifo_contract(&queue_with_dlq(&cfg, true, 5).await).await;
+    }
+
+    #[tokio::test]
+    async fn sqs_redrive_policy_moves_to_the_dlq_after_max_receives() {
+        let Some(cfg) = local_aws().await else { return };
+        let q = queue_with_dlq(&cfg, false, 2).await;
+        q.send("crashy", &SendOptions::default()).await.unwrap();
+        for n in 1..=2 {
+            let m = q.receive(1, VIS, Duration::from_secs(2)).await.unwrap();
+            assert_eq!(m[0].receive_count, n);
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+        }
+        assert!(q.receive(1, VIS, Duration::from_secs(1)).await.unwrap().is_empty());
+        let dead = q.dead_letters(10).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].body, "crashy");
+    }
+}
