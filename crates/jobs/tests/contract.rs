@@ -77,7 +77,10 @@ async fn queue_contract(q: &dyn Queue) {
     q.dead_letter(&m, "not an image: unrecognised leading bytes").await.unwrap();
     let dead = q.dead_letters(10).await.unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!((dead[0].body.as_str(), dead[0].reason.as_str()), ("poison", "not an image: unrecognised leading bytes"));
+    assert_eq!(
+        (dead[0].body.as_str(), dead[0].reason.as_str()),
+        ("poison", "not an image: unrecognised leading bytes")
+    );
     assert_eq!(q.redrive(10).await.unwrap(), 1);
     let back = q.receive(1, Duration::from_secs(30), Duration::from_secs(2)).await.unwrap();
     assert_eq!(back[0].body, "poison");
@@ -141,7 +144,10 @@ mod aws {
             eprintln!("skipped: no AWS-protocol server (scripts/test.sh starts moto)");
             return None;
         };
-        assert!(ep.starts_with("http://127.0.0.1:") || ep.starts_with("http://localhost:"), "AWS tests only talk to loopback, not {ep}");
+        assert!(
+            ep.starts_with("http://127.0.0.1:") || ep.starts_with("http://localhost:"),
+            "AWS tests only talk to loopback, not {ep}"
+        );
         Some(pixq_jobs::aws::sdk_config().await)
     }
 
@@ -168,7 +174,10 @@ mod aws {
             .unwrap()[&QueueAttributeName::QueueArn]
             .clone();
         let policy = format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receives}"}}"#);
-        let mut req = sqs.create_queue().queue_name(format!("{}{sfx}", unique("jobs"))).attributes(QueueAttributeName::RedrivePolicy, policy);
+        let mut req = sqs
+            .create_queue()
+            .queue_name(format!("{}{sfx}", unique("jobs")))
+            .attributes(QueueAttributeName::RedrivePolicy, policy);
         if fifo {
             req = req.attributes(QueueAttributeName::FifoQueue, "true");
         }

@@ -342,7 +342,14 @@ impl Queue for SqsQueue {
         }
         // Make what we peeked at visible again right away (for a redrive or the next look).
         for r in receipts {
-            let _ = self.client.change_message_visibility().queue_url(&dlq).receipt_handle(r).visibility_timeout(0).send().await;
+            let _ = self
+                .client
+                .change_message_visibility()
+                .queue_url(&dlq)
+                .receipt_handle(r)
+                .visibility_timeout(0)
+                .send()
+                .await;
         }
         Ok(out)
     }
