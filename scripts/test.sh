@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: set-up, formatting, lints, tests.
-# Exits non-zero on the first failure.
+# The whole test suite, from a fresh machine: set-up, formatting, lints, unit/integration/
+# property/chaos tests, the AWS-protocol tests against moto's server on 127.0.0.1, the
+# Lambda binary through cargo lambda's runtime API, the arm64 build, and the SAM template
+# through cfn-lint and `sam validate --lint`. Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pixq-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+TOOLS="${PIXQ_TOOLS_DIR:-$HOME/.cache/pixq-tools}"
 
 bash scripts/setup.sh
+bash scripts/tools.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -14,10 +18,34 @@ cargo fmt --all -- --check
 echo "== cargo clippy (workspace, all targets, -D warnings)"
 cargo clippy --workspace --all-targets -- -D warnings
 
-echo "== cargo test (workspace, default features: libjpeg-turbo)"
+# moto's server on a free loopback port; every AWS call of the tests goes there.
+port=$("$TOOLS/moto/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$TOOLS/moto/bin/moto_server" -H 127.0.0.1 -p "$port" >"${TMPDIR:-/tmp}/pixq-moto-$port.log" 2>&1 &
+moto_pid=$!
+trap 'kill $moto_pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fsS "http://127.0.0.1:$port/moto-api/" >/dev/null
+export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_SESSION_TOKEN=testing
+export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+echo "== moto server on $AWS_ENDPOINT_URL"
+
+echo "== cargo test (workspace; AWS tests against moto)"
 cargo test --workspace
 
 echo "== cargo test (pixq-kernel, pure-Rust JPEG fallback)"
 cargo test -p pixq-kernel --no-default-features
+
+echo "== Lambda binary through cargo lambda watch/invoke, and the arm64 build"
+bash scripts/lambda-check.sh
+
+echo "== template.yaml: cfn-lint, sam validate --lint"
+"$TOOLS/cfn-lint/bin/cfn-lint" template.yaml
+SAM_CLI_TELEMETRY=0 "$TOOLS/sam/bin/sam" validate --lint --region us-east-1
+echo "template: 1 passed, 0 failed"
 
 echo "== all tests passed"

@@ -20,6 +20,8 @@ pub struct Processor {
     pub store: Arc<dyn ObjectStore>,
     /// Batch settings.
     pub config: Arc<BatchConfig>,
+    /// Time budget when the runtime gives no deadline (local emulators may not).
+    pub fallback_budget: Duration,
 }
 
 fn to_message(m: SqsMessage) -> Option<Message> {
@@ -37,10 +39,16 @@ fn to_message(m: SqsMessage) -> Option<Message> {
 /// The SQS handler: a plain async fn, called by the runtime and directly by tests.
 pub async fn handle(p: &Processor, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, lambda_runtime::Error> {
     // The context's deadline is ms since the epoch; turn it into a monotonic instant.
-    let left_ms = (event.context.deadline as i64 - pixq_jobs::clock::now_ms()).max(0) as u64;
+    // Local emulators may send 0 or a small relative number (cargo lambda watch sends
+    // 600000); anything before 2001 is not an epoch deadline, so the fallback budget applies.
+    let left_ms = match event.context.deadline {
+        d if d < 1_000_000_000_000 => p.fallback_budget.as_millis() as u64,
+        d => (d as i64 - pixq_jobs::clock::now_ms()).max(0) as u64,
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_millis(left_ms);
     let records: Vec<Message> = event.payload.records.into_iter().filter_map(to_message).collect();
     let n = records.len();
+    tracing::info!(records = n, ms_left = left_ms, "batch received");
     let failed = handle_batch(records, deadline, p.queue.clone(), p.store.clone(), p.config.clone()).await;
     tracing::info!(records = n, failed = failed.len(), "batch done");
     let mut resp = SqsBatchResponse::default();

@@ -52,6 +52,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         queue: Arc::new(SqsQueue::open(pixq_jobs::aws::sqs_client(&sdk), &queue_url, dlq_url).await?),
         store: Arc::new(S3Store::new(pixq_jobs::aws::s3_client(&sdk, path_style))),
         config: Arc::new(config),
+        fallback_budget: std::time::Duration::from_secs(env_or("AWS_LAMBDA_FUNCTION_TIMEOUT", "60").parse()?),
     };
     lambda_runtime::run(service_fn(|event| handle(&processor, event))).await
 }

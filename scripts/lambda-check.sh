@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The Lambda binary driven through a runtime API: `cargo lambda watch` serves pixq-process
+# on 127.0.0.1, `cargo lambda invoke` sends it an SQS event whose records were set up on the
+# moto server (AWS_ENDPOINT_URL); then the arm64 release build. Needs scripts/tools.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TOOLS="${PIXQ_TOOLS_DIR:-$HOME/.cache/pixq-tools}"
+export PATH="$TOOLS/cargo-lambda/bin:$PATH"
+: "${AWS_ENDPOINT_URL:?start moto first (scripts/test.sh does)}"
+case "$AWS_ENDPOINT_URL" in http://127.0.0.1:*) ;; *) echo "refusing a non-loopback endpoint" >&2; exit 1 ;; esac
+work=$(mktemp -d)
+port=$("$TOOLS/moto/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+
+# Bucket, queue + DLQ, one good image and one broken one, and the SQS event carrying them.
+"$TOOLS/moto/bin/python" - "$work" <<'PY'
+import boto3, json, os, sys, io, struct, zlib, uuid
+work = sys.argv[1]
+ep = os.environ["AWS_ENDPOINT_URL"]
+s3 = boto3.client("s3", endpoint_url=ep, region_name=os.environ.get("AWS_REGION", "us-east-1"))
+sqs = boto3.client("sqs", endpoint_url=ep, region_name=os.environ.get("AWS_REGION", "us-east-1"))
+tag = uuid.uuid4().hex[:8]
+bucket = f"lambda-check-{tag}"
+s3.create_bucket(Bucket=bucket)
+dlq = sqs.create_queue(QueueName=f"lc-dlq-{tag}")["QueueUrl"]
+arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+q = sqs.create_queue(QueueName=f"lc-jobs-{tag}", Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": "3"})})["QueueUrl"]
+def png(w, h):
+    raw = b"".join(b"\0" + bytes((x * 7 + y) % 256 for x in range(w * 3)) for y in range(h))
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+s3.put_object(Bucket=bucket, Key="inputs/lc/good.png", Body=png(120, 80))
+s3.put_object(Bucket=bucket, Key="inputs/lc/bad.png", Body=b"not a png at all")
+def job(i, key):
+    return {"schema": 1, "id": f"lc-{i}", "batch": "lc", "input": {"bucket": bucket, "key": key},
+            "pipeline": {"ops": [{"op": "thumbnail", "size": 60}], "output": {"format": "png"}},
+            "output": {"bucket": bucket, "prefix": "outputs/"}, "submitted_at_ms": 0}
+for i, key in enumerate(["inputs/lc/good.png", "inputs/lc/bad.png"]):
+    sqs.send_message(QueueUrl=q, MessageBody=json.dumps(job(i, key)))
+msgs = sqs.receive_message(QueueUrl=q, MaxNumberOfMessages=10, VisibilityTimeout=300, AttributeNames=["All"])["Messages"]
+records = [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+            "attributes": m["Attributes"], "messageAttributes": {}, "md5OfBody": m["MD5OfBody"],
+            "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:jobs", "awsRegion": "us-east-1"} for m in msgs]
+json.dump({"Records": records}, open(f"{work}/event.json", "w"))
+with open(f"{work}/env", "w") as f:
+    f.write(f"PIXQ_QUEUE_URL={q}\nPIXQ_DLQ_URL={dlq}\nPIXQ_OUTPUT_BUCKET={bucket}\nAWS_LAMBDA_FUNCTION_TIMEOUT=60\n")
+    for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
+        f.write(f"{k}={os.environ[k]}\n")
+open(f"{work}/bucket", "w").write(bucket)
+open(f"{work}/dlq", "w").write(dlq)
+PY
+
+# Build first, so the invocation's deadline is not spent compiling.
+cargo build -q -p pixq-functions --bin pixq-process
+cargo lambda watch --timeout 120 -A 127.0.0.1 -P "$port" --env-file "$work/env" -p pixq-functions >"$work/watch.log" 2>&1 &
+watch_pid=$!
+trap 'kill $watch_pid 2>/dev/null; wait $watch_pid 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 1 600); do
+  if (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then break; fi
+  sleep 0.5
+done
+out=$(cargo lambda invoke pixq-process --data-file "$work/event.json" -A 127.0.0.1 -P "$port")
+echo "lambda-check: response $out"
+echo "$out" | grep -q '"batchItemFailures":\[\]' || { echo "lambda-check: expected no failed items"; cat "$work/watch.log"; exit 1; }
+"$TOOLS/moto/bin/python" - "$work" <<'PY'
+import boto3, json, os, sys
+work = sys.argv[1]
+ep = os.environ["AWS_ENDPOINT_URL"]
+bucket = open(f"{work}/bucket").read()
+s3 = boto3.client("s3", endpoint_url=ep, region_name=os.environ.get("AWS_REGION", "us-east-1"))
+keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+good = json.loads(s3.get_object(Bucket=bucket, Key="results/lc/lc-0.json")["Body"].read())
+bad = json.loads(s3.get_object(Bucket=bucket, Key="results/lc/lc-1.json")["Body"].read())
+assert good["status"] == "ok" and good["outputs"][0]["width"] == 60, good
+assert bad["status"] == "failed" and "not a supported image" in bad["reason"], bad
+dlq = open(f"{work}/dlq").read()
+sqs = boto3.client("sqs", endpoint_url=ep, region_name=os.environ.get("AWS_REGION", "us-east-1"))
+dead = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"]).get("Messages", [])
+assert len(dead) == 1 and "not a supported image" in dead[0]["MessageAttributes"]["pixq-reason"]["StringValue"], dead
+print("lambda-check: 1 passed, 0 failed: good record processed, poison record dead-lettered with its reason")
+PY
+
+echo "lambda-check: cargo lambda build --release --arm64"
+cargo lambda build --release --arm64 -p pixq-functions --bin pixq-process >"$work/build.log" 2>&1 || { tail -30 "$work/build.log"; exit 1; }
+boot="$CARGO_TARGET_DIR/lambda/pixq-process/bootstrap"
+[ -f "$boot" ] || { echo "lambda-check: no bootstrap at $boot"; exit 1; }
+file "$boot" 2>/dev/null | grep -q aarch64 || { echo "lambda-check: bootstrap is not arm64"; exit 1; }
+echo "lambda-check: arm64 bootstrap $(du -k "$boot" | cut -f1) KiB"
