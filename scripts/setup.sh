@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # One-time machine set-up for building pixq: the C toolchain pieces libjpeg-turbo needs
-# (cmake, nasm) and a Rust toolchain. Safe to run again: it installs only what is missing.
+# (cmake, nasm), curl/file/python3-venv for the test tools, and a Rust toolchain. Safe to run again: it installs only what is missing.
 set -euo pipefail
 
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v nasm >/dev/null 2>&1 || need+=(nasm)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v file >/dev/null 2>&1 || need+=(file)
+python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]} (Debian packages)"
   sudo_cmd=""

@@ -11,6 +11,23 @@ pub struct Cli {
     /// Home of the embedded default: queue file and store folder.
     #[arg(long, global = true, env = "PIXQ_HOME", default_value = ".pixq")]
     pub home: PathBuf,
+    /// Where the flow runs: `local` (the embedded default under --home) or `aws` (S3 + SQS,
+    /// named by --stack-outputs or --bucket/--queue-url; credentials from the standard chain).
+    #[arg(long, global = true, env = "PIXQ_TARGET", default_value = "local", value_parser = ["local", "aws"])]
+    pub target: String,
+    /// JSON from `sam list stack-outputs --output json` (or `aws cloudformation
+    /// describe-stacks`): bucket and queue URLs of a deployed stack.
+    #[arg(long, global = true, env = "PIXQ_STACK_OUTPUTS")]
+    pub stack_outputs: Option<PathBuf>,
+    /// S3 bucket (overrides the stack's BucketName).
+    #[arg(long, global = true, env = "PIXQ_BUCKET")]
+    pub bucket: Option<String>,
+    /// SQS queue URL (overrides the stack's JobsQueueUrl, or HeavyQueueUrl with --heavy).
+    #[arg(long, global = true, env = "PIXQ_QUEUE_URL")]
+    pub queue_url: Option<String>,
+    /// Use the heavy-jobs queue (EC2 workers) of the stack instead of the Lambda one.
+    #[arg(long, global = true)]
+    pub heavy: bool,
     /// More log output (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -33,9 +50,13 @@ pub enum Command {
         /// Folder for the results, written as <stem>.<ext>.
         #[arg(long)]
         out: PathBuf,
-        /// Worker tasks (default: number of cores).
+        /// In-process worker tasks (local default: number of cores; aws default: 0, the
+        /// deployed Lambda or EC2 workers do the work).
         #[arg(long, short)]
         workers: Option<usize>,
+        /// Give up waiting after this many seconds (jobs stay queued; `pixq fetch` later).
+        #[arg(long, default_value_t = 3600)]
+        timeout_secs: u64,
     },
     /// Upload and enqueue only; prints the batch id. Run `pixq-worker` to process.
     Submit {

@@ -1,20 +1,22 @@
-//! The subcommands, on the embedded default (`--home`, default `.pixq/`).
+//! The subcommands, on the embedded default (`--home`, default `.pixq/`) or on AWS
+//! (`--target aws`: S3 + SQS of a deployed stack).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use pixq_jobs::batch::{self, BatchManifest, BatchStatus, ManifestEntry};
 use pixq_jobs::kernel::Pipeline;
 use pixq_jobs::local::{LOCAL_BUCKET, LocalHome};
 use pixq_jobs::queue::Queue;
-use pixq_jobs::queue::sqlite::{QueueConfig, SqliteQueue};
+use pixq_jobs::queue::sqlite::QueueConfig;
+use pixq_jobs::queue::sqs::SqsQueue;
 use pixq_jobs::schema::{Job, ObjectRef, OutputLocation, Status};
 use pixq_jobs::store::ObjectStore;
-use pixq_jobs::store::fs::FsStore;
+use pixq_jobs::store::s3::S3Store;
 use pixq_jobs::worker::{self, Event, WorkerConfig};
 use pixq_jobs::{ids, keys};
 use tokio_util::sync::CancellationToken;
@@ -22,41 +24,95 @@ use tokio_util::sync::CancellationToken;
 use crate::args::{Cli, Command, DlqAction};
 use crate::inputs;
 
+/// The store and queue a command talks to (step two of configuration: built objects).
+struct Backend {
+    store: Arc<dyn ObjectStore>,
+    queue: Arc<dyn Queue>,
+    /// Bucket for inputs, outputs, records and manifests.
+    bucket: String,
+    /// In-process workers by default (local) or none (aws: deployed workers).
+    default_workers: usize,
+    /// Where things are, for messages.
+    location: String,
+    /// How to run separate workers against it, for messages.
+    worker_hint: String,
+}
+
+async fn backend(cli: &Cli) -> anyhow::Result<Backend> {
+    if cli.target == "local" {
+        let home = LocalHome::new(&cli.home);
+        let queue = home
+            .queue(QueueConfig::default())
+            .with_context(|| format!("opening the queue {}", home.queue_path().display()))?;
+        return Ok(Backend {
+            store: Arc::new(home.store()),
+            queue: Arc::new(queue),
+            bucket: LOCAL_BUCKET.into(),
+            default_workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            location: home.root().display().to_string(),
+            worker_hint: format!("pixq-worker --home {}", home.root().display()),
+        });
+    }
+    let outputs = match &cli.stack_outputs {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading stack outputs {}", p.display()))?;
+            pixq_jobs::aws::read_stack_outputs(&text).map_err(|e| anyhow!("{}: {e}", p.display()))?
+        }
+        None => HashMap::new(),
+    };
+    let pick = |flag: &Option<String>, key: &str| flag.clone().or_else(|| outputs.get(key).cloned());
+    let queue_key = if cli.heavy { "HeavyQueueUrl" } else { "JobsQueueUrl" };
+    let dlq_key = if cli.heavy { "HeavyDlqUrl" } else { "JobsDlqUrl" };
+    let (Some(bucket), Some(queue_url)) = (pick(&cli.bucket, "BucketName"), pick(&cli.queue_url, queue_key)) else {
+        bail!(
+            "--target aws needs a bucket and a queue: pass --stack-outputs FILE (from `sam list stack-outputs --stack-name pixq --output json`) or --bucket and --queue-url"
+        );
+    };
+    let sdk = pixq_jobs::aws::sdk_config().await;
+    let path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some();
+    let queue = SqsQueue::open(pixq_jobs::aws::sqs_client(&sdk), &queue_url, outputs.get(dlq_key).cloned())
+        .await
+        .with_context(|| format!("opening the queue {queue_url}"))?;
+    Ok(Backend {
+        store: Arc::new(S3Store::new(pixq_jobs::aws::s3_client(&sdk, path_style))),
+        queue: Arc::new(queue),
+        location: format!("s3://{bucket} and {queue_url}"),
+        worker_hint: format!("pixq-worker --target aws --queue-url {queue_url}"),
+        bucket,
+        default_workers: 0,
+    })
+}
+
 /// Runs a command; returns the exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
-    let home = LocalHome::new(&cli.home);
-    let store = || Arc::new(home.store());
-    let queue = || -> anyhow::Result<Arc<SqliteQueue>> {
-        Ok(Arc::new(
-            home.queue(QueueConfig::default())
-                .with_context(|| format!("opening the queue {}", home.queue_path().display()))?,
-        ))
-    };
+    if let Command::Ops = cli.command {
+        print_ops();
+        return Ok(0);
+    }
+    let b = backend(&cli).await?;
     match cli.command {
-        Command::Ops => {
-            print_ops();
-            Ok(0)
-        }
-        Command::Process { paths, ops, out, workers } => {
-            process(&home, store(), queue()?, &paths, &ops, &out, workers).await
+        Command::Ops => Ok(0),
+        Command::Process { paths, ops, out, workers, timeout_secs } => {
+            process(&b, &paths, &ops, &out, workers.unwrap_or(b.default_workers), Duration::from_secs(timeout_secs))
+                .await
         }
         Command::Submit { paths, ops } => {
-            let m = submit(store().as_ref(), queue()?.as_ref(), &paths, &ops).await?;
+            let m = submit(&b, &paths, &ops).await?;
             eprintln!(
-                "submitted {} jobs; run `pixq-worker --home {}` to process them",
+                "submitted {} jobs to {}; workers: `{}` (or the deployed stack)",
                 m.jobs.len(),
-                home.root().display()
+                b.location,
+                b.worker_hint
             );
             println!("{}", m.batch);
             Ok(0)
         }
-        Command::Status { batch } => status(&home, store().as_ref(), queue()?.as_ref(), &batch).await,
+        Command::Status { batch } => status(&b, &batch).await,
         Command::Fetch { batch, out } => {
-            let store = store();
-            let manifest = manifest(store.as_ref(), &home, &batch).await?;
-            let st = batch::batch_status(store.as_ref(), LOCAL_BUCKET, &batch).await?;
-            let written = fetch(store.as_ref(), &manifest, &st, &out).await?;
-            let pending = manifest.jobs.len() - st.results.len();
+            let manifest = manifest(&b, &batch).await?;
+            let st = batch::batch_status(b.store.as_ref(), &b.bucket, &batch).await?;
+            let written = fetch(&b, &manifest, &st, &out).await?;
+            let pending = manifest.jobs.len().saturating_sub(st.results.len());
             println!(
                 "fetched {written} outputs into {} ({} failed, {pending} not finished)",
                 out.display(),
@@ -64,7 +120,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(if st.failed() > 0 || pending > 0 { 1 } else { 0 })
         }
-        Command::Dlq { action } => dlq(queue()?.as_ref(), action).await,
+        Command::Dlq { action } => dlq(b.queue.as_ref(), action).await,
     }
 }
 
@@ -79,42 +135,57 @@ fn parse_pipeline(ops: &str) -> anyhow::Result<Pipeline> {
     Pipeline::parse(ops).map_err(|e| anyhow!("bad --ops: {e}"))
 }
 
-/// Uploads the inputs, writes the batch manifest and enqueues one job per image.
-async fn submit(store: &FsStore, queue: &SqliteQueue, paths: &[PathBuf], ops: &str) -> anyhow::Result<BatchManifest> {
+/// Uploads the inputs (8 at a time), writes the batch manifest and enqueues one job per image.
+async fn submit(b: &Backend, paths: &[PathBuf], ops: &str) -> anyhow::Result<BatchManifest> {
     let pipeline = parse_pipeline(ops)?;
     let files = inputs::collect(paths)?;
     let batch = ids::new_batch_id();
-    let output = OutputLocation { bucket: LOCAL_BUCKET.into(), prefix: "outputs/".into() };
+    let output = OutputLocation { bucket: b.bucket.clone(), prefix: "outputs/".into() };
     let bar = bar(files.len() as u64, "uploading");
-    let mut jobs: Vec<Job> = Vec::with_capacity(files.len());
-    let mut entries = Vec::with_capacity(files.len());
+    let slots = Arc::new(tokio::sync::Semaphore::new(8));
+    let mut uploads = tokio::task::JoinSet::new();
     for (i, f) in files.iter().enumerate() {
-        let bytes = tokio::fs::read(f).await.with_context(|| format!("reading {}", f.display()))?;
-        let digest = keys::content_digest(&bytes);
-        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let mut key = format!("{}{i:05}-{name}", keys::inputs_prefix(&batch));
-        if keys::validate_key(&key).is_err() {
-            key = format!("{}{i:05}", keys::inputs_prefix(&batch));
-        }
-        store
-            .put(LOCAL_BUCKET, &key, bytes, "application/octet-stream")
-            .await
-            .with_context(|| format!("uploading {}", f.display()))?;
-        let input = ObjectRef { bucket: LOCAL_BUCKET.into(), key };
-        let job = batch::new_job(&batch, i, input.clone(), Some(digest), &pipeline, &output);
-        entries.push(ManifestEntry { job_id: job.id.clone(), source: f.display().to_string(), input });
-        jobs.push(job);
+        let (store, bucket, f, batch, slots) =
+            (b.store.clone(), b.bucket.clone(), f.clone(), batch.clone(), slots.clone());
+        uploads.spawn(async move {
+            let _slot = slots.acquire_owned().await.expect("semaphore never closed");
+            let bytes = tokio::fs::read(&f).await.with_context(|| format!("reading {}", f.display()))?;
+            let digest = keys::content_digest(&bytes);
+            let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let mut key = format!("{}{i:05}-{name}", keys::inputs_prefix(&batch));
+            if keys::validate_key(&key).is_err() {
+                key = format!("{}{i:05}", keys::inputs_prefix(&batch));
+            }
+            store
+                .put(&bucket, &key, bytes, "application/octet-stream")
+                .await
+                .with_context(|| format!("uploading {}", f.display()))?;
+            anyhow::Ok((i, key, digest))
+        });
+    }
+    let mut uploaded = Vec::with_capacity(files.len());
+    while let Some(r) = uploads.join_next().await {
+        uploaded.push(r.context("upload task failed")??);
         bar.inc(1);
     }
     bar.finish_and_clear();
+    uploaded.sort();
+    let mut jobs: Vec<Job> = Vec::with_capacity(files.len());
+    let mut entries = Vec::with_capacity(files.len());
+    for (i, key, digest) in uploaded {
+        let input = ObjectRef { bucket: b.bucket.clone(), key };
+        let job = batch::new_job(&batch, i, input.clone(), Some(digest), &pipeline, &output);
+        entries.push(ManifestEntry { job_id: job.id.clone(), source: files[i].display().to_string(), input });
+        jobs.push(job);
+    }
     let manifest = BatchManifest {
         batch: batch.clone(),
         pipeline: pipeline.canonical(),
         created_at_ms: pixq_jobs::clock::now_ms(),
         jobs: entries,
     };
-    batch::write_manifest(store, LOCAL_BUCKET, &manifest).await.context("writing the batch manifest")?;
-    batch::enqueue(queue, &jobs, queue.config().fifo).await.context("enqueueing jobs")?;
+    batch::write_manifest(b.store.as_ref(), &b.bucket, &manifest).await.context("writing the batch manifest")?;
+    batch::enqueue(b.queue.as_ref(), &jobs, b.queue.is_fifo()).await.context("enqueueing jobs")?;
     Ok(manifest)
 }
 
@@ -128,76 +199,76 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     b
 }
 
-/// The main job: submit, run workers in-process with a progress bar, fetch, summarise.
+/// The main job: submit, run workers in-process (or follow deployed ones), fetch, summarise.
 async fn process(
-    home: &LocalHome,
-    store: Arc<FsStore>,
-    queue: Arc<SqliteQueue>,
+    b: &Backend,
     paths: &[PathBuf],
     ops: &str,
     out: &Path,
-    workers: Option<usize>,
+    workers: usize,
+    timeout: Duration,
 ) -> anyhow::Result<i32> {
     let started = Instant::now();
-    let manifest = submit(store.as_ref(), queue.as_ref(), paths, ops).await?;
+    let manifest = submit(b, paths, ops).await?;
     let total = manifest.jobs.len();
     let ours: HashSet<String> = manifest.jobs.iter().map(|j| j.job_id.clone()).collect();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    // Short polls: the loop ends as soon as the last job is in, and shutdown waits for one poll.
-    let mut cfg = WorkerConfig {
-        events: Some(tx),
-        wait: Duration::from_millis(200),
-        backoff_base: Duration::from_millis(500),
-        ..WorkerConfig::default()
-    };
-    if let Some(n) = workers {
-        cfg.concurrency = n.max(1);
-    }
     let shutdown = CancellationToken::new();
-    let q: Arc<dyn Queue> = queue.clone();
-    let s: Arc<dyn ObjectStore> = store.clone();
-    let worker = tokio::spawn(worker::run(q, s, cfg, shutdown.clone()));
+    let worker = (workers > 0).then(|| {
+        // Short polls: the loop ends as soon as the last job is in, and shutdown waits for one poll.
+        let cfg = WorkerConfig {
+            concurrency: workers,
+            events: Some(tx),
+            wait: Duration::from_millis(200),
+            backoff_base: Duration::from_millis(500),
+            ..WorkerConfig::default()
+        };
+        tokio::spawn(worker::run(b.queue.clone(), b.store.clone(), cfg, shutdown.clone()))
+    });
 
     let bar = bar(total as u64, "processing");
     let (mut ok, mut failed) = (HashSet::new(), HashSet::new());
-    let mut interrupted = false;
+    let mut stopped = None;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     tick.tick().await;
     while ok.len() + failed.len() < total {
         tokio::select! {
-            ev = rx.recv() => match ev {
+            ev = rx.recv(), if worker.is_some() => match ev {
                 Some(Event::Done { job, .. }) if ours.contains(&job) => { ok.insert(job); }
                 Some(Event::Failed { job: Some(job), .. }) if ours.contains(&job) => { failed.insert(job); }
-                Some(_) => {}
-                None => break,
+                Some(_) | None => {}
             },
-            // Other workers (pixq-worker processes on the same home) may finish our jobs too.
+            // Other workers (pixq-worker processes, the Lambda) finish jobs too.
             _ = tick.tick() => {
-                let st = batch::batch_status(store.as_ref(), LOCAL_BUCKET, &manifest.batch).await?;
+                let st = batch::batch_status(b.store.as_ref(), &b.bucket, &manifest.batch).await?;
                 for r in st.results {
                     if r.status == Status::Ok { ok.insert(r.job_id); } else { failed.insert(r.job_id); }
                 }
+                if started.elapsed() > timeout { stopped = Some("timed out"); break; }
             }
-            _ = tokio::signal::ctrl_c() => { interrupted = true; break; }
+            _ = tokio::signal::ctrl_c() => { stopped = Some("interrupted"); break; }
         }
         bar.set_position((ok.len() + failed.len()) as u64);
         bar.set_message(if failed.is_empty() { String::new() } else { format!("({} failed)", failed.len()) });
     }
     shutdown.cancel();
-    let _ = worker.await;
+    if let Some(w) = worker {
+        let _ = w.await;
+    }
     bar.finish_and_clear();
-    if interrupted {
+    if let Some(why) = stopped {
         eprintln!(
-            "pixq: interrupted with {} of {total} jobs finished; the rest stay queued in {}.\n      Finish them with `pixq-worker --home {0}` and collect with `pixq fetch {} --out {}`.",
+            "pixq: {why} with {} of {total} jobs finished; the rest stay queued in {}.\n      Finish them with `{}` and collect with `pixq fetch {} --out {}`.",
             ok.len() + failed.len(),
-            home.root().display(),
+            b.location,
+            b.worker_hint,
             manifest.batch,
             out.display()
         );
         return Ok(130);
     }
-    let st = batch::batch_status(store.as_ref(), LOCAL_BUCKET, &manifest.batch).await?;
-    let written = fetch(store.as_ref(), &manifest, &st, out).await?;
+    let st = batch::batch_status(b.store.as_ref(), &b.bucket, &manifest.batch).await?;
+    let written = fetch(b, &manifest, &st, out).await?;
     let secs = started.elapsed().as_secs_f64();
     println!(
         "pixq: {total} images in {secs:.1}s ({:.1}/s): {} ok ({} reused from earlier runs), {} failed; {written} written to {}",
@@ -221,7 +292,7 @@ fn print_failures(manifest: &BatchManifest, st: &BatchStatus) {
 }
 
 /// Downloads every ok output of a batch into `out` as `<stem>.<ext>`.
-async fn fetch(store: &FsStore, manifest: &BatchManifest, st: &BatchStatus, out: &Path) -> anyhow::Result<usize> {
+async fn fetch(b: &Backend, manifest: &BatchManifest, st: &BatchStatus, out: &Path) -> anyhow::Result<usize> {
     tokio::fs::create_dir_all(out).await.with_context(|| format!("creating {}", out.display()))?;
     let by_job: HashMap<&str, _> = st.results.iter().map(|r| (r.job_id.as_str(), r)).collect();
     let mut sources = Vec::new();
@@ -238,22 +309,22 @@ async fn fetch(store: &FsStore, manifest: &BatchManifest, st: &BatchStatus, out:
     }
     let names = inputs::output_names(&sources, &exts);
     for (name, obj) in names.iter().zip(&objects) {
-        let bytes = store.get(&obj.bucket, &obj.key).await.with_context(|| format!("downloading {}", obj.key))?;
+        let bytes = b.store.get(&obj.bucket, &obj.key).await.with_context(|| format!("downloading {}", obj.key))?;
         let path = out.join(name);
         tokio::fs::write(&path, bytes).await.with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(names.len())
 }
 
-async fn manifest(store: &FsStore, home: &LocalHome, batch: &str) -> anyhow::Result<BatchManifest> {
-    batch::read_manifest(store, LOCAL_BUCKET, batch)
+async fn manifest(b: &Backend, batch: &str) -> anyhow::Result<BatchManifest> {
+    batch::read_manifest(b.store.as_ref(), &b.bucket, batch)
         .await?
-        .ok_or_else(|| anyhow!("unknown batch {batch} (no manifest under {})", home.root().display()))
+        .ok_or_else(|| anyhow!("unknown batch {batch} (no manifest in {})", b.location))
 }
 
-async fn status(home: &LocalHome, store: &FsStore, queue: &SqliteQueue, batch: &str) -> anyhow::Result<i32> {
-    let m = manifest(store, home, batch).await?;
-    let st = batch::batch_status(store, LOCAL_BUCKET, batch).await?;
+async fn status(b: &Backend, batch: &str) -> anyhow::Result<i32> {
+    let m = manifest(b, batch).await?;
+    let st = batch::batch_status(b.store.as_ref(), &b.bucket, batch).await?;
     let pending = m.jobs.len().saturating_sub(st.results.len());
     println!(
         "batch {batch}: {} jobs, {} ok ({} reused), {} failed, {pending} pending  [{}]",
@@ -264,7 +335,7 @@ async fn status(home: &LocalHome, store: &FsStore, queue: &SqliteQueue, batch: &
         m.pipeline
     );
     print_failures(&m, &st);
-    let c = queue.counts().await?;
+    let c = b.queue.counts().await?;
     println!(
         "queue: {} visible, {} in flight, {} delayed, {} dead-lettered",
         c.visible, c.in_flight, c.delayed, c.dead
@@ -272,7 +343,7 @@ async fn status(home: &LocalHome, store: &FsStore, queue: &SqliteQueue, batch: &
     Ok(0)
 }
 
-async fn dlq(queue: &SqliteQueue, action: DlqAction) -> anyhow::Result<i32> {
+async fn dlq(queue: &dyn Queue, action: DlqAction) -> anyhow::Result<i32> {
     match action {
         DlqAction::List { max } => {
             let dead = queue.dead_letters(max).await?;

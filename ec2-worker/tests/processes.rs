@@ -173,3 +173,91 @@ async fn sigterm_with_a_short_grace_releases_the_job() {
     let done = batch::batch_status(&home.store(), LOCAL_BUCKET, "rel").await.unwrap().ok();
     assert_eq!((c.in_flight, done + c.visible as usize), (0, 1), "released, not lost: {c:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_on_sqs_and_s3_processes_jobs_and_s3_notifications() {
+    let Ok(ep) = std::env::var("AWS_ENDPOINT_URL") else {
+        assert!(std::env::var_os("CI").is_none(), "CI must run the AWS tests: AWS_ENDPOINT_URL is not set");
+        eprintln!("skipped: no AWS-protocol server (scripts/test.sh starts moto)");
+        return;
+    };
+    assert!(ep.starts_with("http://127.0.0.1:") || ep.starts_with("http://localhost:"), "only loopback, not {ep}");
+    use pixq_jobs::queue::sqs::SqsQueue;
+    use pixq_jobs::store::s3::S3Store;
+    let cfg = pixq_jobs::aws::sdk_config().await;
+    let tag = &pixq_jobs::ids::random_hex(1)[..10];
+    let bucket = format!("pixq-ec2-{tag}");
+    let s3 = pixq_jobs::aws::s3_client(&cfg, true);
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let sqs = pixq_jobs::aws::sqs_client(&cfg);
+    let url =
+        sqs.create_queue().queue_name(format!("heavy-{tag}")).send().await.unwrap().queue_url().unwrap().to_string();
+    let store = S3Store::new(s3);
+    let queue = SqsQueue::open(sqs, &url, None).await.unwrap();
+
+    // One pixq job ...
+    let out = OutputLocation { bucket: bucket.clone(), prefix: "outputs/".into() };
+    let bytes = png(640, 480, 9);
+    store.put(&bucket, "inputs/e/a.png", bytes.clone(), "image/png").await.unwrap();
+    let job = batch::new_job(
+        "e",
+        0,
+        ObjectRef { bucket: bucket.clone(), key: "inputs/e/a.png".into() },
+        Some(keys::content_digest(&bytes)),
+        &Pipeline::parse("thumbnail:64").unwrap(),
+        &out,
+    );
+    batch::enqueue(&queue, std::slice::from_ref(&job), false).await.unwrap();
+    // ... and an S3 ObjectCreated notification for a dropped file (URL-encoded key).
+    store.put(&bucket, "uploads/my pic.png", png(300, 200, 10), "image/png").await.unwrap();
+    let event = format!(
+        r#"{{"Records":[{{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","eventTime":"2026-11-30T00:00:00.000Z","s3":{{"bucket":{{"name":"{bucket}"}},"object":{{"key":"uploads/my+pic.png","size":1}}}}}}]}}"#
+    );
+    queue.send(&event, &Default::default()).await.unwrap();
+
+    let mut w = Command::new(env!("CARGO_BIN_EXE_pixq-worker"))
+        .args([
+            "--target",
+            "aws",
+            "--queue-url",
+            &url,
+            "--wait-secs",
+            "1",
+            "--s3-events-pipeline",
+            "thumbnail:32,format:png",
+            "--output-bucket",
+            &bucket,
+            "--emf",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    loop {
+        let n = store.list(&bucket, "results/").await.unwrap().len();
+        if n == 2 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "only {n} of 2 results");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sigterm(&w);
+    assert!(wait_exit(&mut w, Duration::from_secs(30)).success());
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(w.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    let emf: Vec<serde_json::Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert_eq!(emf.len(), 2, "one EMF record per job: {stdout}");
+    assert!(emf.iter().all(|v| v["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "pixq" && v["Runtime"] == "ec2"));
+    let st = batch::batch_status(&store, &bucket, "e").await.unwrap();
+    assert_eq!(st.results[0].outputs[0].width, Some(64));
+    let s3_results = store.list(&bucket, "results/s3-20261130/").await.unwrap();
+    assert_eq!(s3_results.len(), 1);
+    let r: pixq_jobs::schema::JobResult =
+        serde_json::from_slice(&store.get(&bucket, &s3_results[0].key).await.unwrap()).unwrap();
+    assert_eq!((r.input.key.as_str(), r.outputs[0].width), ("uploads/my pic.png", Some(32)));
+    let c = pixq_jobs::queue::Queue::counts(&queue).await.unwrap();
+    assert_eq!((c.visible, c.in_flight), (0, 0));
+}

@@ -124,7 +124,12 @@ fn processor(s: &Stack, pipeline: &str) -> Processor {
     let mut config = BatchConfig { concurrency: 2, ..BatchConfig::default() };
     config.process.runtime = "lambda".into();
     config.s3_events = Some(S3EventDefaults { pipeline: Pipeline::parse(pipeline).unwrap(), output });
-    Processor { queue: s.queue.clone(), store: s.store.clone(), config: Arc::new(config), fallback_budget: Duration::from_secs(60) }
+    Processor {
+        queue: s.queue.clone(),
+        store: s.store.clone(),
+        config: Arc::new(config),
+        fallback_budget: Duration::from_secs(60),
+    }
 }
 
 async fn upload_jobs(

@@ -71,3 +71,42 @@ where
         other => format!("{other}: {}", std::error::Error::source(other).map(|s| s.to_string()).unwrap_or_default()),
     }
 }
+
+/// CloudFormation stack outputs (`OutputKey` -> `OutputValue`), read from the JSON that
+/// `sam list stack-outputs --output json` or `aws cloudformation describe-stacks` prints, so
+/// nobody copies queue URLs by hand.
+pub fn read_stack_outputs(json: &str) -> Result<std::collections::HashMap<String, String>, String> {
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("stack outputs are not JSON: {e}"))?;
+    // describe-stacks: {"Stacks":[{"Outputs":[...]}]}; sam / --query: [...]
+    let list = v
+        .pointer("/Stacks/0/Outputs")
+        .or_else(|| v.get("Outputs"))
+        .unwrap_or(&v)
+        .as_array()
+        .ok_or("stack outputs: expected a list of {OutputKey, OutputValue}")?;
+    let mut out = std::collections::HashMap::new();
+    for o in list {
+        if let (Some(k), Some(val)) =
+            (o.get("OutputKey").and_then(|k| k.as_str()), o.get("OutputValue").and_then(|k| k.as_str()))
+        {
+            out.insert(k.to_string(), val.to_string());
+        }
+    }
+    if out.is_empty() {
+        return Err("stack outputs: no OutputKey/OutputValue pairs found".into());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stack_outputs_in_both_shapes() {
+        let sam = r#"[{"OutputKey":"BucketName","OutputValue":"b","Description":"x"}]"#;
+        assert_eq!(super::read_stack_outputs(sam).unwrap()["BucketName"], "b");
+        let cfn =
+            r#"{"Stacks":[{"StackName":"pixq","Outputs":[{"OutputKey":"JobsQueueUrl","OutputValue":"http://q"}]}]}"#;
+        assert_eq!(super::read_stack_outputs(cfn).unwrap()["JobsQueueUrl"], "http://q");
+        assert!(super::read_stack_outputs("[]").is_err());
+    }
+}

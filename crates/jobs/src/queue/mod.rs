@@ -129,4 +129,6 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     async fn redrive(&self, max: usize) -> Result<usize, QueueError>;
     /// Receives after which a message is dead-lettered.
     fn max_receives(&self) -> u32;
+    /// Whether this is a FIFO queue (sends then need a message group).
+    fn is_fifo(&self) -> bool;
 }

@@ -443,4 +443,8 @@ impl Queue for SqliteQueue {
     fn max_receives(&self) -> u32 {
         self.cfg.max_receives
     }
+
+    fn is_fifo(&self) -> bool {
+        self.cfg.fifo
+    }
 }

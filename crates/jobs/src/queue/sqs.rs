@@ -386,4 +386,8 @@ impl Queue for SqsQueue {
     fn max_receives(&self) -> u32 {
         self.max_receives
     }
+
+    fn is_fifo(&self) -> bool {
+        self.fifo
+    }
 }

@@ -1,0 +1,159 @@
+//! Flags (step one) and the backends built from them (step two).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use clap::Parser;
+use pixq_jobs::events::S3EventDefaults;
+use pixq_jobs::kernel::Pipeline;
+use pixq_jobs::local::LocalHome;
+use pixq_jobs::process::ProcessConfig;
+use pixq_jobs::queue::Queue;
+use pixq_jobs::queue::sqlite::QueueConfig;
+use pixq_jobs::queue::sqs::SqsQueue;
+use pixq_jobs::schema::OutputLocation;
+use pixq_jobs::store::ObjectStore;
+use pixq_jobs::store::s3::S3Store;
+use pixq_jobs::worker::WorkerConfig;
+
+/// Raw flags (with environment fallbacks).
+#[derive(Debug, Parser)]
+#[command(name = "pixq-worker", version, about = "pixq worker: process queued image jobs")]
+pub struct Args {
+    /// `local` (queue file + store folder under --home) or `aws` (SQS + S3).
+    #[arg(long, env = "PIXQ_TARGET", default_value = "local", value_parser = ["local", "aws"])]
+    pub target: String,
+    /// Home of the embedded default.
+    #[arg(long, env = "PIXQ_HOME", default_value = ".pixq")]
+    pub home: PathBuf,
+    /// Queue name inside the queue file (local).
+    #[arg(long, env = "PIXQ_QUEUE", default_value = "jobs")]
+    pub queue: String,
+    /// SQS queue URL (aws; default: the stack's HeavyQueueUrl, or JobsQueueUrl with --light).
+    #[arg(long, env = "PIXQ_QUEUE_URL")]
+    pub queue_url: Option<String>,
+    /// Stack outputs JSON (`sam list stack-outputs --output json`).
+    #[arg(long, env = "PIXQ_STACK_OUTPUTS")]
+    pub stack_outputs: Option<PathBuf>,
+    /// Take the stack's light-jobs queue instead of the heavy one.
+    #[arg(long)]
+    pub light: bool,
+    /// Pipeline for S3 `ObjectCreated` notifications arriving on the queue.
+    #[arg(long, env = "PIXQ_S3_EVENTS_PIPELINE")]
+    pub s3_events_pipeline: Option<String>,
+    /// Bucket for outputs of S3-notification jobs (default: the stack's BucketName).
+    #[arg(long, env = "PIXQ_OUTPUT_BUCKET")]
+    pub output_bucket: Option<String>,
+    /// Jobs processed at once (default: number of cores).
+    #[arg(long, env = "PIXQ_CONCURRENCY")]
+    pub concurrency: Option<usize>,
+    /// Visibility timeout in seconds (renewed by a heartbeat while a job runs).
+    #[arg(long, env = "PIXQ_VISIBILITY_SECS", default_value_t = 60)]
+    pub visibility_secs: u64,
+    /// Long-poll wait per receive in seconds (SQS allows up to 20).
+    #[arg(long, env = "PIXQ_WAIT_SECS", default_value_t = 1)]
+    pub wait_secs: u64,
+    /// Receives before a message is dead-lettered (local queue, used when it is created).
+    #[arg(long, env = "PIXQ_MAX_RECEIVES", default_value_t = 5)]
+    pub max_receives: u32,
+    /// First retry delay in milliseconds (doubles per attempt).
+    #[arg(long, env = "PIXQ_BACKOFF_MS", default_value_t = 2000)]
+    pub backoff_ms: u64,
+    /// Seconds jobs in hand may run on after SIGTERM before they are released.
+    #[arg(long, env = "PIXQ_GRACE_SECS", default_value_t = 30)]
+    pub grace_secs: u64,
+    /// Exit after this many seconds without work.
+    #[arg(long, env = "PIXQ_IDLE_STOP_SECS")]
+    pub idle_stop_secs: Option<u64>,
+    /// Megapixels decoded at once across all jobs.
+    #[arg(long, env = "PIXQ_MEGAPIXELS", default_value_t = 64)]
+    pub megapixels: u32,
+    /// Log format: text or json.
+    #[arg(long, env = "PIXQ_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// Print one CloudWatch Embedded Metric Format line per job on stdout.
+    #[arg(long, env = "PIXQ_EMF")]
+    pub emf: bool,
+}
+
+/// Built objects.
+pub struct Built {
+    /// The queue.
+    pub queue: Arc<dyn Queue>,
+    /// The store.
+    pub store: Arc<dyn ObjectStore>,
+    /// Worker settings.
+    pub worker: WorkerConfig,
+}
+
+/// Builds backends and settings from the flags.
+pub async fn build(a: &Args) -> anyhow::Result<Built> {
+    let runtime = if a.target == "aws" { "ec2" } else { "local" };
+    let mut worker = WorkerConfig {
+        visibility: Duration::from_secs(a.visibility_secs.max(1)),
+        wait: Duration::from_secs(a.wait_secs.min(20)),
+        backoff_base: Duration::from_millis(a.backoff_ms),
+        grace: Duration::from_secs(a.grace_secs),
+        idle_stop: a.idle_stop_secs.map(Duration::from_secs),
+        megapixel_budget: a.megapixels,
+        process: ProcessConfig {
+            worker_id: format!("pixq-worker-{runtime}-{}", std::process::id()),
+            runtime: runtime.into(),
+            emf: a.emf,
+            ..ProcessConfig::default()
+        },
+        ..WorkerConfig::default()
+    };
+    if let Some(n) = a.concurrency {
+        worker.concurrency = n.max(1);
+    }
+    if a.target == "local" {
+        let home = LocalHome::new(&a.home);
+        let queue = home
+            .queue(QueueConfig { name: a.queue.clone(), max_receives: a.max_receives, ..QueueConfig::default() })
+            .with_context(|| format!("opening the queue in {}", home.queue_path().display()))?;
+        let store = home.store();
+        if let Some(p) = &a.s3_events_pipeline {
+            worker.s3_events = Some(s3_defaults(p, pixq_jobs::local::LOCAL_BUCKET.into())?);
+        }
+        return Ok(Built { queue: Arc::new(queue), store: Arc::new(store), worker });
+    }
+    let outputs = match &a.stack_outputs {
+        Some(p) => pixq_jobs::aws::read_stack_outputs(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .map_err(|e| anyhow!("{}: {e}", p.display()))?,
+        None => Default::default(),
+    };
+    let (queue_key, dlq_key) = if a.light { ("JobsQueueUrl", "JobsDlqUrl") } else { ("HeavyQueueUrl", "HeavyDlqUrl") };
+    let Some(url) = a.queue_url.clone().or_else(|| outputs.get(queue_key).cloned()) else {
+        bail!("--target aws needs --queue-url or --stack-outputs");
+    };
+    let sdk = pixq_jobs::aws::sdk_config().await;
+    let path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some();
+    let queue = SqsQueue::open(pixq_jobs::aws::sqs_client(&sdk), &url, outputs.get(dlq_key).cloned())
+        .await
+        .with_context(|| format!("opening {url}"))?;
+    if let Some(p) = &a.s3_events_pipeline {
+        let bucket = a
+            .output_bucket
+            .clone()
+            .or_else(|| outputs.get("BucketName").cloned())
+            .ok_or_else(|| anyhow!("S3 events need --output-bucket"))?;
+        worker.s3_events = Some(s3_defaults(p, bucket)?);
+    }
+    Ok(Built {
+        queue: Arc::new(queue),
+        store: Arc::new(S3Store::new(pixq_jobs::aws::s3_client(&sdk, path_style))),
+        worker,
+    })
+}
+
+fn s3_defaults(pipeline: &str, bucket: String) -> anyhow::Result<S3EventDefaults> {
+    Ok(S3EventDefaults {
+        pipeline: Pipeline::parse(pipeline).map_err(|e| anyhow!("--s3-events-pipeline: {e}"))?,
+        output: OutputLocation { bucket, prefix: "outputs/".into() },
+    })
+}
