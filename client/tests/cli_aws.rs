@@ -4,50 +4,11 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use aws_sdk_sqs::types::QueueAttributeName;
-
-fn local_aws() -> Option<String> {
-    let Ok(ep) = std::env::var("AWS_ENDPOINT_URL") else {
-        assert!(std::env::var_os("CI").is_none(), "CI must run the AWS tests: AWS_ENDPOINT_URL is not set");
-        eprintln!("skipped: no AWS-protocol server (scripts/test.sh starts moto)");
-        return None;
-    };
-    assert!(ep.starts_with("http://127.0.0.1:") || ep.starts_with("http://localhost:"), "only loopback, not {ep}");
-    Some(ep)
-}
-
 /// A bucket and a queue with a DLQ, described the way `sam list stack-outputs` does.
-async fn stack(dir: &Path) -> std::path::PathBuf {
-    let cfg = pixq_jobs::aws::sdk_config().await;
-    let tag = &pixq_jobs::ids::random_hex(1)[..10];
-    let bucket = format!("pixq-cli-{tag}");
-    pixq_jobs::aws::s3_client(&cfg, true).create_bucket().bucket(&bucket).send().await.unwrap();
-    let sqs = pixq_jobs::aws::sqs_client(&cfg);
-    let dlq =
-        sqs.create_queue().queue_name(format!("cli-dlq-{tag}")).send().await.unwrap().queue_url().unwrap().to_string();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone();
-    let q = sqs
-        .create_queue()
-        .queue_name(format!("cli-jobs-{tag}"))
-        .attributes(
-            QueueAttributeName::RedrivePolicy,
-            format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"3"}}"#),
-        )
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string();
+async fn stack(cfg: &aws_config::SdkConfig, dir: &Path) -> std::path::PathBuf {
+    let (_, bucket) = pixq_testkit::bucket(cfg).await;
+    let pair = pixq_testkit::queue_with_dlq(cfg, false, 3).await;
+    let (q, dlq) = (pair.url, pair.dlq_url);
     let outputs = serde_json::json!([
         {"OutputKey": "BucketName", "OutputValue": bucket},
         {"OutputKey": "JobsQueueUrl", "OutputValue": q},
@@ -72,11 +33,9 @@ fn text(o: &Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn process_on_s3_and_sqs_with_a_failure_in_the_dlq() {
-    if local_aws().is_none() {
-        return;
-    }
+    let Some(cfg) = pixq_testkit::sdk().await else { return };
     let dir = tempfile::tempdir().unwrap();
-    let stack = stack(dir.path()).await;
+    let stack = stack(&cfg, dir.path()).await;
     let input = dir.path().join("in");
     std::fs::create_dir(&input).unwrap();
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_s3::types::{Event as S3Event, NotificationConfiguration, QueueConfiguration};
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::MessageSystemAttributeName;
 use lambda_runtime::{Context, LambdaEvent};
 use pixq_functions::{Processor, handle};
 use pixq_jobs::batch;
@@ -21,19 +21,7 @@ use pixq_jobs::schema::{ObjectRef, OutputLocation, Status};
 use pixq_jobs::store::ObjectStore;
 use pixq_jobs::store::s3::S3Store;
 
-async fn local_aws() -> Option<aws_config::SdkConfig> {
-    let Ok(ep) = std::env::var("AWS_ENDPOINT_URL") else {
-        assert!(std::env::var_os("CI").is_none(), "CI must run the AWS tests: AWS_ENDPOINT_URL is not set");
-        eprintln!("skipped: no AWS-protocol server (scripts/test.sh starts moto)");
-        return None;
-    };
-    assert!(ep.starts_with("http://127.0.0.1:") || ep.starts_with("http://localhost:"), "only loopback, not {ep}");
-    Some(pixq_jobs::aws::sdk_config().await)
-}
-
-fn unique(p: &str) -> String {
-    format!("{p}-{}", &pixq_jobs::ids::random_hex(1)[..10])
-}
+use pixq_testkit::{queue_arn, sdk as local_aws};
 
 fn jpeg(w: u32, h: u32, seed: u32) -> Vec<u8> {
     let r =
@@ -50,35 +38,10 @@ struct Stack {
 
 async fn stack(cfg: &aws_config::SdkConfig) -> Stack {
     let sqs = pixq_jobs::aws::sqs_client(cfg);
-    let s3 = pixq_jobs::aws::s3_client(cfg, true);
-    let bucket = unique("pixq");
-    s3.create_bucket().bucket(&bucket).send().await.unwrap();
-    let dlq = sqs.create_queue().queue_name(unique("dlq")).send().await.unwrap().queue_url().unwrap().to_string();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone();
-    let url = sqs
-        .create_queue()
-        .queue_name(unique("jobs"))
-        .attributes(
-            QueueAttributeName::RedrivePolicy,
-            format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"3"}}"#),
-        )
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string();
-    let queue = Arc::new(SqsQueue::open(sqs.clone(), &url, None).await.unwrap());
-    Stack { sqs, queue, store: Arc::new(S3Store::new(s3)), bucket }
+    let (store, bucket) = pixq_testkit::bucket(cfg).await;
+    let pair = pixq_testkit::queue_with_dlq(cfg, false, 3).await;
+    let queue = Arc::new(SqsQueue::open(sqs.clone(), &pair.url, None).await.unwrap());
+    Stack { sqs, queue, store: Arc::new(store), bucket }
 }
 
 /// Receives up to `n` messages from the real queue and turns them into the SQS event Lambda
@@ -221,17 +184,7 @@ async fn an_s3_upload_notification_becomes_a_processed_output() {
     let Some(cfg) = local_aws().await else { return };
     let s = stack(&cfg).await;
     let s3 = pixq_jobs::aws::s3_client(&cfg, true);
-    let arn = s
-        .sqs
-        .get_queue_attributes()
-        .queue_url(s.queue.url())
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone();
+    let arn = queue_arn(&s.sqs, s.queue.url()).await;
     let qc = QueueConfiguration::builder().queue_arn(arn).events(S3Event::S3ObjectCreated).build().unwrap();
     s3.put_bucket_notification_configuration()
         .bucket(&s.bucket)

@@ -133,66 +133,16 @@ async fn local_fifo_contract() {
 #[cfg(feature = "aws")]
 mod aws {
     use super::*;
-    use aws_sdk_sqs::types::QueueAttributeName;
     use pixq_jobs::queue::sqs::SqsQueue;
-    use pixq_jobs::store::s3::S3Store;
 
-    /// The SDK config for the local AWS-protocol server, or None when none is running.
-    pub async fn local_aws() -> Option<aws_config::SdkConfig> {
-        let Ok(ep) = std::env::var("AWS_ENDPOINT_URL") else {
-            assert!(std::env::var_os("CI").is_none(), "CI must run the AWS tests: AWS_ENDPOINT_URL is not set");
-            eprintln!("skipped: no AWS-protocol server (scripts/test.sh starts moto)");
-            return None;
-        };
-        assert!(
-            ep.starts_with("http://127.0.0.1:") || ep.starts_with("http://localhost:"),
-            "AWS tests only talk to loopback, not {ep}"
-        );
-        Some(pixq_jobs::aws::sdk_config().await)
-    }
-
-    fn unique(prefix: &str) -> String {
-        format!("{prefix}-{}", &pixq_jobs::ids::random_hex(1)[..10])
-    }
+    use pixq_testkit::{bucket, sdk as local_aws};
 
     async fn queue_with_dlq(cfg: &aws_config::SdkConfig, fifo: bool, max_receives: u32) -> SqsQueue {
-        let sqs = pixq_jobs::aws::sqs_client(cfg);
-        let sfx = if fifo { ".fifo" } else { "" };
-        let mut dlq_req = sqs.create_queue().queue_name(format!("{}{sfx}", unique("dlq")));
-        if fifo {
-            dlq_req = dlq_req.attributes(QueueAttributeName::FifoQueue, "true");
-        }
-        let dlq_url = dlq_req.send().await.unwrap().queue_url().unwrap().to_string();
-        let dlq_arn = sqs
-            .get_queue_attributes()
-            .queue_url(&dlq_url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .unwrap()
-            .attributes()
-            .unwrap()[&QueueAttributeName::QueueArn]
-            .clone();
-        let policy = format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receives}"}}"#);
-        let mut req = sqs
-            .create_queue()
-            .queue_name(format!("{}{sfx}", unique("jobs")))
-            .attributes(QueueAttributeName::RedrivePolicy, policy);
-        if fifo {
-            req = req.attributes(QueueAttributeName::FifoQueue, "true");
-        }
-        let url = req.send().await.unwrap().queue_url().unwrap().to_string();
-        let q = SqsQueue::open(sqs, &url, None).await.unwrap();
-        assert_eq!(q.dlq_url(), Some(dlq_url.as_str()), "DLQ found through the RedrivePolicy");
+        let pair = pixq_testkit::queue_with_dlq(cfg, fifo, max_receives).await;
+        let q = SqsQueue::open(pixq_jobs::aws::sqs_client(cfg), &pair.url, None).await.unwrap();
+        assert_eq!(q.dlq_url(), Some(pair.dlq_url.as_str()), "DLQ found through the RedrivePolicy");
         assert_eq!(q.max_receives(), max_receives);
         q
-    }
-
-    pub async fn bucket(cfg: &aws_config::SdkConfig) -> (S3Store, String) {
-        let s3 = pixq_jobs::aws::s3_client(cfg, true);
-        let name = unique("pixq");
-        s3.create_bucket().bucket(&name).send().await.unwrap();
-        (S3Store::new(s3), name)
     }
 
     #[tokio::test]

@@ -47,35 +47,36 @@ impl S3Store {
 
     /// A presigned GET URL.
     pub async fn presign_get(&self, bucket: &str, key: &str, expires: Duration) -> Result<String, StoreError> {
-        validate_bucket(bucket)?;
-        validate_key(key)?;
-        let cfg = aws_sdk_s3::presigning::PresigningConfig::expires_in(expires)
-            .map_err(|e| StoreError::Permanent(format!("presign: {e}")))?;
-        let req = self
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .presigned(cfg)
-            .await
-            .map_err(|e| err("presign GET", key, e))?;
-        Ok(req.uri().to_string())
+        self.presign(bucket, key, expires, false).await
     }
 
     /// A presigned PUT URL (browsers upload straight to S3 with it).
     pub async fn presign_put(&self, bucket: &str, key: &str, expires: Duration) -> Result<String, StoreError> {
+        self.presign(bucket, key, expires, true).await
+    }
+
+    async fn presign(&self, bucket: &str, key: &str, expires: Duration, put: bool) -> Result<String, StoreError> {
         validate_bucket(bucket)?;
         validate_key(key)?;
         let cfg = aws_sdk_s3::presigning::PresigningConfig::expires_in(expires)
             .map_err(|e| StoreError::Permanent(format!("presign: {e}")))?;
-        let req = self
-            .client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .presigned(cfg)
-            .await
-            .map_err(|e| err("presign PUT", key, e))?;
+        let req = if put {
+            self.client
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .presigned(cfg)
+                .await
+                .map_err(|e| err("presign PUT", key, e))?
+        } else {
+            self.client
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .presigned(cfg)
+                .await
+                .map_err(|e| err("presign GET", key, e))?
+        };
         Ok(req.uri().to_string())
     }
 
