@@ -68,8 +68,15 @@ async fn main() {
         jobs.push(batch::new_job("bench", i, ObjectRef { bucket: LOCAL_BUCKET.into(), key }, digest, &pipeline, &out));
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let cfg =
+    // PIXQ_FLOW_MP: megapixel admission budget. With a budget of one photo, two tasks keep one
+    // decode at a time while the other task does its I/O: the kernel runs on one lane.
+    let budget: Option<u32> = std::env::var("PIXQ_FLOW_MP").ok().and_then(|v| v.parse().ok());
+    let mut cfg =
         WorkerConfig { concurrency, events: Some(tx), wait: Duration::from_millis(100), ..WorkerConfig::default() };
+    if let Some(mp) = budget {
+        cfg.megapixel_budget = mp;
+    }
+    let lanes = if budget.is_some() { 1 } else { concurrency };
     let start = Instant::now();
     batch::enqueue(queue.as_ref(), &jobs, false).await.unwrap();
     let stop = CancellationToken::new();
@@ -90,7 +97,10 @@ async fn main() {
     h.await.unwrap();
     let st = batch::batch_status(store.as_ref(), LOCAL_BUCKET, "bench").await.unwrap();
     let kernel_ms: f64 = st.results.iter().map(|r| r.timings.decode_ms + r.timings.ops_ms + r.timings.encode_ms).sum();
-    let busy = kernel_ms / 1000.0 / concurrency as f64;
-    println!("jobs={n} concurrency={concurrency} fsync={fsync} wall_s={wall:.3} jobs_per_sec={:.1}", n as f64 / wall);
+    let busy = kernel_ms / 1000.0 / lanes as f64;
+    println!(
+        "jobs={n} concurrency={concurrency} kernel_lanes={lanes} fsync={fsync} wall_s={wall:.3} jobs_per_sec={:.1}",
+        n as f64 / wall
+    );
     println!("kernel_share={:.1}% outside_kernel={:.1}%", 100.0 * busy / wall, 100.0 * (1.0 - busy / wall));
 }
