@@ -71,7 +71,10 @@ impl Admission {
     /// waits for all of it). `None` when `cancel` fires first.
     pub async fn admit(&self, pixels: u64, cancel: &CancellationToken) -> Option<OwnedSemaphorePermit> {
         let mp = (pixels.div_ceil(1_000_000) as u32).clamp(1, self.budget);
+        // Biased: a job that fits right away counts as started and runs to the end; only a
+        // job still waiting for room is released at shutdown.
         tokio::select! {
+            biased;
             p = self.permits.clone().acquire_many_owned(mp) => p.ok(),
             _ = cancel.cancelled() => None,
         }

@@ -118,11 +118,6 @@ impl WorkerStats {
     }
 }
 
-/// Retry delay for the given receive count: base * 2^(n-1), capped.
-pub fn backoff(cfg: &WorkerConfig, receive_count: u32) -> Duration {
-    backoff_delay(cfg.backoff_base, cfg.backoff_max, receive_count)
-}
-
 struct Shared {
     queue: Arc<dyn Queue>,
     store: Arc<dyn ObjectStore>,
@@ -384,7 +379,8 @@ pub async fn settle(s: &Settle<'_>, msg: &Message) -> Disposition {
     Disposition::Ack
 }
 
-fn backoff_delay(base: Duration, max: Duration, receive_count: u32) -> Duration {
+/// Retry delay after the `receive_count`-th delivery failed: base * 2^(n-1), capped at max.
+pub fn backoff_delay(base: Duration, max: Duration, receive_count: u32) -> Duration {
     let factor = 1u32 << receive_count.saturating_sub(1).min(20);
     base.saturating_mul(factor).min(max)
 }
@@ -424,5 +420,19 @@ async fn handle(s: &Shared, msg: Message) {
             }
             WorkerStats::bump(&s.stats.released);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let (b, m) = (Duration::from_secs(2), Duration::from_secs(60));
+        let got: Vec<u64> = (1..=7).map(|n| backoff_delay(b, m, n).as_secs()).collect();
+        assert_eq!(got, [2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(backoff_delay(b, m, 0), b);
+        assert_eq!(backoff_delay(b, Duration::MAX, 100), b.saturating_mul(1 << 20));
     }
 }

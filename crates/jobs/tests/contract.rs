@@ -62,15 +62,18 @@ async fn queue_contract(q: &dyn Queue) {
     for _ in 0..20 {
         let got = q.receive(10, Duration::from_secs(30), Duration::from_secs(1)).await.unwrap();
         assert!(got.len() <= 10);
+        let receipts: Vec<String> = got.iter().map(|m| m.receipt.clone()).collect();
         for m in got {
             assert!(seen.insert(m.id.clone()), "delivered twice while invisible");
-            q.delete(&m.receipt).await.unwrap();
         }
+        q.delete_batch(&receipts).await.unwrap();
         if seen.len() == 25 {
             break;
         }
     }
     assert_eq!(seen, ids);
+    let c = q.counts().await.unwrap();
+    assert_eq!((c.visible, c.in_flight), (0, 0), "batch delete left messages: {c:?}");
     // dead-letter at once with a reason, list, redrive
     q.send("poison", &SendOptions::default()).await.unwrap();
     let m = q.receive(1, Duration::from_secs(30), Duration::from_secs(2)).await.unwrap().remove(0);

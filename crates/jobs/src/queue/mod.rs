@@ -115,6 +115,13 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     async fn receive(&self, max: usize, visibility: Duration, wait: Duration) -> Result<Vec<Message>, QueueError>;
     /// Acknowledges a delivery: the message is gone.
     async fn delete(&self, receipt: &str) -> Result<(), QueueError>;
+    /// Acknowledges several deliveries (SQS: DeleteMessageBatch, 10 per request).
+    async fn delete_batch(&self, receipts: &[String]) -> Result<(), QueueError> {
+        for r in receipts {
+            self.delete(r).await?;
+        }
+        Ok(())
+    }
     /// Hides an in-flight message for `timeout` from now (0 releases it at once).
     async fn change_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), QueueError>;
     /// Releases a delivery to be retried after `delay`, recording why it failed.

@@ -1,4 +1,4 @@
-//! SQS queue on aws-sdk-sqs: long poll (up to 20 s), batches of 10, change visibility for
+//! SQS queue on aws-sdk-sqs: long poll (up to 20 s), batch send/receive/delete of 10, change visibility for
 //! heartbeat and backoff, FIFO group and de-duplication ids, approximate counts. The DLQ is
 //! the queue's RedrivePolicy target; dead-lettering at once, listing and redrive use receive
 //! + send + delete (which works on every SQS, and on local servers without move tasks).
@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{
-    MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
+    SendMessageBatchRequestEntry,
 };
 
 use super::{Counts, DeadLetter, MAX_BODY_BYTES, Message, Queue, QueueError, SendOptions};
@@ -222,6 +223,31 @@ impl Queue for SqsQueue {
             .send()
             .await
             .map_err(|e| err("DeleteMessage", e))?;
+        Ok(())
+    }
+
+    async fn delete_batch(&self, receipts: &[String]) -> Result<(), QueueError> {
+        for chunk in receipts.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, r)| DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(r).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| QueueError::Refused(e.to_string()))?;
+            let out = self
+                .client
+                .delete_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| err("DeleteMessageBatch", e))?;
+            if let Some(f) = out.failed().first() {
+                let msg =
+                    format!("SQS DeleteMessageBatch entry {}: {} {}", f.id(), f.code(), f.message().unwrap_or(""));
+                return Err(if f.sender_fault() { QueueError::Permanent(msg) } else { QueueError::Transient(msg) });
+            }
+        }
         Ok(())
     }
 
