@@ -170,6 +170,32 @@ impl Codecs {
         Ok(from_dynamic(img))
     }
 
+    /// Decodes frame `n` (0-based) of an animated GIF or WebP. Frames before it are decoded
+    /// and dropped one at a time (each is at most the canvas the header declared, which the
+    /// limits already allowed), so memory stays at one frame.
+    pub fn decode_frame(&mut self, input: &[u8], probe: &Probe, n: u32) -> Result<Raster, Error> {
+        use image::AnimationDecoder;
+        let op = format!("frame:{n}");
+        let frames: image::Frames<'_> = match probe.format {
+            Format::Gif => image::codecs::gif::GifDecoder::new(Cursor::new(input))
+                .map_err(|e| decode_err(Format::Gif, e))?
+                .into_frames(),
+            Format::Webp => image::codecs::webp::WebPDecoder::new(Cursor::new(input))
+                .map_err(|e| decode_err(Format::Webp, e))?
+                .into_frames(),
+            other => return Err(Error::Op { op, reason: format!("{other} images have a single frame") }),
+        };
+        let mut seen = 0;
+        for frame in frames {
+            let frame = frame.map_err(|e| decode_err(probe.format, e))?;
+            if seen == n {
+                return Ok(from_dynamic(image::DynamicImage::ImageRgba8(frame.into_buffer())));
+            }
+            seen += 1;
+        }
+        Err(Error::Op { op, reason: format!("the image has only {seen} frame{}", if seen == 1 { "" } else { "s" }) })
+    }
+
     #[cfg(feature = "turbojpeg")]
     fn decode_turbo(&mut self, input: &[u8], probe: &Probe, need: Option<(u64, u64)>) -> Result<Raster, TurboFail> {
         let err = |e: turbojpeg::Error| TurboFail::Error(decode_err(Format::Jpeg, e));

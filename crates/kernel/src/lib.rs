@@ -140,7 +140,10 @@ impl Processor {
         let (ow, oh) = probe.oriented_dims();
         let need = shrink_need(&pipeline.ops, ow, oh)
             .map(|(a, b)| if probe.orientation.swaps_dimensions() { (b, a) } else { (a, b) });
-        let decoded = self.codecs.decode(input, &probe, &self.limits, need)?;
+        let decoded = match pipeline.frame {
+            Some(n) if n > 0 => self.codecs.decode_frame(input, &probe, n)?,
+            _ => self.codecs.decode(input, &probe, &self.limits, need)?,
+        };
         let mut img = if probe.orientation == Orientation::Normal {
             decoded
         } else {

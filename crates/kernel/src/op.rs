@@ -224,7 +224,13 @@ pub struct Pipeline {
     /// Output settings.
     #[serde(default)]
     pub output: OutputSpec,
+    /// Frame of an animated GIF/WebP to decode (`frame:N`, 0-based); `None` = the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame: Option<u32>,
 }
+
+/// Highest frame index `frame:N` accepts.
+pub const MAX_FRAME: u32 = 10_000;
 
 /// One line of `pixq ops`: a step's syntax, meaning and an example.
 #[derive(Debug, Clone, Copy)]
@@ -291,6 +297,11 @@ pub const STEPS: &[StepHelp] = &[
     StepHelp { syntax: "quality:Q", about: "JPEG quality 1..100 (default 85)", example: "quality:80" },
     StepHelp { syntax: "progressive", about: "progressive JPEG", example: "progressive" },
     StepHelp { syntax: "compression:L", about: "PNG zlib level 0..9 (default 6)", example: "compression:9" },
+    StepHelp {
+        syntax: "frame:N",
+        about: "decode frame N (0-based) of an animated GIF/WebP instead of the first",
+        example: "frame:3",
+    },
 ];
 
 struct Step<'a> {
@@ -421,13 +432,18 @@ impl Pipeline {
                 return Err(step.err("empty step"));
             }
             let name = step.name.to_ascii_lowercase();
-            if ["format", "quality", "progressive", "compression"].contains(&name.as_str()) {
+            if ["format", "quality", "progressive", "compression", "frame"].contains(&name.as_str()) {
                 if seen_output.contains(&step.name) {
                     return Err(step.err(format!("'{}' given twice", step.name)));
                 }
                 seen_output.push(step.name);
             }
             let op = match name.as_str() {
+                "frame" => {
+                    step.arity(1, 1)?;
+                    p.frame = Some(step.u32_in(0, "frame", 0, MAX_FRAME)?);
+                    continue;
+                }
                 "resize" => {
                     step.arity(2, 4)?;
                     let width = step.u32_in(0, "width", 0, MAX_SIDE)?;
@@ -557,7 +573,8 @@ impl Pipeline {
     /// The canonical string: every argument spelled out, output settings last in a fixed
     /// order. `Pipeline::parse(&p.canonical()) == Ok(p)` for every valid pipeline.
     pub fn canonical(&self) -> String {
-        let mut parts: Vec<String> = self.ops.iter().map(ToString::to_string).collect();
+        let mut parts: Vec<String> = self.frame.map(|f| format!("frame:{f}")).into_iter().collect();
+        parts.extend(self.ops.iter().map(ToString::to_string));
         let o = &self.output;
         if let Some(f) = o.format {
             parts.push(format!("format:{f}"));

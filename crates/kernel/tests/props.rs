@@ -67,8 +67,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
     #[test]
-    fn canonical_string_round_trips(ops in proptest::collection::vec(op(), 0..6), output in output()) {
-        let p = Pipeline { ops, output };
+    fn canonical_string_round_trips(ops in proptest::collection::vec(op(), 0..6), output in output(), frame in proptest::option::of(0u32..100)) {
+        let p = Pipeline { ops, output, frame };
         let s = p.canonical();
         let back = Pipeline::parse(&s).unwrap();
         prop_assert_eq!(&back, &p);
@@ -76,8 +76,8 @@ proptest! {
     }
 
     #[test]
-    fn json_round_trips(ops in proptest::collection::vec(op(), 0..6), output in output()) {
-        let p = Pipeline { ops, output };
+    fn json_round_trips(ops in proptest::collection::vec(op(), 0..6), output in output(), frame in proptest::option::of(0u32..100)) {
+        let p = Pipeline { ops, output, frame };
         let back: Pipeline = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
         prop_assert_eq!(back, p);
     }
