@@ -232,7 +232,7 @@ async fn identical_jobs_reuse_the_output_and_duplicates_rewrite_the_same_bytes()
     let bytes = jpeg(200, 100);
     let a = upload_job(e.store.as_ref(), "r1", 0, "x.jpg", Some(bytes.clone()), "thumbnail:50,format:png").await;
     let b = upload_job(e.store.as_ref(), "r2", 0, "y.jpg", Some(bytes.clone()), "thumbnail:50,format:png").await;
-    let cfg = pixq_jobs::process::ProcessConfig::default();
+    let cfg = ProcessConfig::default();
     let adm = Admission::new(64);
     let never = CancellationToken::new();
     let first = match pixq_jobs::process::process(&a, 1, e.store.as_ref(), &cfg, &adm, &never).await {
@@ -381,5 +381,4 @@ async fn admission_keeps_two_big_images_apart() {
     let cancel = CancellationToken::new();
     cancel.cancel();
     assert!(adm.admit(10_000_000, &cancel).await.is_none());
-    let _ = ProcessConfig::default();
 }
