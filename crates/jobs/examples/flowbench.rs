@@ -3,7 +3,7 @@
 //! `flowbench tiny [N] [CONCURRENCY]`: N distinct 64x64 PNGs through `grayscale`, reports
 //! jobs/second from the first enqueue to the last result record.
 //! `flowbench photos DIR [PIPELINE [CONCURRENCY]]`: every file in DIR through the pipeline
-//! (default `thumbnail:1024`, one worker task); reports the share of wall time spent outside the
+//! (default `thumbnail:1024`, one kernel lane); reports the share of wall time spent outside the
 //! kernel (queue, store, scheduling), computed from the kernel's own stage timings.
 
 use std::sync::Arc;
@@ -68,15 +68,14 @@ async fn main() {
         jobs.push(batch::new_job("bench", i, ObjectRef { bucket: LOCAL_BUCKET.into(), key }, digest, &pipeline, &out));
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    // PIXQ_FLOW_MP: megapixel admission budget. With a budget of one photo, two tasks keep one
-    // decode at a time while the other task does its I/O: the kernel runs on one lane.
-    let budget: Option<u32> = std::env::var("PIXQ_FLOW_MP").ok().and_then(|v| v.parse().ok());
+    // PIXQ_FLOW_PREFETCH: jobs in hand beyond the kernel lanes (default: the worker's default;
+    // 0 runs each job start to end on its lane, nothing overlaps).
     let mut cfg =
         WorkerConfig { concurrency, events: Some(tx), wait: Duration::from_millis(100), ..WorkerConfig::default() };
-    if let Some(mp) = budget {
-        cfg.megapixel_budget = mp;
+    if let Some(p) = std::env::var("PIXQ_FLOW_PREFETCH").ok().and_then(|v| v.parse().ok()) {
+        cfg.prefetch = p;
     }
-    let lanes = if budget.is_some() { 1 } else { concurrency };
+    let (lanes, prefetch) = (concurrency, cfg.prefetch);
     let start = Instant::now();
     batch::enqueue(queue.as_ref(), &jobs, false).await.unwrap();
     let stop = CancellationToken::new();
@@ -99,8 +98,18 @@ async fn main() {
     let kernel_ms: f64 = st.results.iter().map(|r| r.timings.decode_ms + r.timings.ops_ms + r.timings.encode_ms).sum();
     let busy = kernel_ms / 1000.0 / lanes as f64;
     println!(
-        "jobs={n} concurrency={concurrency} kernel_lanes={lanes} fsync={fsync} wall_s={wall:.3} jobs_per_sec={:.1}",
+        "jobs={n} kernel_lanes={lanes} prefetch={prefetch} fsync={fsync} wall_s={wall:.3} jobs_per_sec={:.1}",
         n as f64 / wall
+    );
+    let avg = |f: fn(&pixq_jobs::schema::StageTimings) -> f64| {
+        st.results.iter().map(|r| f(&r.timings)).sum::<f64>() / st.results.len().max(1) as f64
+    };
+    println!(
+        "per job ms: wall={:.2} kernel={:.2} download={:.2} upload={:.2}",
+        wall * 1000.0 / n as f64,
+        kernel_ms / n as f64,
+        avg(|t| t.download_ms),
+        avg(|t| t.upload_ms)
     );
     println!("kernel_share={:.1}% outside_kernel={:.1}%", 100.0 * busy / wall, 100.0 * (1.0 - busy / wall));
 }

@@ -53,29 +53,55 @@ pub enum Outcome {
     Released,
 }
 
-/// Admission by decoded megapixels, so a small box does not decode two 50 MP photos at once.
+/// Admission to the kernel: a number of lanes (jobs computing at once, one per core by
+/// default) and a budget of decoded megapixels, so a small box does not decode two 50 MP
+/// photos at once. A job holds its admission only while the kernel runs: downloading the
+/// input and writing the output happen outside, overlapping other jobs' kernels.
 #[derive(Debug, Clone)]
 pub struct Admission {
     permits: Arc<Semaphore>,
+    lanes: Arc<Semaphore>,
     budget: u32,
 }
 
+/// Held while one job runs the kernel; dropping it admits the next.
+#[derive(Debug)]
+pub struct Admitted {
+    _lane: OwnedSemaphorePermit,
+    _megapixels: OwnedSemaphorePermit,
+}
+
 impl Admission {
-    /// A budget of `megapixels` decoded at once (at least 1).
+    /// A budget of `megapixels` decoded at once (at least 1), with no limit on lanes beyond it.
     pub fn new(megapixels: u32) -> Admission {
-        let budget = megapixels.max(1);
-        Admission { permits: Arc::new(Semaphore::new(budget as usize)), budget }
+        Admission::with_lanes(megapixels, Semaphore::MAX_PERMITS)
     }
 
-    /// Waits until an image of `pixels` fits in the budget (an image over the whole budget
-    /// waits for all of it). `None` when `cancel` fires first.
-    pub async fn admit(&self, pixels: u64, cancel: &CancellationToken) -> Option<OwnedSemaphorePermit> {
+    /// A budget of `megapixels` decoded at once and at most `lanes` kernels at once (each at
+    /// least 1).
+    pub fn with_lanes(megapixels: u32, lanes: usize) -> Admission {
+        let budget = megapixels.max(1);
+        Admission {
+            permits: Arc::new(Semaphore::new(budget as usize)),
+            lanes: Arc::new(Semaphore::new(lanes.clamp(1, Semaphore::MAX_PERMITS))),
+            budget,
+        }
+    }
+
+    /// Waits until a lane is free and an image of `pixels` fits in the budget (an image over
+    /// the whole budget waits for all of it). `None` when `cancel` fires first.
+    pub async fn admit(&self, pixels: u64, cancel: &CancellationToken) -> Option<Admitted> {
         let mp = (pixels.div_ceil(1_000_000) as u32).clamp(1, self.budget);
+        let both = async {
+            let lane = self.lanes.clone().acquire_owned().await.ok()?;
+            let megapixels = self.permits.clone().acquire_many_owned(mp).await.ok()?;
+            Some(Admitted { _lane: lane, _megapixels: megapixels })
+        };
         // Biased: a job that fits right away counts as started and runs to the end; only a
         // job still waiting for room is released at shutdown.
         tokio::select! {
             biased;
-            p = self.permits.clone().acquire_many_owned(mp) => p.ok(),
+            p = both => p,
             _ = cancel.cancelled() => None,
         }
     }
@@ -237,12 +263,19 @@ pub async fn process(
         Ok(p) => p,
         Err(e) => fail!(e.to_string()),
     };
-    let Some(_permit) = admission.admit(u64::from(probe.width) * u64::from(probe.height), cancel).await else {
+    let Some(admitted) = admission.admit(u64::from(probe.width) * u64::from(probe.height), cancel).await else {
         return Outcome::Released;
     };
     let input_bytes = bytes.len() as u64;
     let (limits, pipeline) = (cfg.limits, job.pipeline.clone());
-    let out = match tokio::task::spawn_blocking(move || run_kernel(limits, &bytes, &pipeline)).await {
+    // The admission goes with the kernel and ends with it (even if this task is dropped
+    // meanwhile): the output is written while the next job computes.
+    let kernel = move || {
+        let out = run_kernel(limits, &bytes, &pipeline);
+        drop((admitted, bytes));
+        out
+    };
+    let out = match tokio::task::spawn_blocking(kernel).await {
         Ok(Ok(out)) => out,
         Ok(Err(e)) => fail!(e.to_string()),
         Err(e) if e.is_panic() => fail!(format!("the image kernel panicked on this input: {e}")),

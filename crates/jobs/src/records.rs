@@ -22,7 +22,8 @@ use crate::worker::{Disposition, Settle, settle};
 /// Settings for batch handling.
 #[derive(Debug, Clone)]
 pub struct BatchConfig {
-    /// Records processed at once.
+    /// Kernels running at once; twice as many records are in hand, so downloads and uploads
+    /// overlap the kernels.
     pub concurrency: usize,
     /// Stop this long before the deadline: unfinished records are reported failed.
     pub margin: Duration,
@@ -61,9 +62,9 @@ pub async fn handle_batch(
     cfg: Arc<BatchConfig>,
 ) -> Vec<String> {
     let cutoff = deadline.checked_sub(cfg.margin).unwrap_or(deadline);
-    let admission = Admission::new(cfg.megapixel_budget);
+    let admission = Admission::with_lanes(cfg.megapixel_budget, cfg.concurrency.max(1));
     let cancel = CancellationToken::new();
-    let slots = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
+    let slots = Arc::new(Semaphore::new(cfg.concurrency.max(1) * 2));
     let mut tasks = JoinSet::new();
     let mut pending: HashMap<tokio::task::Id, String> = HashMap::new();
     for msg in records {

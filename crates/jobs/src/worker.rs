@@ -21,8 +21,12 @@ use crate::store::ObjectStore;
 /// Worker settings.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// Jobs processed at once (default: number of cores).
+    /// Kernels running at once (default: number of cores).
     pub concurrency: usize,
+    /// Jobs held beyond `concurrency`: received and downloading, or writing their outputs,
+    /// while the kernels run (default: as many as `concurrency`; 0 runs each job start to end
+    /// on its lane).
+    pub prefetch: usize,
     /// Visibility timeout per receive; the heartbeat renews it every third of it.
     pub visibility: Duration,
     /// Long-poll wait per receive.
@@ -49,6 +53,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            prefetch: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             visibility: Duration::from_secs(60),
             wait: Duration::from_secs(1),
             backoff_base: Duration::from_secs(2),
@@ -142,17 +147,17 @@ pub async fn run(
     let shared = Arc::new(Shared {
         queue,
         store,
-        admission: Admission::new(cfg.megapixel_budget),
+        admission: Admission::with_lanes(cfg.megapixel_budget, cfg.concurrency.max(1)),
         cfg,
         stats: stats.clone(),
         shutdown: shutdown.clone(),
         abandon: CancellationToken::new(),
     });
-    let slots = Arc::new(Semaphore::new(shared.cfg.concurrency.max(1)));
+    let slots = Arc::new(Semaphore::new(shared.cfg.concurrency.max(1) + shared.cfg.prefetch));
     let tracker = TaskTracker::new();
     let mut errors = 0u32;
     let mut idle_since = tokio::time::Instant::now();
-    info!(concurrency = shared.cfg.concurrency, "worker started");
+    info!(concurrency = shared.cfg.concurrency, prefetch = shared.cfg.prefetch, "worker started");
     loop {
         let first = tokio::select! {
             p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),

@@ -382,3 +382,72 @@ async fn admission_keeps_two_big_images_apart() {
     cancel.cancel();
     assert!(adm.admit(10_000_000, &cancel).await.is_none());
 }
+
+#[tokio::test]
+async fn one_lane_admits_one_kernel_at_a_time() {
+    let adm = Admission::with_lanes(64, 1);
+    let never = CancellationToken::new();
+    let first = adm.admit(1_000_000, &never).await.unwrap();
+    let second = tokio::time::timeout(Duration::from_millis(50), adm.admit(1_000_000, &never)).await;
+    assert!(second.is_err(), "a second kernel was admitted on a single lane");
+    drop(first);
+    assert!(tokio::time::timeout(Duration::from_millis(500), adm.admit(1_000_000, &never)).await.is_ok());
+}
+
+/// A store whose output writes wait until `n` of them are waiting at once.
+#[derive(Debug)]
+struct Gate {
+    inner: FsStore,
+    barrier: tokio::sync::Barrier,
+}
+
+#[async_trait]
+impl ObjectStore for Gate {
+    async fn head(&self, b: &str, k: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        self.inner.head(b, k).await
+    }
+    async fn get(&self, b: &str, k: &str) -> Result<Vec<u8>, StoreError> {
+        self.inner.get(b, k).await
+    }
+    async fn put(&self, b: &str, k: &str, body: Vec<u8>, ct: &str) -> Result<(), StoreError> {
+        if k.starts_with("outputs/") {
+            self.barrier.wait().await;
+        }
+        self.inner.put(b, k, body, ct).await
+    }
+    async fn list(&self, b: &str, p: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        self.inner.list(b, p).await
+    }
+    async fn delete(&self, b: &str, k: &str) -> Result<(), StoreError> {
+        self.inner.delete(b, k).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_kernel_runs_while_an_output_is_written() {
+    // One kernel lane. Each output write waits until a second one is waiting too, which can
+    // only happen if a job leaves its lane when its kernel ends and the next job (already in
+    // hand: prefetch) computes meanwhile. Holding the lane through the write would stall.
+    let e = env(5);
+    let gate = Arc::new(Gate { inner: (*e.store).clone(), barrier: tokio::sync::Barrier::new(2) });
+    let mut jobs = Vec::new();
+    for i in 0..4 {
+        jobs.push(
+            upload_job(gate.as_ref(), "g", i, &format!("{i}.jpg"), Some(jpeg(64 + i as u32, 48)), "grayscale").await,
+        );
+    }
+    batch::enqueue(e.queue.as_ref(), &jobs, false).await.unwrap();
+    let cfg = WorkerConfig { concurrency: 1, prefetch: 1, ..fast_cfg() };
+    let q = e.queue.clone();
+    let finished = tokio::time::timeout(
+        Duration::from_secs(20),
+        run_until(e.queue.clone(), gate.clone(), cfg, async || {
+            let c = q.counts().await.unwrap();
+            c.visible + c.in_flight + c.delayed == 0
+        }),
+    )
+    .await;
+    assert!(finished.is_ok(), "output writes never overlapped a kernel");
+    let st = batch_status(gate.as_ref(), BUCKET, "g").await.unwrap();
+    assert_eq!(st.ok(), 4);
+}
