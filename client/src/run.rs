@@ -218,6 +218,7 @@ async fn process(
         // Short polls: the loop ends as soon as the last job is in, and shutdown waits for one poll.
         let cfg = WorkerConfig {
             concurrency: workers,
+            prefetch: workers,
             events: Some(tx),
             wait: Duration::from_millis(200),
             backoff_base: Duration::from_millis(500),

@@ -46,9 +46,13 @@ pub struct Args {
     /// Bucket for outputs of S3-notification jobs (default: the stack's BucketName).
     #[arg(long, env = "PIXQ_OUTPUT_BUCKET")]
     pub output_bucket: Option<String>,
-    /// Jobs processed at once (default: number of cores).
+    /// Kernels running at once (default: number of cores).
     #[arg(long, env = "PIXQ_CONCURRENCY")]
     pub concurrency: Option<usize>,
+    /// Jobs in hand beyond the running kernels: their inputs download and their outputs
+    /// upload while the kernels compute (default: as many as --concurrency; 0: none).
+    #[arg(long, env = "PIXQ_PREFETCH")]
+    pub prefetch: Option<usize>,
     /// Visibility timeout in seconds (renewed by a heartbeat while a job runs).
     #[arg(long, env = "PIXQ_VISIBILITY_SECS", default_value_t = 60)]
     pub visibility_secs: u64,
@@ -108,6 +112,10 @@ pub async fn build(a: &Args) -> anyhow::Result<Built> {
     };
     if let Some(n) = a.concurrency {
         worker.concurrency = n.max(1);
+        worker.prefetch = n.max(1);
+    }
+    if let Some(n) = a.prefetch {
+        worker.prefetch = n;
     }
     if a.target == "local" {
         let home = LocalHome::new(&a.home);

@@ -116,8 +116,59 @@ async fn fifo_contract(q: &dyn Queue) {
 
 #[tokio::test]
 async fn local_store_contract() {
+    // Default: every object of the contract is small enough for the object pack.
     let dir = tempfile::tempdir().unwrap();
     store_contract(&FsStore::new(dir.path()), "pixq").await;
+    // Every object a file.
+    let dir = tempfile::tempdir().unwrap();
+    store_contract(&FsStore::new(dir.path()).with_inline_max(0), "pixq").await;
+    assert!(dir.path().join("pixq/z.txt").is_file() && dir.path().join("pixq/a/c d.txt").is_file());
+    // Mixed: the 3000-byte object is a file, the rest in the pack.
+    let dir = tempfile::tempdir().unwrap();
+    store_contract(&FsStore::new(dir.path()).with_fsync(false).with_inline_max(1000), "pixq").await;
+    assert!(dir.path().join("pixq/z.txt").is_file());
+    assert!(!dir.path().join("pixq/a/c d.txt").exists());
+}
+
+#[tokio::test]
+async fn local_store_moves_a_key_between_pack_and_file_when_its_size_class_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FsStore::new(dir.path()).with_inline_max(100);
+    let file = dir.path().join("pixq/k/v.bin");
+    let keys = async |s: &FsStore| {
+        s.list("pixq", "k/").await.unwrap().into_iter().map(|m| (m.key, m.size)).collect::<Vec<_>>()
+    };
+    s.put("pixq", "k/v.bin", vec![1; 500], "").await.unwrap();
+    assert!(file.is_file());
+    s.put("pixq", "k/v.bin", vec![2; 10], "").await.unwrap();
+    assert!(!file.exists(), "the larger version's file stayed behind");
+    assert_eq!(s.get("pixq", "k/v.bin").await.unwrap(), vec![2; 10]);
+    assert_eq!(s.head("pixq", "k/v.bin").await.unwrap().unwrap().size, 10);
+    assert_eq!(keys(&s).await, [("k/v.bin".to_string(), 10)]);
+    s.put("pixq", "k/v.bin", vec![3; 700], "").await.unwrap();
+    assert!(file.is_file());
+    assert_eq!(s.get("pixq", "k/v.bin").await.unwrap(), vec![3; 700]);
+    assert_eq!(keys(&s).await, [("k/v.bin".to_string(), 700)], "listed twice or with the old size");
+    // A second store on the same root (another process) sees the same objects.
+    let other = FsStore::new(dir.path()).with_inline_max(100);
+    other.put("pixq", "k/w.bin", vec![4; 20], "").await.unwrap();
+    assert_eq!(s.get("pixq", "k/w.bin").await.unwrap(), vec![4; 20]);
+    assert_eq!(keys(&s).await.len(), 2);
+    s.delete("pixq", "k/w.bin").await.unwrap();
+    s.delete("pixq", "k/v.bin").await.unwrap();
+    assert!(other.list("pixq", "").await.unwrap().is_empty());
+    assert!(!file.exists());
+}
+
+#[tokio::test]
+async fn local_store_reads_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let s = FsStore::new(&root);
+    assert!(s.head("pixq", "a").await.unwrap().is_none());
+    assert!(s.list("pixq", "").await.unwrap().is_empty());
+    assert!(matches!(s.get("pixq", "a").await, Err(StoreError::NotFound { .. })));
+    assert!(!root.exists());
 }
 
 #[tokio::test]

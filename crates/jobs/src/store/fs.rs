@@ -2,17 +2,24 @@
 //!
 //! Writes go to a temporary file in the destination folder, are fsynced, renamed over the
 //! key and the folder is fsynced, so a crash leaves the old object or the new one. Keys are
-//! validated (`keys::validate_key`) so nothing escapes the root.
+//! validated (`keys::validate_key`) so nothing escapes the root. Objects up to the inline
+//! limit (default 64 KiB: result records, small thumbnails) are kept in the store's object
+//! pack instead (see [`super::pack`]), which spares a file creation per object.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::pack::Pack;
 use super::{ObjectMeta, ObjectStore, StoreError};
 use crate::keys::{validate_bucket, validate_key};
 
 const TMP_PREFIX: &str = ".pixq-tmp-";
+
+/// Default inline limit: objects up to this size live in the object pack.
+pub const DEFAULT_INLINE_MAX: usize = 64 * 1024;
 
 /// A store rooted at a folder.
 #[derive(Debug, Clone)]
@@ -21,6 +28,9 @@ pub struct FsStore {
     /// fsync file and folder on every write (default). Off, writes are still atomic and
     /// survive a process crash, but a power loss may roll the last ones back.
     fsync: bool,
+    /// Objects up to this many bytes go to the pack (0: every object is a file).
+    inline_max: usize,
+    pack: Arc<Pack>,
 }
 
 fn io(op: &'static str, key: &str, e: std::io::Error) -> StoreError {
@@ -33,12 +43,20 @@ fn io(op: &'static str, key: &str, e: std::io::Error) -> StoreError {
 impl FsStore {
     /// A store rooted at `root` (created on first write).
     pub fn new(root: impl Into<PathBuf>) -> FsStore {
-        FsStore { root: root.into(), fsync: true }
+        let root = root.into();
+        FsStore { pack: Arc::new(Pack::new(&root, true)), root, fsync: true, inline_max: DEFAULT_INLINE_MAX }
     }
 
     /// Turns fsync on writes on or off (see the field's note).
     pub fn with_fsync(mut self, fsync: bool) -> FsStore {
         self.fsync = fsync;
+        self.pack = Arc::new(Pack::new(&self.root, fsync));
+        self
+    }
+
+    /// Objects up to `bytes` go to the object pack; 0 keeps every object as a file.
+    pub fn with_inline_max(mut self, bytes: usize) -> FsStore {
+        self.inline_max = bytes;
         self
     }
 
@@ -53,26 +71,45 @@ impl FsStore {
         Ok(self.root.join(bucket).join(key))
     }
 
-    fn put_sync(path: &Path, key: &str, body: &[u8], fsync: bool) -> Result<(), StoreError> {
+    fn put_sync(&self, bucket: &str, key: &str, path: &Path, body: &[u8]) -> Result<(), StoreError> {
+        if body.len() <= self.inline_max {
+            self.pack.write(key, |c| Pack::upsert(c, bucket, key, body))?;
+            // A file left from an earlier, larger version goes after the commit (so a reader
+            // always finds one of the two), and only if no larger version replaced ours since
+            // (a larger write removes the row under the same lock as its rename).
+            if path.exists() {
+                self.pack
+                    .write(key, |c| if Pack::contains(c, bucket, key)? { remove_file(path, key) } else { Ok(()) })?;
+            }
+            return Ok(());
+        }
         let dir = path.parent().expect("a key path has a parent");
         std::fs::create_dir_all(dir).map_err(|e| io("mkdir for", key, e))?;
         let tmp = dir.join(format!("{TMP_PREFIX}{}", crate::ids::random_hex(1)));
-        let result = (|| {
+        let write = || -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(body)?;
-            if fsync {
+            if self.fsync {
                 f.sync_all()?;
             }
-            std::fs::rename(&tmp, path)?;
-            if fsync {
-                std::fs::File::open(dir)?.sync_all()?;
-            }
             Ok(())
-        })();
-        if result.is_err() {
+        };
+        let placed = write().map_err(|e| io("write", key, e)).and_then(|()| {
+            // The rename and dropping a smaller, older version from the pack are one step
+            // for other writers of this key.
+            self.pack.write(key, |c| {
+                std::fs::rename(&tmp, path).map_err(|e| io("write", key, e))?;
+                Pack::remove(c, bucket, key)
+            })
+        });
+        if placed.is_err() {
             let _ = std::fs::remove_file(&tmp);
+            return placed;
         }
-        result.map_err(|e| io("write", key, e))
+        if self.fsync {
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("sync folder for", key, e))?;
+        }
+        Ok(())
     }
 
     fn list_sync(root: &Path, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
@@ -122,36 +159,67 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Transient(format!("store task failed: {e}")))?
 }
 
+/// Removes a key's file; a missing file is fine.
+fn remove_file(path: &Path, key: &str) -> Result<(), StoreError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("delete", key, e)),
+    }
+}
+
 #[async_trait]
 impl ObjectStore for FsStore {
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
         let path = self.path(bucket, key)?;
-        let key = key.to_string();
-        blocking(move || match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() => Ok(Some(ObjectMeta { key, size: m.len(), etag: None })),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io("head", &key, e)),
+        let (pack, bucket, key) = (self.pack.clone(), bucket.to_string(), key.to_string());
+        blocking(move || {
+            // Pack, file, pack: a writer moving the key between the two is seen on one side.
+            for last in [false, true] {
+                if let Some(size) = pack.size(&bucket, &key)? {
+                    return Ok(Some(ObjectMeta { key, size, etag: None }));
+                }
+                if last {
+                    break;
+                }
+                match std::fs::metadata(&path) {
+                    Ok(m) if m.is_file() => return Ok(Some(ObjectMeta { key, size: m.len(), etag: None })),
+                    Ok(_) => return Ok(None),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io("head", &key, e)),
+                }
+            }
+            Ok(None)
         })
         .await
     }
 
     async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, StoreError> {
         let path = self.path(bucket, key)?;
-        let (bucket, key) = (bucket.to_string(), key.to_string());
-        blocking(move || match std::fs::read(&path) {
-            Ok(b) => Ok(b),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NotFound { bucket, key }),
-            Err(e) if e.kind() == std::io::ErrorKind::IsADirectory => Err(StoreError::NotFound { bucket, key }),
-            Err(e) => Err(io("read", &key, e)),
+        let (pack, bucket, key) = (self.pack.clone(), bucket.to_string(), key.to_string());
+        blocking(move || {
+            for last in [false, true] {
+                if let Some(body) = pack.get(&bucket, &key)? {
+                    return Ok(body);
+                }
+                if last {
+                    break;
+                }
+                match std::fs::read(&path) {
+                    Ok(b) => return Ok(b),
+                    Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory) => {}
+                    Err(e) => return Err(io("read", &key, e)),
+                }
+            }
+            Err(StoreError::NotFound { bucket, key })
         })
         .await
     }
 
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>, _content_type: &str) -> Result<(), StoreError> {
         let path = self.path(bucket, key)?;
-        let (key, fsync) = (key.to_string(), self.fsync);
-        blocking(move || FsStore::put_sync(&path, &key, &body, fsync)).await
+        let (this, bucket, key) = (self.clone(), bucket.to_string(), key.to_string());
+        blocking(move || this.put_sync(&bucket, &key, &path, &body)).await
     }
 
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
@@ -160,17 +228,32 @@ impl ObjectStore for FsStore {
             validate_key(prefix)?;
         }
         let root = self.root.join(bucket);
-        let prefix = prefix.to_string();
-        blocking(move || FsStore::list_sync(&root, &prefix)).await
+        let (pack, bucket, prefix) = (self.pack.clone(), bucket.to_string(), prefix.to_string());
+        blocking(move || {
+            // Pack, files, pack: a key a writer moves between the two meanwhile is seen on
+            // at least one side, and appears once.
+            let before = pack.list(&bucket, &prefix)?;
+            let files = FsStore::list_sync(&root, &prefix)?;
+            if before.is_empty() && !pack.exists() {
+                return Ok(files);
+            }
+            let after = pack.list(&bucket, &prefix)?;
+            let mut all: std::collections::BTreeMap<String, ObjectMeta> =
+                files.into_iter().map(|m| (m.key.clone(), m)).collect();
+            all.extend(before.into_iter().chain(after).map(|m| (m.key.clone(), m)));
+            Ok(all.into_values().collect())
+        })
+        .await
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
         let path = self.path(bucket, key)?;
-        let key = key.to_string();
-        blocking(move || match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io("delete", &key, e)),
+        let (pack, bucket, key) = (self.pack.clone(), bucket.to_string(), key.to_string());
+        blocking(move || {
+            pack.write(&key, |c| {
+                Pack::remove(c, &bucket, &key)?;
+                remove_file(&path, &key)
+            })
         })
         .await
     }

@@ -1,6 +1,7 @@
 //! The `ObjectStore` port and its backends: `fs` (embedded default) and `s3` (feature `aws`).
 
 pub mod fs;
+pub mod pack;
 #[cfg(feature = "aws")]
 pub mod s3;
 

@@ -1,0 +1,181 @@
+//! Small objects of the filesystem store, kept in one SQLite file beside the buckets.
+//!
+//! Creating a file costs an inode allocation, a directory entry, a rename and (durably) two
+//! fsyncs; on some filesystems that is a millisecond or more, far more than a result record
+//! or a tiny thumbnail takes to compute. Objects up to the store's inline limit therefore
+//! live as rows of `<root>/.pixq-objects.db` (WAL, busy timeout: several processes share it),
+//! larger ones as files. A key lives in one place at a time; the store moves it when an
+//! overwrite changes its size class. Like inline data in other object stores (MinIO inlines
+//! small objects into their metadata), this is invisible through the `ObjectStore` API.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{ObjectMeta, StoreError};
+
+/// File name of the pack inside the store root (not a valid bucket name: buckets never
+/// start with a dot).
+pub const PACK_FILE: &str = ".pixq-objects.db";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS objects (
+    bucket TEXT NOT NULL,
+    key TEXT NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (bucket, key)
+);
+";
+
+/// The pack of one store root. Opened on first use; reads of a store that has no pack yet
+/// find nothing and create nothing.
+#[derive(Debug)]
+pub struct Pack {
+    path: PathBuf,
+    fsync: bool,
+    conn: Mutex<Option<Connection>>,
+}
+
+fn db(op: &'static str, key: &str, e: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(f, _) = &e
+        && f.code == rusqlite::ErrorCode::DiskFull
+    {
+        return StoreError::Full { key: key.to_string() };
+    }
+    StoreError::Io { op, key: key.to_string(), source: std::io::Error::other(e) }
+}
+
+impl Pack {
+    /// The pack under `root`; `fsync` makes every commit durable (`synchronous=FULL`),
+    /// otherwise commits survive a process crash but a power loss may drop the last ones.
+    pub fn new(root: &Path, fsync: bool) -> Pack {
+        Pack { path: root.join(PACK_FILE), fsync, conn: Mutex::new(None) }
+    }
+
+    /// Whether the pack file exists (or is open).
+    pub fn exists(&self) -> bool {
+        self.conn.lock().map(|c| c.is_some()).unwrap_or(true) || self.path.exists()
+    }
+
+    /// Runs a read on the connection; `Ok(None)` when there is no pack yet.
+    fn read<T>(&self, key: &str, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<Option<T>, StoreError> {
+        let mut slot = self.conn.lock().map_err(|_| StoreError::Transient("object pack lock poisoned".into()))?;
+        if slot.is_none() && !self.path.exists() {
+            return Ok(None);
+        }
+        self.open(&mut slot, key)?;
+        let conn = slot.as_ref().expect("opened above");
+        f(conn).map(Some).map_err(|e| db("object pack", key, e))
+    }
+
+    fn open(&self, slot: &mut Option<Connection>, key: &str) -> Result<(), StoreError> {
+        if slot.is_none() {
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::Io {
+                    op: "mkdir for",
+                    key: key.into(),
+                    source: e,
+                })?;
+            }
+            let open = || -> rusqlite::Result<Connection> {
+                let c = Connection::open(&self.path)?;
+                c.busy_timeout(Duration::from_secs(10))?;
+                c.pragma_update(None, "journal_mode", "WAL")?;
+                c.pragma_update(None, "synchronous", if self.fsync { "FULL" } else { "NORMAL" })?;
+                c.execute_batch(SCHEMA)?;
+                Ok(c)
+            };
+            *slot = Some(open().map_err(|e| db("open the object pack for", key, e))?);
+        }
+        Ok(())
+    }
+
+    /// Runs `f` inside one `BEGIN IMMEDIATE` transaction: the pack's write lock is also the
+    /// lock under which the store renames or removes a key's file, so writers of one key in
+    /// several processes serialise and the last one wins whichever size class it wrote.
+    pub fn write<T>(&self, key: &str, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut slot = self.conn.lock().map_err(|_| StoreError::Transient("object pack lock poisoned".into()))?;
+        self.open(&mut slot, key)?;
+        let conn = slot.as_mut().expect("opened above");
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| db("lock the object pack for", key, e))?;
+        let out = f(&tx)?;
+        tx.commit().map_err(|e| db("commit the object pack for", key, e))?;
+        Ok(out)
+    }
+
+    /// Writes (or overwrites) a small object; call inside [`Pack::write`].
+    pub fn upsert(c: &Connection, bucket: &str, key: &str, body: &[u8]) -> Result<(), StoreError> {
+        c.prepare_cached(
+            "INSERT INTO objects (bucket, key, body) VALUES (?1, ?2, ?3)
+             ON CONFLICT (bucket, key) DO UPDATE SET body = excluded.body",
+        )
+        .and_then(|mut st| st.execute(params![bucket, key, body]))
+        .map_err(|e| db("write to the object pack", key, e))?;
+        Ok(())
+    }
+
+    /// Whether the pack holds the key; call inside [`Pack::write`].
+    pub fn contains(c: &Connection, bucket: &str, key: &str) -> Result<bool, StoreError> {
+        c.prepare_cached("SELECT 1 FROM objects WHERE bucket = ?1 AND key = ?2")
+            .and_then(|mut st| st.query_row(params![bucket, key], |_| Ok(())).optional())
+            .map(|r| r.is_some())
+            .map_err(|e| db("read the object pack", key, e))
+    }
+
+    /// Removes an object from the pack (if there); call inside [`Pack::write`].
+    pub fn remove(c: &Connection, bucket: &str, key: &str) -> Result<(), StoreError> {
+        c.prepare_cached("DELETE FROM objects WHERE bucket = ?1 AND key = ?2")
+            .and_then(|mut st| st.execute(params![bucket, key]))
+            .map_err(|e| db("delete from the object pack", key, e))?;
+        Ok(())
+    }
+
+    /// The object's bytes, if it is in the pack.
+    pub fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .read(key, |c| {
+                c.prepare_cached("SELECT body FROM objects WHERE bucket = ?1 AND key = ?2")?
+                    .query_row(params![bucket, key], |r| r.get::<_, Vec<u8>>(0))
+                    .optional()
+            })?
+            .flatten())
+    }
+
+    /// The object's size, if it is in the pack.
+    pub fn size(&self, bucket: &str, key: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .read(key, |c| {
+                c.prepare_cached("SELECT length(body) FROM objects WHERE bucket = ?1 AND key = ?2")?
+                    .query_row(params![bucket, key], |r| r.get::<_, i64>(0))
+                    .optional()
+            })?
+            .flatten()
+            .map(|n| n.max(0) as u64))
+    }
+
+    /// Objects of `bucket` whose key starts with `prefix`, in key order.
+    pub fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        Ok(self
+            .read(prefix, |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT key, length(body) FROM objects WHERE bucket = ?1 AND key >= ?2 ORDER BY key",
+                )?;
+                let mut rows = stmt.query(params![bucket, prefix])?;
+                let mut out = Vec::new();
+                while let Some(r) = rows.next()? {
+                    let key: String = r.get(0)?;
+                    // Keys sort by bytes, so the first key past the prefix ends the range.
+                    if !key.starts_with(prefix) {
+                        break;
+                    }
+                    out.push(ObjectMeta { key, size: r.get::<_, i64>(1)?.max(0) as u64, etag: None });
+                }
+                Ok(out)
+            })?
+            .unwrap_or_default())
+    }
+}
