@@ -78,6 +78,7 @@ async fn main() {
     let (lanes, prefetch) = (concurrency, cfg.prefetch);
     let start = Instant::now();
     batch::enqueue(queue.as_ref(), &jobs, false).await.unwrap();
+    let enqueue_s = start.elapsed().as_secs_f64();
     let stop = CancellationToken::new();
     let q: Arc<dyn Queue> = queue.clone();
     let s: Arc<dyn ObjectStore> = store.clone();
@@ -98,7 +99,8 @@ async fn main() {
     let kernel_ms: f64 = st.results.iter().map(|r| r.timings.decode_ms + r.timings.ops_ms + r.timings.encode_ms).sum();
     let busy = kernel_ms / 1000.0 / lanes as f64;
     println!(
-        "jobs={n} kernel_lanes={lanes} prefetch={prefetch} fsync={fsync} wall_s={wall:.3} jobs_per_sec={:.1}",
+        "jobs={n} kernel_lanes={lanes} prefetch={prefetch} fsync={fsync} wall_s={wall:.3} jobs_per_sec={:.1} \
+         (enqueue {enqueue_s:.3} s of it)",
         n as f64 / wall
     );
     let avg = |f: fn(&pixq_jobs::schema::StageTimings) -> f64| {

@@ -110,13 +110,14 @@ async fn a_crashed_consumer_also_ends_in_the_dlq() {
     let dir = tempfile::tempdir().unwrap();
     let (q, clock) = open(&dir, QueueConfig { max_receives: 2, ..QueueConfig::default() });
     q.send("crashy", &SendOptions::default()).await.unwrap();
-    q.send("fine", &SendOptions::default()).await.unwrap();
     for _ in 0..2 {
         let got = q.receive(1, VIS, NOW).await.unwrap();
         assert_eq!(got[0].body, "crashy");
         clock.advance(30_000); // never acknowledged: visibility lapses
     }
-    // The next receive buries "crashy" and still fills the batch with "fine".
+    q.send("fine", &SendOptions::default()).await.unwrap();
+    // "crashy" is first in line (visible as early as "fine", sent earlier): the next receive
+    // buries it and still fills the batch with "fine".
     let got = q.receive(1, VIS, NOW).await.unwrap();
     assert_eq!(got[0].body, "fine");
     assert!(q.dead_letters(10).await.unwrap()[0].reason.contains("crashed or timed out"));

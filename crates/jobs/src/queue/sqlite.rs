@@ -95,6 +95,12 @@ CREATE TABLE IF NOT EXISTS dead (
 );
 ";
 
+/// Receive on a standard queue: earliest visible first (sent order among equals), a walk of
+/// the (queue, visible_at, seq) index that stops after the batch is full, however deep the
+/// queue (ordering by seq alone sorted every visible message on each receive).
+const RECEIVE_STANDARD: &str = "SELECT seq, id, body, group_id, sent_at, receive_count, last_error FROM messages
+     WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, seq LIMIT ?3";
+
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
 }
@@ -211,8 +217,7 @@ impl SqliteQueue {
                      AND o.seq < m.seq AND o.visible_at > ?2)
                  ORDER BY seq LIMIT ?3"
             } else {
-                "SELECT seq, id, body, group_id, sent_at, receive_count, last_error FROM messages
-                 WHERE queue = ?1 AND visible_at <= ?2 ORDER BY seq LIMIT ?3"
+                RECEIVE_STANDARD
             };
             type Row = (i64, String, String, Option<String>, i64, u32, Option<String>);
             let rows: Vec<Row> = {
@@ -446,5 +451,26 @@ impl Queue for SqliteQueue {
 
     fn is_fifo(&self) -> bool {
         self.cfg.fifo
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_standard_receive_walks_the_index_without_sorting() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(SCHEMA).unwrap();
+        let plan: Vec<String> = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {RECEIVE_STANDARD}"))
+            .unwrap()
+            .query_map(params!["jobs", 0, 10], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join("; ");
+        assert!(plan.contains("messages_ready"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
     }
 }
