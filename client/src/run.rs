@@ -269,7 +269,12 @@ async fn process(
         return Ok(130);
     }
     let st = batch::batch_status(b.store.as_ref(), &b.bucket, &manifest.batch).await?;
-    let written = fetch(b, &manifest, &st, out).await?;
+    let written = fetch(b, &manifest, &st, out).await.with_context(|| {
+        format!(
+            "batch {} is processed and kept in {}; collect it with `pixq fetch {} --out <dir>`",
+            manifest.batch, b.location, manifest.batch
+        )
+    })?;
     let secs = started.elapsed().as_secs_f64();
     println!(
         "pixq: {total} images in {secs:.1}s ({:.1}/s): {} ok ({} reused from earlier runs), {} failed; {written} written to {}",
@@ -312,7 +317,17 @@ async fn fetch(b: &Backend, manifest: &BatchManifest, st: &BatchStatus, out: &Pa
     for (name, obj) in names.iter().zip(&objects) {
         let bytes = b.store.get(&obj.bucket, &obj.key).await.with_context(|| format!("downloading {}", obj.key))?;
         let path = out.join(name);
-        tokio::fs::write(&path, bytes).await.with_context(|| format!("writing {}", path.display()))?;
+        // Whole or absent: a full disk leaves no truncated image behind.
+        let tmp = out.join(format!(".{name}.pixq-partial"));
+        let written = async {
+            tokio::fs::write(&tmp, bytes).await?;
+            tokio::fs::rename(&tmp, &path).await
+        }
+        .await;
+        if let Err(e) = written {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e).with_context(|| format!("writing {}", path.display()));
+        }
     }
     Ok(names.len())
 }

@@ -153,3 +153,79 @@ fn submit_then_status_shows_pending_and_ops_lists_steps() {
         assert!(stdout.contains(step), "{step} missing from `pixq ops`");
     }
 }
+
+/// Runs pixq with a small tmpfs mounted on `mount` (a private mount in a user namespace, so
+/// no privileges are needed); the last line of stdout lists what was left on that disk.
+/// `None` when this machine does not allow that.
+fn pixq_on_small_disk(mount: &Path, size: &str, args: &[&str]) -> Option<Output> {
+    std::fs::create_dir_all(mount).unwrap();
+    let unshare = |inner: &[&str]| {
+        Command::new("unshare")
+            .args(["--user", "--map-root-user", "--mount", "sh", "-c"])
+            .arg(
+                "mount -t tmpfs -o size=\"$1\" tmpfs \"$2\" || exit 99; m=\"$2\"; shift 2; \"$@\"; rc=$?; \
+                 echo; echo \"left: $(cd \"$m\" && ls -A | tr '\\n' ' ')\"; exit $rc",
+            )
+            .arg("sh")
+            .arg(size)
+            .arg(mount)
+            .args(inner)
+            .output()
+    };
+    match unshare(&["true"]) {
+        Ok(o) if o.status.success() => {}
+        other => {
+            eprintln!("skipped: no private tmpfs mounts here ({other:?})");
+            return None;
+        }
+    }
+    let mut all = vec![env!("CARGO_BIN_EXE_pixq")];
+    all.extend_from_slice(args);
+    Some(unshare(&all).expect("run pixq under unshare"))
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let samples = samples();
+    let samples = samples.to_str().unwrap();
+    // 1. The home (queue + store) on a 200 KiB disk: uploading the samples (1 MB) fails.
+    let small = dir.path().join("small");
+    let home = small.join("home");
+    let out = dir.path().join("out");
+    let args = ["--home", home.to_str().unwrap(), "process", samples, "--ops", "thumbnail:100", "--out"];
+    let Some(o) = pixq_on_small_disk(&small, "200k", &[&args[..], &[out.to_str().unwrap()]].concat()) else {
+        return;
+    };
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(stderr.contains("no space left on the device while writing inputs/"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // 2. The home on a roomy disk, `--out` on a 40 KiB one: the jobs finish, writing the
+    // results fails with the batch id to fetch later, and no truncated image is left.
+    let home = dir.path().join("home");
+    let small_out = dir.path().join("small-out");
+    let args = ["--home", home.to_str().unwrap(), "process", samples, "--ops", "thumbnail:300,format:png", "--out"];
+    let o = pixq_on_small_disk(&small_out, "40k", &[&args[..], &[small_out.to_str().unwrap()]].concat()).unwrap();
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    let left = stdout.lines().last().unwrap_or_default();
+    assert!(!left.contains(".png") && left.starts_with("left:"), "a partial image was left behind: {left}");
+    let batch = stderr
+        .split("collect it with `pixq fetch ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap_or_else(|| panic!("no batch id to fetch later in: {stderr}"));
+    // Nothing was lost: the batch is complete in the store and fetches to a roomy folder.
+    let out = dir.path().join("later");
+    let o = pixq(&home, &["fetch", batch, "--out", out.to_str().unwrap()]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 5, "{stdout}");
+    for e in std::fs::read_dir(&out).unwrap() {
+        let p = e.unwrap().path();
+        assert_eq!(image_dims(&p).0.max(image_dims(&p).1), 300, "{}", p.display());
+    }
+}

@@ -38,6 +38,11 @@ pub struct Pack {
     conn: Mutex<Option<Connection>>,
 }
 
+/// Below this much free space, an I/O error of the pack is reported as a full disk: SQLite
+/// says `SQLITE_FULL` only for some writes, and a plain I/O error for others (growing the
+/// WAL index, for one).
+const LOW_SPACE: u64 = 1 << 20;
+
 fn db(op: &'static str, key: &str, e: rusqlite::Error) -> StoreError {
     if let rusqlite::Error::SqliteFailure(f, _) = &e
         && f.code == rusqlite::ErrorCode::DiskFull
@@ -47,11 +52,29 @@ fn db(op: &'static str, key: &str, e: rusqlite::Error) -> StoreError {
     StoreError::Io { op, key: key.to_string(), source: std::io::Error::other(e) }
 }
 
+/// Free bytes for unprivileged writers on the filesystem holding `dir`.
+pub(crate) fn free_bytes(dir: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 impl Pack {
     /// The pack under `root`; `fsync` makes every commit durable (`synchronous=FULL`),
     /// otherwise commits survive a process crash but a power loss may drop the last ones.
     pub fn new(root: &Path, fsync: bool) -> Pack {
         Pack { path: root.join(PACK_FILE), fsync, conn: Mutex::new(None) }
+    }
+
+    /// `e` as a store error, a full disk when that is what it is.
+    fn fail(&self, op: &'static str, key: &str, e: rusqlite::Error) -> StoreError {
+        let err = db(op, key, e);
+        if let StoreError::Io { .. } = err
+            && let Some(free) = self.path.parent().and_then(free_bytes)
+            && free < LOW_SPACE
+        {
+            return StoreError::Full { key: key.to_string() };
+        }
+        err
     }
 
     /// Whether the pack file exists (or is open).
@@ -67,7 +90,7 @@ impl Pack {
         }
         self.open(&mut slot, key)?;
         let conn = slot.as_ref().expect("opened above");
-        f(conn).map(Some).map_err(|e| db("object pack", key, e))
+        f(conn).map(Some).map_err(|e| self.fail("object pack", key, e))
     }
 
     fn open(&self, slot: &mut Option<Connection>, key: &str) -> Result<(), StoreError> {
@@ -87,7 +110,7 @@ impl Pack {
                 c.execute_batch(SCHEMA)?;
                 Ok(c)
             };
-            *slot = Some(open().map_err(|e| db("open the object pack for", key, e))?);
+            *slot = Some(open().map_err(|e| self.fail("open the object pack for", key, e))?);
         }
         Ok(())
     }
@@ -101,9 +124,14 @@ impl Pack {
         let conn = slot.as_mut().expect("opened above");
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| db("lock the object pack for", key, e))?;
-        let out = f(&tx)?;
-        tx.commit().map_err(|e| db("commit the object pack for", key, e))?;
+            .map_err(|e| self.fail("lock the object pack for", key, e))?;
+        let out = f(&tx).map_err(|e| match e {
+            StoreError::Io { .. } if self.path.parent().and_then(free_bytes).is_some_and(|f| f < LOW_SPACE) => {
+                StoreError::Full { key: key.to_string() }
+            }
+            e => e,
+        })?;
+        tx.commit().map_err(|e| self.fail("commit the object pack for", key, e))?;
         Ok(out)
     }
 
