@@ -57,6 +57,11 @@ pub enum Command {
         /// Give up waiting after this many seconds (jobs stay queued; `pixq fetch` later).
         #[arg(long, default_value_t = 3600)]
         timeout_secs: u64,
+        /// Keep the uploaded copies of inputs whose jobs succeeded in the local store (by
+        /// default they are removed once the results are written to --out; inputs of failed
+        /// jobs are always kept for `pixq dlq redrive`).
+        #[arg(long)]
+        keep_inputs: bool,
     },
     /// Upload and enqueue only; prints the batch id. Run `pixq-worker` to process.
     Submit {

@@ -32,6 +32,8 @@ struct Backend {
     bucket: String,
     /// In-process workers by default (local) or none (aws: deployed workers).
     default_workers: usize,
+    /// The embedded default (inputs are copies on this disk).
+    local: bool,
     /// Where things are, for messages.
     location: String,
     /// How to run separate workers against it, for messages.
@@ -49,6 +51,7 @@ async fn backend(cli: &Cli) -> anyhow::Result<Backend> {
             queue: Arc::new(queue),
             bucket: LOCAL_BUCKET.into(),
             default_workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            local: true,
             location: home.root().display().to_string(),
             worker_hint: format!("pixq-worker --home {}", home.root().display()),
         });
@@ -76,6 +79,7 @@ async fn backend(cli: &Cli) -> anyhow::Result<Backend> {
     Ok(Backend {
         store: Arc::new(S3Store::new(pixq_jobs::aws::s3_client(&sdk, path_style))),
         queue: Arc::new(queue),
+        local: false,
         location: format!("s3://{bucket} and {queue_url}"),
         worker_hint: format!("pixq-worker --target aws --queue-url {queue_url}"),
         bucket,
@@ -92,9 +96,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let b = backend(&cli).await?;
     match cli.command {
         Command::Ops => Ok(0),
-        Command::Process { paths, ops, out, workers, timeout_secs } => {
-            process(&b, &paths, &ops, &out, workers.unwrap_or(b.default_workers), Duration::from_secs(timeout_secs))
-                .await
+        Command::Process { paths, ops, out, workers, timeout_secs, keep_inputs } => {
+            let how = ProcessOptions {
+                workers: workers.unwrap_or(b.default_workers),
+                timeout: Duration::from_secs(timeout_secs),
+                drop_inputs: b.local && !keep_inputs,
+            };
+            process(&b, &paths, &ops, &out, &how).await
         }
         Command::Submit { paths, ops } => {
             let m = submit(&b, &paths, &ops).await?;
@@ -199,15 +207,19 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     b
 }
 
-/// The main job: submit, run workers in-process (or follow deployed ones), fetch, summarise.
-async fn process(
-    b: &Backend,
-    paths: &[PathBuf],
-    ops: &str,
-    out: &Path,
+/// How `process` runs.
+struct ProcessOptions {
+    /// In-process worker tasks.
     workers: usize,
+    /// Give up waiting after this long.
     timeout: Duration,
-) -> anyhow::Result<i32> {
+    /// Remove the store's copies of inputs whose jobs succeeded once their results are out.
+    drop_inputs: bool,
+}
+
+/// The main job: submit, run workers in-process (or follow deployed ones), fetch, summarise.
+async fn process(b: &Backend, paths: &[PathBuf], ops: &str, out: &Path, how: &ProcessOptions) -> anyhow::Result<i32> {
+    let (workers, timeout) = (how.workers, how.timeout);
     let started = Instant::now();
     let manifest = submit(b, paths, ops).await?;
     let total = manifest.jobs.len();
@@ -275,6 +287,15 @@ async fn process(
             manifest.batch, b.location, manifest.batch
         )
     })?;
+    if how.drop_inputs {
+        // The outputs are out; the copies of their inputs would only double the disk used.
+        // A job that failed keeps its input, for `pixq dlq redrive`.
+        for r in st.results.iter().filter(|r| r.status == Status::Ok) {
+            if let Err(e) = b.store.delete(&r.input.bucket, &r.input.key).await {
+                tracing::warn!(key = %r.input.key, error = %e, "could not remove an uploaded input");
+            }
+        }
+    }
     let secs = started.elapsed().as_secs_f64();
     println!(
         "pixq: {total} images in {secs:.1}s ({:.1}/s): {} ok ({} reused from earlier runs), {} failed; {written} written to {}",

@@ -22,6 +22,14 @@ fn image_dims(p: &Path) -> (u32, u32, pixq_jobs::kernel::Format) {
     (w, h, probe.format)
 }
 
+/// Keys of the input copies in a home's store.
+fn uploaded_inputs(home: &Path) -> Vec<String> {
+    let store = pixq_jobs::local::LocalHome::new(home).store();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let list = rt.block_on(pixq_jobs::store::ObjectStore::list(&store, "pixq", "inputs/")).unwrap();
+    list.into_iter().map(|m| m.key).collect()
+}
+
 #[test]
 fn process_the_samples_then_again_without_recomputing() {
     let dir = tempfile::tempdir().unwrap();
@@ -52,6 +60,7 @@ fn process_the_samples_then_again_without_recomputing() {
     }
     // EXIF orientation applied: the rotated sample comes out landscape like its twin.
     assert_eq!(image_dims(&out.join("chelsea-orient6.png")).0, 200);
+    assert!(uploaded_inputs(&home).is_empty(), "inputs left in the store: {:?}", uploaded_inputs(&home));
 
     let out2 = dir.path().join("out2");
     let o = pixq(
@@ -82,6 +91,9 @@ fn a_bad_image_fails_alone_and_the_exit_code_says_so() {
     assert!(stdout.contains("notes.jpg: not a supported image"), "{stdout}");
     assert!(out.join("coffee.jpg").exists());
     let batch = stdout.lines().find_map(|l| l.strip_prefix("batch ")).unwrap().to_string();
+    // The good input's copy is gone from the store (its result is out), the failed one stays
+    // for a redrive.
+    assert_eq!(uploaded_inputs(&home), [format!("inputs/{batch}/00001-notes.jpg")]);
 
     let o = pixq(&home, &["status", &batch]);
     let (stdout, _) = text(&o);
