@@ -133,6 +133,8 @@ struct Shared {
     shutdown: CancellationToken,
     /// Fires when the grace period is over: running jobs are released too.
     abandon: CancellationToken,
+    /// Receipts of finished messages, deleted in batches by the acker.
+    acks: mpsc::UnboundedSender<String>,
 }
 
 /// Runs until `shutdown` fires (or the idle stop passes), then finishes or releases what is
@@ -144,6 +146,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Arc<WorkerStats> {
     let stats = Arc::new(WorkerStats::default());
+    let (acks, ack_rx) = mpsc::unbounded_channel();
+    let closing = CancellationToken::new();
+    let acker = tokio::spawn(acker(queue.clone(), ack_rx, closing.clone()));
     let shared = Arc::new(Shared {
         queue,
         store,
@@ -152,6 +157,7 @@ pub async fn run(
         stats: stats.clone(),
         shutdown: shutdown.clone(),
         abandon: CancellationToken::new(),
+        acks,
     });
     let slots = Arc::new(Semaphore::new(shared.cfg.concurrency.max(1) + shared.cfg.prefetch));
     let tracker = TaskTracker::new();
@@ -226,9 +232,40 @@ pub async fn run(
         shared.abandon.cancel();
         tracker.wait().await;
     }
+    closing.cancel();
+    let _ = acker.await;
     let [received, done, failed, retried, released] = stats.snapshot();
     info!(received, done, failed, retried, released, "worker stopped");
     stats
+}
+
+/// Deletes finished messages: whatever finished while the last delete ran goes in the next
+/// batch (up to 10, SQS DeleteMessageBatch; one transaction on SQLite), so a busy worker
+/// acknowledges in batches and an idle one at once. Drains and returns when `closing` fires.
+async fn acker(queue: Arc<dyn Queue>, mut rx: mpsc::UnboundedReceiver<String>, closing: CancellationToken) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            r = rx.recv() => match r {
+                Some(r) => r,
+                None => return,
+            },
+            _ = closing.cancelled() => match rx.try_recv() {
+                Ok(r) => r,
+                Err(_) => return,
+            },
+        };
+        let mut batch = vec![first];
+        while batch.len() < 10 {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = queue.delete_batch(&batch).await {
+            warn!(error = %e, messages = batch.len(), "delete failed; the messages will be delivered again (outputs are idempotent)");
+        }
+    }
 }
 
 async fn heartbeat(queue: Arc<dyn Queue>, receipt: String, visibility: Duration, stop: CancellationToken) {
@@ -412,8 +449,8 @@ async fn handle(s: &Shared, msg: Message) {
     let _ = hb.await;
     match disposition {
         Some(Disposition::Ack) => {
-            if let Err(e) = s.queue.delete(&msg.receipt).await {
-                warn!(error = %e, "delete failed; the message will be delivered again (output is idempotent)");
+            if s.acks.send(msg.receipt).is_err() {
+                warn!("acker gone; the message will be delivered again (output is idempotent)");
             }
             WorkerStats::bump(&s.stats.done);
         }

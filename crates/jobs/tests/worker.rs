@@ -451,3 +451,94 @@ async fn the_next_kernel_runs_while_an_output_is_written() {
     let st = batch_status(gate.as_ref(), BUCKET, "g").await.unwrap();
     assert_eq!(st.ok(), 4);
 }
+
+/// A queue that records every acknowledgement and makes the first batch delete slow.
+#[derive(Debug)]
+struct AckSpy {
+    inner: SqliteQueue,
+    batches: std::sync::Mutex<Vec<usize>>,
+    single: AtomicU32,
+}
+
+#[async_trait]
+impl Queue for AckSpy {
+    async fn send(&self, body: &str, o: &SendOptions) -> Result<String, pixq_jobs::queue::QueueError> {
+        self.inner.send(body, o).await
+    }
+    async fn send_batch(&self, e: &[(String, SendOptions)]) -> Result<Vec<String>, pixq_jobs::queue::QueueError> {
+        self.inner.send_batch(e).await
+    }
+    async fn receive(
+        &self,
+        max: usize,
+        vis: Duration,
+        wait: Duration,
+    ) -> Result<Vec<pixq_jobs::queue::Message>, pixq_jobs::queue::QueueError> {
+        self.inner.receive(max, vis, wait).await
+    }
+    async fn delete(&self, r: &str) -> Result<(), pixq_jobs::queue::QueueError> {
+        self.single.fetch_add(1, Ordering::SeqCst);
+        self.inner.delete(r).await
+    }
+    async fn delete_batch(&self, rs: &[String]) -> Result<(), pixq_jobs::queue::QueueError> {
+        let first = {
+            let mut b = self.batches.lock().unwrap();
+            b.push(rs.len());
+            b.len() == 1
+        };
+        if first {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        self.inner.delete_batch(rs).await
+    }
+    async fn change_visibility(&self, r: &str, t: Duration) -> Result<(), pixq_jobs::queue::QueueError> {
+        self.inner.change_visibility(r, t).await
+    }
+    async fn retry_later(&self, r: &str, d: Duration, why: &str) -> Result<(), pixq_jobs::queue::QueueError> {
+        self.inner.retry_later(r, d, why).await
+    }
+    async fn dead_letter(&self, m: &pixq_jobs::queue::Message, why: &str) -> Result<(), pixq_jobs::queue::QueueError> {
+        self.inner.dead_letter(m, why).await
+    }
+    async fn counts(&self) -> Result<pixq_jobs::queue::Counts, pixq_jobs::queue::QueueError> {
+        self.inner.counts().await
+    }
+    async fn dead_letters(&self, n: usize) -> Result<Vec<pixq_jobs::queue::DeadLetter>, pixq_jobs::queue::QueueError> {
+        self.inner.dead_letters(n).await
+    }
+    async fn redrive(&self, n: usize) -> Result<usize, pixq_jobs::queue::QueueError> {
+        self.inner.redrive(n).await
+    }
+    fn max_receives(&self) -> u32 {
+        self.inner.max_receives()
+    }
+    fn is_fifo(&self) -> bool {
+        self.inner.is_fifo()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_messages_are_deleted_in_batches() {
+    let e = env(5);
+    let spy = Arc::new(AckSpy { inner: (*e.queue).clone(), batches: Default::default(), single: AtomicU32::new(0) });
+    let mut jobs = Vec::new();
+    for i in 0..8 {
+        jobs.push(
+            upload_job(e.store.as_ref(), "a", i, &format!("{i}.jpg"), Some(jpeg(32, 24 + i as u32)), "grayscale").await,
+        );
+    }
+    batch::enqueue(e.queue.as_ref(), &jobs, false).await.unwrap();
+    let q = e.queue.clone();
+    // While the first delete is slow, the other jobs finish: their receipts go in one batch.
+    run_until(spy.clone(), e.store.clone(), fast_cfg(), async || {
+        let c = q.counts().await.unwrap();
+        c.visible + c.in_flight + c.delayed == 0
+    })
+    .await;
+    let batches = spy.batches.lock().unwrap().clone();
+    assert_eq!(batches.iter().sum::<usize>(), 8, "{batches:?}");
+    assert!(batches.iter().any(|&n| n > 1), "never batched: {batches:?}");
+    assert!(batches.iter().all(|&n| n <= 10), "{batches:?}");
+    assert_eq!(spy.single.load(Ordering::SeqCst), 0);
+    assert_eq!(batch_status(e.store.as_ref(), BUCKET, "a").await.unwrap().ok(), 8);
+}

@@ -338,6 +338,22 @@ impl Queue for SqliteQueue {
         .await
     }
 
+    async fn delete_batch(&self, receipts: &[String]) -> Result<(), QueueError> {
+        let receipts = receipts.to_vec();
+        self.with_conn(move |c, _, _| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut st = tx.prepare_cached("DELETE FROM messages WHERE receipt = ?1")?;
+                for r in &receipts {
+                    st.execute(params![r])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn change_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), QueueError> {
         let receipt = receipt.to_string();
         self.with_conn(move |c, _, now| {
