@@ -2,8 +2,9 @@
 //! timeout), safe for several processes at once.
 //!
 //! Every state change is one `BEGIN IMMEDIATE` transaction, so two processes never hand out
-//! the same visible message. Durability: WAL with `synchronous=NORMAL` survives any process
-//! crash (`kill -9`); a power loss may drop the last few commits.
+//! the same visible message. Durability: WAL; sends commit with `synchronous=FULL` (a sent
+//! message survives a power loss), everything else with `NORMAL` (survives any process crash;
+//! a power loss may undo the last receives or deletes, which only redelivers messages).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -100,6 +101,17 @@ CREATE TABLE IF NOT EXISTS dead (
 /// queue (ordering by seq alone sorted every visible message on each receive).
 const RECEIVE_STANDARD: &str = "SELECT seq, id, body, group_id, sent_at, receive_count, last_error FROM messages
      WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, seq LIMIT ?3";
+
+/// Runs a transaction with `synchronous=FULL`: its commit (and every earlier one still in
+/// the WAL) reaches the disk before it returns. Sends use it, because a send the caller saw
+/// succeed must survive a power loss; receives, deletes and visibility changes stay on
+/// `NORMAL` (losing one of those on a power loss only redelivers a message).
+fn durably<T>(c: &mut Connection, f: impl FnOnce(&mut Connection) -> Result<T, QueueError>) -> Result<T, QueueError> {
+    c.pragma_update(None, "synchronous", "FULL")?;
+    let out = f(c);
+    c.pragma_update(None, "synchronous", "NORMAL")?;
+    out
+}
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
@@ -282,10 +294,12 @@ impl Queue for SqliteQueue {
         let (body, opts) = (body.to_string(), opts.clone());
         let id = self
             .with_conn(move |c, cfg, now| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let id = Self::send_in(&tx, cfg, now, &body, &opts)?;
-                tx.commit()?;
-                Ok(id)
+                durably(c, |c| {
+                    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    let id = Self::send_in(&tx, cfg, now, &body, &opts)?;
+                    tx.commit()?;
+                    Ok(id)
+                })
             })
             .await?;
         self.sent.notify_waiters();
@@ -296,11 +310,15 @@ impl Queue for SqliteQueue {
         let entries = entries.to_vec();
         let ids = self
             .with_conn(move |c, cfg, now| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let ids =
-                    entries.iter().map(|(b, o)| Self::send_in(&tx, cfg, now, b, o)).collect::<Result<Vec<_>, _>>()?;
-                tx.commit()?;
-                Ok(ids)
+                durably(c, |c| {
+                    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    let ids = entries
+                        .iter()
+                        .map(|(b, o)| Self::send_in(&tx, cfg, now, b, o))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    tx.commit()?;
+                    Ok(ids)
+                })
             })
             .await?;
         self.sent.notify_waiters();
