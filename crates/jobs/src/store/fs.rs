@@ -73,7 +73,7 @@ impl FsStore {
 
     fn put_sync(&self, bucket: &str, key: &str, path: &Path, body: &[u8]) -> Result<(), StoreError> {
         if body.len() <= self.inline_max {
-            self.pack.write(key, |c| Pack::upsert(c, bucket, key, body))?;
+            self.pack.put(bucket, key, body.to_vec())?;
             // A file left from an earlier, larger version goes after the commit (so a reader
             // always finds one of the two), and only if no larger version replaced ours since
             // (a larger write removes the row under the same lock as its rename).

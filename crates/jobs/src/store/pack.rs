@@ -36,6 +36,19 @@ pub struct Pack {
     path: PathBuf,
     fsync: bool,
     conn: Mutex<Option<Connection>>,
+    group: Mutex<Group>,
+}
+
+/// Group commit of small writes: writers queue their object, and whoever gets the connection
+/// next commits everything queued in one transaction (one fsync for all of them).
+#[derive(Debug, Default)]
+struct Group {
+    pending: Vec<(u64, String, String, Vec<u8>)>,
+    next: u64,
+    /// Every ticket up to here is settled (committed, or failed as recorded below).
+    settled: u64,
+    /// Ticket ranges whose commit failed: (first, last, full disk, message).
+    failed: Vec<(u64, u64, bool, String)>,
 }
 
 /// Below this much free space, an I/O error of the pack is reported as a full disk: SQLite
@@ -62,7 +75,7 @@ impl Pack {
     /// The pack under `root`; `fsync` makes every commit durable (`synchronous=FULL`),
     /// otherwise commits survive a process crash but a power loss may drop the last ones.
     pub fn new(root: &Path, fsync: bool) -> Pack {
-        Pack { path: root.join(PACK_FILE), fsync, conn: Mutex::new(None) }
+        Pack { path: root.join(PACK_FILE), fsync, conn: Mutex::new(None), group: Mutex::new(Group::default()) }
     }
 
     /// `e` as a store error, a full disk when that is what it is.
@@ -133,6 +146,60 @@ impl Pack {
         })?;
         tx.commit().map_err(|e| self.fail("commit the object pack for", key, e))?;
         Ok(out)
+    }
+
+    /// Writes (or overwrites) a small object, durably when the pack syncs, in one transaction
+    /// with whatever other writers queued meanwhile (group commit).
+    pub fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
+        let poisoned = || StoreError::Transient("object pack lock poisoned".into());
+        let ticket = {
+            let mut g = self.group.lock().map_err(|_| poisoned())?;
+            g.next += 1;
+            let t = g.next;
+            g.pending.push((t, bucket.to_string(), key.to_string(), body));
+            t
+        };
+        let mut slot = self.conn.lock().map_err(|_| poisoned())?;
+        let batch = {
+            let mut g = self.group.lock().map_err(|_| poisoned())?;
+            if g.settled >= ticket {
+                // A writer before us committed our object with its own.
+                return match g.failed.iter().find(|f| f.0 <= ticket && ticket <= f.1) {
+                    None => Ok(()),
+                    Some((_, _, true, _)) => Err(StoreError::Full { key: key.to_string() }),
+                    Some((_, _, false, msg)) => Err(StoreError::Io {
+                        op: "write to the object pack",
+                        key: key.to_string(),
+                        source: std::io::Error::other(msg.clone()),
+                    }),
+                };
+            }
+            std::mem::take(&mut g.pending)
+        };
+        let last = batch.last().map(|b| b.0).unwrap_or(ticket);
+        let result = self.open(&mut slot, key).and_then(|()| {
+            let conn = slot.as_mut().expect("opened above");
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(|e| self.fail("lock the object pack for", key, e))?;
+            for (_, b, k, body) in &batch {
+                Pack::upsert(&tx, b, k, body)?;
+            }
+            tx.commit().map_err(|e| self.fail("commit the object pack for", key, e))
+        });
+        let mut g = self.group.lock().map_err(|_| poisoned())?;
+        g.settled = g.settled.max(last);
+        // Failures are kept until every writer of a much later ticket is gone.
+        g.failed.retain(|f| f.1 + (1 << 20) > last);
+        if let Err(e) = &result {
+            g.failed.push((
+                batch.first().map(|b| b.0).unwrap_or(ticket),
+                last,
+                matches!(e, StoreError::Full { .. }),
+                e.to_string(),
+            ));
+        }
+        result
     }
 
     /// Writes (or overwrites) a small object; call inside [`Pack::write`].
