@@ -17,6 +17,7 @@ cargo fmt --all -- --check
 
 echo "== cargo clippy (workspace, all targets, -D warnings)"
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p pixq-cli --all-targets --features ec2 -- -D warnings
 
 # moto's server on a free loopback port; every AWS call of the tests goes there.
 port=$("$TOOLS/moto/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -34,8 +35,8 @@ export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 echo "== moto server on $AWS_ENDPOINT_URL"
 
-echo "== cargo test (workspace; AWS tests against moto)"
-cargo test --workspace
+echo "== cargo test (workspace, with \`pixq ec2\`; AWS tests against moto)"
+cargo test --workspace --features pixq-cli/ec2
 
 echo "== cargo test (pixq-kernel, pure-Rust JPEG fallback)"
 cargo test -p pixq-kernel --no-default-features

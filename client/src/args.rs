@@ -93,6 +93,81 @@ pub enum Command {
     },
     /// List every pipeline step with its arguments and an example.
     Ops,
+    /// EC2 workers on the stack's heavy queue: launch, list, terminate.
+    #[cfg(feature = "ec2")]
+    Ec2 {
+        /// launch, list or terminate.
+        #[command(subcommand)]
+        action: Ec2Action,
+    },
+}
+
+/// EC2 worker actions.
+#[cfg(feature = "ec2")]
+#[derive(Debug, Subcommand)]
+pub enum Ec2Action {
+    /// Start workers: instances that fetch pixq-worker from the stack's bucket and long-poll
+    /// the heavy queue with their instance role.
+    Launch(LaunchArgs),
+    /// Instances of a fleet that are not terminated.
+    List {
+        /// Fleet name (the `pixq:fleet` tag).
+        #[arg(long, default_value = "pixq")]
+        fleet: String,
+    },
+    /// Terminate a fleet's instances (each worker gets SIGTERM and releases what it holds).
+    Terminate {
+        /// Fleet name.
+        #[arg(long, default_value = "pixq")]
+        fleet: String,
+        /// Only these instance ids (default: the whole fleet).
+        ids: Vec<String>,
+    },
+}
+
+/// Flags of `pixq ec2 launch`.
+#[cfg(feature = "ec2")]
+#[derive(Debug, clap::Args)]
+pub struct LaunchArgs {
+    /// The pixq-worker binary for the instances (Linux, arm64 or x86_64, e.g. from
+    /// `cargo lambda build --release --arm64 --bin pixq-worker`); uploaded once to
+    /// s3://<bucket>/releases/.
+    #[arg(long, env = "PIXQ_WORKER_BINARY")]
+    pub worker_binary: PathBuf,
+    /// Number of instances.
+    #[arg(long, default_value_t = 1)]
+    pub count: i32,
+    /// Instance type (default: c7g.xlarge for an arm64 binary, c7i.xlarge for x86_64).
+    #[arg(long)]
+    pub instance_type: Option<String>,
+    /// AMI (default: the newest Amazon Linux 2023 image for the binary's architecture).
+    #[arg(long)]
+    pub ami: Option<String>,
+    /// Instance profile name or ARN (default: the stack's WorkerInstanceProfileName).
+    #[arg(long)]
+    pub instance_profile: Option<String>,
+    /// Subnet (default: the default VPC's).
+    #[arg(long)]
+    pub subnet_id: Option<String>,
+    /// Security groups (default: the VPC's default group; workers need no inbound traffic).
+    #[arg(long)]
+    pub security_group_id: Vec<String>,
+    /// Spot instances (one-time; an interrupted worker's jobs return to the queue).
+    #[arg(long)]
+    pub spot: bool,
+    /// Fleet name, tagged `pixq:fleet` (several fleets can share an account).
+    #[arg(long, default_value = "pixq")]
+    pub fleet: String,
+    /// Workers exit after this long with an empty queue and their instances terminate
+    /// themselves (0: run until terminated).
+    #[arg(long, default_value_t = 600)]
+    pub idle_stop_secs: u64,
+    /// Kernels per worker (default: the instance's cores).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Print the user-data instead of launching.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Dead-letter queue actions.

@@ -3,6 +3,8 @@
 //! error, 130 interrupted.
 
 mod args;
+#[cfg(feature = "ec2")]
+mod ec2;
 mod inputs;
 mod run;
 

@@ -93,9 +93,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         print_ops();
         return Ok(0);
     }
+    #[cfg(feature = "ec2")]
+    if let Command::Ec2 { action } = &cli.command {
+        return crate::ec2::run(&cli, action).await;
+    }
     let b = backend(&cli).await?;
     match cli.command {
         Command::Ops => Ok(0),
+        #[cfg(feature = "ec2")]
+        Command::Ec2 { .. } => Ok(0),
         Command::Process { paths, ops, out, workers, timeout_secs, keep_inputs } => {
             let how = ProcessOptions {
                 workers: workers.unwrap_or(b.default_workers),

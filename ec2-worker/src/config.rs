@@ -71,6 +71,10 @@ pub struct Args {
     /// Exit after this many seconds without work.
     #[arg(long, env = "PIXQ_IDLE_STOP_SECS")]
     pub idle_stop_secs: Option<u64>,
+    /// Exit status after an idle stop (0 by default; the EC2 bootstrap uses 75 to tell an
+    /// idle stop, after which the instance powers off, from a stop on SIGTERM).
+    #[arg(long, env = "PIXQ_IDLE_EXIT_CODE", default_value_t = 0)]
+    pub idle_exit_code: u8,
     /// Megapixels decoded at once across all jobs.
     #[arg(long, env = "PIXQ_MEGAPIXELS", default_value_t = 64)]
     pub megapixels: u32,

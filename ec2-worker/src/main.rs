@@ -1,14 +1,15 @@
 //! `pixq-worker`: the long-polling worker daemon. It runs the shared worker loop against the
 //! embedded default (a queue file and a store folder under `--home`) or against SQS + S3
 //! (`--target aws`, e.g. on EC2 with an instance role), until SIGTERM/SIGINT or the idle
-//! stop, then finishes or releases what it holds and exits 0.
+//! stop, then finishes or releases what it holds and exits 0 (or `--idle-exit-code` after an
+//! idle stop).
 
 mod config;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
     let args = config::Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
@@ -22,8 +23,9 @@ fn main() -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
         let built = config::build(&args).await?;
-        pixq_jobs::worker::run(built.queue, built.store, built.worker, shutdown).await;
-        anyhow::Ok(())
+        let stats = pixq_jobs::worker::run(built.queue, built.store, built.worker, shutdown).await;
+        let idle = stats.idle_stopped.load(std::sync::atomic::Ordering::Relaxed);
+        anyhow::Ok(std::process::ExitCode::from(if idle { args.idle_exit_code } else { 0 }))
     })
 }
 

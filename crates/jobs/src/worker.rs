@@ -111,6 +111,8 @@ pub struct WorkerStats {
     pub retried: AtomicU64,
     /// Messages released at shutdown.
     pub released: AtomicU64,
+    /// The loop ended because nothing arrived for the idle-stop time.
+    pub idle_stopped: std::sync::atomic::AtomicBool,
 }
 
 impl WorkerStats {
@@ -203,6 +205,7 @@ pub async fn run(
                 && idle_since.elapsed() >= idle
             {
                 info!(idle_secs = idle.as_secs(), "idle stop");
+                shared.stats.idle_stopped.store(true, Ordering::Relaxed);
                 break;
             }
             continue;

@@ -1,0 +1,302 @@
+//! `pixq ec2` against moto's EC2 on 127.0.0.1 through the real SDK, and the bootstrap the
+//! instances run, executed here in a scratch root with the AWS CLI and systemd stood in for,
+//! ending with the installed worker processing a job from the heavy queue and stopping idle.
+#![cfg(feature = "ec2")]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{Filter, InstanceAttributeName};
+use base64::Engine;
+use pixq_jobs::queue::Queue;
+use pixq_jobs::store::ObjectStore;
+
+/// Creates an instance profile on the local server (no IAM SDK here: a plain query call).
+fn create_instance_profile(name: &str) {
+    let ep = std::env::var("AWS_ENDPOINT_URL").unwrap();
+    let hostport = ep.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let body = format!("Action=CreateInstanceProfile&InstanceProfileName={name}&Version=2010-05-08");
+    let req = format!(
+        "POST / HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = std::net::TcpStream::connect(&hostport).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "CreateInstanceProfile: {resp}");
+}
+
+struct Stack {
+    dir: tempfile::TempDir,
+    outputs: PathBuf,
+    bucket: String,
+    queue_url: String,
+    profile: String,
+}
+
+async fn stack(cfg: &aws_config::SdkConfig) -> Stack {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, bucket) = pixq_testkit::bucket(cfg).await;
+    let pair = pixq_testkit::queue_with_dlq(cfg, false, 3).await;
+    let profile = pixq_testkit::unique("pixq-worker-profile");
+    create_instance_profile(&profile);
+    let outputs = serde_json::json!([
+        {"OutputKey": "BucketName", "OutputValue": bucket},
+        {"OutputKey": "HeavyQueueUrl", "OutputValue": pair.url},
+        {"OutputKey": "HeavyDlqUrl", "OutputValue": pair.dlq_url},
+        {"OutputKey": "WorkerInstanceProfileName", "OutputValue": profile},
+    ]);
+    let path = dir.path().join("stack.json");
+    std::fs::write(&path, outputs.to_string()).unwrap();
+    Stack { dir, outputs: path, bucket, queue_url: pair.url, profile }
+}
+
+/// The pixq-worker binary `cargo test --workspace` built next to pixq.
+fn worker_binary() -> PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_pixq")).with_file_name("pixq-worker");
+    assert!(p.is_file(), "{} is missing: build it first (cargo build -p pixq-worker)", p.display());
+    p
+}
+
+/// Credentials pixq runs with here (the local server checks none): distinctive, so the test
+/// can tell they never reach an instance.
+const KEY_ID: &str = "AKIAPIXQTESTONLY0001";
+const SECRET: &str = "pixq-test-secret-d41d8cd98f00b204";
+
+fn pixq(stack: &Stack, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pixq"))
+        .env("AWS_ACCESS_KEY_ID", KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .args(["--target", "aws", "--stack-outputs", stack.outputs.to_str().unwrap(), "ec2"])
+        .args(args)
+        .output()
+        .expect("run pixq")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn launched_ids(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("i-"))
+        .map(String::from)
+        .collect()
+}
+
+async fn user_data(ec2: &aws_sdk_ec2::Client, id: &str) -> String {
+    let a = ec2.describe_instance_attribute().instance_id(id).attribute(InstanceAttributeName::UserData).send();
+    let v = a.await.unwrap().user_data().and_then(|u| u.value()).unwrap().to_string();
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(v).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launch_list_and_terminate_a_fleet() {
+    let Some(cfg) = pixq_testkit::sdk().await else { return };
+    let st = stack(&cfg).await;
+    let ec2 = aws_sdk_ec2::Client::new(&cfg);
+    let fleet = pixq_testkit::unique("fleet");
+    let bin = worker_binary();
+    let o =
+        pixq(&st, &["launch", "--worker-binary", bin.to_str().unwrap(), "--count", "2", "--fleet", &fleet, "--spot"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(t.contains("uploading"), "{t}");
+    let ids = launched_ids(&o);
+    assert_eq!(ids.len(), 2, "{t}");
+
+    // The binary is in the bucket, content-addressed, byte for byte.
+    let s3 = pixq_jobs::store::s3::S3Store::new(pixq_jobs::aws::s3_client(&cfg, true));
+    let releases = s3.list(&st.bucket, "releases/").await.unwrap();
+    assert_eq!(releases.len(), 1, "{releases:?}");
+    assert_eq!(s3.get(&st.bucket, &releases[0].key).await.unwrap(), std::fs::read(&bin).unwrap());
+
+    // What the instances were started with.
+    let d = ec2.describe_instances().set_instance_ids(Some(ids.clone())).send().await.unwrap();
+    let instances: Vec<_> = d.reservations().iter().flat_map(|r| r.instances()).collect();
+    assert_eq!(instances.len(), 2);
+    let host_arch = if cfg!(target_arch = "aarch64") { "arm64" } else { "x86_64" };
+    for i in &instances {
+        let id = i.instance_id().unwrap();
+        let tags: Vec<(&str, &str)> = i.tags().iter().map(|t| (t.key().unwrap(), t.value().unwrap())).collect();
+        assert!(tags.contains(&("pixq:fleet", fleet.as_str())), "{tags:?}");
+        assert!(tags.contains(&("pixq:queue", st.queue_url.as_str())), "{tags:?}");
+        let want_type = if host_arch == "arm64" { "c7g.xlarge" } else { "c7i.xlarge" };
+        assert_eq!(i.instance_type().unwrap().as_str(), want_type);
+        assert_eq!(i.architecture().map(|a| a.as_str()), Some(host_arch), "AMI of the binary's architecture");
+        let md = i.metadata_options().unwrap();
+        assert_eq!(md.http_tokens().unwrap().as_str(), "required", "IMDSv2 only");
+        // moto reports the profile association on some instances of a launch only.
+        if let Some(p) = i.iam_instance_profile() {
+            assert!(p.arn().unwrap().ends_with(&st.profile), "{p:?}");
+        }
+        let sd = ec2
+            .describe_instance_attribute()
+            .instance_id(id)
+            .attribute(InstanceAttributeName::InstanceInitiatedShutdownBehavior)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(sd.instance_initiated_shutdown_behavior().and_then(|v| v.value()), Some("terminate"));
+        let ud = user_data(&ec2, id).await;
+        assert!(ud.contains(&format!("PIXQ_QUEUE_URL='{}'", st.queue_url)), "{ud}");
+        assert!(ud.contains(&format!("PIXQ_WORKER_S3='s3://{}/{}'", st.bucket, releases[0].key)), "{ud}");
+        assert!(ud.contains("PIXQ_IDLE_STOP_SECS='600'"), "{ud}");
+        assert!(!ud.contains(SECRET) && !ud.contains(KEY_ID), "credentials in the user-data");
+    }
+
+    assert!(instances.iter().any(|i| i.iam_instance_profile().is_some()), "no instance profile attached");
+    assert!(instances.iter().all(|i| i.instance_lifecycle().map(|l| l.as_str()) == Some("spot")), "not spot");
+
+    // A second launch reuses the uploaded binary.
+    let o = pixq(&st, &["launch", "--worker-binary", bin.to_str().unwrap(), "--fleet", &fleet]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!text(&o).contains("uploading"), "{}", text(&o));
+    let all = [ids.clone(), launched_ids(&o)].concat();
+
+    let o = pixq(&st, &["list", "--fleet", &fleet]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    for id in &all {
+        assert!(t.contains(id.as_str()), "{id} not listed: {t}");
+    }
+    let o = pixq(&st, &["terminate", "--fleet", &fleet]);
+    assert!(text(&o).contains("terminating 3 instances"), "{}", text(&o));
+    let d = ec2
+        .describe_instances()
+        .filters(Filter::builder().name("tag:pixq:fleet").values(&fleet).build())
+        .send()
+        .await
+        .unwrap();
+    for i in d.reservations().iter().flat_map(|r| r.instances()) {
+        let state = i.state().and_then(|s| s.name()).unwrap().as_str().to_string();
+        assert!(state == "shutting-down" || state == "terminated", "{state}");
+    }
+    let o = pixq(&st, &["list", "--fleet", &fleet]);
+    assert!(text(&o).contains("no instances"), "{}", text(&o));
+    // A binary that is not a Linux executable is refused before anything starts.
+    let fake = st.dir.path().join("not-elf");
+    std::fs::write(&fake, "#!/bin/sh\n").unwrap();
+    let o = pixq(&st, &["launch", "--worker-binary", fake.to_str().unwrap(), "--fleet", &fleet]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("no ELF header"), "{}", text(&o));
+}
+
+/// Stand-ins for what Amazon Linux has and this machine does not: the AWS CLI (copies the
+/// object the bootstrap asks for out of a folder), systemctl, id and useradd (logged).
+fn fake_tools(dir: &Path, objects: &Path, log: &Path) -> PathBuf {
+    let bin = dir.join("fakebin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = |name: &str, body: String| {
+        let p = bin.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        let mut perm = std::fs::metadata(&p).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+        std::fs::set_permissions(&p, perm).unwrap();
+    };
+    let log = log.display();
+    script(
+        "aws",
+        format!(
+            "echo \"aws $*\" >> {log}\nsrc=''; dst=''\nfor a in \"$@\"; do case \"$a\" in s3://*) src=\"$a\";; -*|s3|cp|[a-z][a-z]-*-[0-9]) ;; *) dst=\"$a\";; esac; done\n\
+             key=\"${{src#s3://*/}}\"\ncp \"{}/$key\" \"$dst\"",
+            objects.display()
+        ),
+    );
+    script("systemctl", format!("echo \"systemctl $*\" >> {log}"));
+    script("useradd", format!("echo \"useradd $*\" >> {log}"));
+    script("id", "exit 1".into());
+    bin
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bootstrap_installs_the_worker_which_works_the_heavy_queue_then_stops_idle() {
+    let Some(cfg) = pixq_testkit::sdk().await else { return };
+    let st = stack(&cfg).await;
+    let ec2 = aws_sdk_ec2::Client::new(&cfg);
+    let fleet = pixq_testkit::unique("boot");
+    let o = pixq(&st, &["launch", "--worker-binary", worker_binary().to_str().unwrap(), "--fleet", &fleet]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let id = launched_ids(&o).remove(0);
+    // Exactly what the instance would receive.
+    let script = user_data(&ec2, &id).await;
+    let _ = pixq(&st, &["terminate", "--fleet", &fleet]);
+
+    // The bucket's release objects, where the stand-in `aws s3 cp` finds them.
+    let dir = st.dir.path();
+    let s3 = pixq_jobs::store::s3::S3Store::new(pixq_jobs::aws::s3_client(&cfg, true));
+    let objects = dir.join("objects");
+    for m in s3.list(&st.bucket, "releases/").await.unwrap() {
+        let p = objects.join(&m.key);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, s3.get(&st.bucket, &m.key).await.unwrap()).unwrap();
+    }
+    let log = dir.join("calls.log");
+    let fakebin = fake_tools(dir, &objects, &log);
+    let root = dir.join("root");
+    let user_data = dir.join("user-data");
+    std::fs::write(&user_data, &script).unwrap();
+    let path = format!("{}:{}", fakebin.display(), std::env::var("PATH").unwrap_or_default());
+    let boot = Command::new("bash").arg(&user_data).env("PIXQ_BOOT_ROOT", &root).env("PATH", &path).output().unwrap();
+    assert!(boot.status.success(), "bootstrap failed: {}", text(&boot));
+    let installed = root.join("usr/local/bin/pixq-worker");
+    assert_eq!(std::fs::read(&installed).unwrap(), std::fs::read(worker_binary()).unwrap());
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert!(calls.contains("useradd --system"), "{calls}");
+    assert!(calls.contains("systemctl enable --now pixq-worker.service"), "{calls}");
+    let unit = std::fs::read_to_string(root.join("etc/systemd/system/pixq-worker.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/pixq-worker") && unit.contains("User=pixq"), "{unit}");
+    assert!(unit.contains("SuccessExitStatus=75") && unit.contains("poweroff"), "{unit}");
+    let env_file = std::fs::read_to_string(root.join("etc/pixq/worker.env")).unwrap();
+    assert!(env_file.contains(&format!("PIXQ_QUEUE_URL={}", st.queue_url)), "{env_file}");
+
+    // A tampered binary is refused.
+    let release = std::fs::read_dir(objects.join("releases")).unwrap().next().unwrap().unwrap().path();
+    let good = std::fs::read(&release).unwrap();
+    std::fs::write(&release, b"\x7fELF tampered").unwrap();
+    let bad = Command::new("bash").arg(&user_data).env("PIXQ_BOOT_ROOT", dir.join("root2")).env("PATH", &path).output();
+    let bad = bad.unwrap();
+    assert!(!bad.status.success() && text(&bad).contains("does not match its SHA-256"), "{}", text(&bad));
+    std::fs::write(&release, good).unwrap();
+
+    // "Boot": a job waits on the heavy queue; the installed worker, configured only by the
+    // env file (the test's endpoint and keys stand in for the instance role), does it and
+    // exits 75 once the queue has stayed empty.
+    let img = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/coffee.jpg")).unwrap();
+    s3.put(&st.bucket, "inputs/boot/coffee.jpg", img.clone(), "image/jpeg").await.unwrap();
+    let out = pixq_jobs::schema::OutputLocation { bucket: st.bucket.clone(), prefix: "outputs/".into() };
+    let input = pixq_jobs::schema::ObjectRef { bucket: st.bucket.clone(), key: "inputs/boot/coffee.jpg".into() };
+    let pipeline = pixq_jobs::kernel::Pipeline::parse("thumbnail:64").unwrap();
+    let job = pixq_jobs::batch::new_job("boot", 0, input, Some(pixq_jobs::keys::content_digest(&img)), &pipeline, &out);
+    let q = pixq_jobs::queue::sqs::SqsQueue::open(pixq_jobs::aws::sqs_client(&cfg), &st.queue_url, None).await.unwrap();
+    pixq_jobs::batch::enqueue(&q, std::slice::from_ref(&job), false).await.unwrap();
+    let mut worker = Command::new(&installed);
+    for line in env_file.lines().filter(|l| !l.trim().is_empty()) {
+        let (k, v) = line.split_once('=').unwrap();
+        worker.env(k, v);
+    }
+    worker.env("PIXQ_WAIT_SECS", "1").env("PIXQ_IDLE_STOP_SECS", "3").env("PIXQ_EMF", "false");
+    let started = std::time::Instant::now();
+    let mut child = worker.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the worker never stopped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut logs = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
+    assert_eq!(status.code(), Some(75), "idle stop is exit 75: {logs}");
+    let st_batch = pixq_jobs::batch::batch_status(&s3, &st.bucket, "boot").await.unwrap();
+    assert_eq!(st_batch.ok(), 1, "{logs}");
+    let c = q.counts().await.unwrap();
+    assert_eq!((c.visible, c.in_flight), (0, 0), "{c:?}");
+}
