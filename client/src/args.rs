@@ -109,6 +109,20 @@ pub enum Ec2Action {
     /// Start workers: instances that fetch pixq-worker from the stack's bucket and long-poll
     /// the heavy queue with their instance role.
     Launch(LaunchArgs),
+    /// Launch as many workers as the heavy queue's backlog needs (one per --per-worker
+    /// messages, at most --max, counting the fleet's live instances); run it from cron or
+    /// after a submit. Idle workers stop and terminate themselves, so this only scales up.
+    Scale {
+        /// Messages (visible + in flight) one worker is expected to handle.
+        #[arg(long, default_value_t = 500)]
+        per_worker: u64,
+        /// Most instances in the fleet.
+        #[arg(long, default_value_t = 10)]
+        max: u64,
+        /// How to launch (--count is computed).
+        #[command(flatten)]
+        launch: LaunchArgs,
+    },
     /// Instances of a fleet that are not terminated.
     List {
         /// Fleet name (the `pixq:fleet` tag).
@@ -127,7 +141,7 @@ pub enum Ec2Action {
 
 /// Flags of `pixq ec2 launch`.
 #[cfg(feature = "ec2")]
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct LaunchArgs {
     /// The pixq-worker binary for the instances (Linux, arm64 or x86_64, e.g. from
     /// `cargo lambda build --release --arm64 --bin pixq-worker`); uploaded once to

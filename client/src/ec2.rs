@@ -11,12 +11,15 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, anyhow, bail};
+use aws_sdk_ec2::types::InstanceStateName;
 use aws_sdk_ec2::types::{
     ArchitectureValues, Filter, HttpTokensState, IamInstanceProfileSpecification, InstanceInterruptionBehavior,
     InstanceMarketOptionsRequest, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType,
     MarketType, ResourceType, ShutdownBehavior, SpotInstanceType, SpotMarketOptions, Tag, TagSpecification,
 };
 use base64::Engine;
+use pixq_jobs::queue::Queue;
+use pixq_jobs::queue::sqs::SqsQueue;
 use pixq_jobs::store::ObjectStore;
 use pixq_jobs::store::s3::S3Store;
 
@@ -124,6 +127,35 @@ pub async fn run(cli: &Cli, action: &Ec2Action) -> anyhow::Result<i32> {
     let ec2 = aws_sdk_ec2::Client::new(&sdk);
     match action {
         Ec2Action::Launch(a) => launch(cli, a, &outputs, &sdk, &ec2).await,
+        Ec2Action::Scale { per_worker, max, launch: a } => {
+            let Some(queue_url) = cli.queue_url.clone().or_else(|| outputs.get("HeavyQueueUrl").cloned()) else {
+                bail!("pixq ec2 scale needs the stack: pass --stack-outputs FILE (or --queue-url)");
+            };
+            let queue = SqsQueue::open(pixq_jobs::aws::sqs_client(&sdk), &queue_url, None)
+                .await
+                .with_context(|| format!("opening the queue {queue_url}"))?;
+            let c = queue.counts().await?;
+            let live = fleet_instances(&ec2, &a.fleet)
+                .await?
+                .iter()
+                .filter(|i| {
+                    matches!(
+                        i.state().and_then(|s| s.name()),
+                        Some(InstanceStateName::Pending | InstanceStateName::Running)
+                    )
+                })
+                .count() as u64;
+            let plan = scale_plan(c.visible + c.in_flight, *per_worker, *max, live);
+            println!(
+                "queue: {} visible, {} in flight; fleet {}: {live} live; wanted {} -> launching {}",
+                c.visible, c.in_flight, a.fleet, plan.wanted, plan.launch
+            );
+            if plan.launch == 0 {
+                return Ok(0);
+            }
+            let a = LaunchArgs { count: plan.launch as i32, ..a.clone() };
+            launch(cli, &a, &outputs, &sdk, &ec2).await
+        }
         Ec2Action::List { fleet } => {
             let found = fleet_instances(&ec2, fleet).await?;
             if found.is_empty() {
@@ -174,6 +206,22 @@ fn aws_error<E: std::error::Error + aws_sdk_ec2::error::ProvideErrorMetadata + '
         Some(s) => format!("{}: {}", s.code().unwrap_or("error"), s.message().unwrap_or("")),
         None => format!("{e}: {}", std::error::Error::source(e).map(|s| s.to_string()).unwrap_or_default()),
     }
+}
+
+/// What `scale` decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScalePlan {
+    /// Workers the backlog needs (capped).
+    pub wanted: u64,
+    /// Instances to start now.
+    pub launch: u64,
+}
+
+/// One worker per `per_worker` messages of backlog (rounded up), at most `max`, minus the
+/// instances already live.
+pub fn scale_plan(backlog: u64, per_worker: u64, max: u64, live: u64) -> ScalePlan {
+    let wanted = backlog.div_ceil(per_worker.max(1)).min(max);
+    ScalePlan { wanted, launch: wanted.saturating_sub(live) }
 }
 
 /// Instances of a fleet that are not terminated.
@@ -258,7 +306,7 @@ async fn launch(
     let user_data = bootstrap.user_data();
     let instance_type = a.instance_type.clone().unwrap_or_else(|| arch.default_instance_type().to_string());
     if a.dry_run {
-        println!("# {} x {instance_type} ({}), fleet {}, profile {profile}", a.count, arch.name(), a.fleet);
+        eprintln!("# {} x {instance_type} ({}), fleet {}, profile {profile}", a.count, arch.name(), a.fleet);
         print!("{user_data}");
         return Ok(0);
     }
@@ -354,6 +402,16 @@ mod tests {
         assert!(Arch::of_elf(&h).is_err());
         assert!(Arch::of_elf(b"#!/bin/sh\necho hi\n").unwrap_err().contains("no ELF header"));
         assert!(Arch::of_elf(&std::fs::read(std::env::current_exe().unwrap()).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn scale_plans() {
+        assert_eq!(scale_plan(0, 500, 10, 0), ScalePlan { wanted: 0, launch: 0 });
+        assert_eq!(scale_plan(1, 500, 10, 0), ScalePlan { wanted: 1, launch: 1 });
+        assert_eq!(scale_plan(1001, 500, 10, 1), ScalePlan { wanted: 3, launch: 2 });
+        assert_eq!(scale_plan(100_000, 500, 10, 4), ScalePlan { wanted: 10, launch: 6 });
+        assert_eq!(scale_plan(600, 500, 10, 5), ScalePlan { wanted: 2, launch: 0 });
+        assert_eq!(scale_plan(5, 0, 10, 0), ScalePlan { wanted: 5, launch: 5 }, "per_worker 0 counts as 1");
     }
 
     #[test]

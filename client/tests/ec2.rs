@@ -189,6 +189,37 @@ async fn launch_list_and_terminate_a_fleet() {
     assert!(text(&o).contains("no ELF header"), "{}", text(&o));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_launches_what_the_backlog_needs_and_no_more() {
+    let Some(cfg) = pixq_testkit::sdk().await else { return };
+    let st = stack(&cfg).await;
+    let fleet = pixq_testkit::unique("scale");
+    let q = pixq_jobs::queue::sqs::SqsQueue::open(pixq_jobs::aws::sqs_client(&cfg), &st.queue_url, None).await.unwrap();
+    let entries: Vec<_> = (0..5).map(|i| (format!("job {i}"), Default::default())).collect();
+    q.send_batch(&entries).await.unwrap();
+    let bin = worker_binary();
+    let scale = |max: &str| {
+        pixq(
+            &st,
+            &["scale", "--worker-binary", bin.to_str().unwrap(), "--per-worker", "2", "--max", max, "--fleet", &fleet],
+        )
+    };
+    let o = scale("10");
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(t.contains("5 visible") && t.contains("wanted 3 -> launching 3"), "{t}");
+    assert_eq!(launched_ids(&o).len(), 3, "{t}");
+    // The fleet already covers the backlog.
+    let o = scale("10");
+    assert!(text(&o).contains("3 live; wanted 3 -> launching 0"), "{}", text(&o));
+    assert!(launched_ids(&o).is_empty());
+    let _ = pixq(&st, &["terminate", "--fleet", &fleet]);
+    // The cap holds, and terminated instances do not count.
+    let o = scale("2");
+    assert!(text(&o).contains("0 live; wanted 2 -> launching 2"), "{}", text(&o));
+    let _ = pixq(&st, &["terminate", "--fleet", &fleet]);
+}
+
 /// Stand-ins for what Amazon Linux has and this machine does not: the AWS CLI (copies the
 /// object the bootstrap asks for out of a folder), systemctl, id and useradd (logged).
 fn fake_tools(dir: &Path, objects: &Path, log: &Path) -> PathBuf {
