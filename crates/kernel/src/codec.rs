@@ -254,26 +254,36 @@ impl Codecs {
             Format::Png => crate::png::encode(img, spec.compression.unwrap_or(OutputSpec::DEFAULT_COMPRESSION), icc)
                 .map_err(|e| enc_err(&e)),
             Format::Webp => {
-                use image::ImageEncoder;
-                let mut out = Vec::new();
-                let mut enc = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
-                if let Some(p) = icc {
-                    // Best effort: a profile the encoder refuses is dropped, not fatal.
-                    let _ = enc.set_icc_profile(p.to_vec());
-                }
-                let (data, ct) = match img.channels() {
+                let (data, alpha) = match img.channels() {
                     // WebP has no gray mode: widen to RGB(A).
-                    Channels::Gray => {
-                        (crate::ops::color::convert(img, Channels::Rgb).into_vec(), image::ExtendedColorType::Rgb8)
-                    }
-                    Channels::GrayAlpha => {
-                        (crate::ops::color::convert(img, Channels::Rgba).into_vec(), image::ExtendedColorType::Rgba8)
-                    }
-                    Channels::Rgb => (img.data().to_vec(), image::ExtendedColorType::Rgb8),
-                    Channels::Rgba => (img.data().to_vec(), image::ExtendedColorType::Rgba8),
+                    Channels::Gray => (crate::ops::color::convert(img, Channels::Rgb).into_vec(), false),
+                    Channels::GrayAlpha => (crate::ops::color::convert(img, Channels::Rgba).into_vec(), true),
+                    Channels::Rgb => (img.data().to_vec(), false),
+                    Channels::Rgba => (img.data().to_vec(), true),
                 };
-                enc.write_image(&data, img.width(), img.height(), ct).map_err(|e| enc_err(&e))?;
-                Ok(out)
+                if spec.lossless {
+                    use image::ImageEncoder;
+                    let mut out = Vec::new();
+                    let mut enc = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
+                    if let Some(p) = icc {
+                        // Best effort: a profile the encoder refuses is dropped, not fatal.
+                        let _ = enc.set_icc_profile(p.to_vec());
+                    }
+                    let ct = if alpha { image::ExtendedColorType::Rgba8 } else { image::ExtendedColorType::Rgb8 };
+                    enc.write_image(&data, img.width(), img.height(), ct).map_err(|e| enc_err(&e))?;
+                    return Ok(out);
+                }
+                let q = f32::from(spec.quality.unwrap_or(OutputSpec::DEFAULT_WEBP_QUALITY));
+                let enc = if alpha {
+                    webp::Encoder::from_rgba(&data, img.width(), img.height())
+                } else {
+                    webp::Encoder::from_rgb(&data, img.width(), img.height())
+                };
+                let out = enc.encode_simple(false, q).map_err(|e| enc_err(&format!("libwebp: {e:?}")))?.to_vec();
+                Ok(match icc {
+                    Some(p) => crate::meta::webp_with_icc(out, p, img.width(), img.height(), alpha),
+                    None => out,
+                })
             }
             Format::Gif | Format::Tiff | Format::Bmp => {
                 let dynimg = to_dynamic(img);

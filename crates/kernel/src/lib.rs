@@ -48,7 +48,7 @@ pub use raster::{Channels, Raster};
 
 /// Version of the pixel semantics. It is hashed into content-addressed output keys, so bump
 /// it whenever the same input and pipeline could give different bytes.
-pub const KERNEL_VERSION: &str = concat!("k1-", env!("CARGO_PKG_VERSION"));
+pub const KERNEL_VERSION: &str = concat!("k2-", env!("CARGO_PKG_VERSION"));
 
 /// JPEG shrink-on-load keeps at least this factor for the final resample, as libvips does:
 /// the DCT-domain reduction is a block filter, the Lanczos pass after it does the quality.

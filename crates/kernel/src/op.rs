@@ -201,12 +201,14 @@ pub enum Op {
 pub struct OutputSpec {
     /// Output format; `None` keeps the input's.
     pub format: Option<Format>,
-    /// JPEG quality 1..=100; `None` means 85.
+    /// JPEG quality 1..=100 (`None`: 85); lossy WebP quality (`None`: 80).
     pub quality: Option<u8>,
     /// Progressive JPEG.
     pub progressive: bool,
     /// PNG zlib level 0..=9; `None` means 6.
     pub compression: Option<u8>,
+    /// Lossless WebP (WebP is lossy otherwise); only with `format:webp`.
+    pub lossless: bool,
 }
 
 impl OutputSpec {
@@ -214,6 +216,8 @@ impl OutputSpec {
     pub const DEFAULT_QUALITY: u8 = 85;
     /// Default PNG zlib level.
     pub const DEFAULT_COMPRESSION: u8 = 6;
+    /// Default lossy WebP quality.
+    pub const DEFAULT_WEBP_QUALITY: u8 = 80;
 }
 
 /// Parsed pipeline: operations in order plus output settings.
@@ -291,10 +295,15 @@ pub const STEPS: &[StepHelp] = &[
     StepHelp { syntax: "threshold:N", about: "luma >= N white, else black", example: "threshold:128" },
     StepHelp {
         syntax: "format:F",
-        about: "output format jpeg|png|webp|gif|tiff|bmp (default: the input's)",
+        about: "output format jpeg|png|webp|gif|tiff|bmp (default: the input's); webp is lossy",
         example: "format:webp",
     },
-    StepHelp { syntax: "quality:Q", about: "JPEG quality 1..100 (default 85)", example: "quality:80" },
+    StepHelp {
+        syntax: "quality:Q",
+        about: "JPEG quality 1..100 (default 85), lossy WebP quality (default 80)",
+        example: "quality:80",
+    },
+    StepHelp { syntax: "lossless", about: "lossless WebP (with format:webp)", example: "format:webp,lossless" },
     StepHelp { syntax: "progressive", about: "progressive JPEG", example: "progressive" },
     StepHelp { syntax: "compression:L", about: "PNG zlib level 0..9 (default 6)", example: "compression:9" },
     StepHelp {
@@ -420,6 +429,7 @@ impl Pipeline {
     pub fn parse(s: &str) -> Result<Pipeline, ParseError> {
         let mut p = Pipeline::default();
         let mut seen_output: Vec<&str> = Vec::new();
+        let mut lossless_step: Option<(usize, String)> = None;
         if s.trim().is_empty() {
             return Ok(p);
         }
@@ -432,7 +442,7 @@ impl Pipeline {
                 return Err(step.err("empty step"));
             }
             let name = step.name.to_ascii_lowercase();
-            if ["format", "quality", "progressive", "compression", "frame"].contains(&name.as_str()) {
+            if ["format", "quality", "progressive", "compression", "lossless", "frame"].contains(&name.as_str()) {
                 if seen_output.contains(&step.name) {
                     return Err(step.err(format!("'{}' given twice", step.name)));
                 }
@@ -563,9 +573,20 @@ impl Pipeline {
                     p.output.compression = Some(step.u32_in(0, "level", 0, 9)? as u8);
                     continue;
                 }
+                "lossless" => {
+                    step.arity(0, 0)?;
+                    p.output.lossless = true;
+                    lossless_step = Some((step.index, step.text.to_string()));
+                    continue;
+                }
                 _ => return Err(step.err(format!("unknown step '{}' (run `pixq ops` for the list)", step.name))),
             };
             p.ops.push(op);
+        }
+        if let Some((index, text)) = lossless_step
+            && p.output.format != Some(Format::Webp)
+        {
+            return Err(ParseError { step: index, text, reason: "lossless is for WebP: add format:webp".into() });
         }
         Ok(p)
     }
@@ -587,6 +608,9 @@ impl Pipeline {
         }
         if let Some(c) = o.compression {
             parts.push(format!("compression:{c}"));
+        }
+        if o.lossless {
+            parts.push("lossless".into());
         }
         parts.join(",")
     }

@@ -18,8 +18,10 @@ fn icc_is_kept_in_jpeg_and_png_outputs() {
     let l = Limits::default();
     let out = process(&input, &Pipeline::parse("thumbnail:50").unwrap(), &l).unwrap();
     assert_eq!(pixq_kernel::meta::read_jpeg_meta(&out.bytes).icc.as_deref(), Some(&icc[..]));
-    let out = process(&input, &Pipeline::parse("thumbnail:50,format:png").unwrap(), &l).unwrap();
-    assert_eq!(pixq_kernel::codec::probe(&out.bytes, &l).unwrap().icc.as_deref(), Some(&icc[..]));
+    for ops in ["thumbnail:50,format:png", "thumbnail:50,format:webp", "thumbnail:50,format:webp,lossless"] {
+        let out = process(&input, &Pipeline::parse(ops).unwrap(), &l).unwrap();
+        assert_eq!(pixq_kernel::codec::probe(&out.bytes, &l).unwrap().icc.as_deref(), Some(&icc[..]), "{ops}");
+    }
 }
 
 #[test]

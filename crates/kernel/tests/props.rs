@@ -54,12 +54,15 @@ fn output() -> impl Strategy<Value = OutputSpec> {
         proptest::option::of(1u8..=100),
         any::<bool>(),
         proptest::option::of(0u8..=9),
+        any::<bool>(),
     )
-        .prop_map(|(format, quality, progressive, compression)| OutputSpec {
+        .prop_map(|(format, quality, progressive, compression, lossless)| OutputSpec {
             format,
             quality,
             progressive,
             compression,
+            // `lossless` is only valid with format:webp.
+            lossless: lossless && format == Some(Format::Webp),
         })
 }
 
@@ -148,12 +151,13 @@ proptest! {
 #[test]
 fn every_output_format_round_trips_losslessly_where_it_can() {
     let img = raster(50, 30, Channels::Rgba);
+    let lossless = OutputSpec { lossless: true, ..Default::default() };
     for f in [Format::Png, Format::Webp, Format::Tiff] {
-        let bytes = pixq_kernel::encode(&img, f, &Default::default()).unwrap();
+        let bytes = pixq_kernel::encode(&img, f, &lossless).unwrap();
         assert_eq!(Format::sniff(&bytes), Some(f));
         assert_eq!(pixq_kernel::decode(&bytes, &Limits::default()).unwrap(), img, "{f}");
     }
-    for f in [Format::Gif, Format::Bmp, Format::Jpeg] {
+    for f in [Format::Gif, Format::Bmp, Format::Jpeg, Format::Webp] {
         let bytes = pixq_kernel::encode(&img, f, &Default::default()).unwrap();
         assert_eq!(Format::sniff(&bytes), Some(f));
         let back = pixq_kernel::decode(&bytes, &Limits::default()).unwrap();
