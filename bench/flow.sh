@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Queue overhead of the embedded flow (store -> queue -> worker -> store), via the
 # `flowbench` example of pixq-jobs:
-#   1. tiny jobs: N distinct 64x64 PNG -> grayscale with 2 worker tasks, jobs/second
+#   1. tiny jobs: N distinct 64x64 PNG -> grayscale with 2 kernel lanes (and the default prefetch), jobs/second
 #      (on the store's real disk, and on tmpfs when /dev/shm exists, to separate the
 #      filesystem's cost from pixq's);
 #   2. photos: the corpus' 12-20 MP JPEGs -> thumbnail:1024 and a full-resolution pipeline,
@@ -17,12 +17,12 @@ N="${PIXQ_FLOW_JOBS:-3000}"
 (cd "$REPO" && cargo build -q --release -p pixq-jobs --example flowbench)
 FB="$CARGO_TARGET_DIR/release/examples/flowbench"
 
-echo "== tiny jobs, 2 worker tasks, store on the disk under \$TMPDIR (${TMPDIR:-/tmp})"
+echo "== tiny jobs, 2 kernel lanes, store on the disk under \$TMPDIR (${TMPDIR:-/tmp})"
 "$FB" tiny "$N" 2
 echo "== same, fsync off"
 PIXQ_FSYNC=0 "$FB" tiny "$N" 2
 if [ -d /dev/shm ]; then
-  echo "== tiny jobs, 2 worker tasks, store on tmpfs (/dev/shm)"
+  echo "== tiny jobs, 2 kernel lanes, store on tmpfs (/dev/shm)"
   TMPDIR=/dev/shm "$FB" tiny "$N" 2
 fi
 if [ -d "$BENCH_DIR/large" ]; then
