@@ -117,7 +117,8 @@ fn durably<T>(c: &mut Connection, f: impl FnOnce(&mut Connection) -> Result<T, Q
 /// is hidden (in flight or delayed), so groups are handed out in order. `NOT INDEXED` walks
 /// the table in `seq` (rowid) order and stops once the batch is full, instead of collecting
 /// every visible message through the ready index and sorting them.
-const RECEIVE_FIFO: &str = "SELECT seq, id, body, group_id, sent_at, receive_count, last_error FROM messages m NOT INDEXED
+const RECEIVE_FIFO: &str =
+    "SELECT seq, id, body, group_id, sent_at, receive_count, last_error FROM messages m NOT INDEXED
      WHERE queue = ?1 AND visible_at <= ?2 AND NOT EXISTS (
          SELECT 1 FROM messages o WHERE o.queue = m.queue AND o.group_id = m.group_id
          AND o.seq < m.seq AND o.visible_at > ?2)
@@ -232,11 +233,7 @@ impl SqliteQueue {
             let want = max - out.len();
             // FIFO: a message is eligible only when no earlier message of its group is hidden
             // (in flight or delayed), so groups are handed out in order.
-            let sql = if cfg.fifo {
-                RECEIVE_FIFO
-            } else {
-                RECEIVE_STANDARD
-            };
+            let sql = if cfg.fifo { RECEIVE_FIFO } else { RECEIVE_STANDARD };
             type Row = (i64, String, String, Option<String>, i64, u32, Option<String>);
             let rows: Vec<Row> = {
                 let mut st = tx.prepare_cached(sql)?;
