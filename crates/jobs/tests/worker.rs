@@ -168,15 +168,21 @@ async fn poison_inputs_fail_alone_and_good_jobs_finish() {
     assert_eq!(by_id(6).outputs[0].format, Format::Png);
 }
 
-/// A store that fails the first `n` writes of outputs with a transient error.
+/// What a [`Hooked`] store does before each output write.
+#[async_trait]
+trait BeforeOutputPut: Send + Sync + std::fmt::Debug {
+    async fn before(&self) -> Result<(), StoreError>;
+}
+
+/// A filesystem store that runs a hook before every write under `outputs/`.
 #[derive(Debug)]
-struct Flaky {
+struct Hooked<H> {
     inner: FsStore,
-    failures_left: AtomicU32,
+    hook: H,
 }
 
 #[async_trait]
-impl ObjectStore for Flaky {
+impl<H: BeforeOutputPut> ObjectStore for Hooked<H> {
     async fn head(&self, b: &str, k: &str) -> Result<Option<ObjectMeta>, StoreError> {
         self.inner.head(b, k).await
     }
@@ -184,9 +190,8 @@ impl ObjectStore for Flaky {
         self.inner.get(b, k).await
     }
     async fn put(&self, b: &str, k: &str, body: Vec<u8>, ct: &str) -> Result<(), StoreError> {
-        if k.starts_with("outputs/") && self.failures_left.load(Ordering::SeqCst) > 0 {
-            self.failures_left.fetch_sub(1, Ordering::SeqCst);
-            return Err(StoreError::Transient("503 Slow Down".into()));
+        if k.starts_with("outputs/") {
+            self.hook.before().await?;
         }
         self.inner.put(b, k, body, ct).await
     }
@@ -198,10 +203,31 @@ impl ObjectStore for Flaky {
     }
 }
 
+/// Fails the first `n` output writes with a transient error.
+#[derive(Debug)]
+struct Flaky {
+    failures_left: AtomicU32,
+}
+
+#[async_trait]
+impl BeforeOutputPut for Flaky {
+    async fn before(&self) -> Result<(), StoreError> {
+        if self.failures_left.load(Ordering::SeqCst) > 0 {
+            self.failures_left.fetch_sub(1, Ordering::SeqCst);
+            return Err(StoreError::Transient("503 Slow Down".into()));
+        }
+        Ok(())
+    }
+}
+
+fn flaky_store(inner: &FsStore, failures: u32) -> Arc<Hooked<Flaky>> {
+    Arc::new(Hooked { inner: inner.clone(), hook: Flaky { failures_left: AtomicU32::new(failures) } })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_failures_are_retried_with_backoff_then_dead_lettered() {
     let e = env(3);
-    let flaky = Arc::new(Flaky { inner: (*e.store).clone(), failures_left: AtomicU32::new(2) });
+    let flaky = flaky_store(&e.store, 2);
     let job = upload_job(flaky.as_ref(), "t", 0, "a.jpg", Some(jpeg(64, 64)), "invert").await;
     batch::enqueue(e.queue.as_ref(), std::slice::from_ref(&job), false).await.unwrap();
     let st = flaky.clone();
@@ -213,7 +239,7 @@ async fn transient_failures_are_retried_with_backoff_then_dead_lettered() {
     assert_eq!((r.status, r.attempts), (Status::Ok, 3), "{r:?}");
 
     // Never succeeding: after max receives it is recorded as failed and dead-lettered.
-    let always = Arc::new(Flaky { inner: (*e.store).clone(), failures_left: AtomicU32::new(1000) });
+    let always = flaky_store(&e.store, 1000);
     let job = upload_job(always.as_ref(), "u", 0, "b.jpg", Some(jpeg(64, 64)), "flip:h").await;
     batch::enqueue(e.queue.as_ref(), std::slice::from_ref(&job), false).await.unwrap();
     let q = e.queue.clone();
@@ -394,32 +420,17 @@ async fn one_lane_admits_one_kernel_at_a_time() {
     assert!(tokio::time::timeout(Duration::from_millis(500), adm.admit(1_000_000, &never)).await.is_ok());
 }
 
-/// A store whose output writes wait until `n` of them are waiting at once.
+/// Output writes wait until as many as the barrier counts are waiting at once.
 #[derive(Debug)]
 struct Gate {
-    inner: FsStore,
     barrier: tokio::sync::Barrier,
 }
 
 #[async_trait]
-impl ObjectStore for Gate {
-    async fn head(&self, b: &str, k: &str) -> Result<Option<ObjectMeta>, StoreError> {
-        self.inner.head(b, k).await
-    }
-    async fn get(&self, b: &str, k: &str) -> Result<Vec<u8>, StoreError> {
-        self.inner.get(b, k).await
-    }
-    async fn put(&self, b: &str, k: &str, body: Vec<u8>, ct: &str) -> Result<(), StoreError> {
-        if k.starts_with("outputs/") {
-            self.barrier.wait().await;
-        }
-        self.inner.put(b, k, body, ct).await
-    }
-    async fn list(&self, b: &str, p: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-        self.inner.list(b, p).await
-    }
-    async fn delete(&self, b: &str, k: &str) -> Result<(), StoreError> {
-        self.inner.delete(b, k).await
+impl BeforeOutputPut for Gate {
+    async fn before(&self) -> Result<(), StoreError> {
+        self.barrier.wait().await;
+        Ok(())
     }
 }
 
@@ -429,7 +440,7 @@ async fn the_next_kernel_runs_while_an_output_is_written() {
     // only happen if a job leaves its lane when its kernel ends and the next job (already in
     // hand: prefetch) computes meanwhile. Holding the lane through the write would stall.
     let e = env(5);
-    let gate = Arc::new(Gate { inner: (*e.store).clone(), barrier: tokio::sync::Barrier::new(2) });
+    let gate = Arc::new(Hooked { inner: (*e.store).clone(), hook: Gate { barrier: tokio::sync::Barrier::new(2) } });
     let mut jobs = Vec::new();
     for i in 0..4 {
         jobs.push(
