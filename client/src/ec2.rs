@@ -18,6 +18,7 @@ use aws_sdk_ec2::types::{
     MarketType, ResourceType, ShutdownBehavior, SpotInstanceType, SpotMarketOptions, Tag, TagSpecification,
 };
 use base64::Engine;
+use pixq_jobs::aws::describe;
 use pixq_jobs::queue::Queue;
 use pixq_jobs::queue::sqs::SqsQueue;
 use pixq_jobs::store::ObjectStore;
@@ -113,16 +114,9 @@ impl Bootstrap {
     }
 }
 
-/// Stack outputs named by --stack-outputs, if any.
-fn stack_outputs(cli: &Cli) -> anyhow::Result<HashMap<String, String>> {
-    let Some(p) = &cli.stack_outputs else { return Ok(HashMap::new()) };
-    let text = std::fs::read_to_string(p).with_context(|| format!("reading stack outputs {}", p.display()))?;
-    pixq_jobs::aws::read_stack_outputs(&text).map_err(|e| anyhow!("{}: {e}", p.display()))
-}
-
 /// Runs an `ec2` action; returns the exit code.
 pub async fn run(cli: &Cli, action: &Ec2Action) -> anyhow::Result<i32> {
-    let outputs = stack_outputs(cli)?;
+    let outputs = crate::run::stack_outputs(cli)?;
     let sdk = pixq_jobs::aws::sdk_config().await;
     let ec2 = aws_sdk_ec2::Client::new(&sdk);
     match action {
@@ -188,7 +182,7 @@ pub async fn run(cli: &Cli, action: &Ec2Action) -> anyhow::Result<i32> {
                 .set_instance_ids(Some(ids.clone()))
                 .send()
                 .await
-                .map_err(|e| anyhow!("TerminateInstances: {}", aws_error(&e)))?;
+                .map_err(|e| anyhow!("TerminateInstances: {}", describe(&e)))?;
             println!(
                 "terminating {} instances: {} (each worker gets SIGTERM and releases what it holds)",
                 ids.len(),
@@ -196,15 +190,6 @@ pub async fn run(cli: &Cli, action: &Ec2Action) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
-    }
-}
-
-fn aws_error<E: std::error::Error + aws_sdk_ec2::error::ProvideErrorMetadata + 'static, R: std::fmt::Debug>(
-    e: &aws_sdk_ec2::error::SdkError<E, R>,
-) -> String {
-    match e.as_service_error() {
-        Some(s) => format!("{}: {}", s.code().unwrap_or("error"), s.message().unwrap_or("")),
-        None => format!("{e}: {}", std::error::Error::source(e).map(|s| s.to_string()).unwrap_or_default()),
     }
 }
 
@@ -235,7 +220,7 @@ async fn fleet_instances(ec2: &aws_sdk_ec2::Client, fleet: &str) -> anyhow::Resu
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| anyhow!("DescribeInstances: {}", aws_error(&e)))?;
+        let page = page.map_err(|e| anyhow!("DescribeInstances: {}", describe(&e)))?;
         for r in page.reservations() {
             out.extend(r.instances().iter().cloned());
         }
@@ -254,7 +239,7 @@ async fn latest_al2023(ec2: &aws_sdk_ec2::Client, arch: Arch) -> anyhow::Result<
         .filters(Filter::builder().name("state").values("available").build())
         .send()
         .await
-        .map_err(|e| anyhow!("DescribeImages: {}", aws_error(&e)))?;
+        .map_err(|e| anyhow!("DescribeImages: {}", describe(&e)))?;
     images
         .images()
         .iter()
@@ -372,7 +357,7 @@ async fn launch(
                 .build(),
         );
     }
-    let out = req.send().await.map_err(|e| anyhow!("RunInstances: {}", aws_error(&e)))?;
+    let out = req.send().await.map_err(|e| anyhow!("RunInstances: {}", describe(&e)))?;
     let ids: Vec<&str> = out.instances().iter().filter_map(|i| i.instance_id()).collect();
     println!(
         "launched {} x {instance_type} ({ami}) in fleet {} on {queue_url}:\n  {}",

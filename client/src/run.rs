@@ -40,6 +40,13 @@ struct Backend {
     worker_hint: String,
 }
 
+/// Stack outputs named by --stack-outputs (empty without the flag).
+pub(crate) fn stack_outputs(cli: &Cli) -> anyhow::Result<HashMap<String, String>> {
+    let Some(p) = &cli.stack_outputs else { return Ok(HashMap::new()) };
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading stack outputs {}", p.display()))?;
+    pixq_jobs::aws::read_stack_outputs(&text).map_err(|e| anyhow!("{}: {e}", p.display()))
+}
+
 async fn backend(cli: &Cli) -> anyhow::Result<Backend> {
     if cli.target == "local" {
         let home = LocalHome::new(&cli.home);
@@ -56,13 +63,7 @@ async fn backend(cli: &Cli) -> anyhow::Result<Backend> {
             worker_hint: format!("pixq-worker --home {}", home.root().display()),
         });
     }
-    let outputs = match &cli.stack_outputs {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading stack outputs {}", p.display()))?;
-            pixq_jobs::aws::read_stack_outputs(&text).map_err(|e| anyhow!("{}: {e}", p.display()))?
-        }
-        None => HashMap::new(),
-    };
+    let outputs = stack_outputs(cli)?;
     let pick = |flag: &Option<String>, key: &str| flag.clone().or_else(|| outputs.get(key).cloned());
     let queue_key = if cli.heavy { "HeavyQueueUrl" } else { "JobsQueueUrl" };
     let dlq_key = if cli.heavy { "HeavyDlqUrl" } else { "JobsDlqUrl" };

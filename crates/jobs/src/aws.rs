@@ -53,7 +53,7 @@ impl HttpStatus for aws_smithy_runtime_api::http::Response {
 }
 
 /// One-line description of an SDK error, with the service's code and message when there is one.
-pub(crate) fn describe<E, R>(e: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> String
+pub fn describe<E, R>(e: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> String
 where
     E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + 'static,
     R: std::fmt::Debug,

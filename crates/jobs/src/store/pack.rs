@@ -80,14 +80,17 @@ impl Pack {
 
     /// `e` as a store error, a full disk when that is what it is.
     fn fail(&self, op: &'static str, key: &str, e: rusqlite::Error) -> StoreError {
-        let err = db(op, key, e);
-        if let StoreError::Io { .. } = err
-            && let Some(free) = self.path.parent().and_then(free_bytes)
-            && free < LOW_SPACE
-        {
-            return StoreError::Full { key: key.to_string() };
+        self.full_if_low_space(key, db(op, key, e))
+    }
+
+    /// An I/O error on a nearly full filesystem is reported as a full disk.
+    fn full_if_low_space(&self, key: &str, e: StoreError) -> StoreError {
+        match e {
+            StoreError::Io { .. } if self.path.parent().and_then(free_bytes).is_some_and(|f| f < LOW_SPACE) => {
+                StoreError::Full { key: key.to_string() }
+            }
+            e => e,
         }
-        err
     }
 
     /// Whether the pack file exists (or is open).
@@ -138,12 +141,7 @@ impl Pack {
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| self.fail("lock the object pack for", key, e))?;
-        let out = f(&tx).map_err(|e| match e {
-            StoreError::Io { .. } if self.path.parent().and_then(free_bytes).is_some_and(|f| f < LOW_SPACE) => {
-                StoreError::Full { key: key.to_string() }
-            }
-            e => e,
-        })?;
+        let out = f(&tx).map_err(|e| self.full_if_low_space(key, e))?;
         tx.commit().map_err(|e| self.fail("commit the object pack for", key, e))?;
         Ok(out)
     }
