@@ -57,6 +57,16 @@ pub enum Command {
         /// Give up waiting after this many seconds (jobs stay queued; `pixq fetch` later).
         #[arg(long, default_value_t = 3600)]
         timeout_secs: u64,
+        /// Memory budget of the in-process workers' kernels, MB (default: 3/4 of this
+        /// machine's memory); a job that can never fit fails with the figures.
+        #[arg(long, env = "PIXQ_MEMORY_MB")]
+        memory_mb: Option<u64>,
+        /// Largest accepted source image, in megapixels.
+        #[arg(long, env = "PIXQ_MAX_MEGAPIXELS", default_value_t = 120.0)]
+        max_megapixels: f64,
+        /// Longest one job's kernel may run, in seconds; an overrun is a recorded failure.
+        #[arg(long, env = "PIXQ_JOB_TIMEOUT_SECS", default_value_t = 600)]
+        job_timeout_secs: u64,
         /// Keep the uploaded copies of inputs whose jobs succeeded in the local store (by
         /// default they are removed once the results are written to --out; inputs of failed
         /// jobs are always kept for `pixq dlq redrive`).

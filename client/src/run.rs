@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pixq_jobs::batch::{self, BatchManifest, BatchStatus, ManifestEntry};
 use pixq_jobs::kernel::Pipeline;
 use pixq_jobs::local::{LOCAL_BUCKET, LocalHome};
+use pixq_jobs::process::ProcessConfig;
 use pixq_jobs::queue::Queue;
 use pixq_jobs::queue::sqlite::QueueConfig;
 use pixq_jobs::queue::sqs::SqsQueue;
@@ -103,11 +104,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Ops => Ok(0),
         #[cfg(feature = "ec2")]
         Command::Ec2 { .. } => Ok(0),
-        Command::Process { paths, ops, out, workers, timeout_secs, keep_inputs } => {
+        Command::Process {
+            paths,
+            ops,
+            out,
+            workers,
+            timeout_secs,
+            keep_inputs,
+            memory_mb,
+            max_megapixels,
+            job_timeout_secs,
+        } => {
             let how = ProcessOptions {
                 workers: workers.unwrap_or(b.default_workers),
                 timeout: Duration::from_secs(timeout_secs),
                 drop_inputs: b.local && !keep_inputs,
+                memory_mb: memory_mb.unwrap_or_else(pixq_jobs::process::default_memory_mb),
+                process: ProcessConfig {
+                    limits: pixq_jobs::kernel::Limits::default().max_pixels((max_megapixels * 1e6) as u64),
+                    job_timeout: Duration::from_secs(job_timeout_secs.max(1)),
+                    ..ProcessConfig::default()
+                },
             };
             process(&b, &paths, &ops, &out, &how).await
         }
@@ -222,6 +239,10 @@ struct ProcessOptions {
     timeout: Duration,
     /// Remove the store's copies of inputs whose jobs succeeded once their results are out.
     drop_inputs: bool,
+    /// Memory budget of the in-process kernels, MB.
+    memory_mb: u64,
+    /// Limits and time limit of the in-process workers.
+    process: ProcessConfig,
 }
 
 /// The main job: submit, run workers in-process (or follow deployed ones), fetch, summarise.
@@ -241,6 +262,8 @@ async fn process(b: &Backend, paths: &[PathBuf], ops: &str, out: &Path, how: &Pr
             events: Some(tx),
             wait: Duration::from_millis(200),
             backoff_base: Duration::from_millis(500),
+            memory_mb: how.memory_mb,
+            process: how.process.clone(),
             ..WorkerConfig::default()
         };
         tokio::spawn(worker::run(b.queue.clone(), b.store.clone(), cfg, shutdown.clone()))

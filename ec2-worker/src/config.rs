@@ -75,9 +75,17 @@ pub struct Args {
     /// idle stop, after which the instance powers off, from a stop on SIGTERM).
     #[arg(long, env = "PIXQ_IDLE_EXIT_CODE", default_value_t = 0)]
     pub idle_exit_code: u8,
-    /// Megapixels decoded at once across all jobs.
-    #[arg(long, env = "PIXQ_MEGAPIXELS", default_value_t = 64)]
-    pub megapixels: u32,
+    /// Memory budget of all kernels at once, MB; each job is charged its estimated peak and
+    /// a job that can never fit fails with the figures (default: 3/4 of this machine's or
+    /// this cgroup's memory).
+    #[arg(long, env = "PIXQ_MEMORY_MB")]
+    pub memory_mb: Option<u64>,
+    /// Largest accepted source image, in megapixels.
+    #[arg(long, env = "PIXQ_MAX_MEGAPIXELS", default_value_t = 120.0)]
+    pub max_megapixels: f64,
+    /// Longest a job's kernel may run, in seconds; an overrun is a recorded permanent failure.
+    #[arg(long, env = "PIXQ_JOB_TIMEOUT_SECS", default_value_t = 600)]
+    pub job_timeout_secs: u64,
     /// Log format: text or json.
     #[arg(long, env = "PIXQ_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -105,12 +113,13 @@ pub async fn build(a: &Args) -> anyhow::Result<Built> {
         backoff_base: Duration::from_millis(a.backoff_ms),
         grace: Duration::from_secs(a.grace_secs),
         idle_stop: a.idle_stop_secs.map(Duration::from_secs),
-        megapixel_budget: a.megapixels,
+        memory_mb: a.memory_mb.unwrap_or_else(pixq_jobs::process::default_memory_mb),
         process: ProcessConfig {
+            limits: pixq_jobs::kernel::Limits::default().max_pixels((a.max_megapixels * 1e6) as u64),
             worker_id: format!("pixq-worker-{runtime}-{}", std::process::id()),
             runtime: runtime.into(),
             emf: a.emf,
-            ..ProcessConfig::default()
+            job_timeout: Duration::from_secs(a.job_timeout_secs.max(1)),
         },
         ..WorkerConfig::default()
     };

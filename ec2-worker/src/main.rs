@@ -18,7 +18,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         _ => logs.init(),
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(async move {
+    let code = rt.block_on(async move {
         // Signals first: a SIGTERM during start-up must not kill us half-way.
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
@@ -26,7 +26,11 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         let stats = pixq_jobs::worker::run(built.queue, built.store, built.worker, shutdown).await;
         let idle = stats.idle_stopped.load(std::sync::atomic::Ordering::Relaxed);
         anyhow::Ok(std::process::ExitCode::from(if idle { args.idle_exit_code } else { 0 }))
-    })
+    });
+    // Released kernels stop cooperatively within milliseconds; this bounds the wait for a
+    // blocking thread stuck in a decoder call that cannot be interrupted.
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    code
 }
 
 /// Cancels on SIGTERM (what EC2, systemd and `kill` send) or SIGINT (Ctrl-C).

@@ -34,17 +34,31 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let output =
         OutputLocation { bucket: env("PIXQ_OUTPUT_BUCKET")?, prefix: env_or("PIXQ_OUTPUT_PREFIX", "outputs/") };
     let pipeline = Pipeline::parse(&env_or("PIXQ_DEFAULT_PIPELINE", "thumbnail:1024"))?;
-    let limits = Limits::default().max_pixels(env_or("PIXQ_MAX_PIXELS", "50000000").parse()?);
+    let mut limits = Limits::default();
+    if let Ok(mp) = std::env::var("PIXQ_MAX_MEGAPIXELS") {
+        limits = limits.max_pixels((mp.parse::<f64>()? * 1e6) as u64);
+    }
+    // The function's memory size (set by Lambda) sizes the kernels' budget; the function's
+    // timeout (set by the template) less the batch margin is each job's time limit.
+    let memory_mb = match std::env::var("PIXQ_MEMORY_MB") {
+        Ok(v) => v.parse()?,
+        Err(_) => pixq_jobs::process::lambda_memory_mb(env_or("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024").parse()?),
+    };
+    // The template passes the timeout; `cargo lambda watch` sets AWS_LAMBDA_FUNCTION_TIMEOUT.
+    let timeout_secs: u64 = env_or("PIXQ_FUNCTION_TIMEOUT", &env_or("AWS_LAMBDA_FUNCTION_TIMEOUT", "60")).parse()?;
+    let defaults = BatchConfig::default();
     let config = BatchConfig {
         concurrency: env_or("PIXQ_CONCURRENCY", "2").parse()?,
+        memory_mb,
         process: ProcessConfig {
             limits,
             worker_id: format!("lambda-{}", env_or("AWS_LAMBDA_LOG_STREAM_NAME", "local")),
             runtime: "lambda".into(),
             emf: true,
+            job_timeout: std::time::Duration::from_secs(timeout_secs).saturating_sub(defaults.margin),
         },
         s3_events: Some(S3EventDefaults { pipeline, output }),
-        ..BatchConfig::default()
+        ..defaults
     };
     let sdk = pixq_jobs::aws::sdk_config().await;
     let path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some();
@@ -52,7 +66,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         queue: Arc::new(SqsQueue::open(pixq_jobs::aws::sqs_client(&sdk), &queue_url, dlq_url).await?),
         store: Arc::new(S3Store::new(pixq_jobs::aws::s3_client(&sdk, path_style))),
         config: Arc::new(config),
-        fallback_budget: std::time::Duration::from_secs(env_or("AWS_LAMBDA_FUNCTION_TIMEOUT", "60").parse()?),
+        fallback_budget: std::time::Duration::from_secs(timeout_secs),
     };
     lambda_runtime::run(service_fn(|event| handle(&processor, event))).await
 }

@@ -1,12 +1,14 @@
 //! The one `process` step every runtime shares: read the input (limits checked from its
-//! metadata before download), run the kernel on a blocking thread, write the output and the
-//! result record, and say whether the message may be deleted, must be retried, or is poison.
+//! metadata before download), check it is the input the message names, plan it, admit it
+//! under the memory budget, run the kernel on a blocking thread under a time limit, write the
+//! output and the result record, and say whether the message may be deleted, must be
+//! retried, or is poison.
 
 use std::cell::RefCell;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use pixq_kernel::{Limits, Processor};
+use pixq_kernel::{Limits, Processor, Stop};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +28,14 @@ pub struct ProcessConfig {
     pub runtime: String,
     /// Print one CloudWatch Embedded Metric Format line per job to stdout.
     pub emf: bool,
+    /// Longest a job's kernel may run; past it the job fails permanently (a job that takes
+    /// this long once takes it every time). On Lambda the invocation's deadline also applies.
+    pub job_timeout: Duration,
 }
+
+/// Default per-job time limit: ten minutes, far beyond any sane single-image pipeline on
+/// the largest accepted image, far below "holds a lane for an hour".
+pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl Default for ProcessConfig {
     fn default() -> Self {
@@ -35,8 +44,35 @@ impl Default for ProcessConfig {
             worker_id: format!("local-{}", std::process::id()),
             runtime: "local".into(),
             emf: false,
+            job_timeout: DEFAULT_JOB_TIMEOUT,
         }
     }
+}
+
+/// A memory budget for kernels derived from this machine: three quarters of the memory the
+/// process may use (the cgroup limit when there is one, else the physical memory), leaving
+/// the rest to inputs in hand, the runtime and the system. 1024 MB when neither is readable.
+pub fn default_memory_mb() -> u64 {
+    let physical = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
+        let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb / 1024)
+    });
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(|b| b >> 20);
+    let total = match (physical, cgroup) {
+        (Some(p), Some(c)) => p.min(c),
+        (p, c) => p.or(c).unwrap_or(1365),
+    };
+    (total * 3 / 4).max(64)
+}
+
+/// The budget for a Lambda function of `function_mb` (AWS_LAMBDA_FUNCTION_MEMORY_SIZE):
+/// what is left after the runtime, the binary and the records in hand (about 96 MB), at
+/// least 64 MB.
+pub fn lambda_memory_mb(function_mb: u64) -> u64 {
+    function_mb.saturating_sub(96).max(64)
 }
 
 /// What the caller does with the message.
@@ -54,48 +90,54 @@ pub enum Outcome {
 }
 
 /// Admission to the kernel: a number of lanes (jobs computing at once, one per core by
-/// default) and a budget of decoded megapixels, so a small box does not decode two 50 MP
-/// photos at once. A job holds its admission only while the kernel runs: downloading the
-/// input and writing the output happen outside, overlapping other jobs' kernels.
+/// default) and a memory budget in MB shared by all kernels, charged with each job's
+/// estimated peak ([`pixq_kernel::Plan`]), so several workers cannot together allocate more
+/// than the machine has. A job holds its admission only while the kernel runs: downloading
+/// the input and writing the output happen outside, overlapping other jobs' kernels.
 #[derive(Debug, Clone)]
 pub struct Admission {
-    permits: Arc<Semaphore>,
+    memory: Arc<Semaphore>,
     lanes: Arc<Semaphore>,
-    budget: u32,
+    budget_mb: u32,
 }
 
 /// Held while one job runs the kernel; dropping it admits the next.
 #[derive(Debug)]
 pub struct Admitted {
     _lane: OwnedSemaphorePermit,
-    _megapixels: OwnedSemaphorePermit,
+    _memory: OwnedSemaphorePermit,
 }
 
 impl Admission {
-    /// A budget of `megapixels` decoded at once (at least 1), with no limit on lanes beyond it.
-    pub fn new(megapixels: u32) -> Admission {
-        Admission::with_lanes(megapixels, Semaphore::MAX_PERMITS)
+    /// A budget of `memory_mb` (at least 1), with no limit on lanes beyond it.
+    pub fn new(memory_mb: u64) -> Admission {
+        Admission::with_lanes(memory_mb, Semaphore::MAX_PERMITS)
     }
 
-    /// A budget of `megapixels` decoded at once and at most `lanes` kernels at once (each at
-    /// least 1).
-    pub fn with_lanes(megapixels: u32, lanes: usize) -> Admission {
-        let budget = megapixels.max(1);
+    /// A budget of `memory_mb` and at most `lanes` kernels at once (each at least 1).
+    pub fn with_lanes(memory_mb: u64, lanes: usize) -> Admission {
+        let budget_mb = memory_mb.clamp(1, u64::from(u32::MAX >> 3)) as u32;
         Admission {
-            permits: Arc::new(Semaphore::new(budget as usize)),
+            memory: Arc::new(Semaphore::new(budget_mb as usize)),
             lanes: Arc::new(Semaphore::new(lanes.clamp(1, Semaphore::MAX_PERMITS))),
-            budget,
+            budget_mb,
         }
     }
 
-    /// Waits until a lane is free and an image of `pixels` fits in the budget (an image over
-    /// the whole budget waits for all of it). `None` when `cancel` fires first.
-    pub async fn admit(&self, pixels: u64, cancel: &CancellationToken) -> Option<Admitted> {
-        let mp = (pixels.div_ceil(1_000_000) as u32).clamp(1, self.budget);
+    /// The whole budget in bytes: a job whose estimate is over it can never run here.
+    pub fn budget_bytes(&self) -> u64 {
+        u64::from(self.budget_mb) << 20
+    }
+
+    /// Waits until a lane is free and `bytes` fit in the budget. `None` when `cancel` fires
+    /// first. A job over the whole budget must be refused by the caller
+    /// ([`pixq_kernel::Plan::check_budget`]); here it would wait for all of it.
+    pub async fn admit(&self, bytes: u64, cancel: &CancellationToken) -> Option<Admitted> {
+        let mb = (bytes.div_ceil(1 << 20)).clamp(1, u64::from(self.budget_mb)) as u32;
         let both = async {
             let lane = self.lanes.clone().acquire_owned().await.ok()?;
-            let megapixels = self.permits.clone().acquire_many_owned(mp).await.ok()?;
-            Some(Admitted { _lane: lane, _megapixels: megapixels })
+            let memory = self.memory.clone().acquire_many_owned(mb).await.ok()?;
+            Some(Admitted { _lane: lane, _memory: memory })
         };
         // Biased: a job that fits right away counts as started and runs to the end; only a
         // job still waiting for room is released at shutdown.
@@ -116,14 +158,46 @@ fn run_kernel(
     limits: Limits,
     input: &[u8],
     pipeline: &pixq_kernel::Pipeline,
+    stop: &Stop,
 ) -> Result<pixq_kernel::Output, pixq_kernel::Error> {
     PROCESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().map(|p| *p.limits() != limits).unwrap_or(true) {
             *slot = Some(Processor::new(limits));
         }
-        slot.as_mut().expect("just set").process(input, pipeline)
+        slot.as_mut().expect("just set").process_with(input, pipeline, stop)
     })
+}
+
+/// Cancels the kernel's [`Stop`] when dropped: if the future running a job is dropped (the
+/// worker's grace period is over, the Lambda's time is up), the kernel on its blocking
+/// thread stops within milliseconds instead of running on unobserved.
+struct CancelOnDrop(Stop);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// Checks the downloaded bytes against the digest the message names. A forged or stale
+/// digest would otherwise name an output key for other pixels than these.
+fn verify_digest(claimed: &str, etag: Option<&str>, bytes: &[u8]) -> Result<(), String> {
+    if let Some(hex) = claimed.strip_prefix("sha256:") {
+        let actual = keys::content_digest(bytes);
+        if actual[7..] != *hex {
+            return Err(format!("input digest mismatch: the message says {claimed}, the object hashes to {actual}"));
+        }
+        return Ok(());
+    }
+    if let Some(tag) = claimed.strip_prefix("etag:") {
+        return match etag {
+            Some(e) if e == tag => Ok(()),
+            Some(e) => Err(format!("input changed: the message names ETag {tag}, the object has {e}")),
+            None => Err("the message names an ETag but the store gives none".into()),
+        };
+    }
+    Err(format!("unknown input digest '{claimed}' (expected sha256:<hex> or etag:<etag>)"))
 }
 
 fn ms_since(t: Instant) -> f64 {
@@ -197,7 +271,9 @@ async fn existing_output(store: &dyn ObjectStore, job: &Job, digest: &str) -> Re
 }
 
 /// Runs one job end to end. `attempt` is the message's receive count; `cancel` stops a job
-/// that is still waiting for admission (it is then `Released`, not started).
+/// that is still waiting for admission (it is then `Released`, not started). A kernel
+/// running past `cfg.job_timeout` stops and the job fails permanently; dropping the returned
+/// future (grace period over, Lambda deadline) stops a running kernel too.
 pub async fn process(
     job: &Job,
     attempt: u32,
@@ -250,33 +326,60 @@ pub async fn process(
         fail!(format!("input is {} bytes, over the limit of {} bytes", meta.size, cfg.limits.max_input_bytes));
     }
     let bytes = store_try!("downloading the input", store.get(&job.input.bucket, &job.input.key).await);
-    let download_ms = ms_since(t);
-    let digest_of_input = match (&job.input_digest, &meta.etag) {
-        (Some(d), _) => d.clone(),
-        (None, Some(etag)) => format!("etag:{etag}"),
-        (None, None) => keys::content_digest(&bytes),
+    if bytes.len() as u64 > cfg.limits.max_input_bytes {
+        fail!(format!("input is {} bytes, over the limit of {} bytes", bytes.len(), cfg.limits.max_input_bytes));
+    }
+    // 3. The bytes must be the input the message names (hashed off the async threads).
+    let (bytes, digest_of_input) = match &job.input_digest {
+        Some(claimed) => {
+            let (claim, etag) = (claimed.clone(), meta.etag.clone());
+            let hashed = tokio::task::spawn_blocking(move || (verify_digest(&claim, etag.as_deref(), &bytes), bytes));
+            let (checked, bytes) = match hashed.await {
+                Ok(v) => v,
+                Err(e) => return Outcome::Retry(format!("hashing the input: {e}")),
+            };
+            if let Err(reason) = checked {
+                fail!(reason);
+            }
+            (bytes, claimed.clone())
+        }
+        None => {
+            let d = match &meta.etag {
+                Some(etag) => format!("etag:{etag}"),
+                None => keys::content_digest(&bytes),
+            };
+            (bytes, d)
+        }
     };
+    let download_ms = ms_since(t);
     let digest = keys::output_digest(&digest_of_input, &job.pipeline.canonical(), pixq_kernel::KERNEL_VERSION);
 
-    // 3. Header probe (cheap), then admission by megapixels, then the kernel.
-    let probe = match pixq_kernel::codec::probe(&bytes, &cfg.limits) {
-        Ok(p) => p,
+    // 4. Plan from the header (every step's size, the peak memory), admission under the
+    //    memory budget, then the kernel under the time limit.
+    let plan = match pixq_kernel::plan(&bytes, &job.pipeline, &cfg.limits) {
+        Ok((_, plan)) => plan,
         Err(e) => fail!(e.to_string()),
     };
-    let Some(admitted) = admission.admit(u64::from(probe.width) * u64::from(probe.height), cancel).await else {
+    if let Err(e) = plan.check_budget(admission.budget_bytes()) {
+        fail!(e.to_string());
+    }
+    let Some(admitted) = admission.admit(plan.peak_bytes, cancel).await else {
         return Outcome::Released;
     };
     let input_bytes = bytes.len() as u64;
     let (limits, pipeline) = (cfg.limits, job.pipeline.clone());
+    let stop = Stop::new().with_time_limit(cfg.job_timeout);
+    let _cancel_kernel = CancelOnDrop(stop.clone());
     // The admission goes with the kernel and ends with it (even if this task is dropped
     // meanwhile): the output is written while the next job computes.
     let kernel = move || {
-        let out = run_kernel(limits, &bytes, &pipeline);
+        let out = run_kernel(limits, &bytes, &pipeline, &stop);
         drop((admitted, bytes));
         out
     };
     let out = match tokio::task::spawn_blocking(kernel).await {
         Ok(Ok(out)) => out,
+        Ok(Err(pixq_kernel::Error::Cancelled)) => return Outcome::Released,
         Ok(Err(e)) => fail!(e.to_string()),
         Err(e) if e.is_panic() => fail!(format!("the image kernel panicked on this input: {e}")),
         Err(e) => return Outcome::Retry(format!("kernel task was cancelled: {e}")),

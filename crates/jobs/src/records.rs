@@ -2,7 +2,10 @@
 //! settled on its own task, with bounded concurrency and an overall deadline, and the caller
 //! gets back only the message ids that must be retried (partial batch failure). A record
 //! that panics or cannot finish before the deadline fails alone; poison is dead-lettered
-//! with its reason and reported as done, so the event source deletes it.
+//! with its reason and reported as done, so the event source deletes it. Records cut off by
+//! the deadline are dropped, which stops their kernels (see `process`), and retried: a job
+//! is a permanent failure only when it overruns its own time limit (on Lambda, set from the
+//! function's timeout), not because its batch ran out of time.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,8 +30,8 @@ pub struct BatchConfig {
     pub concurrency: usize,
     /// Stop this long before the deadline: unfinished records are reported failed.
     pub margin: Duration,
-    /// Megapixels decoded at once.
-    pub megapixel_budget: u32,
+    /// Memory budget of all kernels at once, MB (on Lambda: from the function's memory size).
+    pub memory_mb: u64,
     /// First retry delay (set on the message's visibility); doubles per attempt.
     pub backoff_base: Duration,
     /// Longest retry delay.
@@ -44,7 +47,7 @@ impl Default for BatchConfig {
         BatchConfig {
             concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             margin: Duration::from_secs(2),
-            megapixel_budget: 64,
+            memory_mb: crate::process::default_memory_mb(),
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
             process: ProcessConfig::default(),
@@ -62,7 +65,7 @@ pub async fn handle_batch(
     cfg: Arc<BatchConfig>,
 ) -> Vec<String> {
     let cutoff = deadline.checked_sub(cfg.margin).unwrap_or(deadline);
-    let admission = Admission::with_lanes(cfg.megapixel_budget, cfg.concurrency.max(1));
+    let admission = Admission::with_lanes(cfg.memory_mb, cfg.concurrency.max(1));
     let cancel = CancellationToken::new();
     let slots = Arc::new(Semaphore::new(cfg.concurrency.max(1) * 2));
     let mut tasks = JoinSet::new();

@@ -37,8 +37,8 @@ pub struct WorkerConfig {
     pub backoff_max: Duration,
     /// How long in-flight jobs may run on after shutdown before they are released.
     pub grace: Duration,
-    /// Megapixels decoded at once across all jobs.
-    pub megapixel_budget: u32,
+    /// Memory budget of all kernels at once, MB, charged with each job's estimated peak.
+    pub memory_mb: u64,
     /// Stop after this long without receiving anything (EC2 idle stop); `None` runs on.
     pub idle_stop: Option<Duration>,
     /// Settings of the process step.
@@ -59,7 +59,7 @@ impl Default for WorkerConfig {
             backoff_base: Duration::from_secs(2),
             backoff_max: Duration::from_secs(300),
             grace: Duration::from_secs(30),
-            megapixel_budget: 64,
+            memory_mb: crate::process::default_memory_mb(),
             idle_stop: None,
             process: ProcessConfig::default(),
             events: None,
@@ -154,7 +154,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         queue,
         store,
-        admission: Admission::with_lanes(cfg.megapixel_budget, cfg.concurrency.max(1)),
+        admission: Admission::with_lanes(cfg.memory_mb, cfg.concurrency.max(1)),
         cfg,
         stats: stats.clone(),
         shutdown: shutdown.clone(),

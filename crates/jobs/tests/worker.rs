@@ -396,9 +396,9 @@ async fn admission_keeps_two_big_images_apart() {
     let never = CancellationToken::new();
     let first = adm.admit(50_000_000, &never).await.unwrap();
     let second = tokio::time::timeout(Duration::from_millis(50), adm.admit(50_000_000, &never)).await;
-    assert!(second.is_err(), "a second 50 MP image was admitted beside the first");
+    assert!(second.is_err(), "a second 48 MB job was admitted beside the first under a 64 MB budget");
     let small = tokio::time::timeout(Duration::from_millis(50), adm.admit(4_000_000, &never)).await;
-    assert!(small.is_ok(), "a small image should fit beside a big one");
+    assert!(small.is_ok(), "a 4 MB job should fit beside a 48 MB one");
     drop(small);
     drop(first);
     assert!(tokio::time::timeout(Duration::from_millis(500), adm.admit(50_000_000, &never)).await.is_ok());

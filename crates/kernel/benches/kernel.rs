@@ -41,10 +41,14 @@ fn operations(c: &mut Criterion) {
     g.bench_function("resize_lanczos3_rgb_to_1024", |b| {
         b.iter(|| r.resize(&rgb, 1024, 768, pixq_kernel::op::Filter::Lanczos3, false).unwrap())
     });
-    g.bench_function("blur_sigma2_gray", |b| b.iter(|| filter::blur(black_box(&gray), 2.0)));
-    g.bench_function("sobel_gray", |b| b.iter(|| edges::sobel(black_box(&gray))));
+    g.bench_function("blur_sigma2_gray", |b| {
+        b.iter(|| filter::blur(black_box(&gray), 2.0, &pixq_kernel::Stop::new()).unwrap())
+    });
+    g.bench_function("sobel_gray", |b| b.iter(|| edges::sobel(black_box(&gray), &pixq_kernel::Stop::new()).unwrap()));
     g.bench_function("rotate90_rgb", |b| b.iter(|| geometry::orient(black_box(&rgb), Orientation::Rotate90)));
-    g.bench_function("png_level6_gray", |b| b.iter(|| pixq_kernel::png::encode(black_box(&gray), 6, None).unwrap()));
+    g.bench_function("png_level6_gray", |b| {
+        b.iter(|| pixq_kernel::png::encode(black_box(&gray), 6, None, &pixq_kernel::Stop::new()).unwrap())
+    });
     g.finish();
 }
 

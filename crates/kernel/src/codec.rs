@@ -1,7 +1,11 @@
 //! Decoding with limits and encoding.
 //!
 //! Decoding always starts with a header-only [`probe`]: the limits are checked against the
-//! declared size before a single pixel buffer is allocated. JPEG goes through libjpeg-turbo
+//! declared size before a single pixel buffer is allocated. The probe is the decoder's own
+//! header parse (libjpeg-turbo's for JPEG, the `image` decoders' for the rest), never a
+//! walk of our own that could read a different frame header than the decoder does. Two
+//! guards follow it: the decode re-reads the header and refuses one that disagrees with the
+//! probe, and it sizes its own allocation from the probed (limit-checked) dimensions. JPEG goes through libjpeg-turbo
 //! (feature `turbojpeg`, on by default) which can decode at M/8 scale in the DCT domain
 //! ("shrink-on-load"); everything else, and JPEG without the feature, through the `image`
 //! crate's pure-Rust decoders.
@@ -21,6 +25,14 @@ pub struct Probe {
     pub width: u32,
     /// Stored height (before orientation).
     pub height: u32,
+    /// Channel layout of the decoded raster (8 bits each).
+    pub channels: Channels,
+    /// Bytes the decoder's own buffer takes at full scale (16-bit and CMYK inputs take more
+    /// than the 8-bit raster they become).
+    pub native_bytes: u64,
+    /// Whether the decoder can shrink on load (libjpeg-turbo's DCT scaling: lossy YCbCr or
+    /// gray JPEG); everything else decodes at full size.
+    pub shrinkable: bool,
     /// EXIF orientation.
     pub orientation: Orientation,
     /// Embedded ICC profile.
@@ -64,14 +76,45 @@ fn sniff(input: &[u8], limits: &Limits) -> Result<Format, Error> {
     Format::sniff(input).ok_or(Error::UnknownFormat)
 }
 
+/// The `image` crate's limits for our limits: strict sides (enforced by the decoders
+/// themselves) and an allocation cap as a backstop for decoders that allocate more than the
+/// pixels they declare (16-bit RGBA is 8 bytes a pixel).
+fn image_limits(limits: &Limits) -> image::Limits {
+    let mut il = image::Limits::default();
+    il.max_image_width = Some(limits.max_dimension);
+    il.max_image_height = Some(limits.max_dimension);
+    il.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    il
+}
+
 fn image_reader<'a>(input: &'a [u8], format: Format, limits: &Limits) -> image::ImageReader<Cursor<&'a [u8]>> {
     let mut reader = image::ImageReader::with_format(Cursor::new(input), format.to_image_format());
-    // Our own checks run on the header first and give typed errors; this is a backstop
-    // for decoders that allocate more than the pixels they declare.
-    let mut il = image::Limits::default();
-    il.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
-    reader.limits(il);
+    reader.limits(image_limits(limits));
     reader
+}
+
+fn channels_of(ct: image::ColorType) -> Channels {
+    match (ct.has_color(), ct.has_alpha()) {
+        (false, false) => Channels::Gray,
+        (false, true) => Channels::GrayAlpha,
+        (true, false) => Channels::Rgb,
+        (true, true) => Channels::Rgba,
+    }
+}
+
+/// Refuses a decoder whose header disagrees with the probe (two parsers, one file, two
+/// answers: the file is crafted or broken, and the larger answer must not be allocated).
+fn same_header(format: Format, probe: &Probe, width: u32, height: u32) -> Result<(), Error> {
+    if (width, height) != (probe.width, probe.height) {
+        return Err(decode_err(
+            format,
+            format!(
+                "inconsistent headers: the decoder reads {width}x{height}, the probe read {}x{}",
+                probe.width, probe.height
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads the header: format, size, orientation, ICC. Refuses inputs over the limits.
@@ -79,49 +122,71 @@ pub fn probe(input: &[u8], limits: &Limits) -> Result<Probe, Error> {
     use image::ImageDecoder;
     let format = sniff(input, limits)?;
     if format == Format::Jpeg {
-        let (width, height) = jpeg_dims(input)?;
         check_jpeg_complete(input)?;
+        let (width, height, channels, native, shrinkable) = jpeg_header(input)?;
+        if width == 0 || height == 0 {
+            return Err(decode_err(format, "frame header declares a zero size"));
+        }
         limits.check_dimensions(width, height)?;
         let JpegMeta { orientation, icc } = read_jpeg_meta(input);
-        return Ok(Probe { format, width, height, orientation, icc });
+        let native_bytes = u64::from(width) * u64::from(height) * native;
+        return Ok(Probe { format, width, height, channels, native_bytes, shrinkable, orientation, icc });
     }
-    let mut dec = image_reader(input, format, limits).into_decoder().map_err(|e| decode_err(format, e))?;
+    // The probe reads the header without the decoders' strict side limits, so an oversized
+    // image gets our typed limit error with its declared size.
+    let mut il = image_limits(limits);
+    (il.max_image_width, il.max_image_height) = (None, None);
+    let mut reader = image::ImageReader::with_format(Cursor::new(input), format.to_image_format());
+    reader.limits(il);
+    let mut dec = reader.into_decoder().map_err(|e| limit_or_decode(format, limits, e))?;
     let (width, height) = dec.dimensions();
+    if width == 0 || height == 0 {
+        return Err(decode_err(format, "header declares a zero size"));
+    }
     limits.check_dimensions(width, height)?;
+    let channels = channels_of(dec.color_type());
+    let native_bytes = dec.total_bytes();
     let orientation = dec.orientation().map(|o| Orientation::from_exif(u16::from(o.to_exif()))).unwrap_or_default();
     let icc = dec.icc_profile().ok().flatten().filter(|p| !p.is_empty());
-    Ok(Probe { format, width, height, orientation, icc })
+    Ok(Probe { format, width, height, channels, native_bytes, shrinkable: false, orientation, icc })
 }
 
-/// Frame size from the first SOF marker.
-fn jpeg_dims(input: &[u8]) -> Result<(u32, u32), Error> {
-    let mut i = 2;
-    while i + 4 <= input.len() {
-        if input[i] != 0xFF {
-            return Err(decode_err(Format::Jpeg, "marker expected, found image data before any frame header"));
+/// A decoder's limit refusal as our typed limit error (the sides are checked by the decoder
+/// itself before we see them), anything else as a decode error.
+fn limit_or_decode(format: Format, limits: &Limits, e: image::ImageError) -> Error {
+    match e {
+        image::ImageError::Limits(l) if matches!(l.kind(), image::error::LimitErrorKind::DimensionError) => {
+            decode_err(format, format!("a side is over the limit of {} pixels (decoder's check)", limits.max_dimension))
         }
-        let m = input[i + 1];
-        if m == 0xFF {
-            i += 1;
-            continue;
-        }
-        let len = u16::from_be_bytes([input[i + 2], input[i + 3]]) as usize;
-        let is_sof = matches!(m, 0xC0..=0xCF) && !matches!(m, 0xC4 | 0xC8 | 0xCC);
-        if is_sof {
-            let b = input.get(i + 5..i + 9).ok_or_else(|| decode_err(Format::Jpeg, "truncated frame header"))?;
-            let h = u32::from(u16::from_be_bytes([b[0], b[1]]));
-            let w = u32::from(u16::from_be_bytes([b[2], b[3]]));
-            if w == 0 || h == 0 {
-                return Err(decode_err(Format::Jpeg, "frame header declares a zero size"));
-            }
-            return Ok((w, h));
-        }
-        if m == 0xDA || m == 0xD9 || len < 2 {
-            break;
-        }
-        i += 2 + len;
+        e => decode_err(format, e),
     }
-    Err(decode_err(Format::Jpeg, "no frame header (file truncated or not a JPEG)"))
+}
+
+type JpegHeader = (u32, u32, Channels, u64, bool);
+
+/// The JPEG frame header as libjpeg-turbo reads it: (width, height, decoded channels,
+/// native bytes per pixel, shrinkable). Header only: no pixel buffer.
+#[cfg(feature = "turbojpeg")]
+fn jpeg_header(input: &[u8]) -> Result<JpegHeader, Error> {
+    let h = turbojpeg::read_header(input).map_err(|e| decode_err(Format::Jpeg, e))?;
+    let (channels, native, shrinkable) = match h.colorspace {
+        turbojpeg::Colorspace::Gray => (Channels::Gray, 1, !h.is_lossless),
+        // CMYK/YCCK decode through the pure-Rust decoder: 4 bytes a pixel, then RGB.
+        turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK => (Channels::Rgb, 4, false),
+        _ => (Channels::Rgb, 3, !h.is_lossless),
+    };
+    let dim = |v: usize| u32::try_from(v).map_err(|_| decode_err(Format::Jpeg, "frame header size out of range"));
+    Ok((dim(h.width)?, dim(h.height)?, channels, native, shrinkable))
+}
+
+/// The JPEG frame header as the pure-Rust decoder reads it (no shrink-on-load).
+#[cfg(not(feature = "turbojpeg"))]
+fn jpeg_header(input: &[u8]) -> Result<JpegHeader, Error> {
+    use image::ImageDecoder;
+    let dec = image::codecs::jpeg::JpegDecoder::new(Cursor::new(input)).map_err(|e| decode_err(Format::Jpeg, e))?;
+    let (w, h) = dec.dimensions();
+    let channels = channels_of(dec.color_type());
+    Ok((w, h, channels, 4, false))
 }
 
 /// A truncated JPEG has no end-of-image marker after its first scan. (Entropy-coded data
@@ -157,7 +222,7 @@ impl Codecs {
     ) -> Result<Raster, Error> {
         #[cfg(feature = "turbojpeg")]
         if probe.format == Format::Jpeg {
-            match self.decode_turbo(input, probe, need) {
+            match self.decode_turbo(input, probe, limits, need) {
                 Ok(r) => return Ok(r),
                 // CMYK/YCCK: libjpeg-turbo cannot convert those to RGB; the pure-Rust decoder can.
                 Err(TurboFail::Unsupported) => {}
@@ -165,7 +230,15 @@ impl Codecs {
             }
         }
         let _ = need;
-        let dec = image_reader(input, probe.format, limits).into_decoder().map_err(|e| decode_err(probe.format, e))?;
+        use image::ImageDecoder;
+        let dec = image_reader(input, probe.format, limits)
+            .into_decoder()
+            .map_err(|e| limit_or_decode(probe.format, limits, e))?;
+        let (w, h) = dec.dimensions();
+        same_header(probe.format, probe, w, h)?;
+        if dec.total_bytes() > probe.native_bytes.max(u64::from(w) * u64::from(h) * 4) {
+            return Err(decode_err(probe.format, "the decoder asks for more memory than the header declares"));
+        }
         let img = image::DynamicImage::from_decoder(dec).map_err(|e| decode_err(probe.format, e))?;
         Ok(from_dynamic(img))
     }
@@ -173,20 +246,37 @@ impl Codecs {
     /// Decodes frame `n` (0-based) of an animated GIF or WebP. Frames before it are decoded
     /// and dropped one at a time (each is at most the canvas the header declared, which the
     /// limits already allowed), so memory stays at one frame.
-    pub fn decode_frame(&mut self, input: &[u8], probe: &Probe, n: u32) -> Result<Raster, Error> {
-        use image::AnimationDecoder;
+    pub fn decode_frame(
+        &mut self,
+        input: &[u8],
+        probe: &Probe,
+        limits: &Limits,
+        n: u32,
+        stop: &crate::Stop,
+    ) -> Result<Raster, Error> {
+        use image::{AnimationDecoder, ImageDecoder};
         let op = format!("frame:{n}");
+        let lim_err = |f: Format| move |e: image::ImageError| limit_or_decode(f, limits, e);
         let frames: image::Frames<'_> = match probe.format {
-            Format::Gif => image::codecs::gif::GifDecoder::new(Cursor::new(input))
-                .map_err(|e| decode_err(Format::Gif, e))?
-                .into_frames(),
-            Format::Webp => image::codecs::webp::WebPDecoder::new(Cursor::new(input))
-                .map_err(|e| decode_err(Format::Webp, e))?
-                .into_frames(),
+            Format::Gif => {
+                let mut d = image::codecs::gif::GifDecoder::new(Cursor::new(input)).map_err(lim_err(Format::Gif))?;
+                d.set_limits(image_limits(limits)).map_err(lim_err(Format::Gif))?;
+                let (w, h) = d.dimensions();
+                same_header(Format::Gif, probe, w, h)?;
+                d.into_frames()
+            }
+            Format::Webp => {
+                let mut d = image::codecs::webp::WebPDecoder::new(Cursor::new(input)).map_err(lim_err(Format::Webp))?;
+                d.set_limits(image_limits(limits)).map_err(lim_err(Format::Webp))?;
+                let (w, h) = d.dimensions();
+                same_header(Format::Webp, probe, w, h)?;
+                d.into_frames()
+            }
             other => return Err(Error::Op { op, reason: format!("{other} images have a single frame") }),
         };
         let mut seen = 0;
         for frame in frames {
+            stop.check()?;
             let frame = frame.map_err(|e| decode_err(probe.format, e))?;
             if seen == n {
                 return Ok(from_dynamic(image::DynamicImage::ImageRgba8(frame.into_buffer())));
@@ -197,13 +287,21 @@ impl Codecs {
     }
 
     #[cfg(feature = "turbojpeg")]
-    fn decode_turbo(&mut self, input: &[u8], probe: &Probe, need: Option<(u64, u64)>) -> Result<Raster, TurboFail> {
+    fn decode_turbo(
+        &mut self,
+        input: &[u8],
+        probe: &Probe,
+        limits: &Limits,
+        need: Option<(u64, u64)>,
+    ) -> Result<Raster, TurboFail> {
         let err = |e: turbojpeg::Error| TurboFail::Error(decode_err(Format::Jpeg, e));
         if self.dec.is_none() {
             self.dec = Some(turbojpeg::Decompressor::new().map_err(err)?);
         }
         let dec = self.dec.as_mut().expect("just set");
         let header = dec.read_header(input).map_err(err)?;
+        let dims = (u32::try_from(header.width).unwrap_or(u32::MAX), u32::try_from(header.height).unwrap_or(u32::MAX));
+        same_header(Format::Jpeg, probe, dims.0, dims.1).map_err(TurboFail::Error)?;
         let (pf, channels) = match header.colorspace {
             turbojpeg::Colorspace::Gray => (turbojpeg::PixelFormat::GRAY, Channels::Gray),
             turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK => return Err(TurboFail::Unsupported),
@@ -214,6 +312,11 @@ impl Codecs {
         dec.set_scaling_factor(factor).map_err(err)?;
         let scaled = header.scaled(factor);
         let (w, h) = (scaled.width, scaled.height);
+        // The buffer is sized from the checked header, and capped again here on its own.
+        let bytes = (w as u64).saturating_mul(h as u64).saturating_mul(channels.count() as u64);
+        if w as u64 > u64::from(probe.width) || h as u64 > u64::from(probe.height) || bytes > limits.max_pixels * 3 {
+            return Err(TurboFail::Error(decode_err(Format::Jpeg, "decoded size exceeds the checked header")));
+        }
         let mut pixels = vec![0u8; w * h * channels.count()];
         let image =
             turbojpeg::Image { pixels: &mut pixels[..], width: w, pitch: w * channels.count(), height: h, format: pf };
@@ -228,6 +331,7 @@ impl Codecs {
         format: Format,
         spec: &OutputSpec,
         icc: Option<&[u8]>,
+        stop: &crate::Stop,
     ) -> Result<Vec<u8>, Error> {
         let enc_err = |e: &dyn std::fmt::Display| Error::Encode { format, reason: e.to_string() };
         match format {
@@ -251,8 +355,9 @@ impl Codecs {
                     None => jpeg,
                 })
             }
-            Format::Png => crate::png::encode(img, spec.compression.unwrap_or(OutputSpec::DEFAULT_COMPRESSION), icc)
-                .map_err(|e| enc_err(&e)),
+            Format::Png => {
+                crate::png::encode(img, spec.compression.unwrap_or(OutputSpec::DEFAULT_COMPRESSION), icc, stop)
+            }
             Format::Webp => {
                 let (data, alpha) = match img.channels() {
                     // WebP has no gray mode: widen to RGB(A).

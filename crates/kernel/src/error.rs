@@ -1,5 +1,6 @@
 //! The kernel's error type. Every kernel error is permanent: the same bytes and pipeline give
-//! the same error again, so a caller never needs to retry one.
+//! the same error again, so a caller never needs to retry one. The one exception is
+//! [`Error::Cancelled`]: the caller stopped the kernel itself (see [`crate::Stop`]).
 
 use crate::Format;
 
@@ -94,6 +95,25 @@ pub enum Error {
     /// The pipeline string is malformed.
     #[error("bad pipeline: {0}")]
     Pipeline(#[from] ParseError),
+    /// The pipeline's estimated peak memory is over the budget the caller allows.
+    #[error("needs about {needed_mb} MB of memory ({detail}), over the budget of {budget_mb} MB")]
+    OverBudget {
+        /// Estimated peak, MB.
+        needed_mb: u64,
+        /// Budget, MB.
+        budget_mb: u64,
+        /// Which step needs it and at what size.
+        detail: String,
+    },
+    /// The job ran past its time limit (stopped cooperatively).
+    #[error("stopped after its time limit of {limit:?}")]
+    TimedOut {
+        /// The limit that was exceeded.
+        limit: std::time::Duration,
+    },
+    /// The caller cancelled the work (shutdown); not a property of the input.
+    #[error("cancelled")]
+    Cancelled,
     /// A broken invariant inside the kernel (a bug, reported instead of panicking).
     #[error("internal error: {0}")]
     Internal(String),
@@ -108,6 +128,8 @@ impl Error {
                 | Error::TooManyPixels { .. }
                 | Error::DimensionTooLarge { .. }
                 | Error::OutputTooLarge { .. }
+                | Error::OverBudget { .. }
+                | Error::TimedOut { .. }
         )
     }
 }

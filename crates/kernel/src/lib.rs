@@ -12,6 +12,8 @@
 //! - [`ops`]: the operations, one module per family (geometry, resize, color, filter, edges,
 //!   smartcrop).
 //! - [`png`]: the PNG encoder (adaptive filters, zlib-rs).
+//! - [`plan`]: every step's size and the peak memory of a job, from the header alone.
+//! - [`Stop`]: cooperative cancellation and time limits, checked inside long operations.
 //! - [`Processor`]: one call from bytes to bytes, with per-stage timings; keep one per
 //!   worker thread to reuse scratch buffers and codec handles.
 //!
@@ -32,8 +34,10 @@ mod limits;
 pub mod meta;
 pub mod op;
 pub mod ops;
+pub mod plan;
 pub mod png;
 mod raster;
+mod stop;
 
 use std::time::{Duration, Instant};
 
@@ -44,15 +48,13 @@ pub use limits::Limits;
 pub use meta::Orientation;
 pub use op::{Op, OutputSpec, Pipeline};
 pub use ops::geometry::Rect;
+pub use plan::Plan;
 pub use raster::{Channels, Raster};
+pub use stop::Stop;
 
 /// Version of the pixel semantics. It is hashed into content-addressed output keys, so bump
 /// it whenever the same input and pipeline could give different bytes.
 pub const KERNEL_VERSION: &str = concat!("k2-", env!("CARGO_PKG_VERSION"));
-
-/// JPEG shrink-on-load keeps at least this factor for the final resample, as libvips does:
-/// the DCT-domain reduction is a block filter, the Lanczos pass after it does the quality.
-const SHRINK_MARGIN: f64 = 2.0;
 
 /// Time spent per stage.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -99,7 +101,7 @@ pub fn process(input: &[u8], pipeline: &Pipeline, limits: &Limits) -> Result<Out
 
 /// Encodes a raster with default codec state (handy for tests and tools).
 pub fn encode(img: &Raster, format: Format, spec: &OutputSpec) -> Result<Vec<u8>, Error> {
-    codec::Codecs::default().encode(img, format, spec, None)
+    codec::Codecs::default().encode(img, format, spec, None, &Stop::new())
 }
 
 /// Decodes bytes to a raster with orientation applied (no operations).
@@ -109,17 +111,12 @@ pub fn decode(input: &[u8], limits: &Limits) -> Result<Raster, Error> {
     Ok(ops::geometry::orient(&r, probe.orientation))
 }
 
-/// Size the first op needs from the decoder, in oriented coordinates, if it only shrinks.
-fn shrink_need(ops: &[Op], w: u32, h: u32) -> Option<(u64, u64)> {
-    let (nw, nh) = match ops.first()? {
-        Op::Thumbnail { size } => ops::resize::thumbnail_dims(w, h, *size),
-        Op::Resize { width, height, fit, filter } if *filter != op::Filter::Nearest => {
-            ops::resize::source_scale_dims(w, h, *width, *height, *fit)
-        }
-        _ => return None,
-    };
-    let m = |v: u64| (v as f64 * SHRINK_MARGIN).ceil() as u64;
-    Some((m(nw), m(nh)))
+/// Probes `input` and plans `pipeline` on it: every step's size and the peak memory, without
+/// decoding a pixel. Refuses what the limits refuse.
+pub fn plan(input: &[u8], pipeline: &Pipeline, limits: &Limits) -> Result<(Probe, Plan), Error> {
+    let probe = codec::probe(input, limits)?;
+    let plan = plan::plan(input.len(), &probe, pipeline, limits)?;
+    Ok((probe, plan))
 }
 
 impl Processor {
@@ -135,14 +132,20 @@ impl Processor {
 
     /// Decodes `input`, applies EXIF orientation and every op, and encodes the result.
     pub fn process(&mut self, input: &[u8], pipeline: &Pipeline) -> Result<Output, Error> {
+        self.process_with(input, pipeline, &Stop::new())
+    }
+
+    /// [`Processor::process`] that ends early with `Error::Cancelled` or `Error::TimedOut`
+    /// when `stop` fires (checked between steps and every few rows inside long ones).
+    pub fn process_with(&mut self, input: &[u8], pipeline: &Pipeline, stop: &Stop) -> Result<Output, Error> {
         let t0 = Instant::now();
         let probe = codec::probe(input, &self.limits)?;
+        let plan = plan::plan(input.len(), &probe, pipeline, &self.limits)?;
+        stop.check()?;
         let (ow, oh) = probe.oriented_dims();
-        let need = shrink_need(&pipeline.ops, ow, oh)
-            .map(|(a, b)| if probe.orientation.swaps_dimensions() { (b, a) } else { (a, b) });
         let decoded = match pipeline.frame {
-            Some(n) if n > 0 => self.codecs.decode_frame(input, &probe, n)?,
-            _ => self.codecs.decode(input, &probe, &self.limits, need)?,
+            Some(n) if n > 0 => self.codecs.decode_frame(input, &probe, &self.limits, n, stop)?,
+            _ => self.codecs.decode(input, &probe, &self.limits, plan.decode_need)?,
         };
         let mut img = if probe.orientation == Orientation::Normal {
             decoded
@@ -155,14 +158,25 @@ impl Processor {
         // The first op sizes itself from the source as declared, not from a shrunk decode,
         // so shrink-on-load never changes output dimensions.
         let mut logical = Some((ow, oh));
-        for op in &pipeline.ops {
+        for (i, (op, want)) in pipeline.ops.iter().zip(&plan.steps).enumerate() {
+            stop.check()?;
             let (lw, lh) = logical.take().unwrap_or((img.width(), img.height()));
-            img = self.apply(op, img, lw, lh, &mut smart_crop)?;
+            img = self.apply(op, img, lw, lh, &mut smart_crop, stop)?;
+            if (img.width(), img.height(), img.channels()) != *want {
+                return Err(Error::Internal(format!(
+                    "step {} '{op}' made {}x{} {:?}, its plan said {want:?}",
+                    i + 1,
+                    img.width(),
+                    img.height(),
+                    img.channels()
+                )));
+            }
         }
         let t2 = Instant::now();
+        stop.check()?;
 
-        let format = pipeline.output.format.unwrap_or(probe.format);
-        let bytes = self.codecs.encode(&img, format, &pipeline.output, probe.icc.as_deref())?;
+        let format = plan.format;
+        let bytes = self.codecs.encode(&img, format, &pipeline.output, probe.icc.as_deref(), stop)?;
         let t3 = Instant::now();
         Ok(Output {
             bytes,
@@ -184,7 +198,15 @@ impl Processor {
     }
 
     /// Applies one op. `(lw, lh)` is the logical size of `img` used to size the output.
-    fn apply(&mut self, op: &Op, img: Raster, lw: u32, lh: u32, smart: &mut Option<Rect>) -> Result<Raster, Error> {
+    fn apply(
+        &mut self,
+        op: &Op,
+        img: Raster,
+        lw: u32,
+        lh: u32,
+        smart: &mut Option<Rect>,
+        stop: &Stop,
+    ) -> Result<Raster, Error> {
         use ops::{color, edges, filter, geometry, resize, smartcrop};
         Ok(match *op {
             Op::Thumbnail { size } => {
@@ -211,9 +233,9 @@ impl Processor {
                 self.resizer.resize(&cropped, w, h, op::Filter::Lanczos3, false)?
             }
             Op::Rotate { degrees, background } => {
-                let r = geometry::rotate(&img, degrees, background);
-                self.check_out(op, u64::from(r.width()), u64::from(r.height()))?;
-                r
+                let (w, h) = geometry::rotated_dims(img.width(), img.height(), degrees);
+                self.check_out(op, w, h)?;
+                geometry::rotate(&img, degrees, background, stop)?
             }
             Op::Flip { axis } => geometry::orient(
                 &img,
@@ -223,13 +245,13 @@ impl Processor {
                 },
             ),
             Op::Grayscale => color::grayscale(&img),
-            Op::Blur { sigma } => filter::blur(&img, sigma),
-            Op::Sharpen { sigma, amount } => filter::sharpen(&img, sigma, amount),
+            Op::Blur { sigma } => filter::blur(&img, sigma, stop)?,
+            Op::Sharpen { sigma, amount } => filter::sharpen(&img, sigma, amount, stop)?,
             Op::Brightness { amount } => with_lut(img, &color::brightness_lut(amount)),
             Op::Contrast { factor } => with_lut(img, &color::contrast_lut(factor)),
             Op::Gamma { gamma } => with_lut(img, &color::gamma_lut(gamma)),
             Op::Invert => with_lut(img, &color::invert_lut()),
-            Op::Sobel => edges::sobel(&img),
+            Op::Sobel => edges::sobel(&img, stop)?,
             Op::Threshold { level } => color::threshold(&img, level),
         })
     }

@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 pub struct Limits {
     /// Largest accepted input, in bytes (checked before the header is even parsed).
     pub max_input_bytes: u64,
-    /// Largest accepted width * height of the source. 50 MP, like imgproxy's default.
+    /// Largest accepted width * height of the source. 120 MP: every current full-frame
+    /// camera (61 MP: 9504x6336) and 100 MP medium format (11648x8736) fit; imgproxy's
+    /// default of 50 MP refuses 50.3 MP cameras. Memory is bounded by the caller's budget
+    /// over the plan's estimate, not by this limit alone.
     pub max_pixels: u64,
     /// Longest accepted side of the source.
     pub max_dimension: u32,
@@ -21,7 +24,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_input_bytes: 100 * 1024 * 1024,
-            max_pixels: 50_000_000,
+            max_pixels: 120_000_000,
             max_dimension: 50_000,
             max_output_dimension: 16_384,
         }

@@ -86,29 +86,51 @@ pub struct JpegMeta {
     pub icc: Option<Vec<u8>>,
 }
 
-/// Walks the marker segments before the first scan. Malformed segments end the walk quietly:
-/// the decoder, not this reader, decides whether the file is broken.
+/// The marker segments before the first scan, walked as libjpeg walks them: bytes that are
+/// not a marker are skipped up to the next 0xFF (libjpeg warns "extraneous bytes"), fill
+/// bytes (0xFF 0xFF ...) are skipped, the standalone markers (SOI, RST0-7, TEM) carry no
+/// length, and a segment whose length runs past the end stops the walk. Yields
+/// (marker, body).
+pub fn jpeg_segments(jpeg: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    let mut i = 2;
+    std::iter::from_fn(move || {
+        loop {
+            while i < jpeg.len() && jpeg[i] != 0xFF {
+                i += 1;
+            }
+            while i + 1 < jpeg.len() && jpeg[i + 1] == 0xFF {
+                i += 1;
+            }
+            let marker = *jpeg.get(i + 1)?;
+            if marker == 0x00 {
+                // A stuffed zero is data, not a marker.
+                i += 2;
+                continue;
+            }
+            if matches!(marker, 0x01 | 0xD0..=0xD8) {
+                i += 2;
+                continue;
+            }
+            if marker == 0xDA || marker == 0xD9 {
+                return None;
+            }
+            let len = u16::from_be_bytes([*jpeg.get(i + 2)?, *jpeg.get(i + 3)?]) as usize;
+            if len < 2 || i + 2 + len > jpeg.len() {
+                return None;
+            }
+            let body = &jpeg[i + 4..i + 2 + len];
+            i += 2 + len;
+            return Some((marker, body));
+        }
+    })
+}
+
+/// Reads orientation and ICC from the segments before the first scan. Malformed segments end
+/// the walk quietly: the decoder, not this reader, decides whether the file is broken.
 pub fn read_jpeg_meta(jpeg: &[u8]) -> JpegMeta {
     let mut meta = JpegMeta::default();
     let mut chunks: Vec<(u8, &[u8])> = Vec::new();
-    let mut i = 2;
-    while i + 4 <= jpeg.len() {
-        if jpeg[i] != 0xFF {
-            break;
-        }
-        let marker = jpeg[i + 1];
-        if marker == 0xFF {
-            i += 1;
-            continue;
-        }
-        if marker == 0xDA || marker == 0xD9 {
-            break;
-        }
-        let len = u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]) as usize;
-        if len < 2 || i + 2 + len > jpeg.len() {
-            break;
-        }
-        let body = &jpeg[i + 4..i + 2 + len];
+    for (marker, body) in jpeg_segments(jpeg) {
         if marker == 0xE1 && body.starts_with(b"Exif\0\0") {
             if let Some(o) = exif_orientation(&body[6..]) {
                 meta.orientation = o;
@@ -116,7 +138,6 @@ pub fn read_jpeg_meta(jpeg: &[u8]) -> JpegMeta {
         } else if marker == 0xE2 && body.starts_with(b"ICC_PROFILE\0") && body.len() > 14 {
             chunks.push((body[12], &body[14..]));
         }
-        i += 2 + len;
     }
     if !chunks.is_empty() {
         chunks.sort_by_key(|c| c.0);
@@ -225,6 +246,19 @@ mod tests {
         }
         assert_eq!(exif_orientation(b"garbage"), None);
         assert_eq!(exif_orientation(&exif_block(6, true)[..12]), None);
+    }
+
+    #[test]
+    fn segment_walk_skips_standalone_markers_fill_bytes_and_garbage() {
+        // SOI, RST0 (no length), fill bytes, APP1 whose body holds a fake segment, then
+        // garbage, then COM, then SOS.
+        let mut j = vec![0xFF, 0xD8, 0xFF, 0xD0, 0xFF, 0xFF, 0xFF, 0xE1, 0, 8];
+        j.extend_from_slice(&[0xFF, 0xC0, 0, 4, 1, 2]);
+        j.extend_from_slice(&[0x12, 0x34, 0xFF, 0xFE, 0, 3, b'x', 0xFF, 0x01, 0xFF, 0xDA, 0, 2]);
+        let segs: Vec<(u8, Vec<u8>)> = jpeg_segments(&j).map(|(m, b)| (m, b.to_vec())).collect();
+        assert_eq!(segs, vec![(0xE1, vec![0xFF, 0xC0, 0, 4, 1, 2]), (0xFE, vec![b'x'])]);
+        // A length that runs past the end stops the walk.
+        assert_eq!(jpeg_segments(&[0xFF, 0xD8, 0xFF, 0xE1, 0xFF, 0xFF, 1]).count(), 0);
     }
 
     #[test]

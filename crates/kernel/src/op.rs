@@ -221,7 +221,12 @@ impl OutputSpec {
 }
 
 /// Parsed pipeline: operations in order plus output settings.
+///
+/// Deserialising one (from a queued job, say) runs the same checks as [`Pipeline::parse`]:
+/// the value is re-read through its canonical string, so every range, combination and count
+/// rule lives in the parser alone and a message cannot carry what the parser would refuse.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(try_from = "Unchecked")]
 pub struct Pipeline {
     /// Steps, applied in order after EXIF orientation.
     pub ops: Vec<Op>,
@@ -235,6 +240,29 @@ pub struct Pipeline {
 
 /// Highest frame index `frame:N` accepts.
 pub const MAX_FRAME: u32 = 10_000;
+
+/// Most pixel-transforming steps one pipeline may have (output settings do not count). Time
+/// is bounded separately by the caller's time limit; this keeps a pipeline readable and its
+/// plan small.
+pub const MAX_STEPS: usize = 32;
+
+/// The wire shape of a [`Pipeline`] before validation.
+#[derive(Deserialize)]
+struct Unchecked {
+    ops: Vec<Op>,
+    #[serde(default)]
+    output: OutputSpec,
+    #[serde(default)]
+    frame: Option<u32>,
+}
+
+impl TryFrom<Unchecked> for Pipeline {
+    type Error = ParseError;
+    fn try_from(u: Unchecked) -> Result<Pipeline, ParseError> {
+        let raw = Pipeline { ops: u.ops, output: u.output, frame: u.frame };
+        Pipeline::parse(&raw.canonical())
+    }
+}
 
 /// One line of `pixq ops`: a step's syntax, meaning and an example.
 #[derive(Debug, Clone, Copy)]
@@ -581,6 +609,9 @@ impl Pipeline {
                 }
                 _ => return Err(step.err(format!("unknown step '{}' (run `pixq ops` for the list)", step.name))),
             };
+            if p.ops.len() == MAX_STEPS {
+                return Err(step.err(format!("a pipeline has at most {MAX_STEPS} steps")));
+            }
             p.ops.push(op);
         }
         if let Some((index, text)) = lossless_step
@@ -706,6 +737,32 @@ mod tests {
         );
         assert_eq!(Pipeline::parse(&p.canonical()).unwrap(), p);
         assert_eq!(Pipeline::parse("").unwrap(), Pipeline::default());
+    }
+
+    #[test]
+    fn deserialising_runs_the_parser_checks() {
+        let bad = [
+            (r#"{"ops":[{"op":"blur","sigma":1e10}]}"#, "sigma must be <= 100"),
+            (r#"{"ops":[{"op":"blur","sigma":-1}]}"#, "sigma must be > 0"),
+            (r#"{"ops":[{"op":"thumbnail","size":0}]}"#, "size must be in 1..=1000000"),
+            (r#"{"ops":[{"op":"resize","width":0,"height":0}]}"#, "cannot both be 0"),
+            (r#"{"ops":[{"op":"rotate","degrees":1e30}]}"#, "angle"),
+            (r#"{"ops":[{"op":"brightness","amount":30000}]}"#, "-255..=255"),
+            (r#"{"ops":[{"op":"aspect","width":0,"height":1}]}"#, "ratio width"),
+            (r#"{"ops":[],"output":{"quality":0}}"#, "quality"),
+            (r#"{"ops":[],"output":{"compression":12}}"#, "level"),
+            (r#"{"ops":[],"output":{"lossless":true}}"#, "lossless is for WebP"),
+            (r#"{"ops":[],"frame":4000000000}"#, "frame"),
+        ];
+        for (json, want) in bad {
+            let e = serde_json::from_str::<Pipeline>(json).unwrap_err().to_string();
+            assert!(e.contains(want), "{json}: {e}");
+        }
+        let many = format!(r#"{{"ops":[{}]}}"#, vec![r#"{"op":"invert"}"#; MAX_STEPS + 1].join(","));
+        assert!(serde_json::from_str::<Pipeline>(&many).unwrap_err().to_string().contains("at most 32 steps"));
+        let ok = format!(r#"{{"ops":[{}]}}"#, vec![r#"{"op":"invert"}"#; MAX_STEPS].join(","));
+        assert_eq!(serde_json::from_str::<Pipeline>(&ok).unwrap().ops.len(), MAX_STEPS);
+        assert!(Pipeline::parse(&vec!["invert"; MAX_STEPS + 1].join(",")).is_err());
     }
 
     #[test]

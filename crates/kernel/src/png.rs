@@ -78,7 +78,18 @@ fn filter_row(cur: &[u8], prev: &[u8], bpp: usize, cand: &mut [Vec<u8>; 5]) -> u
 }
 
 /// Encodes an 8-bit raster as PNG at zlib `level` (0..=9), embedding `icc` when given.
-pub fn encode(img: &Raster, level: u8, icc: Option<&[u8]>) -> std::io::Result<Vec<u8>> {
+pub fn encode(img: &Raster, level: u8, icc: Option<&[u8]>, stop: &crate::Stop) -> Result<Vec<u8>, crate::Error> {
+    let io = |e: std::io::Error| crate::Error::Encode { format: crate::Format::Png, reason: e.to_string() };
+    encode_rows(img, level, icc, stop, io)
+}
+
+fn encode_rows(
+    img: &Raster,
+    level: u8,
+    icc: Option<&[u8]>,
+    stop: &crate::Stop,
+    io: impl Fn(std::io::Error) -> crate::Error,
+) -> Result<Vec<u8>, crate::Error> {
     let colour_type = match img.channels() {
         Channels::Gray => 0u8,
         Channels::Rgb => 2,
@@ -95,8 +106,8 @@ pub fn encode(img: &Raster, level: u8, icc: Option<&[u8]>) -> std::io::Result<Ve
     if let Some(icc) = icc {
         let mut body = b"icc\0\0".to_vec();
         let mut z = ZlibEncoder::new(&mut body, Compression::new(u32::from(level.max(1))));
-        z.write_all(icc)?;
-        z.finish()?;
+        z.write_all(icc).map_err(&io)?;
+        z.finish().map_err(&io)?;
         chunk(&mut out, b"iCCP", &body);
     }
     let stride = img.stride();
@@ -105,14 +116,15 @@ pub fn encode(img: &Raster, level: u8, icc: Option<&[u8]>) -> std::io::Result<Ve
     let zero = vec![0u8; stride];
     let mut cand: [Vec<u8>; 5] = std::array::from_fn(|_| vec![0u8; stride]);
     for y in 0..img.height() {
+        stop.check_row(y as usize)?;
         let cur = img.row(y);
         let prev = if y == 0 { &zero[..] } else { img.row(y - 1) };
         // Level 0 is "store": filtering cannot shrink it, so skip the work.
         let f = if level == 0 { 0 } else { filter_row(cur, prev, bpp, &mut cand) };
-        z.write_all(&[f as u8])?;
-        z.write_all(if level == 0 { cur } else { &cand[f] })?;
+        z.write_all(&[f as u8]).map_err(&io)?;
+        z.write_all(if level == 0 { cur } else { &cand[f] }).map_err(&io)?;
     }
-    let idat = z.finish()?;
+    let idat = z.finish().map_err(&io)?;
     for part in idat.chunks(1 << 20) {
         chunk(&mut out, b"IDAT", part);
     }
@@ -140,7 +152,7 @@ mod tests {
                 }
             });
             for level in [0, 1, 6, 9] {
-                let bytes = encode(&img, level, Some(b"fake icc")).unwrap();
+                let bytes = encode(&img, level, Some(b"fake icc"), &crate::Stop::new()).unwrap();
                 let back = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).unwrap();
                 assert_eq!((back.width(), back.height()), (37, 23));
                 let raw = match ch {

@@ -57,6 +57,7 @@ fn png_bomb(w: u32, h: u32) -> Vec<u8> {
         &pixq_kernel::Raster::from_vec(1024, 1024, pixq_kernel::Channels::Rgba, zeros).unwrap(),
         9,
         None,
+        &pixq_kernel::Stop::new(),
     )
     .unwrap();
     // Reuse the compressed data of a flat image as the bomb's IDAT payload.

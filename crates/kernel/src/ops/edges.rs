@@ -1,11 +1,11 @@
 //! Edge detection: Sobel gradient magnitude.
 
 use crate::ops::color::luma_plane;
-use crate::{Channels, Raster};
+use crate::{Channels, Error, Raster, Stop};
 
 /// Sobel magnitude `sqrt(gx^2 + gy^2)` of the luma, clamped to 255, as a one-channel image.
 /// Borders repeat the edge pixel.
-pub fn sobel(src: &Raster) -> Raster {
+pub fn sobel(src: &Raster, stop: &Stop) -> Result<Raster, Error> {
     let (w, h) = (src.width() as usize, src.height() as usize);
     let l = luma_plane(src);
     let mut out = vec![0u8; w * h];
@@ -23,6 +23,7 @@ pub fn sobel(src: &Raster) -> Raster {
     load(&mut prev, 0);
     load(&mut cur, 0);
     for y in 0..h {
+        stop.check_row(y)?;
         load(&mut next, (y + 1).min(h - 1));
         let o = &mut out[y * w..(y + 1) * w];
         for x in 0..w {
@@ -37,7 +38,7 @@ pub fn sobel(src: &Raster) -> Raster {
         std::mem::swap(&mut prev, &mut cur);
         std::mem::swap(&mut cur, &mut next);
     }
-    Raster::from_vec(src.width(), src.height(), Channels::Gray, out).expect("same size as the source")
+    Raster::from_vec(src.width(), src.height(), Channels::Gray, out)
 }
 
 #[cfg(test)]
@@ -47,9 +48,9 @@ mod tests {
     #[test]
     fn flat_is_zero_and_a_step_is_bright() {
         let flat = Raster::from_fn(8, 8, Channels::Rgb, |_, _, p| p.copy_from_slice(&[90, 90, 90]));
-        assert!(sobel(&flat).data().iter().all(|&v| v == 0));
+        assert!(sobel(&flat, &Stop::new()).unwrap().data().iter().all(|&v| v == 0));
         let step = Raster::from_fn(8, 8, Channels::Gray, |x, _, p| p[0] = if x < 4 { 0 } else { 100 });
-        let e = sobel(&step);
+        let e = sobel(&step, &Stop::new()).unwrap();
         assert_eq!(e.channels(), Channels::Gray);
         assert_eq!(e.pixel(0, 4)[0], 0);
         assert_eq!(e.pixel(3, 4)[0], 255);

@@ -3,7 +3,7 @@
 //! The blur runs in 16-bit fixed point (weights sum to 2^14), one row at a time, with the
 //! inner loop over x so it vectorises. Borders repeat the edge pixel.
 
-use crate::Raster;
+use crate::{Error, Raster, Stop};
 
 const SHIFT: u32 = 14;
 
@@ -26,7 +26,7 @@ fn kernel(sigma: f32) -> Vec<u32> {
 }
 
 /// Gaussian blur of every channel (alpha included: a blurred edge fades out).
-pub fn blur(src: &Raster, sigma: f32) -> Raster {
+pub fn blur(src: &Raster, sigma: f32, stop: &Stop) -> Result<Raster, Error> {
     let k = kernel(sigma);
     let r = k.len() / 2;
     let (w, h) = (src.width() as usize, src.height() as usize);
@@ -38,6 +38,7 @@ pub fn blur(src: &Raster, sigma: f32) -> Raster {
     let mut padded = vec![0u8; (w + 2 * r) * n];
     let mut acc = vec![0u32; stride];
     for y in 0..h {
+        stop.check_row(y)?;
         let row = &src.data()[y * stride..(y + 1) * stride];
         for i in 0..r {
             padded[i * n..(i + 1) * n].copy_from_slice(&row[..n]);
@@ -59,6 +60,7 @@ pub fn blur(src: &Raster, sigma: f32) -> Raster {
     // Vertical pass: each output row is a weighted sum of 2r+1 rows of tmp.
     let mut out = vec![0u8; stride * h];
     for y in 0..h {
+        stop.check_row(y)?;
         acc.iter_mut().for_each(|a| *a = 1 << (SHIFT - 1));
         for (t, &kw) in k.iter().enumerate() {
             let sy = (y + t).saturating_sub(r).min(h - 1);
@@ -71,12 +73,12 @@ pub fn blur(src: &Raster, sigma: f32) -> Raster {
             *o = (a >> SHIFT) as u8;
         }
     }
-    Raster::from_vec(src.width(), src.height(), src.channels(), out).expect("same size as the source")
+    Raster::from_vec(src.width(), src.height(), src.channels(), out)
 }
 
 /// Unsharp mask: `v + amount * (v - blur(v))`, colour channels only.
-pub fn sharpen(src: &Raster, sigma: f32, amount: f32) -> Raster {
-    let blurred = blur(src, sigma);
+pub fn sharpen(src: &Raster, sigma: f32, amount: f32, stop: &Stop) -> Result<Raster, Error> {
+    let blurred = blur(src, sigma, stop)?;
     let ch = src.channels();
     let (n, colour) = (ch.count(), ch.colour_count());
     let mut out = src.clone();
@@ -87,7 +89,7 @@ pub fn sharpen(src: &Raster, sigma: f32, amount: f32) -> Raster {
             *o = (v + ((amt * (v - i32::from(b)) + 128) >> 8)).clamp(0, 255) as u8;
         }
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -107,9 +109,9 @@ mod tests {
     #[test]
     fn blur_keeps_flat_images_flat_and_spreads_a_dot() {
         let flat = Raster::from_fn(20, 10, Channels::Rgb, |_, _, p| p.copy_from_slice(&[10, 128, 250]));
-        assert_eq!(blur(&flat, 2.0), flat);
+        assert_eq!(blur(&flat, 2.0, &Stop::new()).unwrap(), flat);
         let dot = Raster::from_fn(21, 21, Channels::Gray, |x, y, p| p[0] = if (x, y) == (10, 10) { 255 } else { 0 });
-        let b = blur(&dot, 1.5);
+        let b = blur(&dot, 1.5, &Stop::new()).unwrap();
         assert!(b.pixel(10, 10)[0] < 255 && b.pixel(10, 10)[0] > 0);
         assert!(b.pixel(11, 10)[0] > 0);
         assert_eq!(b.pixel(11, 10), b.pixel(9, 10));
@@ -118,9 +120,18 @@ mod tests {
     }
 
     #[test]
+    fn a_cancelled_blur_stops() {
+        let img = Raster::from_fn(64, 64, Channels::Gray, |x, _, p| p[0] = x as u8);
+        let stop = Stop::new();
+        stop.cancel();
+        assert!(matches!(blur(&img, 3.0, &stop), Err(Error::Cancelled)));
+        assert!(matches!(sharpen(&img, 3.0, 1.0, &stop), Err(Error::Cancelled)));
+    }
+
+    #[test]
     fn sharpen_increases_edge_contrast() {
         let edge = Raster::from_fn(20, 4, Channels::Gray, |x, _, p| p[0] = if x < 10 { 100 } else { 150 });
-        let s = sharpen(&edge, 1.0, 1.0);
+        let s = sharpen(&edge, 1.0, 1.0, &Stop::new()).unwrap();
         assert!(s.pixel(9, 0)[0] < 100);
         assert!(s.pixel(10, 0)[0] > 150);
         assert_eq!(s.pixel(0, 0)[0], 100);

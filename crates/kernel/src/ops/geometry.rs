@@ -1,7 +1,7 @@
 //! Geometry: crop, aspect crop with gravity, exact and free rotation, flips, orientation.
 
 use crate::op::{Gravity, Rgba};
-use crate::{Channels, Error, Orientation, Raster};
+use crate::{Channels, Error, Orientation, Raster, Stop};
 
 /// A box in pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -19,23 +19,25 @@ pub struct Rect {
 /// Copies a box out of the image. The box is clamped to the image; an empty intersection is
 /// an error.
 pub fn crop(src: &Raster, rect: Rect) -> Result<Raster, Error> {
-    let x0 = rect.x.min(src.width());
-    let y0 = rect.y.min(src.height());
-    let x1 = rect.x.saturating_add(rect.width).min(src.width());
-    let y1 = rect.y.saturating_add(rect.height).min(src.height());
-    if x1 <= x0 || y1 <= y0 {
-        return Err(Error::Op {
-            op: format!("crop:{}:{}:{}:{}", rect.x, rect.y, rect.width, rect.height),
-            reason: format!("box lies outside the {}x{} image", src.width(), src.height()),
-        });
-    }
+    let Some(b) = clamp_box(src.width(), src.height(), rect) else {
+        return Err(crop_outside(rect, src.width(), src.height()));
+    };
     let n = src.channels().count();
-    let (w, h) = (x1 - x0, y1 - y0);
+    let (x0, y0, x1, y1) = (b.x, b.y, b.x + b.width, b.y + b.height);
+    let (w, h) = (b.width, b.height);
     let mut data = Vec::with_capacity(w as usize * h as usize * n);
     for y in y0..y1 {
         data.extend_from_slice(&src.row(y)[x0 as usize * n..x1 as usize * n]);
     }
     Raster::from_vec(w, h, src.channels(), data)
+}
+
+/// The error for a crop box that misses the image.
+pub(crate) fn crop_outside(rect: Rect, width: u32, height: u32) -> Error {
+    Error::Op {
+        op: format!("crop:{}:{}:{}:{}", rect.x, rect.y, rect.width, rect.height),
+        reason: format!("box lies outside the {width}x{height} image"),
+    }
 }
 
 /// The largest box of aspect `aw:ah` inside a `width x height` image, placed by gravity.
@@ -119,16 +121,16 @@ pub fn orient(src: &Raster, t: Orientation) -> Raster {
 /// Rotates clockwise by any angle. Multiples of 90 are exact; other angles sample bilinearly
 /// onto a canvas that holds the whole rotated image, corners filled with `background` (an
 /// alpha channel is added when the background is not opaque).
-pub fn rotate(src: &Raster, degrees: f32, background: Rgba) -> Raster {
+pub fn rotate(src: &Raster, degrees: f32, background: Rgba, stop: &Stop) -> Result<Raster, Error> {
     let d = degrees.rem_euclid(360.0);
     if d == 0.0 {
-        return src.clone();
+        return Ok(src.clone());
     } else if d == 90.0 {
-        return orient(src, Orientation::Rotate90);
+        return Ok(orient(src, Orientation::Rotate90));
     } else if d == 180.0 {
-        return orient(src, Orientation::Rotate180);
+        return Ok(orient(src, Orientation::Rotate180));
     } else if d == 270.0 {
-        return orient(src, Orientation::Rotate270);
+        return Ok(orient(src, Orientation::Rotate270));
     }
     let channels = if background.0[3] < 255 { src.channels().with_alpha() } else { src.channels() };
     let src = crate::ops::color::convert(src, channels);
@@ -143,8 +145,8 @@ pub fn rotate(src: &Raster, degrees: f32, background: Rgba) -> Raster {
     };
     let (sin, cos) = (d.to_radians() as f64).sin_cos();
     let (sw, sh) = (f64::from(src.width()), f64::from(src.height()));
-    let dw = (sw * cos.abs() + sh * sin.abs()).round().max(1.0);
-    let dh = (sw * sin.abs() + sh * cos.abs()).round().max(1.0);
+    let (dw, dh) = rotated_dims(src.width(), src.height(), d);
+    let (dw, dh) = (dw as f64, dh as f64);
     let mut dst = Raster::new(dw as u32, dh as u32, channels);
     let (scx, scy, dcx, dcy) = (sw / 2.0, sh / 2.0, dw / 2.0, dh / 2.0);
     let stride = src.stride();
@@ -152,6 +154,7 @@ pub fn rotate(src: &Raster, degrees: f32, background: Rgba) -> Raster {
     let (iw, ih) = (src.width() as i64, src.height() as i64);
     let mut acc = vec![0f64; n];
     for (y, row) in dst.data_mut().chunks_exact_mut(dw as usize * n).enumerate() {
+        stop.check_row(y)?;
         let fy = y as f64 + 0.5 - dcy;
         for (x, px) in row.chunks_exact_mut(n).enumerate() {
             let fx = x as f64 + 0.5 - dcx;
@@ -183,7 +186,33 @@ pub fn rotate(src: &Raster, degrees: f32, background: Rgba) -> Raster {
             }
         }
     }
-    dst
+    Ok(dst)
+}
+
+/// The canvas a clockwise rotation by `degrees` needs (exact for multiples of 90), computed
+/// before anything is allocated so an oversized result is refused at once.
+pub fn rotated_dims(width: u32, height: u32, degrees: f32) -> (u64, u64) {
+    let d = degrees.rem_euclid(360.0);
+    if d == 0.0 || d == 180.0 {
+        return (u64::from(width), u64::from(height));
+    }
+    if d == 90.0 || d == 270.0 {
+        return (u64::from(height), u64::from(width));
+    }
+    let (sin, cos) = (d.to_radians() as f64).sin_cos();
+    let (sw, sh) = (f64::from(width), f64::from(height));
+    let dw = (sw * cos.abs() + sh * sin.abs()).round().max(1.0);
+    let dh = (sw * sin.abs() + sh * cos.abs()).round().max(1.0);
+    (dw as u64, dh as u64)
+}
+
+/// The box [`crop`] copies: `rect` clamped to a `width x height` image, `None` when empty.
+pub fn clamp_box(width: u32, height: u32, rect: Rect) -> Option<Rect> {
+    let x0 = rect.x.min(width);
+    let y0 = rect.y.min(height);
+    let x1 = rect.x.saturating_add(rect.width).min(width);
+    let y1 = rect.y.saturating_add(rect.height).min(height);
+    (x1 > x0 && y1 > y0).then(|| Rect { x: x0, y: y0, width: x1 - x0, height: y1 - y0 })
 }
 
 #[cfg(test)]
@@ -233,7 +262,7 @@ mod tests {
         let r = Raster::from_fn(70, 45, Channels::Rgb, |x, y, p| p.copy_from_slice(&[x as u8, y as u8, (x ^ y) as u8]));
         let mut t = r.clone();
         for _ in 0..4 {
-            t = rotate(&t, 90.0, Rgba::default());
+            t = rotate(&t, 90.0, Rgba::default(), &Stop::new()).unwrap();
         }
         assert_eq!(t, r);
     }
@@ -241,11 +270,12 @@ mod tests {
     #[test]
     fn free_rotation_grows_the_canvas_and_fills_corners() {
         let r = Raster::from_fn(100, 50, Channels::Rgb, |_, _, p| p.copy_from_slice(&[200, 10, 10]));
-        let out = rotate(&r, 45.0, Rgba([0, 0, 255, 255]));
+        let out = rotate(&r, 45.0, Rgba([0, 0, 255, 255]), &Stop::new()).unwrap();
+        assert_eq!(rotated_dims(100, 50, 45.0), (106, 106));
         assert_eq!((out.width(), out.height()), (106, 106));
         assert_eq!(out.pixel(0, 0), &[0, 0, 255]);
         assert_eq!(out.pixel(53, 53), &[200, 10, 10]);
-        let t = rotate(&r, 30.0, Rgba([0, 0, 0, 0]));
+        let t = rotate(&r, 30.0, Rgba([0, 0, 0, 0]), &Stop::new()).unwrap();
         assert_eq!(t.channels(), Channels::Rgba);
         assert_eq!(t.pixel(0, 0)[3], 0);
     }

@@ -1,0 +1,228 @@
+//! The plan of a job before any pixel exists: the decode scale, every step's output size and
+//! layout, and an upper estimate of the kernel's peak heap use, from the header alone.
+//!
+//! [`crate::Processor`] plans before it decodes, so a step that would make an oversized
+//! image is refused at once (not after minutes of work on a giant canvas), and it checks
+//! after each step that the image is the size the plan said (a mismatch is a bug, reported as
+//! `Error::Internal`). The job layer admits a job under its memory budget by the plan's
+//! `peak_bytes`, so several workers cannot together allocate more than the machine has.
+//!
+//! The estimate counts the input bytes, each stage's input and output rasters and its scratch
+//! (blur's intermediate image, the resizer's intermediate pass, encoder buffers, the
+//! decoder's native buffer for 16-bit or CMYK inputs) and takes the maximum over the stages:
+//! images are dropped as soon as the next step has been computed. Encoders written in C
+//! (libjpeg-turbo, libwebp) get a generous allowance, since their buffers are not ours to
+//! count.
+
+use crate::op::{Filter, Op, Pipeline};
+use crate::ops::{geometry, resize};
+use crate::{Channels, Error, Format, Limits, Orientation, Probe};
+
+/// JPEG shrink-on-load keeps at least this factor for the final resample, as libvips does:
+/// the DCT-domain reduction is a block filter, the Lanczos pass after it does the quality.
+pub(crate) const SHRINK_MARGIN: f64 = 2.0;
+
+/// Fixed allowance for codec handles, tables and small buffers (the WebP decoder alone
+/// allocates about 4 MB of tables for any image).
+const OVERHEAD: u64 = 8 << 20;
+
+/// What a pipeline will do to one image, computed before decoding it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Size the decoder must deliver at least (stored orientation), when the first step only
+    /// shrinks: JPEG then decodes at the smallest M/8 scale that covers it.
+    pub decode_need: Option<(u64, u64)>,
+    /// Decoded size (stored orientation, after shrink-on-load).
+    pub decoded: (u32, u32),
+    /// Size and layout after each step, in order (oriented).
+    pub steps: Vec<(u32, u32, Channels)>,
+    /// Output size.
+    pub output: (u32, u32),
+    /// Output format.
+    pub format: Format,
+    /// Estimated peak heap bytes of the whole job in the kernel, input included.
+    pub peak_bytes: u64,
+    /// The stage that sets the peak, e.g. `step 2 'blur:3' on 8000x6000`.
+    pub peak_at: String,
+}
+
+impl Plan {
+    /// Peak estimate in MB (rounded up).
+    pub fn peak_mb(&self) -> u64 {
+        self.peak_bytes.div_ceil(1 << 20)
+    }
+
+    /// `Error::OverBudget` when the peak is over `budget_bytes`.
+    pub fn check_budget(&self, budget_bytes: u64) -> Result<(), Error> {
+        if self.peak_bytes > budget_bytes {
+            return Err(Error::OverBudget {
+                needed_mb: self.peak_mb(),
+                budget_mb: budget_bytes / (1 << 20),
+                detail: self.peak_at.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn bytes(w: u64, h: u64, c: Channels) -> u64 {
+    w.saturating_mul(h).saturating_mul(c.count() as u64)
+}
+
+/// Size the first op needs from the decoder, in oriented coordinates, if it only shrinks.
+fn shrink_need(ops: &[Op], w: u32, h: u32) -> Option<(u64, u64)> {
+    let (nw, nh) = match ops.first()? {
+        Op::Thumbnail { size } => resize::thumbnail_dims(w, h, *size),
+        Op::Resize { width, height, fit, filter } if *filter != Filter::Nearest => {
+            resize::source_scale_dims(w, h, *width, *height, *fit)
+        }
+        _ => return None,
+    };
+    let m = |v: u64| (v as f64 * SHRINK_MARGIN).ceil() as u64;
+    Some((m(nw), m(nh)))
+}
+
+struct Peak {
+    bytes: u64,
+    at: String,
+}
+
+impl Peak {
+    fn see(&mut self, bytes: u64, at: impl FnOnce() -> String) {
+        if bytes > self.bytes {
+            self.bytes = bytes;
+            self.at = at();
+        }
+    }
+}
+
+fn check_out(limits: &Limits, op: &Op, w: u64, h: u64) -> Result<(u32, u32), Error> {
+    let max = limits.max_output_dimension;
+    if w > u64::from(max) || h > u64::from(max) || w == 0 || h == 0 {
+        return Err(Error::OutputTooLarge { op: op.to_string(), width: w, height: h, max });
+    }
+    Ok((w as u32, h as u32))
+}
+
+/// The resizer's scratch: one intermediate pass (destination width x source height, or the
+/// other way round) plus its coefficient tables.
+fn resize_scratch(sw: u32, sh: u32, dw: u32, dh: u32, c: Channels) -> u64 {
+    let a = bytes(u64::from(dw), u64::from(sh), c);
+    let b = bytes(u64::from(sw), u64::from(dh), c);
+    a.max(b) + (u64::from(sw) + u64::from(sh) + u64::from(dw) + u64::from(dh)) * 64
+}
+
+/// Plans `pipeline` on the image `probe` describes (`input_len` bytes). Refuses at once a
+/// step whose output would exceed `limits.max_output_dimension`, and a crop that misses the
+/// image.
+pub fn plan(input_len: usize, probe: &Probe, pipeline: &Pipeline, limits: &Limits) -> Result<Plan, Error> {
+    let input = input_len as u64 + OVERHEAD;
+    let (ow, oh) = probe.oriented_dims();
+    let mut peak = Peak { bytes: 0, at: String::new() };
+
+    // Decode (and orientation).
+    let decode_need = if pipeline.frame.is_some_and(|n| n > 0) {
+        None
+    } else {
+        shrink_need(&pipeline.ops, ow, oh)
+            .map(|(a, b)| if probe.orientation.swaps_dimensions() { (b, a) } else { (a, b) })
+    };
+    let mut ch = probe.channels;
+    let decoded = if pipeline.frame.is_some_and(|n| n > 0) {
+        // Animated frames are composed on an RGBA canvas: the canvas, the frame, the copy.
+        ch = Channels::Rgba;
+        let canvas = bytes(u64::from(probe.width), u64::from(probe.height), Channels::Rgba);
+        peak.see(input + 3 * canvas, || format!("decoding a frame of {}x{}", probe.width, probe.height));
+        (probe.width, probe.height)
+    } else if probe.shrinkable {
+        let m = crate::codec::jpeg_scale(probe.width, probe.height, decode_need);
+        let (w, h) = ((probe.width * m).div_ceil(8), (probe.height * m).div_ceil(8));
+        peak.see(input + bytes(u64::from(w), u64::from(h), ch), || format!("decoding at {w}x{h}"));
+        (w, h)
+    } else {
+        let raster = bytes(u64::from(probe.width), u64::from(probe.height), ch);
+        peak.see(input + probe.native_bytes + raster, || format!("decoding {}x{}", probe.width, probe.height));
+        (probe.width, probe.height)
+    };
+    let (mut w, mut h) = if probe.orientation.swaps_dimensions() { (decoded.1, decoded.0) } else { decoded };
+    if probe.orientation != Orientation::Normal {
+        peak.see(input + 2 * bytes(u64::from(w), u64::from(h), ch), || format!("orienting {w}x{h}"));
+    }
+
+    // Steps. The first sizes itself from the declared source (shrink-on-load never changes
+    // output dimensions); the rest from the image in hand.
+    let mut steps = Vec::with_capacity(pipeline.ops.len());
+    for (i, op) in pipeline.ops.iter().enumerate() {
+        let (lw, lh) = if i == 0 { (ow, oh) } else { (w, h) };
+        let before = bytes(u64::from(w), u64::from(h), ch);
+        let (nw, nh, nch, scratch) = match *op {
+            Op::Thumbnail { size } => {
+                let (a, b) = resize::thumbnail_dims(lw, lh, size);
+                let (a, b) = check_out(limits, op, a, b)?;
+                (a, b, ch, resize_scratch(w, h, a, b, ch))
+            }
+            Op::Resize { width, height, fit, .. } => {
+                let (a, b) = resize::resize_dims(lw, lh, width, height, fit);
+                let (a, b) = check_out(limits, op, a, b)?;
+                (a, b, ch, resize_scratch(w, h, a, b, ch))
+            }
+            Op::Crop { x, y, width, height } => {
+                let rect = geometry::Rect { x, y, width, height };
+                let b = geometry::clamp_box(w, h, rect).ok_or_else(|| geometry::crop_outside(rect, w, h))?;
+                (b.width, b.height, ch, 0)
+            }
+            Op::Aspect { width, height, gravity } => {
+                let b = geometry::aspect_box(w, h, width, height, gravity);
+                (b.width, b.height, ch, 0)
+            }
+            Op::SmartCrop { width, height } => {
+                let (a, b) = check_out(limits, op, u64::from(width), u64::from(height))?;
+                let full = geometry::aspect_box(w, h, a, b, crate::op::Gravity::Center);
+                let cropped = bytes(u64::from(full.width), u64::from(full.height), ch);
+                let luma = u64::from(w) * u64::from(h);
+                (a, b, ch, luma.max(cropped + resize_scratch(full.width, full.height, a, b, ch)))
+            }
+            Op::Rotate { degrees, background } => {
+                let (a, b) = geometry::rotated_dims(w, h, degrees);
+                let (a, b) = check_out(limits, op, a, b)?;
+                let right = degrees.rem_euclid(90.0) == 0.0;
+                let nch = if !right && background.0[3] < 255 { ch.with_alpha() } else { ch };
+                (a, b, nch, if right { 0 } else { bytes(u64::from(w), u64::from(h), nch) })
+            }
+            Op::Flip { .. } => (w, h, ch, 0),
+            Op::Grayscale | Op::Threshold { .. } => {
+                let g = if ch.has_alpha() { Channels::GrayAlpha } else { Channels::Gray };
+                (w, h, g, 0)
+            }
+            Op::Blur { .. } | Op::Sharpen { .. } => (w, h, ch, before + u64::from(w) * 64),
+            Op::Brightness { .. } | Op::Contrast { .. } | Op::Gamma { .. } | Op::Invert => (w, h, ch, 0),
+            Op::Sobel => (w, h, Channels::Gray, u64::from(w) * u64::from(h) + u64::from(w) * 8),
+        };
+        // Tone tables work in place; every other step makes a new image beside the old.
+        let in_place = matches!(op, Op::Brightness { .. } | Op::Contrast { .. } | Op::Gamma { .. } | Op::Invert);
+        let after = if in_place { 0 } else { bytes(u64::from(nw), u64::from(nh), nch) };
+        peak.see(input + before + after + scratch, || format!("step {} '{op}' on {w}x{h}", i + 1));
+        (w, h, ch) = (nw, nh, nch);
+        steps.push((w, h, ch));
+    }
+
+    // Encode.
+    let format = pipeline.output.format.unwrap_or(probe.format);
+    let img = bytes(u64::from(w), u64::from(h), ch);
+    let px = u64::from(w) * u64::from(h);
+    let icc = probe.icc.as_ref().map_or(0, |p| p.len() as u64);
+    let encode = match format {
+        // A flattened copy without alpha, libjpeg-turbo's buffer and our copy of it.
+        Format::Jpeg => px * 3 + 2 * (px * 3 + (64 << 10)) + icc,
+        // Compressed data can exceed the raw rows slightly; it is held twice (stream, file).
+        Format::Png => 2 * (img + img / 64 + (64 << 10)) + icc,
+        // Our RGB(A) copy, libwebp's YUV planes and output, and the muxed copy.
+        Format::Webp => px * 4 + px * 4 + 2 * (px * 4 + (64 << 10)) + icc,
+        // The `image` encoders: a copy, an RGBA copy, the quantiser's buffers, the file.
+        Format::Gif => img + 5 * (px * 4) + (64 << 10),
+        Format::Tiff | Format::Bmp => img + 2 * (px * 4) + (64 << 10),
+    };
+    peak.see(input + img + encode, || format!("encoding {w}x{h} as {format}"));
+
+    Ok(Plan { decode_need, decoded, steps, output: (w, h), format, peak_bytes: peak.bytes, peak_at: peak.at })
+}

@@ -1,0 +1,494 @@
+//! Hostile input, as a class: structured mutations of real JPEG, PNG, GIF, WebP, TIFF and BMP
+//! headers (marker orders, standalone markers, fill bytes, segment lengths at every bound,
+//! declared sizes 0/1/65535, truncation at every segment boundary, frames) each run through
+//! the kernel, asserting: no panic, the probe's size equals the decoded size or the file is
+//! refused, and the heap peak stays under the plan's estimate (or a few MB when refused
+//! before planning). Plus the issue's cases: the RST0/APP1 JPEG, the 50000x999 rotate, the
+//! upscale-and-blur pipeline, time limits and cancellation, camera-sized defaults.
+#![allow(unsafe_code)]
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::time::Duration;
+
+use pixq_kernel::{Error, Format, Limits, Pipeline, Processor, Stop, process};
+
+/// Counts live heap bytes and the peak of the current thread only, so tests running in
+/// parallel do not disturb each other's figures (the kernel is single-threaded).
+struct Counting;
+
+thread_local! {
+    static LIVE: Cell<usize> = const { Cell::new(0) };
+    static PEAK: Cell<usize> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(l) };
+        if !p.is_null() {
+            let _ = LIVE.try_with(|live| {
+                let now = live.get().wrapping_add(l.size());
+                live.set(now);
+                let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
+            });
+        }
+        p
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) };
+        let _ = LIVE.try_with(|live| live.set(live.get().wrapping_sub(l.size())));
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+/// Runs `f` and returns its result with the heap peak it added on this thread.
+fn measured<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    let base = LIVE.with(Cell::get);
+    PEAK.with(|p| p.set(base));
+    let out = f();
+    let peak = PEAK.with(Cell::get).saturating_sub(base);
+    (out, peak as u64)
+}
+
+/// Tight limits so that a mutation declaring a big size is refused or stays small.
+fn limits() -> Limits {
+    Limits::default().max_pixels(4_000_000).max_dimension(20_000)
+}
+
+const MB: u64 = 1 << 20;
+
+/// The whole contract for one hostile input.
+fn check(name: &str, bytes: &[u8], pipeline: &str) {
+    let p = Pipeline::parse(pipeline).unwrap();
+    let l = limits();
+    let planned = pixq_kernel::plan(bytes, &p, &l);
+    let (result, peak) = measured(|| std::panic::catch_unwind(|| process(bytes, &p, &l)));
+    let result = result.unwrap_or_else(|_| panic!("{name}: the kernel panicked"));
+    match planned {
+        Ok((probe, plan)) => {
+            assert!(
+                peak <= plan.peak_bytes,
+                "{name}: used {peak} bytes, over the plan's estimate of {} ({})",
+                plan.peak_bytes,
+                plan.peak_at
+            );
+            if let Ok(out) = &result {
+                assert_eq!((out.source.width, out.source.height), (probe.width, probe.height), "{name}");
+                assert_eq!((out.width, out.height), plan.output, "{name}");
+            }
+        }
+        Err(e) => {
+            let got = result.as_ref().map(|_| ()).unwrap_err().to_string();
+            assert_eq!(got, e.to_string(), "{name}: the probe refused it, the processor must too");
+            assert!(peak < 4 * MB, "{name}: refusing it from the header took {peak} bytes");
+        }
+    }
+}
+
+// ---------- JPEG ----------
+
+/// (offset, marker, total length incl. marker) of each segment before the scan, and the SOS
+/// offset.
+fn jpeg_segments(j: &[u8]) -> (Vec<(usize, u8, usize)>, usize) {
+    let mut out = Vec::new();
+    let mut i = 2;
+    loop {
+        assert_eq!(j[i], 0xFF);
+        let m = j[i + 1];
+        if m == 0xDA {
+            return (out, i);
+        }
+        let len = u16::from_be_bytes([j[i + 2], j[i + 3]]) as usize;
+        out.push((i, m, len + 2));
+        i += 2 + len;
+    }
+}
+
+fn jpeg_sample() -> Vec<u8> {
+    common::jpeg(&common::photo_like(64, 48), 85)
+}
+
+fn splice(base: &[u8], at: usize, insert: &[u8]) -> Vec<u8> {
+    let mut v = base[..at].to_vec();
+    v.extend_from_slice(insert);
+    v.extend_from_slice(&base[at..]);
+    v
+}
+
+/// An SOF0 segment declaring `w x h` with three components.
+fn sof(w: u16, h: u16) -> Vec<u8> {
+    let mut s = vec![0xFF, 0xC0, 0, 17, 8];
+    s.extend_from_slice(&h.to_be_bytes());
+    s.extend_from_slice(&w.to_be_bytes());
+    s.extend_from_slice(&[3, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1]);
+    s
+}
+
+/// The file of issue 8: SOI, a standalone RST0, an APP1 of length 0xFFFF whose payload
+/// holds a fake 64x64 SOF, then the real frame header patched to `w x h`.
+fn crafted_rst_app1(w: u16, h: u16) -> Vec<u8> {
+    let j = jpeg_sample();
+    let (segs, _) = jpeg_segments(&j);
+    let (at, _, _) = *segs.iter().find(|s| s.1 == 0xC0).unwrap();
+    let mut real = j.clone();
+    real[at + 5..at + 9].copy_from_slice(&[(h >> 8) as u8, h as u8, (w >> 8) as u8, w as u8]);
+    let mut app1 = vec![0xFF, 0xE1, 0xFF, 0xFF];
+    app1.extend_from_slice(&sof(64, 64));
+    app1.resize(2 + 0xFFFF, 0);
+    let mut head = vec![0xFF, 0xD0];
+    head.extend_from_slice(&app1);
+    splice(&real, 2, &head)
+}
+
+#[test]
+fn the_rst0_app1_jpeg_is_refused_by_what_the_decoder_reads() {
+    // 65500 x 65500: over the side limit as the decoder reads it (the fake SOF says 64x64).
+    let bomb = crafted_rst_app1(65_500, 65_500);
+    let (r, peak) = measured(|| process(&bomb, &Pipeline::parse("thumbnail:64").unwrap(), &Limits::default()));
+    let err = r.unwrap_err();
+    assert!(err.is_limit(), "{err}");
+    assert!(err.to_string().contains("65500x65500"), "{err}");
+    assert!(peak < 4 * MB, "refusing it took {peak} bytes");
+    // Within the side limit, over the pixel limit.
+    let err = process(&crafted_rst_app1(30_000, 30_000), &Pipeline::default(), &Limits::default()).unwrap_err();
+    assert!(matches!(err, Error::TooManyPixels { width: 30_000, height: 30_000, .. }), "{err}");
+    // Small real size: the probe reports what the decoder decodes, not the fake 64x64.
+    let ok = process(&crafted_rst_app1(64, 48), &Pipeline::default(), &Limits::default());
+    if let Ok(out) = ok {
+        assert_eq!((out.source.width, out.source.height), (64, 48));
+    }
+}
+
+#[test]
+fn jpeg_marker_mutations() {
+    let j = jpeg_sample();
+    let (segs, sos) = jpeg_segments(&j);
+    let mut boundaries: Vec<usize> = segs.iter().map(|s| s.0).collect();
+    boundaries.push(sos);
+    let mut n = 0;
+    // Standalone markers, fill bytes and garbage at every segment boundary.
+    for &b in &boundaries {
+        for ins in [
+            &[0xFF, 0xD0][..],
+            &[0xFF, 0xD7],
+            &[0xFF, 0x01],
+            &[0xFF, 0xD8],
+            &[0xFF, 0xFF, 0xFF],
+            &[0x00, 0x12],
+            &[0xFF, 0xD9],
+        ] {
+            check(&format!("jpeg insert {ins:02x?} at {b}"), &splice(&j, b, ins), "thumbnail:32");
+            n += 1;
+        }
+        // A fake frame header inside a comment, and a second real one.
+        let mut com = vec![0xFF, 0xFE, 0, 19];
+        com.extend_from_slice(&sof(9_000, 9_000));
+        check(&format!("jpeg fake SOF in COM at {b}"), &splice(&j, b, &com), "thumbnail:32");
+        check(&format!("jpeg second SOF at {b}"), &splice(&j, b, &sof(4_000, 1_000)), "thumbnail:32");
+        // Truncation right at the boundary and just after it.
+        for cut in [b, b + 1, b + 2, b + 3] {
+            check(&format!("jpeg cut at {cut}"), &j[..cut.min(j.len())], "thumbnail:32");
+        }
+        n += 6;
+    }
+    // Every segment's length at every bound.
+    for &(at, m, len) in &segs {
+        for v in [0u16, 1, 2, 3, (len - 3) as u16, (len - 1) as u16, len as u16, 0xFFFE, 0xFFFF] {
+            let mut k = j.clone();
+            k[at + 2..at + 4].copy_from_slice(&v.to_be_bytes());
+            check(&format!("jpeg marker {m:02x} length {v}"), &k, "thumbnail:32");
+            n += 1;
+        }
+    }
+    // Declared frame sizes at the bounds.
+    let (at, _, _) = *segs.iter().find(|s| s.1 == 0xC0).unwrap();
+    for (w, h) in [(0u16, 48u16), (64, 0), (1, 1), (1, 65_535), (65_535, 1), (65_535, 65_535), (2_000, 2_000)] {
+        let mut k = j.clone();
+        k[at + 5..at + 9].copy_from_slice(&[(h >> 8) as u8, h as u8, (w >> 8) as u8, w as u8]);
+        check(&format!("jpeg SOF {w}x{h}"), &k, "thumbnail:32");
+        check(&format!("jpeg SOF {w}x{h} full size"), &k, "invert");
+        n += 2;
+    }
+    // Segments swapped with their neighbours.
+    for pair in segs.windows(2) {
+        let ((a, _, la), (b, _, lb)) = (pair[0], pair[1]);
+        let mut k = j[..a].to_vec();
+        k.extend_from_slice(&j[b..b + lb]);
+        k.extend_from_slice(&j[a..a + la]);
+        k.extend_from_slice(&j[b + lb..]);
+        check(&format!("jpeg swap segments at {a}/{b}"), &k, "thumbnail:32");
+        n += 1;
+    }
+    assert!(n > 100, "only {n} cases");
+}
+
+// ---------- PNG ----------
+
+/// (offset, type, total length) of each chunk.
+fn png_chunks(p: &[u8]) -> Vec<(usize, [u8; 4], usize)> {
+    let mut out = Vec::new();
+    let mut i = 8;
+    while i + 12 <= p.len() {
+        let len = u32::from_be_bytes(p[i..i + 4].try_into().unwrap()) as usize;
+        out.push((i, p[i + 4..i + 8].try_into().unwrap(), len + 12));
+        i += len + 12;
+    }
+    out
+}
+
+fn fix_crc(p: &mut [u8], at: usize) {
+    let len = u32::from_be_bytes(p[at..at + 4].try_into().unwrap()) as usize;
+    if at + 12 + len <= p.len() {
+        let c = common::crc32(&p[at + 4..at + 8 + len]);
+        p[at + 8 + len..at + 12 + len].copy_from_slice(&c.to_be_bytes());
+    }
+}
+
+#[test]
+fn png_chunk_mutations() {
+    let p = common::png(&common::photo_like(64, 48));
+    let chunks = png_chunks(&p);
+    for &(at, kind, len) in &chunks {
+        let name = String::from_utf8_lossy(&kind).into_owned();
+        for cut in [at, at + 4, at + 8, at + len - 4, at + len - 1] {
+            check(&format!("png cut in {name} at {cut}"), &p[..cut], "thumbnail:32");
+        }
+        for v in [0u32, 1, len.saturating_sub(13) as u32, (len - 11) as u32, 0x7FFF_FFFF, u32::MAX] {
+            let mut k = p.clone();
+            k[at..at + 4].copy_from_slice(&v.to_be_bytes());
+            check(&format!("png {name} length {v}"), &k, "thumbnail:32");
+        }
+        let mut k = p.clone();
+        k[at + len - 1] ^= 0xFF;
+        check(&format!("png {name} bad crc"), &k, "thumbnail:32");
+    }
+    // IHDR sizes, bit depths and colour types at the bounds (CRC fixed, so the decoder sees them).
+    for (w, h) in
+        [(0u32, 48u32), (64, 0), (1, 1), (65_535, 1), (1, 65_535), (65_535, 65_535), (1 << 31, 1), (3_000, 1_000)]
+    {
+        let mut k = p.clone();
+        k[16..20].copy_from_slice(&w.to_be_bytes());
+        k[20..24].copy_from_slice(&h.to_be_bytes());
+        fix_crc(&mut k, 8);
+        check(&format!("png IHDR {w}x{h}"), &k, "thumbnail:32");
+        check(&format!("png IHDR {w}x{h} blur"), &k, "blur:1");
+    }
+    for (depth, colour) in [(16u8, 2u8), (16, 6), (1, 0), (4, 3), (8, 3), (8, 4), (7, 2), (8, 5)] {
+        let mut k = p.clone();
+        k[24] = depth;
+        k[25] = colour;
+        fix_crc(&mut k, 8);
+        check(&format!("png depth {depth} colour {colour}"), &k, "thumbnail:32");
+    }
+    // Chunks in the wrong order: IDAT before IHDR, IEND first.
+    let (ihdr, idat) = (chunks[0], *chunks.iter().find(|c| &c.1 == b"IDAT").unwrap());
+    let mut k = p[..8].to_vec();
+    k.extend_from_slice(&p[idat.0..idat.0 + idat.2]);
+    k.extend_from_slice(&p[ihdr.0..ihdr.0 + ihdr.2]);
+    k.extend_from_slice(&p[idat.0 + idat.2..]);
+    check("png IDAT before IHDR", &k, "thumbnail:32");
+}
+
+// ---------- GIF, WebP, TIFF, BMP ----------
+
+fn gif_frames(w: u16, h: u16, frames: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut enc = image::codecs::gif::GifEncoder::new(&mut out);
+        for k in 0..frames {
+            let buf = image::RgbaImage::from_pixel(u32::from(w), u32::from(h), image::Rgba([k as u8 * 60, 9, 9, 255]));
+            enc.encode_frame(image::Frame::new(buf)).unwrap();
+        }
+    }
+    out
+}
+
+#[test]
+fn gif_header_and_frame_mutations() {
+    let g = gif_frames(40, 30, 3);
+    for (w, h) in [(0u16, 30u16), (40, 0), (1, 1), (65_535, 65_535), (65_535, 1), (2_000, 2_000)] {
+        let mut k = g.clone();
+        k[6..8].copy_from_slice(&w.to_le_bytes());
+        k[8..10].copy_from_slice(&h.to_le_bytes());
+        check(&format!("gif screen {w}x{h}"), &k, "thumbnail:32");
+        check(&format!("gif screen {w}x{h} frame 2"), &k, "frame:2,thumbnail:32");
+    }
+    // Image descriptors (0x2C) with frame sizes beyond the screen.
+    let descs: Vec<usize> = g.iter().enumerate().filter(|(_, b)| **b == 0x2C).map(|(i, _)| i).collect();
+    for &d in descs.iter().take(6) {
+        for (fw, fh) in [(65_535u16, 65_535u16), (0, 0), (41, 31)] {
+            let mut k = g.clone();
+            if d + 9 <= k.len() {
+                k[d + 5..d + 7].copy_from_slice(&fw.to_le_bytes());
+                k[d + 7..d + 9].copy_from_slice(&fh.to_le_bytes());
+            }
+            check(&format!("gif descriptor at {d} {fw}x{fh}"), &k, "frame:2,format:png");
+        }
+        check(&format!("gif cut at descriptor {d}"), &g[..d], "frame:1,format:png");
+    }
+    for cut in (6..g.len()).step_by(7) {
+        check(&format!("gif cut at {cut}"), &g[..cut], "thumbnail:16");
+    }
+}
+
+#[test]
+fn webp_tiff_bmp_header_mutations() {
+    let img = common::photo_like(48, 32);
+    for f in [Format::Webp, Format::Tiff, Format::Bmp] {
+        let base = pixq_kernel::encode(&img, f, &Default::default()).unwrap();
+        let lossless = pixq_kernel::encode(
+            &img,
+            f,
+            &pixq_kernel::OutputSpec { lossless: f == Format::Webp, ..Default::default() },
+        );
+        for bytes in [Some(base.clone()), lossless.ok()].into_iter().flatten() {
+            for cut in (0..bytes.len().min(96)).chain([bytes.len() / 2, bytes.len() - 1]) {
+                check(&format!("{f} cut at {cut}"), &bytes[..cut], "thumbnail:16");
+            }
+            // Every header byte set to the extremes, one at a time.
+            for at in 0..bytes.len().min(64) {
+                for v in [0x00, 0x01, 0x7F, 0xFF] {
+                    let mut k = bytes.clone();
+                    k[at] = v;
+                    check(&format!("{f} byte {at} = {v:#x}"), &k, "thumbnail:16");
+                }
+            }
+        }
+    }
+}
+
+// ---------- memory: steps are sized before they allocate ----------
+
+/// A PNG header declaring `w x h` with a small, valid-looking IDAT (never decoded here).
+fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+    let mut p = common::png(&common::photo_like(8, 8));
+    p[16..20].copy_from_slice(&w.to_be_bytes());
+    p[20..24].copy_from_slice(&h.to_be_bytes());
+    fix_crc(&mut p, 8);
+    p
+}
+
+#[test]
+fn an_oversized_rotation_is_refused_before_decoding() {
+    let png = png_header_only(50_000, 999);
+    let (r, peak) =
+        measured(|| process(&png, &Pipeline::parse("rotate:45").unwrap(), &Limits::default().max_dimension(50_000)));
+    let err = r.unwrap_err();
+    assert!(matches!(err, Error::OutputTooLarge { width: 36062, height: 36062, .. }), "{err}");
+    assert!(peak < 4 * MB, "refusing it took {peak} bytes");
+}
+
+#[test]
+fn the_plan_prices_an_upscale_and_blur_and_a_budget_refuses_it() {
+    let png = common::png(&common::photo_like(8, 8));
+    let p = Pipeline::parse("resize:16384:16384:fill,blur:1").unwrap();
+    let (_, plan) = pixq_kernel::plan(&png, &p, &Limits::default()).unwrap();
+    // Three 16384^2 RGB images at once (during the blur, and while encoding): about 2.3 GiB.
+    assert!(plan.peak_bytes > 2_300_000_000, "{plan:?}");
+    assert!(plan.peak_at.contains("16384x16384"), "{}", plan.peak_at);
+    let err = plan.check_budget(1 << 30).unwrap_err();
+    assert!(matches!(err, Error::OverBudget { budget_mb: 1024, .. }), "{err}");
+    assert!(err.to_string().contains("MB") && err.to_string().contains("16384x16384"), "{err}");
+    // A thumbnail of a 61 MP camera photo is cheap: shrink-on-load.
+    let cam = common::jpeg(&common::photo_like(64, 48), 80);
+    let (segs, _) = jpeg_segments(&cam);
+    let (at, _, _) = *segs.iter().find(|s| s.1 == 0xC0).unwrap();
+    let mut big = cam.clone();
+    big[at + 5..at + 9].copy_from_slice(&[(6336u16 >> 8) as u8, 6336u16 as u8, (9504u16 >> 8) as u8, 9504u16 as u8]);
+    let (probe, plan) =
+        pixq_kernel::plan(&big, &Pipeline::parse("thumbnail:1024").unwrap(), &Limits::default()).unwrap();
+    assert_eq!((probe.width, probe.height), (9504, 6336));
+    if cfg!(feature = "turbojpeg") {
+        assert!(plan.peak_bytes < 64 * MB, "{plan:?}");
+    } else {
+        // The pure-Rust decoder cannot shrink on load: the plan prices the full decode.
+        assert!(plan.peak_bytes > 9504 * 6336 * 3, "{plan:?}");
+    }
+}
+
+#[test]
+fn the_estimate_covers_what_real_pipelines_allocate() {
+    let photo = common::photo_like(640, 427);
+    let mut rgba = pixq_kernel::Raster::new(300, 200, pixq_kernel::Channels::Rgba);
+    rgba.data_mut().iter_mut().enumerate().for_each(|(i, v)| *v = (i * 7 % 251) as u8);
+    let inputs = [
+        ("jpeg", common::jpeg(&photo, 90)),
+        ("png", common::png(&photo)),
+        ("png rgba", common::png(&rgba)),
+        ("gif", pixq_kernel::encode(&photo, Format::Gif, &Default::default()).unwrap()),
+        ("tiff", pixq_kernel::encode(&photo, Format::Tiff, &Default::default()).unwrap()),
+        ("webp", pixq_kernel::encode(&photo, Format::Webp, &Default::default()).unwrap()),
+        ("jpeg oriented", common::with_exif_orientation(&common::jpeg(&photo, 90), 6)),
+    ];
+    let pipelines = [
+        "thumbnail:200",
+        "resize:1500:1000:fill,blur:2",
+        "resize:300:300:cover:mitchell,sharpen:1",
+        "rotate:33:00000000,format:png",
+        "rotate:90,grayscale,sobel,format:png",
+        "crop:10:10:300:200,aspect:1:1:north,smartcrop:100:100",
+        "invert,contrast:1.5,threshold:100,format:webp",
+        "flip:v,gamma:2,format:tiff",
+        "blur:4,format:bmp",
+        "resize:2000:0,format:webp,lossless",
+    ];
+    let limits = Limits::default();
+    for (name, bytes) in &inputs {
+        for p in pipelines {
+            let pipeline = Pipeline::parse(p).unwrap();
+            let (_, plan) = pixq_kernel::plan(bytes, &pipeline, &limits).unwrap();
+            let mut proc = Processor::new(limits);
+            let (out, peak) = measured(|| proc.process(bytes, &pipeline));
+            let out = out.unwrap_or_else(|e| panic!("{name} / {p}: {e}"));
+            assert_eq!((out.width, out.height), plan.output, "{name} / {p}");
+            assert!(
+                peak <= plan.peak_bytes,
+                "{name} / {p}: used {peak} bytes, over the estimate of {} ({})",
+                plan.peak_bytes,
+                plan.peak_at
+            );
+        }
+    }
+}
+
+// ---------- time: limits and cancellation ----------
+
+#[test]
+fn a_time_limit_stops_a_long_pipeline_and_cancel_stops_it_from_another_thread() {
+    let png = common::png(&common::photo_like(1500, 1000));
+    let long = Pipeline::parse(&vec!["blur:40"; 30].join(",")).unwrap();
+    let mut proc = Processor::new(Limits::default());
+    let stop = Stop::new().with_time_limit(Duration::from_millis(50));
+    let err = proc.process_with(&png, &long, &stop).unwrap_err();
+    assert!(matches!(err, Error::TimedOut { .. }), "{err}");
+    assert!(err.is_limit());
+
+    let stop = Stop::new();
+    let remote = stop.clone();
+    let canceller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        remote.cancel();
+    });
+    let err = proc.process_with(&png, &long, &stop).unwrap_err();
+    canceller.join().unwrap();
+    assert!(matches!(err, Error::Cancelled), "{err}");
+    assert!(!err.is_limit(), "a cancel is the caller's, not the input's");
+    // The processor is still good for the next job.
+    assert!(proc.process(&png, &Pipeline::parse("thumbnail:10").unwrap()).is_ok());
+}
+
+// ---------- defaults that fit real cameras ----------
+
+#[test]
+fn default_limits_accept_current_camera_sizes() {
+    for (w, h) in [(9431, 5305), (8688, 5792), (9504, 6336), (11_648, 8736)] {
+        let png = png_header_only(w, h);
+        let probe = pixq_kernel::codec::probe(&png, &Limits::default()).unwrap_or_else(|e| panic!("{w}x{h}: {e}"));
+        assert_eq!((probe.width, probe.height), (w, h));
+    }
+    assert!(pixq_kernel::codec::probe(&png_header_only(20_000, 20_000), &Limits::default()).is_err());
+}
