@@ -11,13 +11,30 @@
 #      finishes or releases what it holds);
 #   3. when the worker stops because the queue stayed empty for PIXQ_IDLE_STOP_SECS (exit
 #      code 75), powers the machine off; the launcher sets the shutdown behaviour to
-#      "terminate", so an idle worker ends its own instance and costs nothing more.
+#      "terminate", so an idle worker ends its own instance and costs nothing more;
+#   4. when the worker cannot start at all (wrong queue URL, AccessDenied: it fails again
+#      at every restart), powers the machine off too, after a few tries, rather than
+#      restarting it for ever on an instance that is paid for and does nothing.
 # PIXQ_BOOT_ROOT (tests only) prefixes every path, so the script can run in a scratch folder.
 set -euo pipefail
 ROOT="${PIXQ_BOOT_ROOT:-}"
 log() { echo "pixq-bootstrap: $*" >&2; }
 
 : "${PIXQ_QUEUE_URL:?}" "${PIXQ_REGION:?}" "${PIXQ_WORKER_S3:?}" "${PIXQ_WORKER_SHA256:?}"
+# Every setting ends up as one line of worker.env: a newline or carriage return in a value
+# would start a line of its own (a variable of the sender's choosing), and no quoting carries
+# control characters through an EnvironmentFile. The launcher refuses them already; this
+# holds for user-data written by hand or by something else. Checked before anything is
+# fetched or written, so a refused instance leaves no half-configured worker behind.
+for name in PIXQ_QUEUE_URL PIXQ_REGION PIXQ_WORKER_S3 PIXQ_WORKER_SHA256 PIXQ_OUTPUT_BUCKET \
+  PIXQ_IDLE_STOP_SECS PIXQ_CONCURRENCY PIXQ_VISIBILITY_SECS; do
+  case "${!name:-}" in
+    *[[:cntrl:]]*)
+      log "$name contains a newline, carriage return or other control character; refusing to configure the worker with it"
+      exit 1
+      ;;
+  esac
+done
 BIN_DIR="$ROOT/usr/local/bin"
 ETC="$ROOT/etc/pixq"
 UNIT_DIR="$ROOT/etc/systemd/system"
@@ -42,26 +59,50 @@ if ! id pixq >/dev/null 2>&1; then
   useradd --system --no-create-home --shell /sbin/nologin pixq
 fi
 
+# systemd reads this file itself (EnvironmentFile=), not a shell. Each value is written in
+# its double-quoted form (systemd.exec(5)): inside the quotes, backslash, double quote,
+# dollar and backquote are escaped with a backslash and everything else is literal, so a
+# value holding a quote cannot end its line's value early and take the rest of the line
+# for something else. The same four escapes are those of a POSIX shell's double quotes,
+# so `set -a; . /etc/pixq/worker.env` when debugging reads the same values, and runs none.
+env_line() {
+  local bs='\' dq='"' bq='`' dollar='$' v="$2"
+  v="${v//"$bs"/"$bs$bs"}"
+  v="${v//"$dq"/"$bs$dq"}"
+  v="${v//"$dollar"/"$bs$dollar"}"
+  v="${v//"$bq"/"$bs$bq"}"
+  printf '%s="%s"\n' "$1" "$v"
+}
 umask 022
-cat > "$ETC/worker.env" <<EOF
-PIXQ_TARGET=aws
-PIXQ_QUEUE_URL=$PIXQ_QUEUE_URL
-AWS_REGION=$PIXQ_REGION
-PIXQ_OUTPUT_BUCKET=${PIXQ_OUTPUT_BUCKET:-}
-PIXQ_LOG_FORMAT=json
-PIXQ_EMF=true
-PIXQ_VISIBILITY_SECS=${PIXQ_VISIBILITY_SECS:-120}
-PIXQ_WAIT_SECS=20
-PIXQ_IDLE_EXIT_CODE=75
-EOF
-if [ -n "${PIXQ_IDLE_STOP_SECS:-}" ]; then echo "PIXQ_IDLE_STOP_SECS=$PIXQ_IDLE_STOP_SECS" >> "$ETC/worker.env"; fi
-if [ -n "${PIXQ_CONCURRENCY:-}" ]; then echo "PIXQ_CONCURRENCY=$PIXQ_CONCURRENCY" >> "$ETC/worker.env"; fi
+{
+  env_line PIXQ_TARGET aws
+  env_line PIXQ_QUEUE_URL "$PIXQ_QUEUE_URL"
+  env_line AWS_REGION "$PIXQ_REGION"
+  env_line PIXQ_OUTPUT_BUCKET "${PIXQ_OUTPUT_BUCKET:-}"
+  env_line PIXQ_LOG_FORMAT json
+  env_line PIXQ_EMF true
+  env_line PIXQ_VISIBILITY_SECS "${PIXQ_VISIBILITY_SECS:-120}"
+  env_line PIXQ_WAIT_SECS 20
+  env_line PIXQ_IDLE_EXIT_CODE 75
+  if [ -n "${PIXQ_IDLE_STOP_SECS:-}" ]; then env_line PIXQ_IDLE_STOP_SECS "$PIXQ_IDLE_STOP_SECS"; fi
+  if [ -n "${PIXQ_CONCURRENCY:-}" ]; then env_line PIXQ_CONCURRENCY "$PIXQ_CONCURRENCY"; fi
+} > "$ETC/worker.env"
 
 cat > "$UNIT_DIR/pixq-worker.service" <<'EOF'
 [Unit]
 Description=pixq worker (long-polls the heavy SQS queue)
 After=network-online.target
 Wants=network-online.target
+# A worker that cannot start (wrong queue URL, AccessDenied) fails again at every restart:
+# with RestartSec=5 it reaches a 6th start within 5 minutes (about a minute of trying), and
+# then systemd stops restarting it, the unit becomes "failed" (with Restart=, only then)
+# and OnFailure= powers the machine off, which terminates it. A crash now and then stays
+# under the limit and is restarted, even a message that kills the worker at every receive:
+# it comes back once per visibility timeout (PIXQ_VISIBILITY_SECS), 3 starts in 5 minutes
+# at the default 120 s, until the queue moves it to the dead-letter queue.
+StartLimitIntervalSec=300
+StartLimitBurst=5
+OnFailure=pixq-worker-poweroff.service
 
 [Service]
 User=pixq
@@ -82,6 +123,22 @@ PrivateTmp=true
 
 [Install]
 WantedBy=multi-user.target
+EOF
+
+# Started only by the worker's OnFailure=. The instance terminates with its journal, so the
+# worker's last lines go to the serial console first: `aws ec2 get-console-output` still
+# shows them (the reason it could not start) after the instance is gone.
+cat > "$UNIT_DIR/pixq-worker-poweroff.service" <<'EOF'
+[Unit]
+Description=Power off: the pixq worker cannot start
+
+[Service]
+Type=oneshot
+StandardOutput=journal+console
+# '-': a failure to show the logs must not keep the machine up.
+ExecStart=-/bin/sh -c 'echo "pixq-worker failed to start repeatedly; powering off (the instance terminates)"; /usr/bin/journalctl -u pixq-worker.service -n 30 --no-pager -o cat'
+# --no-block: this unit is itself stopped by the poweroff it asks for.
+ExecStart=/usr/bin/systemctl --no-block poweroff
 EOF
 
 systemctl daemon-reload

@@ -271,6 +271,9 @@ async fn process(b: &Backend, paths: &[PathBuf], ops: &str, out: &Path, how: &Pr
 
     let bar = bar(total as u64, "processing");
     let (mut ok, mut failed) = (HashSet::new(), HashSet::new());
+    // Jobs on their last attempt carry a provisional failure record: failed only once
+    // nothing is left in the queue that could still finish them.
+    let mut last_attempt: HashSet<String> = HashSet::new();
     let mut stopped = None;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     tick.tick().await;
@@ -285,7 +288,17 @@ async fn process(b: &Backend, paths: &[PathBuf], ops: &str, out: &Path, how: &Pr
             _ = tick.tick() => {
                 let st = batch::batch_status(b.store.as_ref(), &b.bucket, &manifest.batch).await?;
                 for r in st.results {
-                    if r.status == Status::Ok { ok.insert(r.job_id); } else { failed.insert(r.job_id); }
+                    match (r.status, r.provisional) {
+                        (Status::Ok, _) => { last_attempt.remove(&r.job_id); ok.insert(r.job_id); }
+                        (Status::Failed, false) => { failed.insert(r.job_id); }
+                        (Status::Failed, true) => { last_attempt.insert(r.job_id); }
+                    }
+                }
+                if !last_attempt.is_empty() {
+                    let c = b.queue.counts().await?;
+                    if c.visible + c.in_flight + c.delayed == 0 {
+                        failed.extend(last_attempt.drain());
+                    }
                 }
                 if started.elapsed() > timeout { stopped = Some("timed out"); break; }
             }

@@ -25,10 +25,42 @@ pub struct S3EventDefaults {
 /// A parsed queue message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Incoming {
-    /// Work to do (one job, or one per created object).
-    Jobs(Vec<Job>),
+    /// Work to do (one job, or one per created object), and the jobs refused with a reason
+    /// (each gets a failed record; the message goes to the dead-letter queue).
+    Jobs(Vec<Job>, Vec<Refused>),
     /// Nothing to do; acknowledge. The string says why.
     Ignore(String),
+}
+
+/// A job that names where its record goes but cannot run: an object key the store layout
+/// refuses, a pipeline out of range. It is recorded as failed, not silently dropped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    /// The job as far as it could be read (its input key may be invalid for the store).
+    pub job: Job,
+    /// Why it cannot run.
+    pub reason: String,
+}
+
+/// For a pixq job message that fails validation: the job id, batch and output location, if
+/// those are valid, so its failure can be recorded where the submitter looks.
+fn salvage(v: &serde_json::Value, reason: String) -> Option<Refused> {
+    let s = |p: &str| v.pointer(p).and_then(serde_json::Value::as_str).map(str::to_string);
+    let (id, batch, bucket) = (s("/id")?, s("/batch")?, s("/output/bucket")?);
+    keys::validate_id("job id", &id).ok()?;
+    keys::validate_id("batch id", &batch).ok()?;
+    keys::validate_bucket(&bucket).ok()?;
+    let job = Job {
+        schema: SCHEMA_VERSION,
+        id,
+        batch,
+        input: ObjectRef { bucket: s("/input/bucket").unwrap_or_default(), key: s("/input/key").unwrap_or_default() },
+        input_digest: None,
+        pipeline: Pipeline::default(),
+        output: OutputLocation { bucket, prefix: s("/output/prefix").unwrap_or_default() },
+        submitted_at_ms: v.pointer("/submitted_at_ms").and_then(serde_json::Value::as_i64).unwrap_or(0),
+    };
+    Some(Refused { job, reason })
 }
 
 #[derive(Deserialize)]
@@ -92,7 +124,14 @@ pub fn form_decode(s: &str) -> Result<String, String> {
 pub fn parse_message(body: &str, s3: Option<&S3EventDefaults>) -> Result<Incoming, SchemaError> {
     let v: serde_json::Value = serde_json::from_str(body)?;
     if v.get("schema").is_some() {
-        return Ok(Incoming::Jobs(vec![Job::from_json(body)?]));
+        return match Job::from_json(body) {
+            Ok(job) => Ok(Incoming::Jobs(vec![job], Vec::new())),
+            Err(e @ SchemaError::Version { .. }) => Err(e),
+            Err(e) => match salvage(&v, e.to_string()) {
+                Some(r) => Ok(Incoming::Jobs(Vec::new(), vec![r])),
+                None => Err(e),
+            },
+        };
     }
     let n: Notification = match serde_json::from_value(v) {
         Ok(n) => n,
@@ -112,6 +151,7 @@ pub fn parse_message(body: &str, s3: Option<&S3EventDefaults>) -> Result<Incomin
         )));
     };
     let mut jobs = Vec::new();
+    let mut refused = Vec::new();
     for r in records {
         if r.source != "aws:s3" || !r.name.starts_with("ObjectCreated") {
             continue;
@@ -138,13 +178,17 @@ pub fn parse_message(body: &str, s3: Option<&S3EventDefaults>) -> Result<Incomin
             output: defaults.output.clone(),
             submitted_at_ms: crate::clock::now_ms(),
         };
-        job.validate()?;
-        jobs.push(job);
+        // A key legal on S3 but outside pixq's key rules (`a//b`, a backslash, a segment
+        // over 255 bytes) fails alone, with a record; its neighbours in the event run.
+        match job.validate() {
+            Ok(()) => jobs.push(job),
+            Err(e) => refused.push(Refused { job, reason: format!("cannot process this object: {e}") }),
+        }
     }
-    if jobs.is_empty() {
+    if jobs.is_empty() && refused.is_empty() {
         return Ok(Incoming::Ignore("no ObjectCreated record for an input".into()));
     }
-    Ok(Incoming::Jobs(jobs))
+    Ok(Incoming::Jobs(jobs, refused))
 }
 
 #[cfg(test)]
@@ -170,13 +214,13 @@ mod tests {
         assert_eq!(form_decode("a%2Fb.jpg").unwrap(), "a/b.jpg");
         assert_eq!(form_decode("%C3%BCber.jpg").unwrap(), "über.jpg");
         assert!(form_decode("bad%2").is_err());
-        let Incoming::Jobs(j) = parse_message(&event("inputs/photo+1.jpg"), Some(&defaults())).unwrap() else {
+        let Incoming::Jobs(j, _) = parse_message(&event("inputs/photo+1.jpg"), Some(&defaults())).unwrap() else {
             panic!()
         };
         assert_eq!((j[0].input.bucket.as_str(), j[0].input.key.as_str()), ("in", "inputs/photo 1.jpg"));
         assert_eq!(j[0].batch, "s3-20261130");
         assert_eq!(j[0].input_digest.as_deref(), Some("etag:abc"));
-        let Incoming::Jobs(k) = parse_message(&event("a%2Fb.jpg"), Some(&defaults())).unwrap() else { panic!() };
+        let Incoming::Jobs(k, _) = parse_message(&event("a%2Fb.jpg"), Some(&defaults())).unwrap() else { panic!() };
         assert_eq!(k[0].input.key, "a/b.jpg");
         assert_ne!(j[0].id, k[0].id);
     }
@@ -194,6 +238,35 @@ mod tests {
         assert!(parse_message(&event("x.jpg"), None).unwrap_err().to_string().contains("no default pipeline"));
         assert!(parse_message(r#"{"hello": 1}"#, None).unwrap_err().to_string().contains("neither a pixq job"));
         assert!(parse_message("nope", None).is_err());
-        assert!(parse_message(&event("..%2F..%2Fetc%2Fpasswd"), Some(&defaults())).is_err());
+    }
+
+    /// Keys S3 allows but the key layout refuses fail one by one, each with a reason and a
+    /// job id to record it under; the other records of the same event still run.
+    #[test]
+    fn keys_legal_on_s3_but_not_here_are_refused_one_by_one() {
+        let long = "x".repeat(300);
+        for bad in ["..%2F..%2Fetc%2Fpasswd", "a%2F%2Fb.jpg", "photo%5C1.jpg", &format!("d%2F{long}.jpg"), "%2Fabs.jpg"]
+        {
+            let two = event(bad).replace("]}", &format!(",{}]}}", &event("fine.jpg")[12..event("fine.jpg").len() - 2]));
+            let Incoming::Jobs(jobs, refused) = parse_message(&two, Some(&defaults())).unwrap() else { panic!() };
+            assert_eq!(jobs.len(), 1, "{bad}");
+            assert_eq!(jobs[0].input.key, "fine.jpg");
+            assert_eq!(refused.len(), 1, "{bad}");
+            assert!(refused[0].reason.contains("cannot process this object"), "{}", refused[0].reason);
+            assert!(keys::validate_id("job id", &refused[0].job.id).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_job_with_a_bad_pipeline_is_refused_under_its_own_id() {
+        let mut v: serde_json::Value = serde_json::from_str(&crate::schema::tests::job().to_json()).unwrap();
+        v["pipeline"]["ops"][0] = serde_json::json!({"op": "blur", "sigma": 1e10});
+        let Incoming::Jobs(jobs, refused) = parse_message(&v.to_string(), None).unwrap() else { panic!() };
+        assert!(jobs.is_empty());
+        assert_eq!((refused[0].job.id.as_str(), refused[0].job.batch.as_str()), ("j1", "b1"));
+        assert!(refused[0].reason.contains("sigma must be <= 100"), "{}", refused[0].reason);
+        // Without a usable id there is nowhere to record it: a bad message.
+        v["id"] = "../x".into();
+        assert!(parse_message(&v.to_string(), None).is_err());
     }
 }

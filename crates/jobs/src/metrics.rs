@@ -96,6 +96,7 @@ mod tests {
             attempts: 1,
             worker: "w".into(),
             finished_at_ms: 0,
+            provisional: false,
         };
         let v: serde_json::Value = serde_json::from_str(&emf_record(&r, "lambda")).unwrap();
         assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Namespace"], "pixq");

@@ -222,6 +222,7 @@ fn base_result(job: &Job, cfg: &ProcessConfig, attempt: u32, status: Status) -> 
         attempts: attempt,
         worker: cfg.worker_id.clone(),
         finished_at_ms: 0,
+        provisional: false,
     }
 }
 
@@ -247,6 +248,22 @@ pub async fn record_failure(
         Ok(_) => Outcome::Poison(reason),
         Err(e) => Outcome::Retry(format!("{reason} (and the failure record could not be written: {e})")),
     }
+}
+
+/// Writes a failed record marked provisional: the job is on its last allowed attempt, and
+/// the record stands if that attempt never finishes (the queue then dead-letters the message
+/// without any code of ours running). A finished attempt overwrites it.
+pub async fn record_provisional(
+    store: &dyn ObjectStore,
+    job: &Job,
+    cfg: &ProcessConfig,
+    attempt: u32,
+    reason: String,
+) -> Result<(), StoreError> {
+    let mut r = base_result(job, cfg, attempt, Status::Failed);
+    r.reason = Some(reason);
+    r.provisional = true;
+    write_result(store, job, r).await.map(|_| ())
 }
 
 /// An output already written for this digest, if any.

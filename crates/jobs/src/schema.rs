@@ -189,10 +189,15 @@ pub struct JobResult {
     pub worker: String,
     /// When, ms since the Unix epoch.
     pub finished_at_ms: i64,
+    /// Written when the job's last allowed attempt started: the failure stands only if that
+    /// attempt never finishes (the message is then in the dead-letter queue). A client
+    /// following a batch counts it as failed once nothing is left in flight.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub provisional: bool,
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn job() -> Job {

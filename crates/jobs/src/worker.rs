@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::events::{Incoming, S3EventDefaults, parse_message};
-use crate::process::{Admission, Outcome, ProcessConfig, process, record_failure};
+use crate::process::{Admission, Outcome, ProcessConfig, process, record_failure, record_provisional};
 use crate::queue::{Message, Queue};
 use crate::store::ObjectStore;
 
@@ -347,8 +347,8 @@ impl Settle<'_> {
 /// record failures, dead-letter poison, set the backoff for retries. The one decision
 /// procedure both runtimes share; only deleting on `Ack` is left to the caller.
 pub async fn settle(s: &Settle<'_>, msg: &Message) -> Disposition {
-    let jobs = match parse_message(&msg.body, s.s3_events) {
-        Ok(Incoming::Jobs(jobs)) => jobs,
+    let (jobs, refused) = match parse_message(&msg.body, s.s3_events) {
+        Ok(Incoming::Jobs(jobs, refused)) => (jobs, refused),
         Ok(Incoming::Ignore(why)) => {
             debug!(%why, "nothing to do");
             return Disposition::Ack;
@@ -362,8 +362,34 @@ pub async fn settle(s: &Settle<'_>, msg: &Message) -> Disposition {
     };
     let mut retry: Option<String> = None;
     let mut poison: Option<String> = None;
+    for r in refused {
+        warn!(job_id = %r.job.id, reason = %r.reason, "refused");
+        match record_failure(s.store, &r.job, s.process, msg.receive_count, r.reason.clone()).await {
+            Outcome::Poison(reason) => {
+                s.emit(Event::Failed { job: Some(r.job.id.clone()), batch: Some(r.job.batch.clone()), reason });
+                poison.get_or_insert(r.reason);
+            }
+            _ => {
+                retry.get_or_insert_with(|| format!("{} (its failure record could not be written)", r.reason));
+            }
+        }
+    }
+    let last_attempt = msg.receive_count >= s.queue.max_receives();
     for job in &jobs {
         let span = info_span!("process", job_id = %job.id, batch = %job.batch);
+        if last_attempt {
+            // The queue dead-letters the message if this attempt does not end it (a crash,
+            // an OOM kill, a release at shutdown), and nothing of ours runs then: record the
+            // failure now; a finished attempt overwrites it.
+            let reason = format!(
+                "dead-lettered: attempt {} of {} did not finish (the worker stopped, crashed or ran out of memory during it)",
+                msg.receive_count,
+                s.queue.max_receives()
+            );
+            if let Err(e) = record_provisional(s.store, job, s.process, msg.receive_count, reason).await {
+                warn!(job_id = %job.id, error = %e, "could not write the provisional failure record");
+            }
+        }
         let mut outcome =
             process(job, msg.receive_count, s.store, s.process, s.admission, s.cancel).instrument(span).await;
         if let Outcome::Retry(reason) = &outcome

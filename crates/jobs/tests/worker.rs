@@ -138,7 +138,7 @@ async fn poison_inputs_fail_alone_and_good_jobs_finish() {
     run_until(e.queue.clone(), e.store.clone(), fast_cfg(), async || {
         let c = q.counts().await.unwrap();
         c.visible + c.in_flight + c.delayed == 0
-            && batch_status(st.as_ref(), BUCKET, "b").await.unwrap().results.len() == 7
+            && batch_status(st.as_ref(), BUCKET, "b").await.unwrap().results.len() == 8
     })
     .await;
 
@@ -155,6 +155,10 @@ async fn poison_inputs_fail_alone_and_good_jobs_finish() {
         assert!(reason.contains(want), "job {i}: {reason}");
         assert_eq!(r.attempts, 1, "permanent errors are not retried");
     }
+    // The job with an unknown op names its id and batch: it is recorded, not only buried.
+    let bad = status.results.iter().find(|r| r.job_id == "b-bad-op").unwrap();
+    assert_eq!(bad.status, Status::Failed);
+    assert!(bad.reason.as_deref().unwrap().contains("wobble"), "{:?}", bad.reason);
     let dead = e.queue.dead_letters(100).await.unwrap();
     assert_eq!(dead.len(), 7, "{dead:#?}");
     assert!(dead.iter().any(|d| d.reason.contains("malformed job JSON")));
@@ -552,4 +556,122 @@ async fn finished_messages_are_deleted_in_batches() {
     assert!(batches.iter().all(|&n| n <= 10), "{batches:?}");
     assert_eq!(spy.single.load(Ordering::SeqCst), 0);
     assert_eq!(batch_status(e.store.as_ref(), BUCKET, "a").await.unwrap().ok(), 8);
+}
+
+/// Output writes never complete: the job's attempt hangs until its worker gives it up.
+#[derive(Debug)]
+struct Stuck;
+
+#[async_trait]
+impl BeforeOutputPut for Stuck {
+    async fn before(&self) -> Result<(), StoreError> {
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+}
+
+fn png(w: u32, h: u32) -> Vec<u8> {
+    pixq_jobs::kernel::encode(&photo(w, h), Format::Png, &OutputSpec { compression: Some(1), ..Default::default() })
+        .unwrap()
+}
+
+/// Issue 8, items 2-4: a message out of the parser's ranges, a forged input digest, a job
+/// over the memory budget and a job over its time limit each end as a recorded failure with
+/// a reason naming the figures; the worker survives them and the good job beside them runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_messages_and_jobs_end_as_recorded_failures() {
+    let e = env(3);
+    let s = e.store.as_ref();
+    let victim = jpeg(64, 48);
+    let attacker = jpeg(80, 60);
+    let good = upload_job(s, "h", 0, "good.jpg", Some(jpeg(200, 100)), "thumbnail:50").await;
+    let mut forged = upload_job(s, "h", 1, "forged.jpg", Some(attacker), "thumbnail:50").await;
+    forged.input_digest = Some(keys::content_digest(&victim));
+    let budget = upload_job(s, "h", 2, "tiny.png", Some(png(8, 8)), "resize:16384:16384:fill,blur:1").await;
+    let slow = upload_job(s, "h", 3, "slow.png", Some(png(1500, 1000)), &vec!["blur:80"; 24].join(",")).await;
+    let range = upload_job(s, "h", 4, "range.jpg", Some(jpeg(50, 50)), "blur:1").await;
+    batch::enqueue(e.queue.as_ref(), &[good.clone(), forged.clone(), budget.clone(), slow.clone()], false)
+        .await
+        .unwrap();
+    // Sigma 1e10 in the message itself: the parser would never write it.
+    let mut v: serde_json::Value = serde_json::from_str(&range.to_json()).unwrap();
+    v["pipeline"]["ops"][0]["sigma"] = serde_json::json!(1e10);
+    e.queue.send(&v.to_string(), &SendOptions::default()).await.unwrap();
+
+    let mut cfg = fast_cfg();
+    cfg.memory_mb = 512;
+    cfg.process.job_timeout = Duration::from_millis(300);
+    let (q, st) = (e.queue.clone(), e.store.clone());
+    run_until(e.queue.clone(), e.store.clone(), cfg, async || {
+        let c = q.counts().await.unwrap();
+        c.visible + c.in_flight + c.delayed == 0
+            && batch_status(st.as_ref(), BUCKET, "h").await.unwrap().results.len() == 5
+    })
+    .await;
+
+    let status = batch_status(e.store.as_ref(), BUCKET, "h").await.unwrap();
+    let by_id = |id: &str| status.results.iter().find(|r| r.job_id == id).unwrap();
+    assert_eq!(by_id(&good.id).status, Status::Ok);
+    for (job, want) in [
+        (&forged.id, "input digest mismatch"),
+        (&budget.id, "over the budget of 512 MB"),
+        (&slow.id, "time limit"),
+        (&range.id, "sigma must be <= 100"),
+    ] {
+        let r = by_id(job);
+        assert_eq!(r.status, Status::Failed, "{job}");
+        let reason = r.reason.as_deref().unwrap();
+        assert!(reason.contains(want), "{job}: {reason}");
+        assert_eq!(r.attempts, 1, "{job}: permanent, not retried");
+    }
+    assert!(by_id(&budget.id).reason.as_deref().unwrap().contains("16384x16384"));
+    // The forged message wrote nothing under the victim's output key.
+    let victim_key = keys::output_key_stem(
+        "outputs/",
+        &keys::output_digest(
+            &keys::content_digest(&victim),
+            &forged.pipeline.canonical(),
+            pixq_jobs::kernel::KERNEL_VERSION,
+        ),
+    );
+    assert!(e.store.list(BUCKET, &victim_key).await.unwrap().is_empty(), "an output was written for forged pixels");
+    assert_eq!(e.queue.dead_letters(100).await.unwrap().len(), 4);
+}
+
+/// Issue 8, item 6: a message whose last allowed attempt never finishes (here: its worker
+/// is stopped mid-job; a crash or an OOM kill looks the same to the queue) is dead-lettered
+/// by the queue, and its job has a failed record saying so; a last attempt that finishes
+/// replaces the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_attempt_that_never_finishes_leaves_a_failed_record() {
+    let e = env(1);
+    let stuck = upload_job(e.store.as_ref(), "d", 0, "stuck.jpg", Some(jpeg(64, 48)), "thumbnail:10").await;
+    batch::enqueue(e.queue.as_ref(), std::slice::from_ref(&stuck), false).await.unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(Hooked { inner: (*e.store).clone(), hook: Stuck });
+    let mut cfg = fast_cfg();
+    cfg.grace = Duration::ZERO;
+    let (q, st) = (e.queue.clone(), e.store.clone());
+    run_until(e.queue.clone(), store, cfg, async || {
+        q.counts().await.unwrap().in_flight == 1 && !st.list(BUCKET, "results/d/").await.unwrap().is_empty()
+    })
+    .await;
+    // The queue buries it on the next receive (its one allowed receive is used up).
+    assert!(e.queue.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap().is_empty());
+    let dead = e.queue.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    let status = batch_status(e.store.as_ref(), BUCKET, "d").await.unwrap();
+    let r = &status.results[0];
+    assert_eq!((r.status, r.provisional), (Status::Failed, true));
+    assert!(r.reason.as_deref().unwrap().contains("attempt 1 of 1 did not finish"), "{:?}", r.reason);
+
+    // The same situation where the attempt finishes: an ok record, not provisional.
+    let fine = upload_job(e.store.as_ref(), "d2", 0, "fine.jpg", Some(jpeg(64, 48)), "thumbnail:12").await;
+    batch::enqueue(e.queue.as_ref(), std::slice::from_ref(&fine), false).await.unwrap();
+    let st = e.store.clone();
+    run_until(e.queue.clone(), e.store.clone(), fast_cfg(), async || {
+        batch_status(st.as_ref(), BUCKET, "d2").await.unwrap().ok() == 1
+    })
+    .await;
+    let r = &batch_status(e.store.as_ref(), BUCKET, "d2").await.unwrap().results[0];
+    assert_eq!((r.status, r.provisional), (Status::Ok, false));
 }
