@@ -187,6 +187,15 @@ async fn launch_list_and_terminate_a_fleet() {
     let o = pixq(&st, &["launch", "--worker-binary", fake.to_str().unwrap(), "--fleet", &fleet]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("no ELF header"), "{}", text(&o));
+    // So is a setting with a newline in it (it would add variables to the worker's
+    // environment file), naming the setting.
+    let evil_url = format!("{}\nPIXQ_EVIL=1", st.queue_url);
+    let o =
+        pixq(&st, &["launch", "--worker-binary", bin.to_str().unwrap(), "--fleet", &fleet, "--queue-url", &evil_url]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("PIXQ_QUEUE_URL holds the control character '\\n'"), "{}", text(&o));
+    let o = pixq(&st, &["list", "--fleet", &fleet]);
+    assert!(text(&o).contains("no instances"), "{}", text(&o));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,6 +256,37 @@ fn fake_tools(dir: &Path, objects: &Path, log: &Path) -> PathBuf {
     bin
 }
 
+/// The variables of a worker.env as systemd reads an EnvironmentFile (systemd.exec(5);
+/// src/basic/env-file.c), for the one form the bootstrap writes: every value double-quoted on
+/// its own line. Inside the quotes a backslash before `"`, `\`, `` ` `` or `$` stands for that
+/// character and any other backslash stays. Any other form fails the test: an unquoted value,
+/// text after the closing quote (systemd would append it), an unterminated quote.
+fn read_env_file(text: &str) -> Vec<(String, String)> {
+    let mut vars = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with(['#', ';'])) {
+        let (key, rest) = line.split_once('=').unwrap_or_else(|| panic!("no '=' in {line:?}"));
+        let mut chars = rest.strip_prefix('"').unwrap_or_else(|| panic!("unquoted value: {line:?}")).chars();
+        let mut value = String::new();
+        loop {
+            match chars.next().unwrap_or_else(|| panic!("unterminated value: {line:?}")) {
+                '"' => break,
+                '\\' => match chars.next().unwrap_or_else(|| panic!("unterminated value: {line:?}")) {
+                    c @ ('"' | '\\' | '`' | '$') => value.push(c),
+                    c => value.extend(['\\', c]),
+                },
+                c => value.push(c),
+            }
+        }
+        assert_eq!(chars.as_str(), "", "text after the closing quote: {line:?}");
+        vars.push((key.to_string(), value));
+    }
+    vars
+}
+
+fn env_var<'a>(vars: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    vars.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bootstrap_installs_the_worker_which_works_the_heavy_queue_then_stops_idle() {
     let Some(cfg) = pixq_testkit::sdk().await else { return };
@@ -284,9 +324,25 @@ async fn the_bootstrap_installs_the_worker_which_works_the_heavy_queue_then_stop
     assert!(calls.contains("systemctl enable --now pixq-worker.service"), "{calls}");
     let unit = std::fs::read_to_string(root.join("etc/systemd/system/pixq-worker.service")).unwrap();
     assert!(unit.contains("ExecStart=/usr/local/bin/pixq-worker") && unit.contains("User=pixq"), "{unit}");
-    assert!(unit.contains("SuccessExitStatus=75") && unit.contains("poweroff"), "{unit}");
+    assert!(unit.contains("SuccessExitStatus=75") && unit.contains(r#"if [ "$EXIT_STATUS" = 75 ]; then"#), "{unit}");
+    // A worker that cannot start is restarted a few times, then the machine powers off:
+    // start limits (read from [Unit] only) and the oneshot that OnFailure= starts.
+    let unit_section = unit.split("[Service]").next().unwrap();
+    for want in ["Restart=on-failure", "RestartSec=5"] {
+        assert!(unit.contains(want), "{want}: {unit}");
+    }
+    for want in ["StartLimitIntervalSec=300", "StartLimitBurst=5", "OnFailure=pixq-worker-poweroff.service"] {
+        assert!(unit_section.contains(want), "{want} not in [Unit]: {unit}");
+    }
+    let poweroff = std::fs::read_to_string(root.join("etc/systemd/system/pixq-worker-poweroff.service")).unwrap();
+    assert!(poweroff.contains("Type=oneshot"), "{poweroff}");
+    assert!(poweroff.contains("\nExecStart=/usr/bin/systemctl --no-block poweroff\n"), "{poweroff}");
+    assert!(!poweroff.contains("[Install]"), "started by OnFailure= only: {poweroff}");
     let env_file = std::fs::read_to_string(root.join("etc/pixq/worker.env")).unwrap();
-    assert!(env_file.contains(&format!("PIXQ_QUEUE_URL={}", st.queue_url)), "{env_file}");
+    let env = read_env_file(&env_file);
+    assert_eq!(env_var(&env, "PIXQ_QUEUE_URL"), Some(st.queue_url.as_str()), "{env_file}");
+    assert_eq!(env_var(&env, "PIXQ_OUTPUT_BUCKET"), Some(st.bucket.as_str()), "{env_file}");
+    assert_eq!(env_var(&env, "PIXQ_IDLE_EXIT_CODE"), Some("75"), "{env_file}");
 
     // A tampered binary is refused.
     let release = std::fs::read_dir(objects.join("releases")).unwrap().next().unwrap().unwrap().path();
@@ -296,6 +352,46 @@ async fn the_bootstrap_installs_the_worker_which_works_the_heavy_queue_then_stop
     let bad = bad.unwrap();
     assert!(!bad.status.success() && text(&bad).contains("does not match its SHA-256"), "{}", text(&bad));
     std::fs::write(&release, good).unwrap();
+
+    // A setting holding quotes, backslashes, `$` and backquotes arrives byte for byte and
+    // adds no variable: the launcher quotes it for the shell, the bootstrap for systemd.
+    const ODD: &str = r#"https://q/"x" \"PIXQ_EVIL=1\" C:\dir\ $HOME `id` 'single'"#;
+    let bin = worker_binary();
+    let o = pixq(&st, &["launch", "--dry-run", "--worker-binary", bin.to_str().unwrap(), "--queue-url", ODD]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let odd_script = dir.join("user-data-odd");
+    std::fs::write(&odd_script, &o.stdout).unwrap();
+    let root3 = dir.join("root3");
+    let boot = Command::new("bash").arg(&odd_script).env("PIXQ_BOOT_ROOT", &root3).env("PATH", &path).output().unwrap();
+    assert!(boot.status.success(), "bootstrap failed: {}", text(&boot));
+    let odd_file = std::fs::read_to_string(root3.join("etc/pixq/worker.env")).unwrap();
+    let escaped = r#"PIXQ_QUEUE_URL="https://q/\"x\" \\\"PIXQ_EVIL=1\\\" C:\\dir\\ \$HOME \`id\` 'single'""#;
+    assert!(odd_file.lines().any(|l| l == escaped), "{odd_file}");
+    let odd = read_env_file(&odd_file);
+    assert_eq!(env_var(&odd, "PIXQ_QUEUE_URL"), Some(ODD), "{odd_file}");
+    let keys = |vars: &[(String, String)]| vars.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    assert_eq!(keys(&odd), keys(&env), "{odd_file}");
+
+    // A newline, carriage return or tab in a setting (user-data not written by the launcher,
+    // which refuses them) stops the bootstrap before it fetches or writes anything.
+    for (i, bad) in ["\n", "\r", "\t"].into_iter().enumerate() {
+        let line = format!("PIXQ_OUTPUT_BUCKET='{}'", st.bucket);
+        assert!(script.contains(&line), "{script}");
+        let evil = script.replace(&line, &format!("PIXQ_OUTPUT_BUCKET='{}{bad}PIXQ_EVIL=1'", st.bucket));
+        let evil_script = dir.join(format!("user-data-evil{i}"));
+        std::fs::write(&evil_script, evil).unwrap();
+        let evil_root = dir.join(format!("root-evil{i}"));
+        let o = Command::new("bash").arg(&evil_script).env("PIXQ_BOOT_ROOT", &evil_root).env("PATH", &path).output();
+        let o = o.unwrap();
+        assert!(!o.status.success(), "{bad:?} accepted: {}", text(&o));
+        assert!(
+            text(&o).contains("PIXQ_OUTPUT_BUCKET contains a newline, carriage return or other control"),
+            "{}",
+            text(&o)
+        );
+        assert!(!evil_root.join("etc/pixq/worker.env").exists(), "{bad:?}: an env file was written");
+        assert!(!evil_root.join("usr/local/bin/pixq-worker").exists(), "{bad:?}: the binary was installed");
+    }
 
     // "Boot": a job waits on the heavy queue; the installed worker, configured only by the
     // env file (the test's endpoint and keys stand in for the instance role), does it and
@@ -309,8 +405,7 @@ async fn the_bootstrap_installs_the_worker_which_works_the_heavy_queue_then_stop
     let q = pixq_jobs::queue::sqs::SqsQueue::open(pixq_jobs::aws::sqs_client(&cfg), &st.queue_url, None).await.unwrap();
     pixq_jobs::batch::enqueue(&q, std::slice::from_ref(&job), false).await.unwrap();
     let mut worker = Command::new(&installed);
-    for line in env_file.lines().filter(|l| !l.trim().is_empty()) {
-        let (k, v) = line.split_once('=').unwrap();
+    for (k, v) in &env {
         worker.env(k, v);
     }
     worker.env("PIXQ_WAIT_SECS", "1").env("PIXQ_IDLE_STOP_SECS", "3").env("PIXQ_EMF", "false");
