@@ -47,9 +47,13 @@ pub enum Command {
         /// Pipeline, e.g. 'thumbnail:1024,sharpen:1,format:webp' (see `pixq ops`).
         #[arg(long, short)]
         ops: String,
-        /// Folder for the results, written as <stem>.<ext>.
+        /// Folder for the results, written as <stem>.<ext> (names collide: <stem>-2.<ext>, in
+        /// input order). Existing files are never replaced without --overwrite.
         #[arg(long)]
         out: PathBuf,
+        /// Replace files that already exist in --out.
+        #[arg(long)]
+        overwrite: bool,
         /// In-process worker tasks (local default: number of cores; aws default: 0, the
         /// deployed Lambda or EC2 workers do the work).
         #[arg(long, short)]
@@ -94,6 +98,9 @@ pub enum Command {
         /// Folder for the results.
         #[arg(long)]
         out: PathBuf,
+        /// Replace files that already exist in --out.
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Inspect or redrive the dead-letter queue.
     Dlq {

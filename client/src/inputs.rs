@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use pixq_jobs::kernel::{Format, Pipeline};
 
 const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "tif", "tiff", "bmp"];
 
@@ -40,17 +41,55 @@ pub fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// File names for outputs: `<stem>.<ext>`, with `-2`, `-3`... when stems collide.
-pub fn output_names(inputs: &[PathBuf], exts: &[&str]) -> Vec<String> {
+/// Longest output file name, in bytes: file systems allow 255, and the temporary file
+/// written beside it (`.<name>.<random>.pixq-partial`) needs room too.
+pub const MAX_NAME_BYTES: usize = 200;
+
+/// The extension an input's output will have: the pipeline's format, else the input's own
+/// format sniffed from its first bytes (never from its name), else the name's extension.
+pub fn output_ext(pipeline: &Pipeline, path: &Path) -> String {
+    if let Some(f) = pipeline.output.format {
+        return f.extension().to_string();
+    }
+    let mut head = [0u8; 32];
+    let n = std::fs::File::open(path).and_then(|mut f| std::io::Read::read(&mut f, &mut head)).unwrap_or(0);
+    match Format::sniff(&head[..n]) {
+        Some(f) => f.extension().to_string(),
+        None => path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_else(|| "img".into()),
+    }
+}
+
+/// Cuts `stem` to at most `max` bytes on a character boundary, marking a cut with a short
+/// hash of the whole stem so that two long names sharing a start stay apart.
+fn shorten(stem: &str, max: usize) -> String {
+    if stem.len() <= max {
+        return stem.to_string();
+    }
+    let tag = &pixq_jobs::keys::content_digest(stem.as_bytes())[7..15];
+    let mut cut = max.saturating_sub(tag.len() + 1);
+    while !stem.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}~{tag}", &stem[..cut])
+}
+
+/// Output file names for a whole input list, assigned before anything is processed, so a
+/// name never depends on which jobs succeed. Rule: `<stem>.<ext>`; a name already taken
+/// earlier in the list (compared without case, as macOS and Windows do) becomes
+/// `<stem>-2.<ext>`, `<stem>-3.<ext>`, ... in input order; a stem too long for
+/// [`MAX_NAME_BYTES`] is cut and tagged with a hash of the full stem.
+pub fn output_names(inputs: &[PathBuf], exts: &[String]) -> Vec<String> {
     let mut used = std::collections::HashSet::new();
     inputs
         .iter()
         .zip(exts)
         .map(|(p, ext)| {
             let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
+            let stem = if stem.is_empty() || stem.starts_with('.') { format!("image{stem}") } else { stem };
+            let stem = shorten(&stem, MAX_NAME_BYTES - ext.len() - 8);
             let mut name = format!("{stem}.{ext}");
             let mut n = 2;
-            while !used.insert(name.clone()) {
+            while !used.insert(name.to_lowercase()) {
                 name = format!("{stem}-{n}.{ext}");
                 n += 1;
             }
@@ -63,10 +102,43 @@ pub fn output_names(inputs: &[PathBuf], exts: &[&str]) -> Vec<String> {
 mod tests {
     use super::*;
 
+    fn exts(e: &[&str]) -> Vec<String> {
+        e.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
     fn colliding_stems_get_numbers() {
-        let inputs = [PathBuf::from("a/x.jpg"), PathBuf::from("b/x.png"), PathBuf::from("y.gif")];
-        assert_eq!(output_names(&inputs, &["jpg", "jpg", "png"]), ["x.jpg", "x-2.jpg", "y.png"]);
+        let inputs =
+            [PathBuf::from("a/x.jpg"), PathBuf::from("b/x.png"), PathBuf::from("y.gif"), PathBuf::from("c/X.jpg")];
+        assert_eq!(
+            output_names(&inputs, &exts(&["jpg", "jpg", "png", "jpg"])),
+            ["x.jpg", "x-2.jpg", "y.png", "X-3.jpg"]
+        );
+        // A name that looks like a later numbered one still gets its own.
+        let inputs = [PathBuf::from("a/x.jpg"), PathBuf::from("x-2.jpg"), PathBuf::from("b/x.jpg")];
+        assert_eq!(output_names(&inputs, &exts(&["jpg", "jpg", "jpg"])), ["x.jpg", "x-2.jpg", "x-3.jpg"]);
+    }
+
+    #[test]
+    fn long_names_are_cut_and_stay_apart() {
+        let a = format!("{}a.jpg", "é".repeat(130));
+        let b = format!("{}b.jpg", "é".repeat(130));
+        let names = output_names(&[PathBuf::from(&a), PathBuf::from(&b)], &exts(&["webp", "webp"]));
+        assert!(names.iter().all(|n| n.len() <= MAX_NAME_BYTES && n.ends_with(".webp")), "{names:?}");
+        assert_ne!(names[0], names[1]);
+        assert_eq!(output_names(&[PathBuf::from(".hidden")], &exts(&["png"])), ["image.hidden.png"]);
+    }
+
+    #[test]
+    fn the_extension_comes_from_the_pipeline_or_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let png_named_jpg = dir.path().join("x.jpg");
+        std::fs::write(&png_named_jpg, b"\x89PNG\r\n\x1a\n rest").unwrap();
+        assert_eq!(output_ext(&Pipeline::default(), &png_named_jpg), "png");
+        assert_eq!(output_ext(&Pipeline::parse("format:webp").unwrap(), &png_named_jpg), "webp");
+        let text = dir.path().join("notes.TXT");
+        std::fs::write(&text, "hello").unwrap();
+        assert_eq!(output_ext(&Pipeline::default(), &text), "txt");
     }
 
     #[test]

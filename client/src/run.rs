@@ -108,6 +108,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             paths,
             ops,
             out,
+            overwrite,
             workers,
             timeout_secs,
             keep_inputs,
@@ -119,6 +120,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 workers: workers.unwrap_or(b.default_workers),
                 timeout: Duration::from_secs(timeout_secs),
                 drop_inputs: b.local && !keep_inputs,
+                overwrite,
                 memory_mb: memory_mb.unwrap_or_else(pixq_jobs::process::default_memory_mb),
                 process: ProcessConfig {
                     limits: pixq_jobs::kernel::Limits::default().max_pixels((max_megapixels * 1e6) as u64),
@@ -129,7 +131,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             process(&b, &paths, &ops, &out, &how).await
         }
         Command::Submit { paths, ops } => {
-            let m = submit(&b, &paths, &ops).await?;
+            let files = inputs::collect(&paths)?;
+            let m = submit(&b, &files, &parse_pipeline(&ops)?).await?;
             eprintln!(
                 "submitted {} jobs to {}; workers: `{}` (or the deployed stack)",
                 m.jobs.len(),
@@ -140,10 +143,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Status { batch } => status(&b, &batch).await,
-        Command::Fetch { batch, out } => {
+        Command::Fetch { batch, out, overwrite } => {
             let manifest = manifest(&b, &batch).await?;
             let st = batch::batch_status(b.store.as_ref(), &b.bucket, &batch).await?;
-            let written = fetch(&b, &manifest, &st, &out).await?;
+            if !overwrite {
+                let names: Vec<String> = entry_names(&manifest).into_iter().map(|(_, n)| n).collect();
+                refuse_existing(&out, &names)?;
+            }
+            let written = fetch(&b, &manifest, &st, &out, overwrite).await?;
             let pending = manifest.jobs.len().saturating_sub(st.results.len());
             println!(
                 "fetched {written} outputs into {} ({} failed, {pending} not finished)",
@@ -167,10 +174,37 @@ fn parse_pipeline(ops: &str) -> anyhow::Result<Pipeline> {
     Pipeline::parse(ops).map_err(|e| anyhow!("bad --ops: {e}"))
 }
 
+/// The output name of every job of a manifest (assigned at submit; computed the same way
+/// for manifests written before names were stored).
+fn entry_names(m: &BatchManifest) -> Vec<(String, String)> {
+    let sources: Vec<PathBuf> = m.jobs.iter().map(|e| PathBuf::from(&e.source)).collect();
+    let pipeline = Pipeline::parse(&m.pipeline).unwrap_or_default();
+    let exts: Vec<String> = sources.iter().map(|p| inputs::output_ext(&pipeline, p)).collect();
+    let fallback = inputs::output_names(&sources, &exts);
+    m.jobs.iter().zip(fallback).map(|(e, f)| (e.job_id.clone(), e.output_name.clone().unwrap_or(f))).collect()
+}
+
+/// Refuses to go on when any of `names` already exists in `out`: pixq never replaces a
+/// file it did not write in this run unless `--overwrite` says so (`--out` may well be the
+/// folder the photos came from).
+fn refuse_existing(out: &Path, names: &[String]) -> anyhow::Result<()> {
+    let taken: Vec<&String> = names.iter().filter(|n| out.join(n).symlink_metadata().is_ok()).collect();
+    if let Some(first) = taken.first() {
+        bail!(
+            "{} output file{} already exist{} in {} (first: {first}); nothing was replaced. Pass --overwrite to replace them, or choose another --out folder",
+            taken.len(),
+            if taken.len() == 1 { "" } else { "s" },
+            if taken.len() == 1 { "s" } else { "" },
+            out.display()
+        );
+    }
+    Ok(())
+}
+
 /// Uploads the inputs (8 at a time), writes the batch manifest and enqueues one job per image.
-async fn submit(b: &Backend, paths: &[PathBuf], ops: &str) -> anyhow::Result<BatchManifest> {
-    let pipeline = parse_pipeline(ops)?;
-    let files = inputs::collect(paths)?;
+async fn submit(b: &Backend, files: &[PathBuf], pipeline: &Pipeline) -> anyhow::Result<BatchManifest> {
+    let exts: Vec<String> = files.iter().map(|f| inputs::output_ext(pipeline, f)).collect();
+    let names = inputs::output_names(files, &exts);
     let batch = ids::new_batch_id();
     let output = OutputLocation { bucket: b.bucket.clone(), prefix: "outputs/".into() };
     let bar = bar(files.len() as u64, "uploading");
@@ -206,8 +240,13 @@ async fn submit(b: &Backend, paths: &[PathBuf], ops: &str) -> anyhow::Result<Bat
     let mut entries = Vec::with_capacity(files.len());
     for (i, key, digest) in uploaded {
         let input = ObjectRef { bucket: b.bucket.clone(), key };
-        let job = batch::new_job(&batch, i, input.clone(), Some(digest), &pipeline, &output);
-        entries.push(ManifestEntry { job_id: job.id.clone(), source: files[i].display().to_string(), input });
+        let job = batch::new_job(&batch, i, input.clone(), Some(digest), pipeline, &output);
+        entries.push(ManifestEntry {
+            job_id: job.id.clone(),
+            source: files[i].display().to_string(),
+            input,
+            output_name: Some(names[i].clone()),
+        });
         jobs.push(job);
     }
     let manifest = BatchManifest {
@@ -243,13 +282,21 @@ struct ProcessOptions {
     memory_mb: u64,
     /// Limits and time limit of the in-process workers.
     process: ProcessConfig,
+    /// Replace existing files in --out.
+    overwrite: bool,
 }
 
 /// The main job: submit, run workers in-process (or follow deployed ones), fetch, summarise.
 async fn process(b: &Backend, paths: &[PathBuf], ops: &str, out: &Path, how: &ProcessOptions) -> anyhow::Result<i32> {
     let (workers, timeout) = (how.workers, how.timeout);
     let started = Instant::now();
-    let manifest = submit(b, paths, ops).await?;
+    let pipeline = parse_pipeline(ops)?;
+    let files = inputs::collect(paths)?;
+    if !how.overwrite {
+        let exts: Vec<String> = files.iter().map(|f| inputs::output_ext(&pipeline, f)).collect();
+        refuse_existing(out, &inputs::output_names(&files, &exts))?;
+    }
+    let manifest = submit(b, &files, &pipeline).await?;
     let total = manifest.jobs.len();
     let ours: HashSet<String> = manifest.jobs.iter().map(|j| j.job_id.clone()).collect();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -324,7 +371,7 @@ async fn process(b: &Backend, paths: &[PathBuf], ops: &str, out: &Path, how: &Pr
         return Ok(130);
     }
     let st = batch::batch_status(b.store.as_ref(), &b.bucket, &manifest.batch).await?;
-    let written = fetch(b, &manifest, &st, out).await.with_context(|| {
+    let written = fetch(b, &manifest, &st, out, how.overwrite).await.with_context(|| {
         format!(
             "batch {} is processed and kept in {}; collect it with `pixq fetch {} --out <dir>`",
             manifest.batch, b.location, manifest.batch
@@ -361,39 +408,66 @@ fn print_failures(manifest: &BatchManifest, st: &BatchStatus) {
     }
 }
 
-/// Downloads every ok output of a batch into `out` as `<stem>.<ext>`.
-async fn fetch(b: &Backend, manifest: &BatchManifest, st: &BatchStatus, out: &Path) -> anyhow::Result<usize> {
+/// Downloads every ok output of a batch into `out` under the names assigned at submit.
+/// Each file is whole or absent: it is written to a temporary file created exclusively
+/// (a fresh random name, never through a symlink), then moved into place; without
+/// `overwrite` the move refuses an existing file (a hard link cannot replace one).
+async fn fetch(
+    b: &Backend,
+    manifest: &BatchManifest,
+    st: &BatchStatus,
+    out: &Path,
+    overwrite: bool,
+) -> anyhow::Result<usize> {
     tokio::fs::create_dir_all(out).await.with_context(|| format!("creating {}", out.display()))?;
     let by_job: HashMap<&str, _> = st.results.iter().map(|r| (r.job_id.as_str(), r)).collect();
-    let mut sources = Vec::new();
-    let mut exts = Vec::new();
-    let mut objects = Vec::new();
-    for e in &manifest.jobs {
-        if let Some(r) = by_job.get(e.job_id.as_str()).filter(|r| r.status == Status::Ok)
-            && let Some(o) = r.outputs.first()
-        {
-            sources.push(PathBuf::from(&e.source));
-            exts.push(o.format.extension());
-            objects.push(o.object.clone());
+    let mut written = 0;
+    let mut refused = Vec::new();
+    for (job, name) in entry_names(manifest) {
+        let Some(o) = by_job.get(job.as_str()).filter(|r| r.status == Status::Ok).and_then(|r| r.outputs.first())
+        else {
+            continue;
+        };
+        let bytes = b
+            .store
+            .get(&o.object.bucket, &o.object.key)
+            .await
+            .with_context(|| format!("downloading {}", o.object.key))?;
+        let path = out.join(&name);
+        let (out2, name2) = (out.to_path_buf(), name.clone());
+        let placed = tokio::task::spawn_blocking(move || place(&out2, &name2, &bytes, overwrite))
+            .await
+            .context("writing task failed")?;
+        match placed {
+            Ok(()) => written += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => refused.push(name),
+            Err(e) => return Err(e).with_context(|| format!("writing {}", path.display())),
         }
     }
-    let names = inputs::output_names(&sources, &exts);
-    for (name, obj) in names.iter().zip(&objects) {
-        let bytes = b.store.get(&obj.bucket, &obj.key).await.with_context(|| format!("downloading {}", obj.key))?;
-        let path = out.join(name);
-        // Whole or absent: a full disk leaves no truncated image behind.
-        let tmp = out.join(format!(".{name}.pixq-partial"));
-        let written = async {
-            tokio::fs::write(&tmp, bytes).await?;
-            tokio::fs::rename(&tmp, &path).await
-        }
-        .await;
-        if let Err(e) = written {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(e).with_context(|| format!("writing {}", path.display()));
-        }
+    if let Some(first) = refused.first() {
+        bail!(
+            "{} output file{} appeared in {} while pixq ran (first: {first}) and {} not replaced; pass --overwrite to replace them",
+            refused.len(),
+            if refused.len() == 1 { "" } else { "s" },
+            out.display(),
+            if refused.len() == 1 { "was" } else { "were" }
+        );
     }
-    Ok(names.len())
+    Ok(written)
+}
+
+/// Writes `bytes` to `dir/name`, whole or not at all.
+fn place(dir: &Path, name: &str, bytes: &[u8], overwrite: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.{}.pixq-partial", ids::random_hex(1)));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(bytes)?;
+        if overwrite { std::fs::rename(&tmp, &path) } else { std::fs::hard_link(&tmp, &path) }
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result
 }
 
 async fn manifest(b: &Backend, batch: &str) -> anyhow::Result<BatchManifest> {
@@ -414,6 +488,17 @@ async fn status(b: &Backend, batch: &str) -> anyhow::Result<i32> {
         st.failed(),
         m.pipeline
     );
+    let by_job: HashMap<&str, &pixq_jobs::schema::JobResult> =
+        st.results.iter().map(|r| (r.job_id.as_str(), r)).collect();
+    for ((job, name), e) in entry_names(&m).iter().zip(&m.jobs) {
+        let state = match by_job.get(job.as_str()) {
+            Some(r) if r.status == Status::Ok => "ok",
+            Some(r) if r.provisional => "last attempt",
+            Some(_) => "failed",
+            None => "pending",
+        };
+        println!("  {state:<12} {} -> {name}", e.source);
+    }
     print_failures(&m, &st);
     let c = b.queue.counts().await?;
     println!(

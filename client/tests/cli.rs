@@ -241,3 +241,90 @@ fn a_full_disk_is_a_clear_error_and_loses_nothing() {
         assert_eq!(image_dims(&p).0.max(image_dims(&p).1), 300, "{}", p.display());
     }
 }
+
+/// Issue 8, item 5: the user's own files. `--out` being the photos' own folder replaces
+/// nothing without `--overwrite`; names are assigned from the whole input list (a failed
+/// `d1/a.jpg` keeps `a.jpg`, a good `d2/a.jpg` gets `a-2.jpg`) and `status` shows them; a
+/// name too long for the file system is shortened; a symlink planted where a temporary
+/// file might go is never followed.
+#[test]
+fn the_users_files_are_never_replaced_and_names_are_stable() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let photos = dir.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    let original = std::fs::read(samples().join("coffee.jpg")).unwrap();
+    std::fs::write(photos.join("coffee.jpg"), &original).unwrap();
+    let o =
+        pixq(&home, &["process", photos.to_str().unwrap(), "--ops", "thumbnail:50", "--out", photos.to_str().unwrap()]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(stderr.contains("already exist") && stderr.contains("--overwrite"), "{stderr}");
+    assert_eq!(std::fs::read(photos.join("coffee.jpg")).unwrap(), original, "the original was touched");
+    // With --overwrite the user asked for it.
+    let o = pixq(
+        &home,
+        &[
+            "process",
+            photos.to_str().unwrap(),
+            "--ops",
+            "thumbnail:50",
+            "--out",
+            photos.to_str().unwrap(),
+            "--overwrite",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert_eq!(image_dims(&photos.join("coffee.jpg")).0, 50);
+
+    // d1/a.jpg is broken, d2/a.jpg is good, plus a name of 246 bytes.
+    let (d1, d2) = (dir.path().join("d1"), dir.path().join("d2"));
+    std::fs::create_dir_all(&d1).unwrap();
+    std::fs::create_dir_all(&d2).unwrap();
+    std::fs::write(d1.join("a.jpg"), b"not an image at all").unwrap();
+    std::fs::write(d2.join("a.jpg"), &original).unwrap();
+    let long = format!("{}.jpg", "x".repeat(242));
+    std::fs::write(d2.join(&long), &original).unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    // Symlinks where a careless temporary file would go point at a file that must survive.
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "keep me").unwrap();
+    for n in ["a-2.png", "a.png"] {
+        std::os::unix::fs::symlink(&victim, out.join(format!(".{n}.pixq-partial"))).unwrap();
+    }
+    let o = pixq(
+        &home,
+        &[
+            "process",
+            d1.to_str().unwrap(),
+            d2.to_str().unwrap(),
+            "--ops",
+            "thumbnail:40,format:png",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("d1/a.jpg: not a supported image"), "{stdout}");
+    assert!(!out.join("a.png").exists(), "the failed d1/a.jpg owns a.png; nothing may be written there");
+    assert_eq!(image_dims(&out.join("a-2.png")).0, 40, "d2/a.jpg is a-2.png");
+    let long_out: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("xxxx"))
+        .collect();
+    assert_eq!(long_out.len(), 1, "the long name was written once: {long_out:?}");
+    assert!(long_out[0].len() <= 200 && long_out[0].ends_with(".png"), "{long_out:?}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+    // `status` lists every input with its output name.
+    let batch = stdout.lines().find_map(|l| l.strip_prefix("batch ")).unwrap();
+    let (stdout, _) = text(&pixq(&home, &["status", batch]));
+    assert!(stdout.contains("d1/a.jpg -> a.png") && stdout.contains("d2/a.jpg -> a-2.png"), "{stdout}");
+    // Fetching again into the same folder replaces nothing unless asked.
+    let o = pixq(&home, &["fetch", batch, "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    let o = pixq(&home, &["fetch", batch, "--out", out.to_str().unwrap(), "--overwrite"]);
+    assert_eq!(o.status.code(), Some(1), "one job failed: {:?}", text(&o));
+}

@@ -114,6 +114,9 @@ pub struct ManifestEntry {
     pub source: String,
     /// Where the input was uploaded.
     pub input: ObjectRef,
+    /// The output's file name for `--out`, assigned from the whole input list at submit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_name: Option<String>,
 }
 
 /// Key of a batch manifest.
