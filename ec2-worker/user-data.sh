@@ -19,6 +19,17 @@
 set -euo pipefail
 ROOT="${PIXQ_BOOT_ROOT:-}"
 log() { echo "pixq-bootstrap: $*" >&2; }
+# A bootstrap that cannot finish (a refused setting, a binary that fails its check, S3 out
+# of reach) leaves a machine that would never work: power it off (its shutdown behaviour is
+# terminate) instead of paying for it. The reason is in the console output.
+on_exit() {
+  rc=$?
+  if [ "$rc" -ne 0 ]; then
+    log "bootstrap failed (exit $rc): powering off"
+    systemctl --no-block poweroff || true
+  fi
+}
+trap on_exit EXIT
 
 : "${PIXQ_QUEUE_URL:?}" "${PIXQ_REGION:?}" "${PIXQ_WORKER_S3:?}" "${PIXQ_WORKER_SHA256:?}"
 # Every setting ends up as one line of worker.env: a newline or carriage return in a value

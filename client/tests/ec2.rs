@@ -351,6 +351,9 @@ async fn the_bootstrap_installs_the_worker_which_works_the_heavy_queue_then_stop
     let bad = Command::new("bash").arg(&user_data).env("PIXQ_BOOT_ROOT", dir.join("root2")).env("PATH", &path).output();
     let bad = bad.unwrap();
     assert!(!bad.status.success() && text(&bad).contains("does not match its SHA-256"), "{}", text(&bad));
+    // ... and a machine whose bootstrap failed powers itself off.
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert!(calls.lines().last() == Some("systemctl --no-block poweroff"), "{calls}");
     std::fs::write(&release, good).unwrap();
 
     // A setting holding quotes, backslashes, `$` and backquotes arrives byte for byte and
