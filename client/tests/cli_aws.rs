@@ -72,7 +72,8 @@ async fn process_on_s3_and_sqs_with_a_failure_in_the_dlq() {
     assert!(text(&o).contains("fake.jpg") && text(&o).contains("not a supported image"), "{}", text(&o));
     let o = pixq(&stack, &["dlq", "redrive"]);
     assert!(text(&o).contains("moved 1 messages"), "{}", text(&o));
-    // Same inputs again: nothing is recomputed.
+    // Same inputs again (into the same folder, so replacing is asked for): nothing is
+    // recomputed.
     let o = pixq(
         &stack,
         &[
@@ -84,6 +85,7 @@ async fn process_on_s3_and_sqs_with_a_failure_in_the_dlq() {
             out.to_str().unwrap(),
             "--workers",
             "2",
+            "--overwrite",
         ],
     );
     assert!(text(&o).contains("3 ok (3 reused"), "{}", text(&o));
