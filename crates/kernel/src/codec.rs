@@ -76,20 +76,41 @@ fn sniff(input: &[u8], limits: &Limits) -> Result<Format, Error> {
     Format::sniff(input).ok_or(Error::UnknownFormat)
 }
 
-/// The `image` crate's limits for our limits: strict sides (enforced by the decoders
-/// themselves) and an allocation cap as a backstop for decoders that allocate more than the
-/// pixels they declare (16-bit RGBA is 8 bytes a pixel).
-fn image_limits(limits: &Limits) -> image::Limits {
+/// What a header read may allocate: the header itself and ancillary data such as an ICC
+/// profile. A compressed profile that inflates beyond it (a zlib bomb in a PNG's iCCP) is
+/// dropped by the decoder, not allocated.
+pub(crate) const HEADER_ALLOC: u64 = 8 << 20;
+
+/// What a decode may allocate beyond twice the decoder's own buffer (tables, rows, the
+/// profile read again).
+pub(crate) const DECODE_SLACK: u64 = 16 << 20;
+
+/// The `image` crate's limits: strict sides (enforced by the decoders themselves) and an
+/// allocation cap of `alloc` bytes, sized from the checked header for a decode, so no
+/// decoder (or the ancillary data it inflates) allocates much more than the image it
+/// declares.
+fn image_limits(limits: &Limits, alloc: u64) -> image::Limits {
     let mut il = image::Limits::default();
     il.max_image_width = Some(limits.max_dimension);
     il.max_image_height = Some(limits.max_dimension);
-    il.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    il.max_alloc = Some(alloc);
     il
 }
 
-fn image_reader<'a>(input: &'a [u8], format: Format, limits: &Limits) -> image::ImageReader<Cursor<&'a [u8]>> {
+/// The allocation cap of a decode of what `probe` describes.
+fn decode_alloc(probe: &Probe) -> u64 {
+    let canvas = u64::from(probe.width) * u64::from(probe.height) * 4;
+    probe.native_bytes.max(canvas).saturating_mul(2).saturating_add(DECODE_SLACK)
+}
+
+fn image_reader<'a>(
+    input: &'a [u8],
+    format: Format,
+    limits: &Limits,
+    alloc: u64,
+) -> image::ImageReader<Cursor<&'a [u8]>> {
     let mut reader = image::ImageReader::with_format(Cursor::new(input), format.to_image_format());
-    reader.limits(image_limits(limits));
+    reader.limits(image_limits(limits, alloc));
     reader
 }
 
@@ -134,7 +155,7 @@ pub fn probe(input: &[u8], limits: &Limits) -> Result<Probe, Error> {
     }
     // The probe reads the header without the decoders' strict side limits, so an oversized
     // image gets our typed limit error with its declared size.
-    let mut il = image_limits(limits);
+    let mut il = image_limits(limits, HEADER_ALLOC);
     (il.max_image_width, il.max_image_height) = (None, None);
     let mut reader = image::ImageReader::with_format(Cursor::new(input), format.to_image_format());
     reader.limits(il);
@@ -147,7 +168,7 @@ pub fn probe(input: &[u8], limits: &Limits) -> Result<Probe, Error> {
     let channels = channels_of(dec.color_type());
     let native_bytes = dec.total_bytes();
     let orientation = dec.orientation().map(|o| Orientation::from_exif(u16::from(o.to_exif()))).unwrap_or_default();
-    let icc = dec.icc_profile().ok().flatten().filter(|p| !p.is_empty());
+    let icc = dec.icc_profile().ok().flatten().filter(|p| !p.is_empty() && p.len() <= crate::meta::MAX_ICC);
     Ok(Probe { format, width, height, channels, native_bytes, shrinkable: false, orientation, icc })
 }
 
@@ -231,7 +252,7 @@ impl Codecs {
         }
         let _ = need;
         use image::ImageDecoder;
-        let dec = image_reader(input, probe.format, limits)
+        let dec = image_reader(input, probe.format, limits, decode_alloc(probe))
             .into_decoder()
             .map_err(|e| limit_or_decode(probe.format, limits, e))?;
         let (w, h) = dec.dimensions();
@@ -260,14 +281,14 @@ impl Codecs {
         let frames: image::Frames<'_> = match probe.format {
             Format::Gif => {
                 let mut d = image::codecs::gif::GifDecoder::new(Cursor::new(input)).map_err(lim_err(Format::Gif))?;
-                d.set_limits(image_limits(limits)).map_err(lim_err(Format::Gif))?;
+                d.set_limits(image_limits(limits, decode_alloc(probe))).map_err(lim_err(Format::Gif))?;
                 let (w, h) = d.dimensions();
                 same_header(Format::Gif, probe, w, h)?;
                 d.into_frames()
             }
             Format::Webp => {
                 let mut d = image::codecs::webp::WebPDecoder::new(Cursor::new(input)).map_err(lim_err(Format::Webp))?;
-                d.set_limits(image_limits(limits)).map_err(lim_err(Format::Webp))?;
+                d.set_limits(image_limits(limits, decode_alloc(probe))).map_err(lim_err(Format::Webp))?;
                 let (w, h) = d.dimensions();
                 same_header(Format::Webp, probe, w, h)?;
                 d.into_frames()

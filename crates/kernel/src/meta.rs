@@ -77,6 +77,10 @@ pub fn exif_orientation(tiff: &[u8]) -> Option<Orientation> {
     None
 }
 
+/// Largest ICC profile pixq keeps (real profiles are a few KB to a few hundred KB; a
+/// bigger one is dropped, not copied into every output).
+pub const MAX_ICC: usize = 4 << 20;
+
 /// What pixq takes from a JPEG's marker segments.
 #[derive(Debug, Default, Clone)]
 pub struct JpegMeta {
@@ -139,7 +143,8 @@ pub fn read_jpeg_meta(jpeg: &[u8]) -> JpegMeta {
             chunks.push((body[12], &body[14..]));
         }
     }
-    if !chunks.is_empty() {
+    let total: usize = chunks.iter().map(|c| c.1.len()).sum();
+    if !chunks.is_empty() && total <= MAX_ICC {
         chunks.sort_by_key(|c| c.0);
         meta.icc = Some(chunks.iter().flat_map(|c| c.1.iter().copied()).collect());
     }
@@ -265,7 +270,10 @@ mod tests {
     fn icc_round_trips_through_jpeg_markers() {
         let fake_jpeg = vec![0xFF, 0xD8, 0xFF, 0xDA, 0, 2, 0xFF, 0xD9];
         let icc: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
-        let with = jpeg_with_icc(fake_jpeg, &icc);
+        let with = jpeg_with_icc(fake_jpeg.clone(), &icc);
         assert_eq!(read_jpeg_meta(&with).icc.as_deref(), Some(&icc[..]));
+        // A "profile" over MAX_ICC is dropped, not copied into every output.
+        let huge = vec![7u8; MAX_ICC + 1];
+        assert_eq!(read_jpeg_meta(&jpeg_with_icc(fake_jpeg, &huge)).icc, None);
     }
 }

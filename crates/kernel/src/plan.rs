@@ -116,7 +116,8 @@ fn resize_scratch(sw: u32, sh: u32, dw: u32, dh: u32, c: Channels) -> u64 {
 /// step whose output would exceed `limits.max_output_dimension`, and a crop that misses the
 /// image.
 pub fn plan(input_len: usize, probe: &Probe, pipeline: &Pipeline, limits: &Limits) -> Result<Plan, Error> {
-    let input = input_len as u64 + OVERHEAD;
+    // Held through the whole job: the input, the ICC profile, codec state.
+    let input = input_len as u64 + OVERHEAD + probe.icc.as_ref().map_or(0, |p| p.len() as u64);
     let (ow, oh) = probe.oriented_dims();
     let mut peak = Peak { bytes: 0, at: String::new() };
 
@@ -140,8 +141,12 @@ pub fn plan(input_len: usize, probe: &Probe, pipeline: &Pipeline, limits: &Limit
         peak.see(input + bytes(u64::from(w), u64::from(h), ch), || format!("decoding at {w}x{h}"));
         (w, h)
     } else {
+        // The decoder's buffer, the 8-bit raster, and the decoder's tables and ancillary data
+        // (an ICC profile inflated again, up to the slack, in a buffer that may double while
+        // it grows); the decoder's hard cap is higher (`codec::decode_alloc`).
         let raster = bytes(u64::from(probe.width), u64::from(probe.height), ch);
-        peak.see(input + probe.native_bytes + raster, || format!("decoding {}x{}", probe.width, probe.height));
+        let cost = input + probe.native_bytes + raster + 2 * crate::codec::DECODE_SLACK;
+        peak.see(cost, || format!("decoding {}x{}", probe.width, probe.height));
         (probe.width, probe.height)
     };
     let (mut w, mut h) = if probe.orientation.swaps_dimensions() { (decoded.1, decoded.0) } else { decoded };

@@ -492,3 +492,19 @@ fn default_limits_accept_current_camera_sizes() {
     }
     assert!(pixq_kernel::codec::probe(&png_header_only(20_000, 20_000), &Limits::default()).is_err());
 }
+
+/// A PNG whose iCCP chunk is a zlib bomb: 64 MB of profile in a few KB of file. Reading the
+/// profile must not cost what it declares (the decoder's own chunk limit, then ours).
+#[test]
+fn an_icc_profile_bomb_is_cheap() {
+    let p = common::png(&common::photo_like(32, 24));
+    let mut body = b"icc\0\0".to_vec();
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut z, &vec![0u8; 64 << 20]).unwrap();
+    body.extend_from_slice(&z.finish().unwrap());
+    let bomb = common::png_with_chunk(&p, b"iCCP", &body);
+    assert!(bomb.len() < 200 << 10, "{}", bomb.len());
+    check("png iCCP bomb", &bomb, "thumbnail:16");
+    let (_, peak) = measured(|| pixq_kernel::codec::probe(&bomb, &limits()));
+    assert!(peak < 24 * MB, "probing it took {peak} bytes");
+}
