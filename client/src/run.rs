@@ -310,7 +310,7 @@ async fn process(b: &Backend, paths: &[PathBuf], ops: &str, out: &Path, how: &Pr
             wait: Duration::from_millis(200),
             backoff_base: Duration::from_millis(500),
             memory_mb: how.memory_mb,
-            process: how.process.clone(),
+            process: ProcessConfig { allowed_buckets: vec![b.bucket.clone()], ..how.process.clone() },
             ..WorkerConfig::default()
         };
         tokio::spawn(worker::run(b.queue.clone(), b.store.clone(), cfg, shutdown.clone()))

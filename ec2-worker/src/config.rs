@@ -83,6 +83,10 @@ pub struct Args {
     /// Largest accepted source image, in megapixels.
     #[arg(long, env = "PIXQ_MAX_MEGAPIXELS", default_value_t = 120.0)]
     pub max_megapixels: f64,
+    /// Buckets jobs may read and write (repeat, or comma-separated in the environment).
+    /// Default: the local bucket, or on AWS --output-bucket / the stack's bucket when known.
+    #[arg(long = "allowed-bucket", env = "PIXQ_ALLOWED_BUCKETS", value_delimiter = ',')]
+    pub allowed_buckets: Vec<String>,
     /// Longest a job's kernel may run, in seconds; an overrun is a recorded permanent failure.
     #[arg(long, env = "PIXQ_JOB_TIMEOUT_SECS", default_value_t = 600)]
     pub job_timeout_secs: u64,
@@ -120,6 +124,7 @@ pub async fn build(a: &Args) -> anyhow::Result<Built> {
             runtime: runtime.into(),
             emf: a.emf,
             job_timeout: Duration::from_secs(a.job_timeout_secs.max(1)),
+            allowed_buckets: a.allowed_buckets.clone(),
         },
         ..WorkerConfig::default()
     };
@@ -136,6 +141,9 @@ pub async fn build(a: &Args) -> anyhow::Result<Built> {
             .queue(QueueConfig { name: a.queue.clone(), max_receives: a.max_receives, ..QueueConfig::default() })
             .with_context(|| format!("opening the queue in {}", home.queue_path().display()))?;
         let store = home.store();
+        if worker.process.allowed_buckets.is_empty() {
+            worker.process.allowed_buckets = vec![pixq_jobs::local::LOCAL_BUCKET.into()];
+        }
         if let Some(p) = &a.s3_events_pipeline {
             worker.s3_events = Some(s3_defaults(p, pixq_jobs::local::LOCAL_BUCKET.into())?);
         }
@@ -157,6 +165,12 @@ pub async fn build(a: &Args) -> anyhow::Result<Built> {
     let queue = SqsQueue::open(pixq_jobs::aws::sqs_client(&sdk), &url, outputs.get(dlq_key).cloned())
         .await
         .with_context(|| format!("opening {url}"))?;
+    let known = a.output_bucket.clone().or_else(|| outputs.get("BucketName").cloned());
+    if worker.process.allowed_buckets.is_empty()
+        && let Some(b) = known
+    {
+        worker.process.allowed_buckets = vec![b];
+    }
     if let Some(p) = &a.s3_events_pipeline {
         let bucket = a
             .output_bucket

@@ -33,6 +33,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let dlq_url = std::env::var("PIXQ_DLQ_URL").ok().filter(|s| !s.is_empty());
     let output =
         OutputLocation { bucket: env("PIXQ_OUTPUT_BUCKET")?, prefix: env_or("PIXQ_OUTPUT_PREFIX", "outputs/") };
+    // The stack's bucket, plus any the template lists: a queued message cannot name others.
+    let mut allowed_buckets = vec![output.bucket.clone()];
+    allowed_buckets.extend(env_or("PIXQ_ALLOWED_BUCKETS", "").split(',').filter(|b| !b.is_empty()).map(String::from));
     let pipeline = Pipeline::parse(&env_or("PIXQ_DEFAULT_PIPELINE", "thumbnail:1024"))?;
     let mut limits = Limits::default();
     if let Ok(mp) = std::env::var("PIXQ_MAX_MEGAPIXELS") {
@@ -56,6 +59,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             runtime: "lambda".into(),
             emf: true,
             job_timeout: std::time::Duration::from_secs(timeout_secs).saturating_sub(defaults.margin),
+            allowed_buckets,
         },
         s3_events: Some(S3EventDefaults { pipeline, output }),
         ..defaults

@@ -31,6 +31,17 @@ pub struct ProcessConfig {
     /// Longest a job's kernel may run; past it the job fails permanently (a job that takes
     /// this long once takes it every time). On Lambda the invocation's deadline also applies.
     pub job_timeout: Duration,
+    /// Buckets a job may read from or write to (empty: any the credentials allow). A queued
+    /// message is not trusted to name them: a forged one must not turn the worker's role
+    /// into a copier between buckets.
+    pub allowed_buckets: Vec<String>,
+}
+
+impl ProcessConfig {
+    /// Whether jobs may use `bucket`.
+    pub fn allows(&self, bucket: &str) -> bool {
+        self.allowed_buckets.is_empty() || self.allowed_buckets.iter().any(|a| a == bucket)
+    }
 }
 
 /// Default per-job time limit: ten minutes, far beyond any sane single-image pipeline on
@@ -45,6 +56,7 @@ impl Default for ProcessConfig {
             runtime: "local".into(),
             emf: false,
             job_timeout: DEFAULT_JOB_TIMEOUT,
+            allowed_buckets: Vec::new(),
         }
     }
 }
@@ -317,6 +329,14 @@ pub async fn process(
                 },
             }
         };
+    }
+
+    // 0. Only the buckets this worker serves. A refused output bucket gets no record there.
+    if !cfg.allows(&job.output.bucket) {
+        return Outcome::Poison(format!("output bucket '{}' is not one this worker writes to", job.output.bucket));
+    }
+    if !cfg.allows(&job.input.bucket) {
+        fail!(format!("input bucket '{}' is not one this worker reads from", job.input.bucket));
     }
 
     // 1. An identical job (same input bytes, pipeline, kernel) already produced the output.

@@ -364,6 +364,13 @@ pub async fn settle(s: &Settle<'_>, msg: &Message) -> Disposition {
     let mut poison: Option<String> = None;
     for r in refused {
         warn!(job_id = %r.job.id, reason = %r.reason, "refused");
+        if !s.process.allows(&r.job.output.bucket) {
+            poison.get_or_insert(format!(
+                "{} (no record: bucket '{}' is not served here)",
+                r.reason, r.job.output.bucket
+            ));
+            continue;
+        }
         match record_failure(s.store, &r.job, s.process, msg.receive_count, r.reason.clone()).await {
             Outcome::Poison(reason) => {
                 s.emit(Event::Failed { job: Some(r.job.id.clone()), batch: Some(r.job.batch.clone()), reason });
@@ -377,7 +384,7 @@ pub async fn settle(s: &Settle<'_>, msg: &Message) -> Disposition {
     let last_attempt = msg.receive_count >= s.queue.max_receives();
     for job in &jobs {
         let span = info_span!("process", job_id = %job.id, batch = %job.batch);
-        if last_attempt {
+        if last_attempt && s.process.allows(&job.output.bucket) {
             // The queue dead-letters the message if this attempt does not end it (a crash,
             // an OOM kill, a release at shutdown), and nothing of ours runs then: record the
             // failure now; a finished attempt overwrites it.

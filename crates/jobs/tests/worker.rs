@@ -590,9 +590,14 @@ async fn hostile_messages_and_jobs_end_as_recorded_failures() {
     let budget = upload_job(s, "h", 2, "tiny.png", Some(png(8, 8)), "resize:16384:16384:fill,blur:1").await;
     let slow = upload_job(s, "h", 3, "slow.png", Some(png(1500, 1000)), &vec!["blur:80"; 24].join(",")).await;
     let range = upload_job(s, "h", 4, "range.jpg", Some(jpeg(50, 50)), "blur:1").await;
-    batch::enqueue(e.queue.as_ref(), &[good.clone(), forged.clone(), budget.clone(), slow.clone()], false)
-        .await
-        .unwrap();
+    // Buckets the worker does not serve: reading from one, writing to one.
+    let mut other_in = upload_job(s, "h", 5, "in.jpg", Some(jpeg(30, 30)), "thumbnail:10").await;
+    e.store.put("elsewhere", "inputs/h/in.jpg", jpeg(30, 30), "image/jpeg").await.unwrap();
+    other_in.input.bucket = "elsewhere".into();
+    let mut other_out = upload_job(s, "h", 6, "out.jpg", Some(jpeg(30, 30)), "thumbnail:10").await;
+    other_out.output.bucket = "elsewhere".into();
+    let all = [good.clone(), forged.clone(), budget.clone(), slow.clone(), other_in.clone(), other_out.clone()];
+    batch::enqueue(e.queue.as_ref(), &all, false).await.unwrap();
     // Sigma 1e10 in the message itself: the parser would never write it.
     let mut v: serde_json::Value = serde_json::from_str(&range.to_json()).unwrap();
     v["pipeline"]["ops"][0]["sigma"] = serde_json::json!(1e10);
@@ -601,11 +606,12 @@ async fn hostile_messages_and_jobs_end_as_recorded_failures() {
     let mut cfg = fast_cfg();
     cfg.memory_mb = 512;
     cfg.process.job_timeout = Duration::from_millis(300);
+    cfg.process.allowed_buckets = vec![BUCKET.into()];
     let (q, st) = (e.queue.clone(), e.store.clone());
     run_until(e.queue.clone(), e.store.clone(), cfg, async || {
         let c = q.counts().await.unwrap();
         c.visible + c.in_flight + c.delayed == 0
-            && batch_status(st.as_ref(), BUCKET, "h").await.unwrap().results.len() == 5
+            && batch_status(st.as_ref(), BUCKET, "h").await.unwrap().results.len() == 6
     })
     .await;
 
@@ -617,6 +623,7 @@ async fn hostile_messages_and_jobs_end_as_recorded_failures() {
         (&budget.id, "over the budget of 512 MB"),
         (&slow.id, "time limit"),
         (&range.id, "sigma must be <= 100"),
+        (&other_in.id, "input bucket 'elsewhere' is not one this worker reads from"),
     ] {
         let r = by_id(job);
         assert_eq!(r.status, Status::Failed, "{job}");
@@ -635,7 +642,11 @@ async fn hostile_messages_and_jobs_end_as_recorded_failures() {
         ),
     );
     assert!(e.store.list(BUCKET, &victim_key).await.unwrap().is_empty(), "an output was written for forged pixels");
-    assert_eq!(e.queue.dead_letters(100).await.unwrap().len(), 4);
+    let dead = e.queue.dead_letters(100).await.unwrap();
+    assert_eq!(dead.len(), 6);
+    assert!(dead.iter().any(|d| d.reason.contains("output bucket 'elsewhere' is not one this worker writes to")));
+    assert!(e.store.list("elsewhere", "results/").await.unwrap().is_empty(), "a record was written to 'elsewhere'");
+    assert!(e.store.list("elsewhere", "outputs/").await.unwrap().is_empty(), "an output was written to 'elsewhere'");
 }
 
 /// Issue 8, item 6: a message whose last allowed attempt never finishes (here: its worker
