@@ -686,3 +686,33 @@ async fn a_last_attempt_that_never_finishes_leaves_a_failed_record() {
     let r = &batch_status(e.store.as_ref(), BUCKET, "d2").await.unwrap().results[0];
     assert_eq!((r.status, r.provisional), (Status::Ok, false));
 }
+
+/// Issue 8, item 4: dropping a job's future (the worker's grace is over, a Lambda's time is
+/// up) stops its kernel. The kernel holds the only lane until it returns, so the next job
+/// is admitted promptly only if the dropped job's minutes-long kernel really stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_job_stops_its_kernel_and_frees_its_lane() {
+    let e = env(3);
+    let ops = vec!["blur:80"; 24].join(",");
+    let job = upload_job(e.store.as_ref(), "k", 0, "slow.png", Some(png(3000, 2000)), &ops).await;
+    let adm = Admission::with_lanes(4096, 1);
+    let (store, adm2) = (e.store.clone(), adm.clone());
+    let never = CancellationToken::new();
+    let running = tokio::spawn(async move {
+        pixq_jobs::process::process(&job, 1, store.as_ref(), &ProcessConfig::default(), &adm2, &never).await
+    });
+    // Wait until its kernel holds the lane.
+    let probe = CancellationToken::new();
+    let t = std::time::Instant::now();
+    loop {
+        match tokio::time::timeout(Duration::from_millis(20), adm.admit(1, &probe)).await {
+            Err(_) => break, // the lane is taken: the kernel runs
+            Ok(held) => drop(held),
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "the job never reached its kernel");
+    }
+    running.abort();
+    assert!(running.await.unwrap_err().is_cancelled());
+    let next = tokio::time::timeout(Duration::from_secs(10), adm.admit(1, &probe)).await;
+    assert!(next.is_ok(), "the dropped job's kernel kept its lane: it did not stop");
+}
