@@ -12,6 +12,9 @@ use pixq_jobs::keys::validate_id;
 use pixq_jobs::schema::{Job, OutputLocation};
 use pixq_kernel::Pipeline;
 
+/// `PIXQ_FUZZ_TRACE=1` prints what each input did (for checking seeds and triaging).
+static TRACE: LazyLock<bool> = LazyLock::new(|| std::env::var_os("PIXQ_FUZZ_TRACE").is_some());
+
 static DEFAULTS: LazyLock<S3EventDefaults> = LazyLock::new(|| S3EventDefaults {
     pipeline: Pipeline::parse("thumbnail:256").unwrap(),
     output: OutputLocation { bucket: "out".into(), prefix: "outputs/".into() },
@@ -19,6 +22,10 @@ static DEFAULTS: LazyLock<S3EventDefaults> = LazyLock::new(|| S3EventDefaults {
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else { return };
+    if *TRACE {
+        eprintln!("trace: parse_message: {:?}", parse_message(s, Some(&DEFAULTS)));
+        eprintln!("trace: Job::from_json: {:?}", Job::from_json(s).map(|j| j.id));
+    }
 
     if let Ok(Incoming::Jobs(jobs, refused)) = parse_message(s, Some(&DEFAULTS)) {
         for job in &jobs {

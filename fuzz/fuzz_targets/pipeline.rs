@@ -4,11 +4,20 @@
 //!   (deserialising applies the parser's checks).
 #![no_main]
 
+use std::sync::LazyLock;
+
 use libfuzzer_sys::fuzz_target;
 use pixq_kernel::Pipeline;
 
+/// `PIXQ_FUZZ_TRACE=1` prints what each input did (for checking seeds and triaging).
+static TRACE: LazyLock<bool> = LazyLock::new(|| std::env::var_os("PIXQ_FUZZ_TRACE").is_some());
+
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else { return };
+    if *TRACE {
+        eprintln!("trace: parse: {:?}", Pipeline::parse(s).map(|p| p.canonical()));
+        eprintln!("trace: serde: {:?}", serde_json::from_str::<Pipeline>(s).map(|p| p.canonical()));
+    }
 
     if let Ok(p) = Pipeline::parse(s) {
         let canonical = p.canonical();

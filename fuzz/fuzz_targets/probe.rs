@@ -12,6 +12,8 @@ const PROCESS_MAX_PIXELS: u64 = 1_000_000;
 
 static LIMITS: LazyLock<Limits> = LazyLock::new(|| Limits::default().max_pixels(4_000_000).max_dimension(8_000));
 static PIPELINE: LazyLock<Pipeline> = LazyLock::new(|| Pipeline::parse("thumbnail:64").unwrap());
+/// `PIXQ_FUZZ_TRACE=1` prints what each input did (for checking seeds and triaging).
+static TRACE: LazyLock<bool> = LazyLock::new(|| std::env::var_os("PIXQ_FUZZ_TRACE").is_some());
 
 fuzz_target!(|data: &[u8]| {
     let (limits, pipeline) = (&*LIMITS, &*PIPELINE);
@@ -23,13 +25,38 @@ fuzz_target!(|data: &[u8]| {
             (probe, plan)
         }
         (Err(e), Ok(_)) => panic!("codec::probe refused ({e}) but plan() accepted"),
-        _ => return,
+        (probe, planned) => {
+            if *TRACE {
+                eprintln!("trace: probe {:?}, plan {:?}", probe.map(|p| (p.format, p.width, p.height)), planned.err());
+            }
+            return;
+        }
     };
     if u64::from(probe.width) * u64::from(probe.height) > PROCESS_MAX_PIXELS {
+        if *TRACE {
+            eprintln!(
+                "trace: {} {}x{} planned, not processed (over {PROCESS_MAX_PIXELS} pixels)",
+                probe.format, probe.width, probe.height
+            );
+        }
         return;
     }
     // A fresh processor per input keeps every crash reproducible from its input alone.
-    if let Ok(out) = Processor::new(*limits).process(data, pipeline) {
+    let result = Processor::new(*limits).process(data, pipeline);
+    if *TRACE {
+        let (f, w, h, o) = (probe.format, probe.width, probe.height, probe.orientation);
+        match &result {
+            Ok(out) => eprintln!(
+                "trace: {f} {w}x{h} {o:?} -> {}x{} {} ({} bytes)",
+                out.width,
+                out.height,
+                out.format,
+                out.bytes.len()
+            ),
+            Err(e) => eprintln!("trace: {f} {w}x{h} {o:?} -> process error: {e}"),
+        }
+    }
+    if let Ok(out) = result {
         assert_eq!(
             (out.source.width, out.source.height),
             (probe.width, probe.height),
