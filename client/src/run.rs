@@ -308,7 +308,7 @@ async fn process(b: &Backend, paths: &[PathBuf], ops: &str, out: &Path, how: &Pr
             prefetch: workers,
             events: Some(tx),
             wait: Duration::from_millis(200),
-            backoff_base: Duration::from_millis(500),
+            retry: pixq_jobs::settle::RetryPolicy { base: Duration::from_millis(500), ..Default::default() },
             memory_mb: how.memory_mb,
             process: ProcessConfig { allowed_buckets: vec![b.bucket.clone()], ..how.process.clone() },
             ..WorkerConfig::default()

@@ -14,6 +14,7 @@ use pixq_jobs::queue::Queue;
 use pixq_jobs::queue::sqlite::QueueConfig;
 use pixq_jobs::queue::sqs::SqsQueue;
 use pixq_jobs::schema::OutputLocation;
+use pixq_jobs::settle::RetryPolicy;
 use pixq_jobs::store::ObjectStore;
 use pixq_jobs::store::s3::S3Store;
 use pixq_jobs::worker::WorkerConfig;
@@ -65,6 +66,9 @@ pub struct Args {
     /// First retry delay in milliseconds (doubles per attempt).
     #[arg(long, env = "PIXQ_BACKOFF_MS", default_value_t = 2000)]
     pub backoff_ms: u64,
+    /// Longest retry delay in milliseconds.
+    #[arg(long, env = "PIXQ_BACKOFF_MAX_MS", default_value_t = 300_000)]
+    pub backoff_max_ms: u64,
     /// Seconds jobs in hand may run on after SIGTERM before they are released.
     #[arg(long, env = "PIXQ_GRACE_SECS", default_value_t = 30)]
     pub grace_secs: u64,
@@ -114,7 +118,7 @@ pub async fn build(a: &Args) -> anyhow::Result<Built> {
     let mut worker = WorkerConfig {
         visibility: Duration::from_secs(a.visibility_secs.max(1)),
         wait: Duration::from_secs(a.wait_secs.min(20)),
-        backoff_base: Duration::from_millis(a.backoff_ms),
+        retry: RetryPolicy { base: Duration::from_millis(a.backoff_ms), max: Duration::from_millis(a.backoff_max_ms) },
         grace: Duration::from_secs(a.grace_secs),
         idle_stop: a.idle_stop_secs.map(Duration::from_secs),
         memory_mb: a.memory_mb.unwrap_or_else(pixq_jobs::process::default_memory_mb),

@@ -2,6 +2,10 @@
 //! the SQS event to queue messages, lets `pixq_jobs::records::handle_batch` settle each one,
 //! and answers with the failed message ids only (`ReportBatchItemFailures`).
 
+mod config;
+
+pub use config::{Config, ConfigError};
+
 use std::sync::Arc;
 use std::time::Duration;
 

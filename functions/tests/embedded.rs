@@ -78,19 +78,8 @@ async fn crafted_files_in_a_lambda_batch_fail_alone_and_are_recorded() {
     batch::enqueue(queue.as_ref(), &jobs, false).await.unwrap();
 
     // The event Lambda would deliver for these messages.
-    let msgs = queue.receive(10, Duration::from_secs(60), Duration::ZERO).await.unwrap();
-    assert_eq!(msgs.len(), 4);
-    let records: Vec<serde_json::Value> = msgs
-        .iter()
-        .map(|m| {
-            serde_json::json!({
-                "messageId": m.id, "receiptHandle": m.receipt, "body": m.body,
-                "attributes": {"ApproximateReceiveCount": m.receive_count.to_string(), "SentTimestamp": m.sent_at_ms.to_string()},
-                "messageAttributes": {}, "eventSource": "aws:sqs", "awsRegion": "us-east-1"
-            })
-        })
-        .collect();
-    let event: SqsEvent = serde_json::from_value(serde_json::json!({ "Records": records })).unwrap();
+    let event = sqs_event(&queue).await;
+    assert_eq!(event.records.len(), 4);
     // A 512 MB function: the huge PNG's blur (3 x 300 MB) can never fit its budget.
     let config =
         BatchConfig { concurrency: 2, memory_mb: pixq_jobs::process::lambda_memory_mb(512), ..Default::default() };
@@ -113,4 +102,70 @@ async fn crafted_files_in_a_lambda_batch_fail_alone_and_are_recorded() {
     let huge = by_id(2).reason.as_deref().unwrap();
     assert!(huge.contains("over the budget of 416 MB"), "{huge}");
     assert_eq!(queue.dead_letters(10).await.unwrap().len(), 2);
+}
+
+/// The SQS records as Lambda delivers them, for messages already on `queue`.
+async fn sqs_event(queue: &SqliteQueue) -> SqsEvent {
+    let msgs = queue.receive(10, Duration::from_secs(60), Duration::ZERO).await.unwrap();
+    let records: Vec<serde_json::Value> = msgs
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "messageId": m.id, "receiptHandle": m.receipt, "body": m.body,
+                "attributes": {"ApproximateReceiveCount": m.receive_count.to_string(), "SentTimestamp": m.sent_at_ms.to_string()},
+                "messageAttributes": {}, "eventSource": "aws:sqs", "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({ "Records": records })).unwrap()
+}
+
+/// S3 notifications and S3's test event through the handler, configured the way the
+/// template configures the function (`Config::from_lookup` over its variables).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_notifications_and_the_test_event_on_the_embedded_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FsStore::new(dir.path().join("store")));
+    let queue = Arc::new(SqliteQueue::open(&dir.path().join("q.db"), QueueConfig::default()).unwrap());
+    store.put(BUCKET, "uploads/my pic.jpg", jpeg(400, 300), "image/jpeg").await.unwrap();
+    let notification = |key: &str| {
+        format!(
+            r#"{{"Records":[{{"eventVersion":"2.1","eventSource":"aws:s3","eventTime":"2026-12-02T10:00:00.000Z","eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"{BUCKET}"}},"object":{{"key":"{key}","size":1}}}}}}]}}"#
+        )
+    };
+    queue.send(&notification("uploads/my+pic.jpg"), &Default::default()).await.unwrap();
+    // A key S3 allows but the layout refuses: recorded, not silently dropped.
+    queue.send(&notification("uploads/a%2F%2Fb.jpg"), &Default::default()).await.unwrap();
+    let test_event = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2026-12-02T10:00:00Z","Bucket":"pixq"}"#;
+    queue.send(test_event, &Default::default()).await.unwrap();
+
+    let vars = [
+        ("PIXQ_QUEUE_URL", "unused"),
+        ("PIXQ_OUTPUT_BUCKET", BUCKET),
+        ("PIXQ_DEFAULT_PIPELINE", "thumbnail:64,format:png"),
+    ];
+    let config =
+        pixq_functions::Config::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
+            .unwrap();
+    let p = Processor {
+        queue: queue.clone(),
+        store: store.clone(),
+        config: Arc::new(config.batch),
+        fallback_budget: config.timeout,
+    };
+    let mut ctx = Context::default();
+    ctx.deadline = pixq_jobs::clock::now_ms() as u64 + 60_000;
+    let resp = handle(&p, LambdaEvent::new(sqs_event(&queue).await, ctx)).await.unwrap();
+    assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
+
+    let st = batch::batch_status(store.as_ref(), BUCKET, "s3-20261202").await.unwrap();
+    assert_eq!(st.results.len(), 2, "{:?}", st.results);
+    let ok = st.results.iter().find(|r| r.status == Status::Ok).unwrap();
+    assert_eq!((ok.input.key.as_str(), ok.outputs[0].width), ("uploads/my pic.jpg", Some(64)));
+    let refused = st.results.iter().find(|r| r.status == Status::Failed).unwrap();
+    assert!(refused.reason.as_deref().unwrap().contains("empty path segment"), "{:?}", refused.reason);
+    // Successes (the photo, the test event) are deleted by the event source, not the
+    // handler: they stay in flight here; the refused key went to the dead-letter queue.
+    let c = queue.counts().await.unwrap();
+    assert_eq!((c.visible, c.in_flight, c.dead), (0, 2, 1));
 }

@@ -8,7 +8,9 @@
 //! - [`queue`]: the [`queue::Queue`] port with SQS semantics; [`queue::sqlite`] is the
 //!   embedded queue (visibility, receive count, DLQ, FIFO, de-duplication).
 //! - [`process`]: the one step every runtime shares: input -> kernel -> output + record.
-//! - [`worker`]: the loop around it: concurrency, heartbeat, retries, graceful shutdown.
+//! - [`settle`]: what becomes of a message (ack, dead-letter with a record, retry after the
+//!   [`settle::RetryPolicy`]'s backoff), shared by the worker and the Lambda.
+//! - [`worker`]: the loop around it: concurrency, heartbeat, graceful shutdown.
 //! - [`records`]: event-source batches (an SQS-triggered function): partial batch failures.
 //! - [`batch`]: client helpers: build and enqueue jobs, read a batch's results.
 //! - [`metrics`]: one CloudWatch Embedded Metric Format line per job.
@@ -29,6 +31,7 @@ pub mod process;
 pub mod queue;
 pub mod records;
 pub mod schema;
+pub mod settle;
 pub mod store;
 pub mod worker;
 

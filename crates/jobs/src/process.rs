@@ -299,10 +299,55 @@ async fn existing_output(store: &dyn ObjectStore, job: &Job, digest: &str) -> Re
     Ok(None)
 }
 
+/// Why a job did not finish, as the decision it calls for. Built from the store's and the
+/// queue's `is_transient` and from the kernel's errors (all permanent but a cancel).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JobError {
+    /// May pass on a later attempt: store or queue I/O, throttling, 5xx, timeouts.
+    #[error("{0}")]
+    Transient(String),
+    /// Will fail again: bad input, limits, a missing object, a refused message.
+    #[error("{0}")]
+    Permanent(String),
+    /// Not started, or stopped, because the runtime is shutting down.
+    #[error("released at shutdown")]
+    Released,
+}
+
+impl JobError {
+    /// A store failure while doing `what`.
+    pub fn store(what: &str, e: StoreError) -> JobError {
+        let reason = format!("{what}: {e}");
+        if e.is_transient() { JobError::Transient(reason) } else { JobError::Permanent(reason) }
+    }
+}
+
+impl From<pixq_kernel::Error> for JobError {
+    fn from(e: pixq_kernel::Error) -> JobError {
+        match e {
+            pixq_kernel::Error::Cancelled => JobError::Released,
+            e => JobError::Permanent(e.to_string()),
+        }
+    }
+}
+
+/// `.at("doing what")?` on a store result.
+trait At<T> {
+    fn at(self, what: &str) -> Result<T, JobError>;
+}
+
+impl<T> At<T> for Result<T, StoreError> {
+    fn at(self, what: &str) -> Result<T, JobError> {
+        self.map_err(|e| JobError::store(what, e))
+    }
+}
+
 /// Runs one job end to end. `attempt` is the message's receive count; `cancel` stops a job
 /// that is still waiting for admission (it is then `Released`, not started). A kernel
 /// running past `cfg.job_timeout` stops and the job fails permanently; dropping the returned
-/// future (grace period over, Lambda deadline) stops a running kernel too.
+/// future (grace period over, Lambda deadline) stops a running kernel too. The one mapping
+/// from [`JobError`] to an [`Outcome`]: permanent errors get a failed record.
 pub async fn process(
     job: &Job,
     attempt: u32,
@@ -311,73 +356,68 @@ pub async fn process(
     admission: &Admission,
     cancel: &CancellationToken,
 ) -> Outcome {
-    let store_failure = |what: &str, e: StoreError| -> Result<Outcome, String> {
-        if e.is_transient() { Ok(Outcome::Retry(format!("{what}: {e}"))) } else { Err(format!("{what}: {e}")) }
-    };
-    macro_rules! fail {
-        ($reason:expr) => {
-            return record_failure(store, job, cfg, attempt, $reason).await
-        };
-    }
-    macro_rules! store_try {
-        ($what:expr, $e:expr) => {
-            match $e {
-                Ok(v) => v,
-                Err(e) => match store_failure($what, e) {
-                    Ok(retry) => return retry,
-                    Err(reason) => fail!(reason),
-                },
-            }
-        };
-    }
-
-    // 0. Only the buckets this worker serves. A refused output bucket gets no record there.
+    // Only the buckets this worker serves; a refused output bucket gets no record there.
     if !cfg.allows(&job.output.bucket) {
         return Outcome::Poison(format!("output bucket '{}' is not one this worker writes to", job.output.bucket));
     }
+    match run(job, attempt, store, cfg, admission, cancel).await {
+        Ok(r) => match write_result(store, job, r).await {
+            Ok(r) => Outcome::Done(Box::new(r)),
+            Err(e) => Outcome::Retry(format!("writing the result record: {e}")),
+        },
+        Err(JobError::Permanent(reason)) => record_failure(store, job, cfg, attempt, reason).await,
+        Err(JobError::Transient(reason)) => Outcome::Retry(reason),
+        Err(JobError::Released) => Outcome::Released,
+    }
+}
+
+/// The steps of a job; the record is written by the caller.
+async fn run(
+    job: &Job,
+    attempt: u32,
+    store: &dyn ObjectStore,
+    cfg: &ProcessConfig,
+    admission: &Admission,
+    cancel: &CancellationToken,
+) -> Result<JobResult, JobError> {
+    let permanent = |reason: String| Err(JobError::Permanent(reason));
     if !cfg.allows(&job.input.bucket) {
-        fail!(format!("input bucket '{}' is not one this worker reads from", job.input.bucket));
+        return permanent(format!("input bucket '{}' is not one this worker reads from", job.input.bucket));
     }
 
     // 1. An identical job (same input bytes, pipeline, kernel) already produced the output.
     if let Some(digest) = &job.input_digest {
         let digest = keys::output_digest(digest, &job.pipeline.canonical(), pixq_kernel::KERNEL_VERSION);
-        if let Some(out) = store_try!("looking for an existing output", existing_output(store, job, &digest).await) {
+        if let Some(out) = existing_output(store, job, &digest).await.at("looking for an existing output")? {
             let mut r = base_result(job, cfg, attempt, Status::Ok);
             r.reused = true;
             r.outputs.push(out);
-            return match write_result(store, job, r).await {
-                Ok(r) => Outcome::Done(Box::new(r)),
-                Err(e) => Outcome::Retry(format!("writing the result record: {e}")),
-            };
+            return Ok(r);
         }
     }
 
     // 2. Size from metadata before download.
     let t = Instant::now();
-    let meta = store_try!("reading the input's metadata", store.head(&job.input.bucket, &job.input.key).await);
+    let meta = store.head(&job.input.bucket, &job.input.key).await.at("reading the input's metadata")?;
     let Some(meta) = meta else {
-        fail!(format!("input object {}/{} not found", job.input.bucket, job.input.key));
+        return permanent(format!("input object {}/{} not found", job.input.bucket, job.input.key));
     };
-    if meta.size > cfg.limits.max_input_bytes {
-        fail!(format!("input is {} bytes, over the limit of {} bytes", meta.size, cfg.limits.max_input_bytes));
+    let max = cfg.limits.max_input_bytes;
+    if meta.size > max {
+        return permanent(format!("input is {} bytes, over the limit of {max} bytes", meta.size));
     }
-    let bytes = store_try!("downloading the input", store.get(&job.input.bucket, &job.input.key).await);
-    if bytes.len() as u64 > cfg.limits.max_input_bytes {
-        fail!(format!("input is {} bytes, over the limit of {} bytes", bytes.len(), cfg.limits.max_input_bytes));
+    let bytes = store.get(&job.input.bucket, &job.input.key).await.at("downloading the input")?;
+    if bytes.len() as u64 > max {
+        return permanent(format!("input is {} bytes, over the limit of {max} bytes", bytes.len()));
     }
+
     // 3. The bytes must be the input the message names (hashed off the async threads).
     let (bytes, digest_of_input) = match &job.input_digest {
         Some(claimed) => {
             let (claim, etag) = (claimed.clone(), meta.etag.clone());
             let hashed = tokio::task::spawn_blocking(move || (verify_digest(&claim, etag.as_deref(), &bytes), bytes));
-            let (checked, bytes) = match hashed.await {
-                Ok(v) => v,
-                Err(e) => return Outcome::Retry(format!("hashing the input: {e}")),
-            };
-            if let Err(reason) = checked {
-                fail!(reason);
-            }
+            let (checked, bytes) = hashed.await.map_err(|e| JobError::Transient(format!("hashing the input: {e}")))?;
+            checked.map_err(JobError::Permanent)?;
             (bytes, claimed.clone())
         }
         None => {
@@ -393,16 +433,9 @@ pub async fn process(
 
     // 4. Plan from the header (every step's size, the peak memory), admission under the
     //    memory budget, then the kernel under the time limit.
-    let plan = match pixq_kernel::plan(&bytes, &job.pipeline, &cfg.limits) {
-        Ok((_, plan)) => plan,
-        Err(e) => fail!(e.to_string()),
-    };
-    if let Err(e) = plan.check_budget(admission.budget_bytes()) {
-        fail!(e.to_string());
-    }
-    let Some(admitted) = admission.admit(plan.peak_bytes, cancel).await else {
-        return Outcome::Released;
-    };
+    let (_, plan) = pixq_kernel::plan(&bytes, &job.pipeline, &cfg.limits)?;
+    plan.check_budget(admission.budget_bytes())?;
+    let admitted = admission.admit(plan.peak_bytes, cancel).await.ok_or(JobError::Released)?;
     let input_bytes = bytes.len() as u64;
     let (limits, pipeline) = (cfg.limits, job.pipeline.clone());
     let stop = Stop::new().with_time_limit(cfg.job_timeout);
@@ -415,18 +448,17 @@ pub async fn process(
         out
     };
     let out = match tokio::task::spawn_blocking(kernel).await {
-        Ok(Ok(out)) => out,
-        Ok(Err(pixq_kernel::Error::Cancelled)) => return Outcome::Released,
-        Ok(Err(e)) => fail!(e.to_string()),
-        Err(e) if e.is_panic() => fail!(format!("the image kernel panicked on this input: {e}")),
-        Err(e) => return Outcome::Retry(format!("kernel task was cancelled: {e}")),
+        Ok(out) => out?,
+        Err(e) if e.is_panic() => return permanent(format!("the image kernel panicked on this input: {e}")),
+        Err(e) => return Err(JobError::Transient(format!("kernel task was cancelled: {e}"))),
     };
 
-    // 4. Output, then the record (a record never points at a missing output).
+    // 5. The output; the caller writes the record after it (a record never points at a
+    //    missing output).
     let t = Instant::now();
     let key = format!("{}{}", keys::output_key_stem(&job.output.prefix, &digest), out.format.extension());
     let size = out.bytes.len() as u64;
-    store_try!("writing the output", store.put(&job.output.bucket, &key, out.bytes, out.format.mime()).await);
+    store.put(&job.output.bucket, &key, out.bytes, out.format.mime()).await.at("writing the output")?;
     let upload_ms = ms_since(t);
     let mut r = base_result(job, cfg, attempt, Status::Ok);
     r.input_bytes = Some(input_bytes);
@@ -443,8 +475,5 @@ pub async fn process(
     r.timings.ops_ms = out.timings.ops.as_secs_f64() * 1000.0;
     r.timings.encode_ms = out.timings.encode.as_secs_f64() * 1000.0;
     r.timings.upload_ms = upload_ms;
-    match write_result(store, job, r).await {
-        Ok(r) => Outcome::Done(Box::new(r)),
-        Err(e) => Outcome::Retry(format!("writing the result record: {e}")),
-    }
+    Ok(r)
 }

@@ -19,8 +19,8 @@ use tracing::{Instrument, info_span, warn};
 use crate::events::S3EventDefaults;
 use crate::process::{Admission, ProcessConfig};
 use crate::queue::{Message, Queue};
+use crate::settle::{Disposition, RetryPolicy, Settle, settle};
 use crate::store::ObjectStore;
-use crate::worker::{Disposition, Settle, settle};
 
 /// Settings for batch handling.
 #[derive(Debug, Clone)]
@@ -32,10 +32,8 @@ pub struct BatchConfig {
     pub margin: Duration,
     /// Memory budget of all kernels at once, MB (on Lambda: from the function's memory size).
     pub memory_mb: u64,
-    /// First retry delay (set on the message's visibility); doubles per attempt.
-    pub backoff_base: Duration,
-    /// Longest retry delay.
-    pub backoff_max: Duration,
+    /// When failed records are tried again (set on the message's visibility).
+    pub retry: RetryPolicy,
     /// Process settings.
     pub process: ProcessConfig,
     /// How S3 notifications become jobs.
@@ -48,8 +46,7 @@ impl Default for BatchConfig {
             concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             margin: Duration::from_secs(2),
             memory_mb: crate::process::default_memory_mb(),
-            backoff_base: Duration::from_secs(5),
-            backoff_max: Duration::from_secs(300),
+            retry: RetryPolicy::default(),
             process: ProcessConfig::default(),
             s3_events: None,
         }
@@ -85,8 +82,7 @@ pub async fn handle_batch(
                     admission: &admission,
                     cancel: &cancel,
                     s3_events: cfg.s3_events.as_ref(),
-                    backoff_base: cfg.backoff_base,
-                    backoff_max: cfg.backoff_max,
+                    retry: cfg.retry,
                     events: None,
                 };
                 settle(&s, &msg).await

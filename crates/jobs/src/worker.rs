@@ -13,9 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::events::{Incoming, S3EventDefaults, parse_message};
-use crate::process::{Admission, Outcome, ProcessConfig, process, record_failure, record_provisional};
+use crate::events::S3EventDefaults;
+use crate::process::{Admission, ProcessConfig};
 use crate::queue::{Message, Queue};
+use crate::settle::{Disposition, RetryPolicy, Settle, settle};
 use crate::store::ObjectStore;
 
 /// Worker settings.
@@ -31,10 +32,8 @@ pub struct WorkerConfig {
     pub visibility: Duration,
     /// Long-poll wait per receive.
     pub wait: Duration,
-    /// First retry delay; doubles per attempt.
-    pub backoff_base: Duration,
-    /// Longest retry delay.
-    pub backoff_max: Duration,
+    /// When failed attempts are tried again.
+    pub retry: RetryPolicy,
     /// How long in-flight jobs may run on after shutdown before they are released.
     pub grace: Duration,
     /// Memory budget of all kernels at once, MB, charged with each job's estimated peak.
@@ -56,8 +55,7 @@ impl Default for WorkerConfig {
             prefetch: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             visibility: Duration::from_secs(60),
             wait: Duration::from_secs(1),
-            backoff_base: Duration::from_secs(2),
-            backoff_max: Duration::from_secs(300),
+            retry: RetryPolicy::default(),
             grace: Duration::from_secs(30),
             memory_mb: crate::process::default_memory_mb(),
             idle_stop: None,
@@ -68,35 +66,7 @@ impl Default for WorkerConfig {
     }
 }
 
-/// What happened to one message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// Output written (or reused).
-    Done {
-        /// Job id.
-        job: String,
-        /// Batch id.
-        batch: String,
-        /// Answered from an existing output.
-        reused: bool,
-    },
-    /// Dead-lettered with a failed result record.
-    Failed {
-        /// Job id, if the message was a job at all.
-        job: Option<String>,
-        /// Batch id, if known.
-        batch: Option<String>,
-        /// Why.
-        reason: String,
-    },
-    /// Released for a later attempt.
-    Retrying {
-        /// Job id.
-        job: String,
-        /// Why.
-        reason: String,
-    },
-}
+pub use crate::settle::Event;
 
 /// Counters of one `run`.
 #[derive(Debug, Default)]
@@ -291,178 +261,6 @@ async fn heartbeat(queue: Arc<dyn Queue>, receipt: String, visibility: Duration,
     }
 }
 
-/// What is left for the caller once [`settle`] has handled a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disposition {
-    /// Finished: delete the message (a Lambda reports it as a success).
-    Ack,
-    /// Already dead-lettered and removed from the queue (a Lambda reports success too).
-    Gone,
-    /// Released for a later attempt, visibility already set (a Lambda reports a failure).
-    Retry,
-}
-
-/// Everything [`settle`] needs, borrowed from the runtime that calls it.
-#[derive(Debug)]
-pub struct Settle<'a> {
-    /// The queue the message came from (dead-lettering, backoff).
-    pub queue: &'a dyn Queue,
-    /// The object store.
-    pub store: &'a dyn ObjectStore,
-    /// Process settings.
-    pub process: &'a ProcessConfig,
-    /// Megapixel admission.
-    pub admission: &'a Admission,
-    /// Jobs not yet admitted when this fires are released.
-    pub cancel: &'a CancellationToken,
-    /// How S3 notifications become jobs (None: they are refused).
-    pub s3_events: Option<&'a S3EventDefaults>,
-    /// Retry delay: base * 2^(n-1) ...
-    pub backoff_base: Duration,
-    /// ... capped here.
-    pub backoff_max: Duration,
-    /// Progress events.
-    pub events: Option<&'a mpsc::UnboundedSender<Event>>,
-}
-
-impl Settle<'_> {
-    fn emit(&self, e: Event) {
-        if let Some(tx) = self.events {
-            let _ = tx.send(e);
-        }
-    }
-
-    async fn bury(&self, msg: &Message, reason: &str) -> Disposition {
-        match self.queue.dead_letter(msg, reason).await {
-            Ok(()) => Disposition::Gone,
-            Err(e) => {
-                warn!(error = %e, "dead-letter failed; the message will come back");
-                Disposition::Retry
-            }
-        }
-    }
-}
-
-/// Handles one message end to end: parse it (a job or an S3 notification), run every job,
-/// record failures, dead-letter poison, set the backoff for retries. The one decision
-/// procedure both runtimes share; only deleting on `Ack` is left to the caller.
-pub async fn settle(s: &Settle<'_>, msg: &Message) -> Disposition {
-    let (jobs, refused) = match parse_message(&msg.body, s.s3_events) {
-        Ok(Incoming::Jobs(jobs, refused)) => (jobs, refused),
-        Ok(Incoming::Ignore(why)) => {
-            debug!(%why, "nothing to do");
-            return Disposition::Ack;
-        }
-        Err(e) => {
-            let reason = format!("bad message: {e}");
-            warn!(%reason, "dead-lettering");
-            s.emit(Event::Failed { job: None, batch: None, reason: reason.clone() });
-            return s.bury(msg, &reason).await;
-        }
-    };
-    let mut retry: Option<String> = None;
-    let mut poison: Option<String> = None;
-    for r in refused {
-        warn!(job_id = %r.job.id, reason = %r.reason, "refused");
-        if !s.process.allows(&r.job.output.bucket) {
-            poison.get_or_insert(format!(
-                "{} (no record: bucket '{}' is not served here)",
-                r.reason, r.job.output.bucket
-            ));
-            continue;
-        }
-        match record_failure(s.store, &r.job, s.process, msg.receive_count, r.reason.clone()).await {
-            Outcome::Poison(reason) => {
-                s.emit(Event::Failed { job: Some(r.job.id.clone()), batch: Some(r.job.batch.clone()), reason });
-                poison.get_or_insert(r.reason);
-            }
-            _ => {
-                retry.get_or_insert_with(|| format!("{} (its failure record could not be written)", r.reason));
-            }
-        }
-    }
-    let last_attempt = msg.receive_count >= s.queue.max_receives();
-    for job in &jobs {
-        let span = info_span!("process", job_id = %job.id, batch = %job.batch);
-        if last_attempt && s.process.allows(&job.output.bucket) {
-            // The queue dead-letters the message if this attempt does not end it (a crash,
-            // an OOM kill, a release at shutdown), and nothing of ours runs then: record the
-            // failure now; a finished attempt overwrites it.
-            let reason = format!(
-                "dead-lettered: attempt {} of {} did not finish (the worker stopped, crashed or ran out of memory during it)",
-                msg.receive_count,
-                s.queue.max_receives()
-            );
-            if let Err(e) = record_provisional(s.store, job, s.process, msg.receive_count, reason).await {
-                warn!(job_id = %job.id, error = %e, "could not write the provisional failure record");
-            }
-        }
-        let mut outcome =
-            process(job, msg.receive_count, s.store, s.process, s.admission, s.cancel).instrument(span).await;
-        if let Outcome::Retry(reason) = &outcome
-            && msg.receive_count >= s.queue.max_receives()
-        {
-            let reason = format!("gave up after {} attempts: {reason}", msg.receive_count);
-            outcome = record_failure(s.store, job, s.process, msg.receive_count, reason).await;
-        }
-        match outcome {
-            Outcome::Done(r) => {
-                let t = &r.timings;
-                info!(
-                    job_id = %job.id, reused = r.reused, queue_wait_ms = t.queue_wait_ms, download_ms = t.download_ms,
-                    decode_ms = t.decode_ms, ops_ms = t.ops_ms, encode_ms = t.encode_ms, upload_ms = t.upload_ms, "done"
-                );
-                if s.process.emf {
-                    println!("{}", crate::metrics::emf_record(&r, &s.process.runtime));
-                }
-                s.emit(Event::Done { job: job.id.clone(), batch: job.batch.clone(), reused: r.reused });
-            }
-            Outcome::Poison(reason) => {
-                warn!(job_id = %job.id, %reason, "failed permanently");
-                if s.process.emf {
-                    println!("{}", crate::metrics::emf_failure(job, msg.receive_count, &s.process.runtime));
-                }
-                s.emit(Event::Failed {
-                    job: Some(job.id.clone()),
-                    batch: Some(job.batch.clone()),
-                    reason: reason.clone(),
-                });
-                poison.get_or_insert(reason);
-            }
-            Outcome::Retry(reason) => {
-                warn!(job_id = %job.id, %reason, "will retry");
-                s.emit(Event::Retrying { job: job.id.clone(), reason: reason.clone() });
-                retry.get_or_insert(reason);
-            }
-            Outcome::Released => {
-                retry.get_or_insert_with(|| "released at shutdown".into());
-            }
-        }
-    }
-    // Retry wins (finished jobs of the message are reused next time), then poison.
-    if let Some(reason) = retry {
-        let delay = if reason == "released at shutdown" {
-            Duration::ZERO
-        } else {
-            backoff_delay(s.backoff_base, s.backoff_max, msg.receive_count)
-        };
-        if let Err(e) = s.queue.retry_later(&msg.receipt, delay, &reason).await {
-            warn!(error = %e, "release failed; visibility will lapse instead");
-        }
-        return Disposition::Retry;
-    }
-    if let Some(reason) = poison {
-        return s.bury(msg, &reason).await;
-    }
-    Disposition::Ack
-}
-
-/// Retry delay after the `receive_count`-th delivery failed: base * 2^(n-1), capped at max.
-pub fn backoff_delay(base: Duration, max: Duration, receive_count: u32) -> Duration {
-    let factor = 1u32 << receive_count.saturating_sub(1).min(20);
-    base.saturating_mul(factor).min(max)
-}
-
 async fn handle(s: &Shared, msg: Message) {
     let stop_hb = CancellationToken::new();
     let hb = tokio::spawn(heartbeat(s.queue.clone(), msg.receipt.clone(), s.cfg.visibility, stop_hb.clone()));
@@ -473,8 +271,7 @@ async fn handle(s: &Shared, msg: Message) {
         admission: &s.admission,
         cancel: &s.shutdown,
         s3_events: s.cfg.s3_events.as_ref(),
-        backoff_base: s.cfg.backoff_base,
-        backoff_max: s.cfg.backoff_max,
+        retry: s.cfg.retry,
         events: s.cfg.events.as_ref(),
     };
     let disposition = tokio::select! {
@@ -498,19 +295,5 @@ async fn handle(s: &Shared, msg: Message) {
             }
             WorkerStats::bump(&s.stats.released);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let (b, m) = (Duration::from_secs(2), Duration::from_secs(60));
-        let got: Vec<u64> = (1..=7).map(|n| backoff_delay(b, m, n).as_secs()).collect();
-        assert_eq!(got, [2, 4, 8, 16, 32, 60, 60]);
-        assert_eq!(backoff_delay(b, m, 0), b);
-        assert_eq!(backoff_delay(b, Duration::MAX, 100), b.saturating_mul(1 << 20));
     }
 }

@@ -90,8 +90,7 @@ fn fast_cfg() -> WorkerConfig {
         concurrency: 2,
         visibility: Duration::from_secs(30),
         wait: Duration::from_millis(50),
-        backoff_base: Duration::from_millis(20),
-        backoff_max: Duration::from_millis(200),
+        retry: pixq_jobs::settle::RetryPolicy { base: Duration::from_millis(20), max: Duration::from_millis(200) },
         grace: Duration::from_secs(10),
         ..WorkerConfig::default()
     }
