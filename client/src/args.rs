@@ -28,6 +28,9 @@ pub struct Cli {
     /// Use the heavy-jobs queue (EC2 workers) of the stack instead of the Lambda one.
     #[arg(long, global = true)]
     pub heavy: bool,
+    /// Machine-readable JSON on stdout (status, dlq list, ec2 list, the summary of process).
+    #[arg(long, global = true)]
+    pub json: bool,
     /// More log output (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -110,6 +113,11 @@ pub enum Command {
     },
     /// List every pipeline step with its arguments and an example.
     Ops,
+    /// Print a shell completion script (e.g. `pixq completions bash > ~/.local/share/bash-completion/completions/pixq`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// EC2 workers on the stack's heavy queue: launch, list, terminate.
     #[cfg(feature = "ec2")]
     Ec2 {

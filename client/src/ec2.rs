@@ -169,6 +169,23 @@ pub async fn run(cli: &Cli, action: &Ec2Action) -> anyhow::Result<i32> {
         }
         Ec2Action::List { fleet } => {
             let found = fleet_instances(&ec2, fleet).await?;
+            if cli.json {
+                let v: Vec<serde_json::Value> = found
+                    .iter()
+                    .map(|i| {
+                        serde_json::json!({
+                            "id": i.instance_id(),
+                            "state": i.state().and_then(|s| s.name()).map(|n| n.as_str()),
+                            "type": i.instance_type().map(|t| t.as_str()),
+                            "lifecycle": i.instance_lifecycle().map(|l| l.as_str()).unwrap_or("on-demand"),
+                            "launched": i.launch_time().map(|t| t.to_string()),
+                            "private_ip": i.private_ip_address(),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+                return Ok(0);
+            }
             if found.is_empty() {
                 println!("no instances in fleet {fleet}");
             }

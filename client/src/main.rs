@@ -1,6 +1,7 @@
 //! `pixq`: the command-line client. Flags are parsed here, the work is in `run`, and errors
 //! become messages and exit codes in one place: 0 ok, 1 some jobs failed, 2 usage or setup
-//! error, 130 interrupted.
+//! error (clap's usage errors are 2 too), 124 gave up waiting (`--timeout-secs`; the jobs
+//! stay queued), 130 interrupted.
 
 mod args;
 #[cfg(feature = "ec2")]

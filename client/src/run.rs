@@ -95,13 +95,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         print_ops();
         return Ok(0);
     }
+    if let Command::Completions { shell } = cli.command {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut cmd, "pixq", &mut std::io::stdout());
+        return Ok(0);
+    }
+    let json = cli.json;
     #[cfg(feature = "ec2")]
     if let Command::Ec2 { action } = &cli.command {
         return crate::ec2::run(&cli, action).await;
     }
     let b = backend(&cli).await?;
     match cli.command {
-        Command::Ops => Ok(0),
+        Command::Ops | Command::Completions { .. } => Ok(0),
         #[cfg(feature = "ec2")]
         Command::Ec2 { .. } => Ok(0),
         Command::Process {
@@ -128,7 +134,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     ..ProcessConfig::default()
                 },
             };
-            process(&b, &paths, &ops, &out, &how).await
+            process(&b, &paths, &ops, &out, &how, json).await
         }
         Command::Submit { paths, ops } => {
             let files = inputs::collect(&paths)?;
@@ -142,7 +148,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             println!("{}", m.batch);
             Ok(0)
         }
-        Command::Status { batch } => status(&b, &batch).await,
+        Command::Status { batch } => status(&b, &batch, json).await,
         Command::Fetch { batch, out, overwrite } => {
             let manifest = manifest(&b, &batch).await?;
             let st = batch::batch_status(b.store.as_ref(), &b.bucket, &batch).await?;
@@ -159,7 +165,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(if st.failed() > 0 || pending > 0 { 1 } else { 0 })
         }
-        Command::Dlq { action } => dlq(b.queue.as_ref(), action).await,
+        Command::Dlq { action } => dlq(b.queue.as_ref(), action, json).await,
     }
 }
 
@@ -287,7 +293,14 @@ struct ProcessOptions {
 }
 
 /// The main job: submit, run workers in-process (or follow deployed ones), fetch, summarise.
-async fn process(b: &Backend, paths: &[PathBuf], ops: &str, out: &Path, how: &ProcessOptions) -> anyhow::Result<i32> {
+async fn process(
+    b: &Backend,
+    paths: &[PathBuf],
+    ops: &str,
+    out: &Path,
+    how: &ProcessOptions,
+    json: bool,
+) -> anyhow::Result<i32> {
     let (workers, timeout) = (how.workers, how.timeout);
     let started = Instant::now();
     let pipeline = parse_pipeline(ops)?;
@@ -368,7 +381,7 @@ async fn process(b: &Backend, paths: &[PathBuf], ops: &str, out: &Path, how: &Pr
             manifest.batch,
             out.display()
         );
-        return Ok(130);
+        return Ok(if why == "interrupted" { EXIT_INTERRUPTED } else { EXIT_TIMED_OUT });
     }
     let st = batch::batch_status(b.store.as_ref(), &b.bucket, &manifest.batch).await?;
     let written = fetch(b, &manifest, &st, out, how.overwrite).await.with_context(|| {
@@ -387,6 +400,21 @@ async fn process(b: &Backend, paths: &[PathBuf], ops: &str, out: &Path, how: &Pr
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    if json {
+        let sources = sources_by_job(&manifest);
+        let failures: Vec<serde_json::Value> = st
+            .results
+            .iter()
+            .filter(|r| r.status == Status::Failed)
+            .map(|r| serde_json::json!({"source": sources.get(r.job_id.as_str()), "reason": r.reason}))
+            .collect();
+        let v = serde_json::json!({
+            "batch": manifest.batch, "images": total, "seconds": secs, "ok": st.ok(), "reused": st.reused(),
+            "failed": st.failed(), "written": written, "out": out.display().to_string(), "failures": failures,
+        });
+        println!("{v}");
+        return Ok(if st.failed() > 0 { 1 } else { 0 });
+    }
     println!(
         "pixq: {total} images in {secs:.1}s ({:.1}/s): {} ok ({} reused from earlier runs), {} failed; {written} written to {}",
         total as f64 / secs.max(1e-9),
@@ -400,8 +428,17 @@ async fn process(b: &Backend, paths: &[PathBuf], ops: &str, out: &Path, how: &Pr
     Ok(if st.failed() > 0 { 1 } else { 0 })
 }
 
+/// Exit code when `process` gave up waiting (`--timeout-secs`): the jobs stay queued.
+pub const EXIT_TIMED_OUT: i32 = 124;
+/// Exit code after Ctrl-C.
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+fn sources_by_job(manifest: &BatchManifest) -> HashMap<&str, &str> {
+    manifest.jobs.iter().map(|j| (j.job_id.as_str(), j.source.as_str())).collect()
+}
+
 fn print_failures(manifest: &BatchManifest, st: &BatchStatus) {
-    let sources: HashMap<&str, &str> = manifest.jobs.iter().map(|j| (j.job_id.as_str(), j.source.as_str())).collect();
+    let sources = sources_by_job(manifest);
     for r in st.results.iter().filter(|r| r.status == Status::Failed) {
         let src = sources.get(r.job_id.as_str()).copied().unwrap_or(r.input.key.as_str());
         println!("  failed: {src}: {}", r.reason.as_deref().unwrap_or("no reason recorded"));
@@ -476,10 +513,41 @@ async fn manifest(b: &Backend, batch: &str) -> anyhow::Result<BatchManifest> {
         .ok_or_else(|| anyhow!("unknown batch {batch} (no manifest in {})", b.location))
 }
 
-async fn status(b: &Backend, batch: &str) -> anyhow::Result<i32> {
+async fn status(b: &Backend, batch: &str, json: bool) -> anyhow::Result<i32> {
     let m = manifest(b, batch).await?;
     let st = batch::batch_status(b.store.as_ref(), &b.bucket, batch).await?;
     let pending = m.jobs.len().saturating_sub(st.results.len());
+    let by_job: HashMap<&str, &pixq_jobs::schema::JobResult> =
+        st.results.iter().map(|r| (r.job_id.as_str(), r)).collect();
+    let state_of = |job: &str| match by_job.get(job) {
+        Some(r) if r.status == Status::Ok => "ok",
+        Some(r) if r.provisional => "last attempt",
+        Some(_) => "failed",
+        None => "pending",
+    };
+    let c = b.queue.counts().await?;
+    if json {
+        let files: Vec<serde_json::Value> = entry_names(&m)
+            .iter()
+            .zip(&m.jobs)
+            .map(|((job, name), e)| {
+                let r = by_job.get(job.as_str());
+                serde_json::json!({
+                    "job": job, "source": e.source, "output": name, "state": state_of(job),
+                    "reason": r.and_then(|r| r.reason.clone()),
+                    "width": r.and_then(|r| r.outputs.first()).and_then(|o| o.width),
+                    "height": r.and_then(|r| r.outputs.first()).and_then(|o| o.height),
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "batch": batch, "pipeline": m.pipeline, "jobs": m.jobs.len(), "ok": st.ok(), "reused": st.reused(),
+            "failed": st.failed(), "pending": pending, "files": files,
+            "queue": {"visible": c.visible, "in_flight": c.in_flight, "delayed": c.delayed, "dead": c.dead},
+        });
+        println!("{v}");
+        return Ok(0);
+    }
     println!(
         "batch {batch}: {} jobs, {} ok ({} reused), {} failed, {pending} pending  [{}]",
         m.jobs.len(),
@@ -488,19 +556,10 @@ async fn status(b: &Backend, batch: &str) -> anyhow::Result<i32> {
         st.failed(),
         m.pipeline
     );
-    let by_job: HashMap<&str, &pixq_jobs::schema::JobResult> =
-        st.results.iter().map(|r| (r.job_id.as_str(), r)).collect();
     for ((job, name), e) in entry_names(&m).iter().zip(&m.jobs) {
-        let state = match by_job.get(job.as_str()) {
-            Some(r) if r.status == Status::Ok => "ok",
-            Some(r) if r.provisional => "last attempt",
-            Some(_) => "failed",
-            None => "pending",
-        };
-        println!("  {state:<12} {} -> {name}", e.source);
+        println!("  {:<12} {} -> {name}", state_of(job), e.source);
     }
     print_failures(&m, &st);
-    let c = b.queue.counts().await?;
     println!(
         "queue: {} visible, {} in flight, {} delayed, {} dead-lettered",
         c.visible, c.in_flight, c.delayed, c.dead
@@ -508,10 +567,25 @@ async fn status(b: &Backend, batch: &str) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-async fn dlq(queue: &dyn Queue, action: DlqAction) -> anyhow::Result<i32> {
+async fn dlq(queue: &dyn Queue, action: DlqAction, json: bool) -> anyhow::Result<i32> {
     match action {
         DlqAction::List { max } => {
             let dead = queue.dead_letters(max).await?;
+            if json {
+                let v: Vec<serde_json::Value> = dead
+                    .iter()
+                    .map(|d| {
+                        let job = Job::from_json(&d.body).ok();
+                        serde_json::json!({
+                            "message": d.id, "job": job.as_ref().map(|j| &j.id),
+                            "input": job.as_ref().map(|j| &j.input.key), "reason": d.reason,
+                            "receive_count": d.receive_count,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+                return Ok(0);
+            }
             if dead.is_empty() {
                 println!("the dead-letter queue is empty");
             }

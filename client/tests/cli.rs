@@ -328,3 +328,62 @@ fn the_users_files_are_never_replaced_and_names_are_stable() {
     let o = pixq(&home, &["fetch", batch, "--out", out.to_str().unwrap(), "--overwrite"]);
     assert_eq!(o.status.code(), Some(1), "one job failed: {:?}", text(&o));
 }
+
+/// CLI conventions: `--json` for status, dlq list and the summary of process; shell
+/// completions; a timeout exits 124 (the jobs stay queued), not 130 (interrupted).
+#[test]
+fn json_output_completions_and_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(samples().join("coffee.jpg"), input.join("coffee.jpg")).unwrap();
+    std::fs::write(input.join("notes.jpg"), "not an image").unwrap();
+    let out = dir.path().join("out");
+    let o = pixq(
+        &home,
+        &["--json", "process", input.to_str().unwrap(), "--ops", "thumbnail:32", "--out", out.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {:?}", text(&o)));
+    assert_eq!((v["images"].as_u64(), v["ok"].as_u64(), v["failed"].as_u64()), (Some(2), Some(1), Some(1)), "{v}");
+    assert!(v["failures"][0]["reason"].as_str().unwrap().contains("not a supported image"), "{v}");
+    let batch = v["batch"].as_str().unwrap().to_string();
+
+    let o = pixq(&home, &["status", &batch, "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((s["ok"].as_u64(), s["failed"].as_u64(), s["pending"].as_u64()), (Some(1), Some(1), Some(0)), "{s}");
+    let coffee = s["files"].as_array().unwrap().iter().find(|f| f["output"] == "coffee.jpg").unwrap();
+    assert_eq!((coffee["state"].as_str(), coffee["width"].as_u64()), (Some("ok"), Some(32)), "{s}");
+    assert_eq!(s["queue"]["dead"].as_u64(), Some(1));
+
+    let o = pixq(&home, &["dlq", "list", "--json"]);
+    let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(d.as_array().unwrap().len(), 1, "{d}");
+    assert!(d[0]["reason"].as_str().unwrap().contains("not a supported image"), "{d}");
+
+    let o = pixq(&home, &["completions", "bash"]);
+    assert_eq!(o.status.code(), Some(0));
+    let script = String::from_utf8_lossy(&o.stdout);
+    assert!(script.contains("_pixq") && script.contains("--overwrite"), "{script}");
+
+    // No workers and no patience: the jobs stay queued and the exit code says "timed out".
+    let o = pixq(
+        &home,
+        &[
+            "process",
+            input.to_str().unwrap(),
+            "--ops",
+            "thumbnail:16",
+            "--out",
+            dir.path().join("o2").to_str().unwrap(),
+            "--workers",
+            "0",
+            "--timeout-secs",
+            "0",
+        ],
+    );
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(124), "{stdout}\n{stderr}");
+    assert!(stderr.contains("timed out") && stderr.contains("pixq fetch"), "{stderr}");
+}

@@ -167,6 +167,15 @@ async fn launch_list_and_terminate_a_fleet() {
     for id in &all {
         assert!(t.contains(id.as_str()), "{id} not listed: {t}");
     }
+    // The same list as JSON, for scripts.
+    let o = pixq(&st, &["list", "--fleet", &fleet, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    let mut listed: Vec<&str> = v.as_array().unwrap().iter().filter_map(|i| i["id"].as_str()).collect();
+    let mut want: Vec<&str> = all.iter().map(String::as_str).collect();
+    listed.sort();
+    want.sort();
+    assert_eq!(listed, want, "{v}");
+    assert!(v.as_array().unwrap().iter().all(|i| i["state"].is_string() && i["lifecycle"].is_string()), "{v}");
     let o = pixq(&st, &["terminate", "--fleet", &fleet]);
     assert!(text(&o).contains("terminating 3 instances"), "{}", text(&o));
     let d = ec2
