@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use pixq_jobs::target::{Lane, Target};
 
 /// pixq: image processing on a queue of jobs, here or on AWS.
 #[derive(Debug, Parser)]
@@ -13,8 +14,8 @@ pub struct Cli {
     pub home: PathBuf,
     /// Where the flow runs: `local` (the embedded default under --home) or `aws` (S3 + SQS,
     /// named by --stack-outputs or --bucket/--queue-url; credentials from the standard chain).
-    #[arg(long, global = true, env = "PIXQ_TARGET", default_value = "local", value_parser = ["local", "aws"])]
-    pub target: String,
+    #[arg(long, global = true, env = "PIXQ_TARGET", default_value = "local")]
+    pub target: Target,
     /// JSON from `sam list stack-outputs --output json` (or `aws cloudformation
     /// describe-stacks`): bucket and queue URLs of a deployed stack.
     #[arg(long, global = true, env = "PIXQ_STACK_OUTPUTS")]
@@ -22,12 +23,13 @@ pub struct Cli {
     /// S3 bucket (overrides the stack's BucketName).
     #[arg(long, global = true, env = "PIXQ_BUCKET")]
     pub bucket: Option<String>,
-    /// SQS queue URL (overrides the stack's JobsQueueUrl, or HeavyQueueUrl with --heavy).
+    /// SQS queue URL (overrides the stack's queue of --lane).
     #[arg(long, global = true, env = "PIXQ_QUEUE_URL")]
     pub queue_url: Option<String>,
-    /// Use the heavy-jobs queue (EC2 workers) of the stack instead of the Lambda one.
-    #[arg(long, global = true)]
-    pub heavy: bool,
+    /// Which of the stack's queues: `light` (the Lambda's, JobsQueueUrl) or `heavy` (the EC2
+    /// workers', HeavyQueueUrl). The same flag and variable as pixq-worker's.
+    #[arg(long, global = true, env = "PIXQ_LANE", default_value = "light")]
+    pub lane: Lane,
     /// Machine-readable JSON on stdout (status, dlq list, ec2 list, the summary of process).
     #[arg(long, global = true)]
     pub json: bool,

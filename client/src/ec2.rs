@@ -8,8 +8,6 @@
 //! finds the queue empty for `--idle-stop-secs` exits, and its instance powers off and
 //! terminates itself. `list` and `terminate` find a fleet by its `pixq:fleet` tag.
 
-use std::collections::HashMap;
-
 use anyhow::{Context, anyhow, bail};
 use aws_sdk_ec2::types::InstanceStateName;
 use aws_sdk_ec2::types::{
@@ -18,7 +16,7 @@ use aws_sdk_ec2::types::{
     MarketType, ResourceType, ShutdownBehavior, SpotInstanceType, SpotMarketOptions, Tag, TagSpecification,
 };
 use base64::Engine;
-use pixq_jobs::aws::describe;
+use pixq_jobs::aws::{StackOutputs, describe};
 use pixq_jobs::queue::Queue;
 use pixq_jobs::queue::sqs::SqsQueue;
 use pixq_jobs::store::ObjectStore;
@@ -139,7 +137,7 @@ pub async fn run(cli: &Cli, action: &Ec2Action) -> anyhow::Result<i32> {
     match action {
         Ec2Action::Launch(a) => launch(cli, a, &outputs, &sdk, &ec2).await,
         Ec2Action::Scale { per_worker, max, launch: a } => {
-            let Some(queue_url) = cli.queue_url.clone().or_else(|| outputs.get("HeavyQueueUrl").cloned()) else {
+            let Some(queue_url) = cli.queue_url.clone().or(outputs.heavy_queue_url.clone()) else {
                 bail!("pixq ec2 scale needs the stack: pass --stack-outputs FILE (or --queue-url)");
             };
             let queue = SqsQueue::open(pixq_jobs::aws::sqs_client(&sdk), &queue_url, None)
@@ -286,22 +284,22 @@ async fn latest_al2023(ec2: &aws_sdk_ec2::Client, arch: Arch) -> anyhow::Result<
 async fn launch(
     cli: &Cli,
     a: &LaunchArgs,
-    outputs: &HashMap<String, String>,
+    outputs: &StackOutputs,
     sdk: &aws_config::SdkConfig,
     ec2: &aws_sdk_ec2::Client,
 ) -> anyhow::Result<i32> {
-    let pick = |flag: &Option<String>, key: &str| flag.clone().or_else(|| outputs.get(key).cloned());
-    let (Some(bucket), Some(queue_url)) = (pick(&cli.bucket, "BucketName"), pick(&cli.queue_url, "HeavyQueueUrl"))
+    let (Some(bucket), Some(queue_url)) =
+        (cli.bucket.clone().or(outputs.bucket.clone()), cli.queue_url.clone().or(outputs.heavy_queue_url.clone()))
     else {
         bail!("pixq ec2 launch needs the stack: pass --stack-outputs FILE (or --bucket and --queue-url)");
     };
-    let Some(profile) = a.instance_profile.clone().or_else(|| outputs.get("WorkerInstanceProfileName").cloned()) else {
+    let Some(profile) = a.instance_profile.clone().or(outputs.worker_instance_profile.clone()) else {
         bail!("no instance profile: pass --instance-profile (the stack's output WorkerInstanceProfileName)");
     };
     let region = sdk
         .region()
         .map(|r| r.to_string())
-        .or_else(|| outputs.get("Region").cloned())
+        .or(outputs.region.clone())
         .ok_or_else(|| anyhow!("no AWS region configured (AWS_REGION or a profile)"))?;
     if a.count < 1 {
         bail!("--count must be at least 1");

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use pixq_jobs::aws::StackOutputs;
 use pixq_jobs::batch::{self, BatchManifest, BatchStatus, ManifestEntry};
 use pixq_jobs::kernel::Pipeline;
 use pixq_jobs::local::{LOCAL_BUCKET, LocalHome};
@@ -18,6 +19,7 @@ use pixq_jobs::queue::sqs::SqsQueue;
 use pixq_jobs::schema::{Job, ObjectRef, OutputLocation, Status};
 use pixq_jobs::store::ObjectStore;
 use pixq_jobs::store::s3::S3Store;
+use pixq_jobs::target::Target;
 use pixq_jobs::worker::{self, Event, WorkerConfig};
 use pixq_jobs::{ids, keys};
 use tokio_util::sync::CancellationToken;
@@ -42,14 +44,14 @@ struct Backend {
 }
 
 /// Stack outputs named by --stack-outputs (empty without the flag).
-pub(crate) fn stack_outputs(cli: &Cli) -> anyhow::Result<HashMap<String, String>> {
-    let Some(p) = &cli.stack_outputs else { return Ok(HashMap::new()) };
+pub(crate) fn stack_outputs(cli: &Cli) -> anyhow::Result<StackOutputs> {
+    let Some(p) = &cli.stack_outputs else { return Ok(StackOutputs::default()) };
     let text = std::fs::read_to_string(p).with_context(|| format!("reading stack outputs {}", p.display()))?;
-    pixq_jobs::aws::read_stack_outputs(&text).map_err(|e| anyhow!("{}: {e}", p.display()))
+    StackOutputs::from_json(&text).map_err(|e| anyhow!("{}: {e}", p.display()))
 }
 
 async fn backend(cli: &Cli) -> anyhow::Result<Backend> {
-    if cli.target == "local" {
+    if cli.target == Target::Local {
         let home = LocalHome::new(&cli.home);
         let queue = home
             .queue(QueueConfig::default())
@@ -65,17 +67,17 @@ async fn backend(cli: &Cli) -> anyhow::Result<Backend> {
         });
     }
     let outputs = stack_outputs(cli)?;
-    let pick = |flag: &Option<String>, key: &str| flag.clone().or_else(|| outputs.get(key).cloned());
-    let queue_key = if cli.heavy { "HeavyQueueUrl" } else { "JobsQueueUrl" };
-    let dlq_key = if cli.heavy { "HeavyDlqUrl" } else { "JobsDlqUrl" };
-    let (Some(bucket), Some(queue_url)) = (pick(&cli.bucket, "BucketName"), pick(&cli.queue_url, queue_key)) else {
+    let (stack_queue, dlq) = outputs.queue(cli.lane);
+    let (Some(bucket), Some(queue_url)) =
+        (cli.bucket.clone().or(outputs.bucket.clone()), cli.queue_url.clone().or(stack_queue))
+    else {
         bail!(
             "--target aws needs a bucket and a queue: pass --stack-outputs FILE (from `sam list stack-outputs --stack-name pixq --output json`) or --bucket and --queue-url"
         );
     };
     let sdk = pixq_jobs::aws::sdk_config().await;
     let path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some();
-    let queue = SqsQueue::open(pixq_jobs::aws::sqs_client(&sdk), &queue_url, outputs.get(dlq_key).cloned())
+    let queue = SqsQueue::open(pixq_jobs::aws::sqs_client(&sdk), &queue_url, dlq)
         .await
         .with_context(|| format!("opening the queue {queue_url}"))?;
     Ok(Backend {

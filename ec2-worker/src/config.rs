@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use clap::Parser;
+use pixq_jobs::aws::StackOutputs;
 use pixq_jobs::events::S3EventDefaults;
 use pixq_jobs::kernel::Pipeline;
 use pixq_jobs::local::LocalHome;
@@ -17,6 +18,7 @@ use pixq_jobs::schema::OutputLocation;
 use pixq_jobs::settle::RetryPolicy;
 use pixq_jobs::store::ObjectStore;
 use pixq_jobs::store::s3::S3Store;
+use pixq_jobs::target::{Lane, Target};
 use pixq_jobs::worker::WorkerConfig;
 
 /// Raw flags (with environment fallbacks).
@@ -24,23 +26,24 @@ use pixq_jobs::worker::WorkerConfig;
 #[command(name = "pixq-worker", version, about = "pixq worker: process queued image jobs")]
 pub struct Args {
     /// `local` (queue file + store folder under --home) or `aws` (SQS + S3).
-    #[arg(long, env = "PIXQ_TARGET", default_value = "local", value_parser = ["local", "aws"])]
-    pub target: String,
+    #[arg(long, env = "PIXQ_TARGET", default_value = "local")]
+    pub target: Target,
     /// Home of the embedded default.
     #[arg(long, env = "PIXQ_HOME", default_value = ".pixq")]
     pub home: PathBuf,
     /// Queue name inside the queue file (local).
     #[arg(long, env = "PIXQ_QUEUE", default_value = "jobs")]
     pub queue: String,
-    /// SQS queue URL (aws; default: the stack's HeavyQueueUrl, or JobsQueueUrl with --light).
+    /// SQS queue URL (aws; default: the stack's queue of --lane).
     #[arg(long, env = "PIXQ_QUEUE_URL")]
     pub queue_url: Option<String>,
     /// Stack outputs JSON (`sam list stack-outputs --output json`).
     #[arg(long, env = "PIXQ_STACK_OUTPUTS")]
     pub stack_outputs: Option<PathBuf>,
-    /// Take the stack's light-jobs queue instead of the heavy one.
-    #[arg(long)]
-    pub light: bool,
+    /// Which of the stack's queues: `heavy` (HeavyQueueUrl, the EC2 workers') or `light`
+    /// (JobsQueueUrl, the Lambda's). The same flag and variable as pixq's.
+    #[arg(long, env = "PIXQ_LANE", default_value = "heavy")]
+    pub lane: Lane,
     /// Pipeline for S3 `ObjectCreated` notifications arriving on the queue.
     #[arg(long, env = "PIXQ_S3_EVENTS_PIPELINE")]
     pub s3_events_pipeline: Option<String>,
@@ -114,7 +117,7 @@ pub struct Built {
 
 /// Builds backends and settings from the flags.
 pub async fn build(a: &Args) -> anyhow::Result<Built> {
-    let runtime = if a.target == "aws" { "ec2" } else { "local" };
+    let runtime = if a.target == Target::Aws { "ec2" } else { "local" };
     let mut worker = WorkerConfig {
         visibility: Duration::from_secs(a.visibility_secs.max(1)),
         wait: Duration::from_secs(a.wait_secs.min(20)),
@@ -139,7 +142,7 @@ pub async fn build(a: &Args) -> anyhow::Result<Built> {
     if let Some(n) = a.prefetch {
         worker.prefetch = n;
     }
-    if a.target == "local" {
+    if a.target == Target::Local {
         let home = LocalHome::new(&a.home);
         let queue = home
             .queue(QueueConfig { name: a.queue.clone(), max_receives: a.max_receives, ..QueueConfig::default() })
@@ -154,22 +157,21 @@ pub async fn build(a: &Args) -> anyhow::Result<Built> {
         return Ok(Built { queue: Arc::new(queue), store: Arc::new(store), worker });
     }
     let outputs = match &a.stack_outputs {
-        Some(p) => pixq_jobs::aws::read_stack_outputs(
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        )
-        .map_err(|e| anyhow!("{}: {e}", p.display()))?,
-        None => Default::default(),
+        Some(p) => {
+            StackOutputs::from_json(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+                .map_err(|e| anyhow!("{}: {e}", p.display()))?
+        }
+        None => StackOutputs::default(),
     };
-    let (queue_key, dlq_key) = if a.light { ("JobsQueueUrl", "JobsDlqUrl") } else { ("HeavyQueueUrl", "HeavyDlqUrl") };
-    let Some(url) = a.queue_url.clone().or_else(|| outputs.get(queue_key).cloned()) else {
+    let (stack_queue, dlq) = outputs.queue(a.lane);
+    let Some(url) = a.queue_url.clone().or(stack_queue) else {
         bail!("--target aws needs --queue-url or --stack-outputs");
     };
     let sdk = pixq_jobs::aws::sdk_config().await;
     let path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some();
-    let queue = SqsQueue::open(pixq_jobs::aws::sqs_client(&sdk), &url, outputs.get(dlq_key).cloned())
-        .await
-        .with_context(|| format!("opening {url}"))?;
-    let known = a.output_bucket.clone().or_else(|| outputs.get("BucketName").cloned());
+    let queue =
+        SqsQueue::open(pixq_jobs::aws::sqs_client(&sdk), &url, dlq).await.with_context(|| format!("opening {url}"))?;
+    let known = a.output_bucket.clone().or(outputs.bucket.clone());
     if worker.process.allowed_buckets.is_empty()
         && let Some(b) = known
     {
@@ -179,7 +181,7 @@ pub async fn build(a: &Args) -> anyhow::Result<Built> {
         let bucket = a
             .output_bucket
             .clone()
-            .or_else(|| outputs.get("BucketName").cloned())
+            .or(outputs.bucket.clone())
             .ok_or_else(|| anyhow!("S3 events need --output-bucket"))?;
         worker.s3_events = Some(s3_defaults(p, bucket)?);
     }

@@ -72,10 +72,55 @@ where
     }
 }
 
+/// The outputs of the SAM stack that pixq reads, by the names template.yaml gives them: the
+/// one place those names are spelled in Rust.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StackOutputs {
+    /// `BucketName`: inputs, outputs, results, manifests, worker releases.
+    pub bucket: Option<String>,
+    /// `JobsQueueUrl` / `JobsDlqUrl`: the Lambda's queue and its dead-letter queue.
+    pub jobs_queue_url: Option<String>,
+    /// See `jobs_queue_url`.
+    pub jobs_dlq_url: Option<String>,
+    /// `HeavyQueueUrl` / `HeavyDlqUrl`: the EC2 workers' queue and its dead-letter queue.
+    pub heavy_queue_url: Option<String>,
+    /// See `heavy_queue_url`.
+    pub heavy_dlq_url: Option<String>,
+    /// `WorkerInstanceProfileName`: the role EC2 workers run with.
+    pub worker_instance_profile: Option<String>,
+    /// `Region`: where the stack lives.
+    pub region: Option<String>,
+}
+
+impl StackOutputs {
+    /// Reads the JSON of `sam list stack-outputs --output json` or `aws cloudformation
+    /// describe-stacks`.
+    pub fn from_json(json: &str) -> Result<StackOutputs, String> {
+        let mut m = read_stack_outputs(json)?;
+        Ok(StackOutputs {
+            bucket: m.remove("BucketName"),
+            jobs_queue_url: m.remove("JobsQueueUrl"),
+            jobs_dlq_url: m.remove("JobsDlqUrl"),
+            heavy_queue_url: m.remove("HeavyQueueUrl"),
+            heavy_dlq_url: m.remove("HeavyDlqUrl"),
+            worker_instance_profile: m.remove("WorkerInstanceProfileName"),
+            region: m.remove("Region"),
+        })
+    }
+
+    /// The queue of `lane` and its dead-letter queue.
+    pub fn queue(&self, lane: crate::target::Lane) -> (Option<String>, Option<String>) {
+        match lane {
+            crate::target::Lane::Light => (self.jobs_queue_url.clone(), self.jobs_dlq_url.clone()),
+            crate::target::Lane::Heavy => (self.heavy_queue_url.clone(), self.heavy_dlq_url.clone()),
+        }
+    }
+}
+
 /// CloudFormation stack outputs (`OutputKey` -> `OutputValue`), read from the JSON that
 /// `sam list stack-outputs --output json` or `aws cloudformation describe-stacks` prints, so
 /// nobody copies queue URLs by hand.
-pub fn read_stack_outputs(json: &str) -> Result<std::collections::HashMap<String, String>, String> {
+fn read_stack_outputs(json: &str) -> Result<std::collections::HashMap<String, String>, String> {
     let v: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("stack outputs are not JSON: {e}"))?;
     // describe-stacks: {"Stacks":[{"Outputs":[...]}]}; sam / --query: [...]
     let list = v
@@ -108,5 +153,12 @@ mod tests {
             r#"{"Stacks":[{"StackName":"pixq","Outputs":[{"OutputKey":"JobsQueueUrl","OutputValue":"http://q"}]}]}"#;
         assert_eq!(super::read_stack_outputs(cfn).unwrap()["JobsQueueUrl"], "http://q");
         assert!(super::read_stack_outputs("[]").is_err());
+        let typed = super::StackOutputs::from_json(
+            r#"[{"OutputKey":"BucketName","OutputValue":"b"},{"OutputKey":"HeavyQueueUrl","OutputValue":"h"},{"OutputKey":"HeavyDlqUrl","OutputValue":"hd"}]"#,
+        )
+        .unwrap();
+        assert_eq!(typed.bucket.as_deref(), Some("b"));
+        assert_eq!(typed.queue(crate::target::Lane::Heavy), (Some("h".into()), Some("hd".into())));
+        assert_eq!(typed.queue(crate::target::Lane::Light), (None, None));
     }
 }

@@ -10,6 +10,8 @@
 //! - [`process`]: the one step every runtime shares: input -> kernel -> output + record.
 //! - [`settle`]: what becomes of a message (ack, dead-letter with a record, retry after the
 //!   [`settle::RetryPolicy`]'s backoff), shared by the worker and the Lambda.
+//! - [`target`]: where a flow runs ([`target::Target`], [`target::Lane`]), parsed alike by
+//!   every binary.
 //! - [`worker`]: the loop around it: concurrency, heartbeat, graceful shutdown.
 //! - [`records`]: event-source batches (an SQS-triggered function): partial batch failures.
 //! - [`batch`]: client helpers: build and enqueue jobs, read a batch's results.
@@ -33,6 +35,7 @@ pub mod records;
 pub mod schema;
 pub mod settle;
 pub mod store;
+pub mod target;
 pub mod worker;
 
 pub use pixq_kernel as kernel;
