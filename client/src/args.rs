@@ -9,6 +9,17 @@ use pixq_jobs::target::{Lane, Target};
 #[derive(Debug, Parser)]
 #[command(name = "pixq", version, about)]
 pub struct Cli {
+    /// Flags every command takes.
+    #[command(flatten)]
+    pub global: Global,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes: where the flow runs and how to talk.
+#[derive(Debug, clap::Args)]
+pub struct Global {
     /// Home of the embedded default: queue file and store folder.
     #[arg(long, global = true, env = "PIXQ_HOME", default_value = ".pixq")]
     pub home: PathBuf,
@@ -36,14 +47,33 @@ pub struct Cli {
     /// More log output (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
 }
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The commands that work on a queue and a store (`run`).
+    #[command(flatten)]
+    Jobs(JobsCommand),
+    /// List every pipeline step with its arguments and an example.
+    Ops,
+    /// Print a shell completion script (e.g. `pixq completions bash > ~/.local/share/bash-completion/completions/pixq`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// EC2 workers on the stack's heavy queue: launch, list, terminate.
+    #[cfg(feature = "ec2")]
+    Ec2 {
+        /// What to do.
+        #[command(subcommand)]
+        action: Ec2Action,
+    },
+}
+
+/// Commands on a queue and a store, local or on AWS.
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
     /// Upload, enqueue, process with in-process workers, and download: the one-command job.
     Process {
         /// Image files or folders (folders: the images directly inside them).
@@ -112,20 +142,6 @@ pub enum Command {
         /// list or redrive.
         #[command(subcommand)]
         action: DlqAction,
-    },
-    /// List every pipeline step with its arguments and an example.
-    Ops,
-    /// Print a shell completion script (e.g. `pixq completions bash > ~/.local/share/bash-completion/completions/pixq`).
-    Completions {
-        /// bash, zsh, fish, elvish or powershell.
-        shell: clap_complete::Shell,
-    },
-    /// EC2 workers on the stack's heavy queue: launch, list, terminate.
-    #[cfg(feature = "ec2")]
-    Ec2 {
-        /// launch, list or terminate.
-        #[command(subcommand)]
-        action: Ec2Action,
     },
 }
 

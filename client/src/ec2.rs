@@ -22,10 +22,11 @@ use pixq_jobs::queue::sqs::SqsQueue;
 use pixq_jobs::store::ObjectStore;
 use pixq_jobs::store::s3::S3Store;
 
-use crate::args::{Cli, Ec2Action, LaunchArgs};
+use crate::args::{Ec2Action, LaunchArgs};
 
 /// The bootstrap's body; the launcher puts the settings above it.
-const BOOTSTRAP: &str = include_str!("../../ec2-worker/user-data.sh");
+/// The bootstrap the worker crate owns and ships.
+const BOOTSTRAP: &str = pixq_worker::USER_DATA;
 
 /// Tag naming the fleet an instance belongs to.
 pub const FLEET_TAG: &str = "pixq:fleet";
@@ -129,15 +130,15 @@ impl Bootstrap {
     }
 }
 
-/// Runs an `ec2` action; returns the exit code.
-pub async fn run(cli: &Cli, action: &Ec2Action) -> anyhow::Result<i32> {
-    let outputs = crate::run::stack_outputs(cli)?;
+/// Runs an `ec2` action on the stack `outputs` describes (the bucket and heavy queue
+/// already overridden by flags), `json` for machine-readable output; returns the exit code.
+pub async fn run(outputs: &StackOutputs, json: bool, action: &Ec2Action) -> anyhow::Result<i32> {
     let sdk = pixq_jobs::aws::sdk_config().await;
     let ec2 = aws_sdk_ec2::Client::new(&sdk);
     match action {
-        Ec2Action::Launch(a) => launch(cli, a, &outputs, &sdk, &ec2).await,
+        Ec2Action::Launch(a) => launch(a, outputs, &sdk, &ec2).await,
         Ec2Action::Scale { per_worker, max, launch: a } => {
-            let Some(queue_url) = cli.queue_url.clone().or(outputs.heavy_queue_url.clone()) else {
+            let Some(queue_url) = outputs.heavy_queue_url.clone() else {
                 bail!("pixq ec2 scale needs the stack: pass --stack-outputs FILE (or --queue-url)");
             };
             let queue = SqsQueue::open(pixq_jobs::aws::sqs_client(&sdk), &queue_url, None)
@@ -163,11 +164,11 @@ pub async fn run(cli: &Cli, action: &Ec2Action) -> anyhow::Result<i32> {
                 return Ok(0);
             }
             let a = LaunchArgs { count: plan.launch as i32, ..a.clone() };
-            launch(cli, &a, &outputs, &sdk, &ec2).await
+            launch(&a, outputs, &sdk, &ec2).await
         }
         Ec2Action::List { fleet } => {
             let found = fleet_instances(&ec2, fleet).await?;
-            if cli.json {
+            if json {
                 let v: Vec<serde_json::Value> = found
                     .iter()
                     .map(|i| {
@@ -282,15 +283,12 @@ async fn latest_al2023(ec2: &aws_sdk_ec2::Client, arch: Arch) -> anyhow::Result<
 }
 
 async fn launch(
-    cli: &Cli,
     a: &LaunchArgs,
     outputs: &StackOutputs,
     sdk: &aws_config::SdkConfig,
     ec2: &aws_sdk_ec2::Client,
 ) -> anyhow::Result<i32> {
-    let (Some(bucket), Some(queue_url)) =
-        (cli.bucket.clone().or(outputs.bucket.clone()), cli.queue_url.clone().or(outputs.heavy_queue_url.clone()))
-    else {
+    let (Some(bucket), Some(queue_url)) = (outputs.bucket.clone(), outputs.heavy_queue_url.clone()) else {
         bail!("pixq ec2 launch needs the stack: pass --stack-outputs FILE (or --bucket and --queue-url)");
     };
     let Some(profile) = a.instance_profile.clone().or(outputs.worker_instance_profile.clone()) else {

@@ -9,11 +9,38 @@ mod ec2;
 mod inputs;
 mod run;
 
+use args::{Cli, Command};
 use clap::Parser;
+
+/// Sends each command to its module: `run` for the queue-and-store commands, `ec2` for the
+/// launcher (given typed stack settings, never raw flags).
+async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Jobs(command) => run::run(g, command).await,
+        Command::Ops => {
+            run::print_ops();
+            Ok(0)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "pixq", &mut std::io::stdout());
+            Ok(0)
+        }
+        #[cfg(feature = "ec2")]
+        Command::Ec2 { action } => {
+            // Flags override the stack's outputs; the launcher sees only the result.
+            let mut stack = run::stack_outputs(g)?;
+            stack.bucket = g.bucket.clone().or(stack.bucket);
+            stack.heavy_queue_url = g.queue_url.clone().or(stack.heavy_queue_url);
+            ec2::run(&stack, g.json, &action).await
+        }
+    }
+}
 
 fn main() {
     let cli = args::Cli::parse();
-    let level = match cli.verbose {
+    let level = match cli.global.verbose {
         0 => "warn",
         1 => "info",
         _ => "debug",
@@ -27,7 +54,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let code = match rt.block_on(run::run(cli)) {
+    let code = match rt.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("pixq: {e:#}");

@@ -24,7 +24,7 @@ use pixq_jobs::worker::{self, Event, WorkerConfig};
 use pixq_jobs::{ids, keys};
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{Cli, Command, DlqAction};
+use crate::args::{DlqAction, Global, JobsCommand};
 use crate::inputs;
 
 /// The store and queue a command talks to (step two of configuration: built objects).
@@ -44,13 +44,13 @@ struct Backend {
 }
 
 /// Stack outputs named by --stack-outputs (empty without the flag).
-pub(crate) fn stack_outputs(cli: &Cli) -> anyhow::Result<StackOutputs> {
+pub(crate) fn stack_outputs(cli: &Global) -> anyhow::Result<StackOutputs> {
     let Some(p) = &cli.stack_outputs else { return Ok(StackOutputs::default()) };
     let text = std::fs::read_to_string(p).with_context(|| format!("reading stack outputs {}", p.display()))?;
     StackOutputs::from_json(&text).map_err(|e| anyhow!("{}: {e}", p.display()))
 }
 
-async fn backend(cli: &Cli) -> anyhow::Result<Backend> {
+async fn backend(cli: &Global) -> anyhow::Result<Backend> {
     if cli.target == Target::Local {
         let home = LocalHome::new(&cli.home);
         let queue = home
@@ -91,28 +91,12 @@ async fn backend(cli: &Cli) -> anyhow::Result<Backend> {
     })
 }
 
-/// Runs a command; returns the exit code.
-pub async fn run(cli: Cli) -> anyhow::Result<i32> {
-    if let Command::Ops = cli.command {
-        print_ops();
-        return Ok(0);
-    }
-    if let Command::Completions { shell } = cli.command {
-        let mut cmd = <Cli as clap::CommandFactory>::command();
-        clap_complete::generate(shell, &mut cmd, "pixq", &mut std::io::stdout());
-        return Ok(0);
-    }
+/// Runs a command on a queue and a store; returns the exit code.
+pub async fn run(cli: &Global, command: JobsCommand) -> anyhow::Result<i32> {
     let json = cli.json;
-    #[cfg(feature = "ec2")]
-    if let Command::Ec2 { action } = &cli.command {
-        return crate::ec2::run(&cli, action).await;
-    }
-    let b = backend(&cli).await?;
-    match cli.command {
-        Command::Ops | Command::Completions { .. } => Ok(0),
-        #[cfg(feature = "ec2")]
-        Command::Ec2 { .. } => Ok(0),
-        Command::Process {
+    let b = backend(cli).await?;
+    match command {
+        JobsCommand::Process {
             paths,
             ops,
             out,
@@ -138,7 +122,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             process(&b, &paths, &ops, &out, &how, json).await
         }
-        Command::Submit { paths, ops } => {
+        JobsCommand::Submit { paths, ops } => {
             let files = inputs::collect(&paths)?;
             let m = submit(&b, &files, &parse_pipeline(&ops)?).await?;
             eprintln!(
@@ -150,8 +134,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             println!("{}", m.batch);
             Ok(0)
         }
-        Command::Status { batch } => status(&b, &batch, json).await,
-        Command::Fetch { batch, out, overwrite } => {
+        JobsCommand::Status { batch } => status(&b, &batch, json).await,
+        JobsCommand::Fetch { batch, out, overwrite } => {
             let manifest = manifest(&b, &batch).await?;
             let st = batch::batch_status(b.store.as_ref(), &b.bucket, &batch).await?;
             if !overwrite {
@@ -167,11 +151,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(if st.failed() > 0 || pending > 0 { 1 } else { 0 })
         }
-        Command::Dlq { action } => dlq(b.queue.as_ref(), action, json).await,
+        JobsCommand::Dlq { action } => dlq(b.queue.as_ref(), action, json).await,
     }
 }
 
-fn print_ops() {
+pub fn print_ops() {
     println!("Pipeline: comma-separated steps, name[:arg[:arg]], applied in order.\n");
     for s in pixq_jobs::kernel::op::STEPS {
         println!("  {:<28} {}\n  {:<28} e.g. {}\n", s.syntax, s.about, "", s.example);
