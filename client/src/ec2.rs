@@ -20,7 +20,6 @@ use pixq_jobs::aws::{StackOutputs, describe};
 use pixq_jobs::queue::Queue;
 use pixq_jobs::queue::sqs::SqsQueue;
 use pixq_jobs::store::ObjectStore;
-use pixq_jobs::store::s3::S3Store;
 
 use crate::args::{Ec2Action, LaunchArgs};
 
@@ -325,8 +324,7 @@ async fn launch(
         print!("{user_data}");
         return Ok(0);
     }
-    let path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some();
-    let store = S3Store::new(pixq_jobs::aws::s3_client(sdk, path_style));
+    let store = pixq_jobs::aws::s3_store(sdk);
     if store.head(&bucket, &key).await?.is_none() {
         eprintln!("uploading {} ({} MB) to s3://{bucket}/{key}", a.worker_binary.display(), binary.len() >> 20);
         store.put(&bucket, &key, binary, "application/octet-stream").await?;

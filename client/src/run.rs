@@ -18,7 +18,6 @@ use pixq_jobs::queue::sqlite::QueueConfig;
 use pixq_jobs::queue::sqs::SqsQueue;
 use pixq_jobs::schema::{Job, ObjectRef, OutputLocation, Status};
 use pixq_jobs::store::ObjectStore;
-use pixq_jobs::store::s3::S3Store;
 use pixq_jobs::target::Target;
 use pixq_jobs::worker::{self, Event, WorkerConfig};
 use pixq_jobs::{ids, keys};
@@ -76,12 +75,11 @@ async fn backend(cli: &Global) -> anyhow::Result<Backend> {
         );
     };
     let sdk = pixq_jobs::aws::sdk_config().await;
-    let path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some();
     let queue = SqsQueue::open(pixq_jobs::aws::sqs_client(&sdk), &queue_url, dlq)
         .await
         .with_context(|| format!("opening the queue {queue_url}"))?;
     Ok(Backend {
-        store: Arc::new(S3Store::new(pixq_jobs::aws::s3_client(&sdk, path_style))),
+        store: Arc::new(pixq_jobs::aws::s3_store(&sdk)),
         queue: Arc::new(queue),
         local: false,
         location: format!("s3://{bucket} and {queue_url}"),

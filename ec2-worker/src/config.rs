@@ -17,7 +17,6 @@ use pixq_jobs::queue::sqs::SqsQueue;
 use pixq_jobs::schema::OutputLocation;
 use pixq_jobs::settle::RetryPolicy;
 use pixq_jobs::store::ObjectStore;
-use pixq_jobs::store::s3::S3Store;
 use pixq_jobs::target::{Lane, Target};
 use pixq_jobs::worker::WorkerConfig;
 
@@ -168,7 +167,6 @@ pub async fn build(a: &Args) -> anyhow::Result<Built> {
         bail!("--target aws needs --queue-url or --stack-outputs");
     };
     let sdk = pixq_jobs::aws::sdk_config().await;
-    let path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some();
     let queue =
         SqsQueue::open(pixq_jobs::aws::sqs_client(&sdk), &url, dlq).await.with_context(|| format!("opening {url}"))?;
     let known = a.output_bucket.clone().or(outputs.bucket.clone());
@@ -185,11 +183,7 @@ pub async fn build(a: &Args) -> anyhow::Result<Built> {
             .ok_or_else(|| anyhow!("S3 events need --output-bucket"))?;
         worker.s3_events = Some(s3_defaults(p, bucket)?);
     }
-    Ok(Built {
-        queue: Arc::new(queue),
-        store: Arc::new(S3Store::new(pixq_jobs::aws::s3_client(&sdk, path_style))),
-        worker,
-    })
+    Ok(Built { queue: Arc::new(queue), store: Arc::new(pixq_jobs::aws::s3_store(&sdk)), worker })
 }
 
 fn s3_defaults(pipeline: &str, bucket: String) -> anyhow::Result<S3EventDefaults> {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use lambda_runtime::{service_fn, tracing::Level};
 use pixq_functions::{Config, Processor, handle};
 use pixq_jobs::queue::sqs::SqsQueue;
-use pixq_jobs::store::s3::S3Store;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -18,11 +17,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         .without_time()
         .init();
     let sdk = pixq_jobs::aws::sdk_config().await;
-    let path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some();
     let sqs = pixq_jobs::aws::sqs_client(&sdk);
     let processor = Processor {
         queue: Arc::new(SqsQueue::open(sqs, &config.queue_url, config.dlq_url.clone()).await?),
-        store: Arc::new(S3Store::new(pixq_jobs::aws::s3_client(&sdk, path_style))),
+        store: Arc::new(pixq_jobs::aws::s3_store(&sdk)),
         config: Arc::new(config.batch),
         fallback_budget: config.timeout,
     };

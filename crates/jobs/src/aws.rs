@@ -20,6 +20,14 @@ pub fn s3_client(cfg: &aws_config::SdkConfig, path_style: bool) -> aws_sdk_s3::C
     aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(cfg).force_path_style(path_style).build())
 }
 
+/// The S3 store every binary uses, on `cfg`: path-style addressing exactly when a custom
+/// endpoint is configured (`AWS_ENDPOINT_URL` or a profile's `endpoint_url`: a local
+/// AWS-protocol server such as moto or MinIO), virtual-hosted for real S3. The one place
+/// this is decided.
+pub fn s3_store(cfg: &aws_config::SdkConfig) -> crate::store::s3::S3Store {
+    crate::store::s3::S3Store::new(s3_client(cfg, cfg.endpoint_url().is_some()))
+}
+
 /// An SQS client.
 pub fn sqs_client(cfg: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(cfg)
