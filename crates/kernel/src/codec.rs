@@ -123,6 +123,15 @@ fn channels_of(ct: image::ColorType) -> Channels {
     }
 }
 
+/// The guards of every `image` decode: an allocation cap sized from the checked header, and
+/// a header that matches the probe.
+fn guarded<D: image::ImageDecoder>(mut d: D, probe: &Probe, limits: &Limits) -> Result<D, Error> {
+    d.set_limits(image_limits(limits, decode_alloc(probe))).map_err(|e| limit_or_decode(probe.format, limits, e))?;
+    let (w, h) = d.dimensions();
+    same_header(probe.format, probe, w, h)?;
+    Ok(d)
+}
+
 /// Refuses a decoder whose header disagrees with the probe (two parsers, one file, two
 /// answers: the file is crafted or broken, and the larger answer must not be allocated).
 fn same_header(format: Format, probe: &Probe, width: u32, height: u32) -> Result<(), Error> {
@@ -255,8 +264,8 @@ impl Codecs {
         let dec = image_reader(input, probe.format, limits, decode_alloc(probe))
             .into_decoder()
             .map_err(|e| limit_or_decode(probe.format, limits, e))?;
+        let dec = guarded(dec, probe, limits)?;
         let (w, h) = dec.dimensions();
-        same_header(probe.format, probe, w, h)?;
         if dec.total_bytes() > probe.native_bytes.max(u64::from(w) * u64::from(h) * 4) {
             return Err(decode_err(probe.format, "the decoder asks for more memory than the header declares"));
         }
@@ -275,23 +284,17 @@ impl Codecs {
         n: u32,
         stop: &crate::Stop,
     ) -> Result<Raster, Error> {
-        use image::{AnimationDecoder, ImageDecoder};
+        use image::AnimationDecoder;
         let op = format!("frame:{n}");
-        let lim_err = |f: Format| move |e: image::ImageError| limit_or_decode(f, limits, e);
+        let lim_err = |e: image::ImageError| limit_or_decode(probe.format, limits, e);
         let frames: image::Frames<'_> = match probe.format {
             Format::Gif => {
-                let mut d = image::codecs::gif::GifDecoder::new(Cursor::new(input)).map_err(lim_err(Format::Gif))?;
-                d.set_limits(image_limits(limits, decode_alloc(probe))).map_err(lim_err(Format::Gif))?;
-                let (w, h) = d.dimensions();
-                same_header(Format::Gif, probe, w, h)?;
-                d.into_frames()
+                let d = image::codecs::gif::GifDecoder::new(Cursor::new(input)).map_err(lim_err)?;
+                guarded(d, probe, limits)?.into_frames()
             }
             Format::Webp => {
-                let mut d = image::codecs::webp::WebPDecoder::new(Cursor::new(input)).map_err(lim_err(Format::Webp))?;
-                d.set_limits(image_limits(limits, decode_alloc(probe))).map_err(lim_err(Format::Webp))?;
-                let (w, h) = d.dimensions();
-                same_header(Format::Webp, probe, w, h)?;
-                d.into_frames()
+                let d = image::codecs::webp::WebPDecoder::new(Cursor::new(input)).map_err(lim_err)?;
+                guarded(d, probe, limits)?.into_frames()
             }
             other => return Err(Error::Op { op, reason: format!("{other} images have a single frame") }),
         };
