@@ -1,6 +1,6 @@
 # pixq EC2 worker bootstrap: the body of the user-data that `pixq ec2 launch` sends.
 # The launcher puts a block of shell assignments above this body (PIXQ_QUEUE_URL,
-# PIXQ_REGION, PIXQ_WORKER_S3, PIXQ_WORKER_SHA256, PIXQ_OUTPUT_BUCKET, PIXQ_IDLE_STOP_SECS,
+# PIXQ_REGION, PIXQ_WORKER_S3, PIXQ_WORKER_SHA256, PIXQ_BUCKET, PIXQ_IDLE_STOP_SECS,
 # PIXQ_CONCURRENCY, PIXQ_VISIBILITY_SECS). No credentials are ever in here: every AWS call,
 # from `aws s3 cp` below to the worker's SQS and S3 traffic, uses the instance role (IMDSv2).
 #
@@ -37,7 +37,7 @@ trap on_exit EXIT
 # control characters through an EnvironmentFile. The launcher refuses them already; this
 # holds for user-data written by hand or by something else. Checked before anything is
 # fetched or written, so a refused instance leaves no half-configured worker behind.
-for name in PIXQ_QUEUE_URL PIXQ_REGION PIXQ_WORKER_S3 PIXQ_WORKER_SHA256 PIXQ_OUTPUT_BUCKET \
+for name in PIXQ_QUEUE_URL PIXQ_REGION PIXQ_WORKER_S3 PIXQ_WORKER_SHA256 PIXQ_BUCKET \
   PIXQ_IDLE_STOP_SECS PIXQ_CONCURRENCY PIXQ_VISIBILITY_SECS; do
   case "${!name:-}" in
     *[[:cntrl:]]*)
@@ -89,7 +89,7 @@ umask 022
   env_line PIXQ_TARGET aws
   env_line PIXQ_QUEUE_URL "$PIXQ_QUEUE_URL"
   env_line AWS_REGION "$PIXQ_REGION"
-  env_line PIXQ_OUTPUT_BUCKET "${PIXQ_OUTPUT_BUCKET:-}"
+  env_line PIXQ_BUCKET "${PIXQ_BUCKET:-}"
   env_line PIXQ_LOG_FORMAT json
   env_line PIXQ_EMF true
   env_line PIXQ_VISIBILITY_SECS "${PIXQ_VISIBILITY_SECS:-120}"

@@ -42,7 +42,7 @@ records = [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "b
             "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:jobs", "awsRegion": "us-east-1"} for m in msgs]
 json.dump({"Records": records}, open(f"{work}/event.json", "w"))
 with open(f"{work}/env", "w") as f:
-    f.write(f"PIXQ_QUEUE_URL={q}\nPIXQ_DLQ_URL={dlq}\nPIXQ_OUTPUT_BUCKET={bucket}\nAWS_LAMBDA_FUNCTION_TIMEOUT=60\n")
+    f.write(f"PIXQ_QUEUE_URL={q}\nPIXQ_DLQ_URL={dlq}\nPIXQ_BUCKET={bucket}\nAWS_LAMBDA_FUNCTION_TIMEOUT=60\n")
     for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
         f.write(f"{k}={os.environ[k]}\n")
 open(f"{work}/bucket", "w").write(bucket)

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use pixq_jobs::target::{Lane, Target};
+use pixq_jobs::backend::ConnectArgs;
 
 /// pixq: image processing on a queue of jobs, here or on AWS.
 #[derive(Debug, Parser)]
@@ -20,27 +20,9 @@ pub struct Cli {
 /// Flags every command takes: where the flow runs and how to talk.
 #[derive(Debug, clap::Args)]
 pub struct Global {
-    /// Home of the embedded default: queue file and store folder.
-    #[arg(long, global = true, env = "PIXQ_HOME", default_value = ".pixq")]
-    pub home: PathBuf,
-    /// Where the flow runs: `local` (the embedded default under --home) or `aws` (S3 + SQS,
-    /// named by --stack-outputs or --bucket/--queue-url; credentials from the standard chain).
-    #[arg(long, global = true, env = "PIXQ_TARGET", default_value = "local")]
-    pub target: Target,
-    /// JSON from `sam list stack-outputs --output json` (or `aws cloudformation
-    /// describe-stacks`): bucket and queue URLs of a deployed stack.
-    #[arg(long, global = true, env = "PIXQ_STACK_OUTPUTS")]
-    pub stack_outputs: Option<PathBuf>,
-    /// S3 bucket (overrides the stack's BucketName).
-    #[arg(long, global = true, env = "PIXQ_BUCKET")]
-    pub bucket: Option<String>,
-    /// SQS queue URL (overrides the stack's queue of --lane).
-    #[arg(long, global = true, env = "PIXQ_QUEUE_URL")]
-    pub queue_url: Option<String>,
-    /// Which of the stack's queues: `light` (the Lambda's, JobsQueueUrl) or `heavy` (the EC2
-    /// workers', HeavyQueueUrl). The same flag and variable as pixq-worker's.
-    #[arg(long, global = true, env = "PIXQ_LANE", default_value = "light")]
-    pub lane: Lane,
+    /// Where the flow runs: the same flags and variables in every pixq binary.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// Machine-readable JSON on stdout (status, dlq list, ec2 list, the summary of process).
     #[arg(long, global = true)]
     pub json: bool,

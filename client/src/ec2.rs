@@ -16,7 +16,8 @@ use aws_sdk_ec2::types::{
     MarketType, ResourceType, ShutdownBehavior, SpotInstanceType, SpotMarketOptions, Tag, TagSpecification,
 };
 use base64::Engine;
-use pixq_jobs::aws::{StackOutputs, describe};
+use pixq_jobs::aws::describe;
+use pixq_jobs::backend::StackOutputs;
 use pixq_jobs::queue::Queue;
 use pixq_jobs::queue::sqs::SqsQueue;
 use pixq_jobs::store::ObjectStore;
@@ -106,7 +107,7 @@ impl Bootstrap {
             ("PIXQ_REGION", &self.region),
             ("PIXQ_WORKER_S3", &self.worker_s3),
             ("PIXQ_WORKER_SHA256", &self.worker_sha256),
-            ("PIXQ_OUTPUT_BUCKET", &self.output_bucket),
+            ("PIXQ_BUCKET", &self.output_bucket),
             ("PIXQ_IDLE_STOP_SECS", &idle_stop_secs),
             ("PIXQ_CONCURRENCY", &concurrency),
         ];
@@ -446,7 +447,7 @@ mod tests {
         assert!(ud.len() < 16 * 1024, "user-data is limited to 16 KB");
         for bad in ["b\nPIXQ_EVIL=1", "b\r", "b\tc", "b\u{7f}"] {
             let e = Bootstrap { output_bucket: bad.into(), ..b.clone() }.user_data().unwrap_err().to_string();
-            assert!(e.contains("PIXQ_OUTPUT_BUCKET holds the control character"), "{e}");
+            assert!(e.contains("PIXQ_BUCKET holds the control character"), "{e}");
         }
     }
 }

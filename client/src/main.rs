@@ -30,9 +30,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         #[cfg(feature = "ec2")]
         Command::Ec2 { action } => {
             // Flags override the stack's outputs; the launcher sees only the result.
-            let mut stack = run::stack_outputs(g)?;
-            stack.bucket = g.bucket.clone().or(stack.bucket);
-            stack.heavy_queue_url = g.queue_url.clone().or(stack.heavy_queue_url);
+            let c = &g.connect;
+            let mut stack = pixq_jobs::backend::StackOutputs::read(c.stack_outputs.as_deref())?;
+            stack.bucket = c.bucket.clone().or(stack.bucket);
+            stack.heavy_queue_url = c.queue_url.clone().or(stack.heavy_queue_url);
             ec2::run(&stack, g.json, &action).await
         }
     }

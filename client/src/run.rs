@@ -8,17 +8,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use pixq_jobs::aws::StackOutputs;
 use pixq_jobs::batch::{self, BatchManifest, BatchStatus, ManifestEntry};
 use pixq_jobs::kernel::Pipeline;
-use pixq_jobs::local::{LOCAL_BUCKET, LocalHome};
 use pixq_jobs::process::ProcessConfig;
 use pixq_jobs::queue::Queue;
 use pixq_jobs::queue::sqlite::QueueConfig;
-use pixq_jobs::queue::sqs::SqsQueue;
 use pixq_jobs::schema::{Job, ObjectRef, OutputLocation, Status};
 use pixq_jobs::store::ObjectStore;
-use pixq_jobs::target::Target;
+use pixq_jobs::target::{Lane, Target};
 use pixq_jobs::worker::{self, Event, WorkerConfig};
 use pixq_jobs::{ids, keys};
 use tokio_util::sync::CancellationToken;
@@ -42,50 +39,22 @@ struct Backend {
     worker_hint: String,
 }
 
-/// Stack outputs named by --stack-outputs (empty without the flag).
-pub(crate) fn stack_outputs(cli: &Global) -> anyhow::Result<StackOutputs> {
-    let Some(p) = &cli.stack_outputs else { return Ok(StackOutputs::default()) };
-    let text = std::fs::read_to_string(p).with_context(|| format!("reading stack outputs {}", p.display()))?;
-    StackOutputs::from_json(&text).map_err(|e| anyhow!("{}: {e}", p.display()))
-}
-
 async fn backend(cli: &Global) -> anyhow::Result<Backend> {
-    if cli.target == Target::Local {
-        let home = LocalHome::new(&cli.home);
-        let queue = home
-            .queue(QueueConfig::default())
-            .with_context(|| format!("opening the queue {}", home.queue_path().display()))?;
-        return Ok(Backend {
-            store: Arc::new(home.store()),
-            queue: Arc::new(queue),
-            bucket: LOCAL_BUCKET.into(),
-            default_workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
-            local: true,
-            location: home.root().display().to_string(),
-            worker_hint: format!("pixq-worker --home {}", home.root().display()),
-        });
-    }
-    let outputs = stack_outputs(cli)?;
-    let (stack_queue, dlq) = outputs.queue(cli.lane);
-    let (Some(bucket), Some(queue_url)) =
-        (cli.bucket.clone().or(outputs.bucket.clone()), cli.queue_url.clone().or(stack_queue))
-    else {
+    let opened = pixq_jobs::backend::open(&cli.connect.connect(Lane::Light, QueueConfig::default())?).await?;
+    let local = opened.target == Target::Local;
+    let Some(bucket) = opened.bucket else {
         bail!(
-            "--target aws needs a bucket and a queue: pass --stack-outputs FILE (from `sam list stack-outputs --stack-name pixq --output json`) or --bucket and --queue-url"
+            "--target aws needs a bucket: pass --stack-outputs FILE (from `sam list stack-outputs --stack-name pixq --output json`) or --bucket"
         );
     };
-    let sdk = pixq_jobs::aws::sdk_config().await;
-    let queue = SqsQueue::open(pixq_jobs::aws::sqs_client(&sdk), &queue_url, dlq)
-        .await
-        .with_context(|| format!("opening the queue {queue_url}"))?;
     Ok(Backend {
-        store: Arc::new(pixq_jobs::aws::s3_store(&sdk)),
-        queue: Arc::new(queue),
-        local: false,
-        location: format!("s3://{bucket} and {queue_url}"),
-        worker_hint: format!("pixq-worker --target aws --queue-url {queue_url}"),
+        store: opened.store,
+        queue: opened.queue,
         bucket,
-        default_workers: 0,
+        default_workers: if local { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) } else { 0 },
+        local,
+        location: opened.location,
+        worker_hint: opened.worker_hint,
     })
 }
 

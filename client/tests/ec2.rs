@@ -350,7 +350,7 @@ async fn the_bootstrap_installs_the_worker_which_works_the_heavy_queue_then_stop
     let env_file = std::fs::read_to_string(root.join("etc/pixq/worker.env")).unwrap();
     let env = read_env_file(&env_file);
     assert_eq!(env_var(&env, "PIXQ_QUEUE_URL"), Some(st.queue_url.as_str()), "{env_file}");
-    assert_eq!(env_var(&env, "PIXQ_OUTPUT_BUCKET"), Some(st.bucket.as_str()), "{env_file}");
+    assert_eq!(env_var(&env, "PIXQ_BUCKET"), Some(st.bucket.as_str()), "{env_file}");
     assert_eq!(env_var(&env, "PIXQ_IDLE_EXIT_CODE"), Some("75"), "{env_file}");
 
     // A tampered binary is refused.
@@ -387,20 +387,16 @@ async fn the_bootstrap_installs_the_worker_which_works_the_heavy_queue_then_stop
     // A newline, carriage return or tab in a setting (user-data not written by the launcher,
     // which refuses them) stops the bootstrap before it fetches or writes anything.
     for (i, bad) in ["\n", "\r", "\t"].into_iter().enumerate() {
-        let line = format!("PIXQ_OUTPUT_BUCKET='{}'", st.bucket);
+        let line = format!("PIXQ_BUCKET='{}'", st.bucket);
         assert!(script.contains(&line), "{script}");
-        let evil = script.replace(&line, &format!("PIXQ_OUTPUT_BUCKET='{}{bad}PIXQ_EVIL=1'", st.bucket));
+        let evil = script.replace(&line, &format!("PIXQ_BUCKET='{}{bad}PIXQ_EVIL=1'", st.bucket));
         let evil_script = dir.join(format!("user-data-evil{i}"));
         std::fs::write(&evil_script, evil).unwrap();
         let evil_root = dir.join(format!("root-evil{i}"));
         let o = Command::new("bash").arg(&evil_script).env("PIXQ_BOOT_ROOT", &evil_root).env("PATH", &path).output();
         let o = o.unwrap();
         assert!(!o.status.success(), "{bad:?} accepted: {}", text(&o));
-        assert!(
-            text(&o).contains("PIXQ_OUTPUT_BUCKET contains a newline, carriage return or other control"),
-            "{}",
-            text(&o)
-        );
+        assert!(text(&o).contains("PIXQ_BUCKET contains a newline, carriage return or other control"), "{}", text(&o));
         assert!(!evil_root.join("etc/pixq/worker.env").exists(), "{bad:?}: an env file was written");
         assert!(!evil_root.join("usr/local/bin/pixq-worker").exists(), "{bad:?}: the binary was installed");
     }

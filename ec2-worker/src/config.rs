@@ -1,19 +1,16 @@
 //! Flags (step one) and the backends built from them (step two).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::anyhow;
 use clap::Parser;
-use pixq_jobs::aws::StackOutputs;
+use pixq_jobs::backend::ConnectArgs;
 use pixq_jobs::events::S3EventDefaults;
 use pixq_jobs::kernel::Pipeline;
-use pixq_jobs::local::LocalHome;
 use pixq_jobs::process::ProcessConfig;
 use pixq_jobs::queue::Queue;
 use pixq_jobs::queue::sqlite::QueueConfig;
-use pixq_jobs::queue::sqs::SqsQueue;
 use pixq_jobs::schema::OutputLocation;
 use pixq_jobs::settle::RetryPolicy;
 use pixq_jobs::store::ObjectStore;
@@ -24,31 +21,16 @@ use pixq_jobs::worker::WorkerConfig;
 #[derive(Debug, Parser)]
 #[command(name = "pixq-worker", version, about = "pixq worker: process queued image jobs")]
 pub struct Args {
-    /// `local` (queue file + store folder under --home) or `aws` (SQS + S3).
-    #[arg(long, env = "PIXQ_TARGET", default_value = "local")]
-    pub target: Target,
-    /// Home of the embedded default.
-    #[arg(long, env = "PIXQ_HOME", default_value = ".pixq")]
-    pub home: PathBuf,
+    /// Where the flow runs: the same flags and variables in every pixq binary (the lane
+    /// defaults to `heavy` here).
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// Queue name inside the queue file (local).
     #[arg(long, env = "PIXQ_QUEUE", default_value = "jobs")]
     pub queue: String,
-    /// SQS queue URL (aws; default: the stack's queue of --lane).
-    #[arg(long, env = "PIXQ_QUEUE_URL")]
-    pub queue_url: Option<String>,
-    /// Stack outputs JSON (`sam list stack-outputs --output json`).
-    #[arg(long, env = "PIXQ_STACK_OUTPUTS")]
-    pub stack_outputs: Option<PathBuf>,
-    /// Which of the stack's queues: `heavy` (HeavyQueueUrl, the EC2 workers') or `light`
-    /// (JobsQueueUrl, the Lambda's). The same flag and variable as pixq's.
-    #[arg(long, env = "PIXQ_LANE", default_value = "heavy")]
-    pub lane: Lane,
     /// Pipeline for S3 `ObjectCreated` notifications arriving on the queue.
     #[arg(long, env = "PIXQ_S3_EVENTS_PIPELINE")]
     pub s3_events_pipeline: Option<String>,
-    /// Bucket for outputs of S3-notification jobs (default: the stack's BucketName).
-    #[arg(long, env = "PIXQ_OUTPUT_BUCKET")]
-    pub output_bucket: Option<String>,
     /// Kernels running at once (default: number of cores).
     #[arg(long, env = "PIXQ_CONCURRENCY")]
     pub concurrency: Option<usize>,
@@ -90,7 +72,7 @@ pub struct Args {
     #[arg(long, env = "PIXQ_MAX_MEGAPIXELS", default_value_t = 120.0)]
     pub max_megapixels: f64,
     /// Buckets jobs may read and write (repeat, or comma-separated in the environment).
-    /// Default: the local bucket, or on AWS --output-bucket / the stack's bucket when known.
+    /// Default: the local bucket, or on AWS --bucket / the stack's bucket when known.
     #[arg(long = "allowed-bucket", env = "PIXQ_ALLOWED_BUCKETS", value_delimiter = ',')]
     pub allowed_buckets: Vec<String>,
     /// Longest a job's kernel may run, in seconds; an overrun is a recorded permanent failure.
@@ -116,7 +98,7 @@ pub struct Built {
 
 /// Builds backends and settings from the flags.
 pub async fn build(a: &Args) -> anyhow::Result<Built> {
-    let runtime = if a.target == Target::Aws { "ec2" } else { "local" };
+    let runtime = if a.connect.target == Target::Aws { "ec2" } else { "local" };
     let mut worker = WorkerConfig {
         visibility: Duration::from_secs(a.visibility_secs.max(1)),
         wait: Duration::from_secs(a.wait_secs.min(20)),
@@ -141,49 +123,19 @@ pub async fn build(a: &Args) -> anyhow::Result<Built> {
     if let Some(n) = a.prefetch {
         worker.prefetch = n;
     }
-    if a.target == Target::Local {
-        let home = LocalHome::new(&a.home);
-        let queue = home
-            .queue(QueueConfig { name: a.queue.clone(), max_receives: a.max_receives, ..QueueConfig::default() })
-            .with_context(|| format!("opening the queue in {}", home.queue_path().display()))?;
-        let store = home.store();
-        if worker.process.allowed_buckets.is_empty() {
-            worker.process.allowed_buckets = vec![pixq_jobs::local::LOCAL_BUCKET.into()];
-        }
-        if let Some(p) = &a.s3_events_pipeline {
-            worker.s3_events = Some(s3_defaults(p, pixq_jobs::local::LOCAL_BUCKET.into())?);
-        }
-        return Ok(Built { queue: Arc::new(queue), store: Arc::new(store), worker });
-    }
-    let outputs = match &a.stack_outputs {
-        Some(p) => {
-            StackOutputs::from_json(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
-                .map_err(|e| anyhow!("{}: {e}", p.display()))?
-        }
-        None => StackOutputs::default(),
-    };
-    let (stack_queue, dlq) = outputs.queue(a.lane);
-    let Some(url) = a.queue_url.clone().or(stack_queue) else {
-        bail!("--target aws needs --queue-url or --stack-outputs");
-    };
-    let sdk = pixq_jobs::aws::sdk_config().await;
-    let queue =
-        SqsQueue::open(pixq_jobs::aws::sqs_client(&sdk), &url, dlq).await.with_context(|| format!("opening {url}"))?;
-    let known = a.output_bucket.clone().or(outputs.bucket.clone());
+    let local_queue = QueueConfig { name: a.queue.clone(), max_receives: a.max_receives, ..QueueConfig::default() };
+    let opened = pixq_jobs::backend::open(&a.connect.connect(Lane::Heavy, local_queue)?).await?;
+    // Jobs name their buckets; by default they may use only this backend's bucket.
     if worker.process.allowed_buckets.is_empty()
-        && let Some(b) = known
+        && let Some(b) = &opened.bucket
     {
-        worker.process.allowed_buckets = vec![b];
+        worker.process.allowed_buckets = vec![b.clone()];
     }
     if let Some(p) = &a.s3_events_pipeline {
-        let bucket = a
-            .output_bucket
-            .clone()
-            .or(outputs.bucket.clone())
-            .ok_or_else(|| anyhow!("S3 events need --output-bucket"))?;
+        let bucket = opened.bucket.clone().ok_or_else(|| anyhow!("S3 events need --bucket (where outputs go)"))?;
         worker.s3_events = Some(s3_defaults(p, bucket)?);
     }
-    Ok(Built { queue: Arc::new(queue), store: Arc::new(pixq_jobs::aws::s3_store(&sdk)), worker })
+    Ok(Built { queue: opened.queue, store: opened.store, worker })
 }
 
 fn s3_defaults(pipeline: &str, bucket: String) -> anyhow::Result<S3EventDefaults> {

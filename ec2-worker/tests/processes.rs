@@ -228,7 +228,7 @@ async fn worker_on_sqs_and_s3_processes_jobs_and_s3_notifications() {
             "1",
             "--s3-events-pipeline",
             "thumbnail:32,format:png",
-            "--output-bucket",
+            "--bucket",
             &bucket,
             "--emf",
         ])

@@ -52,6 +52,17 @@ where
 }
 
 impl Config {
+    /// Where the function's queue and store are, for [`pixq_jobs::backend::open`].
+    pub fn connect(&self) -> pixq_jobs::backend::Connect {
+        pixq_jobs::backend::Connect {
+            target: pixq_jobs::target::Target::Aws,
+            queue_url: Some(self.queue_url.clone()),
+            dlq_url: self.dlq_url.clone(),
+            bucket: self.batch.s3_events.as_ref().map(|d| d.output.bucket.clone()),
+            ..Default::default()
+        }
+    }
+
     /// Reads the process environment.
     pub fn from_env() -> Result<Config, ConfigError> {
         Config::from_lookup(|k| std::env::var(k).ok())
@@ -63,8 +74,7 @@ impl Config {
         let need = |k: &'static str| var(k).ok_or(ConfigError::Missing(k));
         let or = |k: &str, d: &str| var(k).unwrap_or_else(|| d.to_string());
 
-        let output =
-            OutputLocation { bucket: need("PIXQ_OUTPUT_BUCKET")?, prefix: or("PIXQ_OUTPUT_PREFIX", "outputs/") };
+        let output = OutputLocation { bucket: need("PIXQ_BUCKET")?, prefix: or("PIXQ_OUTPUT_PREFIX", "outputs/") };
         // The stack's bucket, plus any the template lists: a queued message cannot name others.
         let mut allowed_buckets = vec![output.bucket.clone()];
         allowed_buckets.extend(or("PIXQ_ALLOWED_BUCKETS", "").split(',').filter(|b| !b.is_empty()).map(String::from));
@@ -134,7 +144,7 @@ mod tests {
         Config::from_lookup(|k| m.get(k).cloned())
     }
 
-    const BASE: [(&str, &str); 2] = [("PIXQ_QUEUE_URL", "http://q"), ("PIXQ_OUTPUT_BUCKET", "b")];
+    const BASE: [(&str, &str); 2] = [("PIXQ_QUEUE_URL", "http://q"), ("PIXQ_BUCKET", "b")];
 
     #[test]
     fn defaults_come_from_what_lambda_sets() {
@@ -145,6 +155,11 @@ mod tests {
         assert_eq!(c.batch.process.job_timeout, Duration::from_secs(88));
         assert_eq!(c.batch.process.allowed_buckets, ["b"]);
         assert_eq!(c.batch.retry, RetryPolicy::default());
+        let to = c.connect();
+        assert_eq!(
+            (to.target, to.queue_url.as_deref(), to.bucket.as_deref()),
+            (pixq_jobs::target::Target::Aws, Some("http://q"), Some("b"))
+        );
         assert_eq!(c.batch.s3_events.unwrap().pipeline.canonical(), "thumbnail:1024");
         assert_eq!(c.dlq_url, None);
     }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use lambda_runtime::{service_fn, tracing::Level};
 use pixq_functions::{Config, Processor, handle};
-use pixq_jobs::queue::sqs::SqsQueue;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -16,11 +15,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         .with_current_span(true)
         .without_time()
         .init();
-    let sdk = pixq_jobs::aws::sdk_config().await;
-    let sqs = pixq_jobs::aws::sqs_client(&sdk);
+    let opened = pixq_jobs::backend::open(&config.connect()).await?;
     let processor = Processor {
-        queue: Arc::new(SqsQueue::open(sqs, &config.queue_url, config.dlq_url.clone()).await?),
-        store: Arc::new(pixq_jobs::aws::s3_store(&sdk)),
+        queue: opened.queue,
+        store: opened.store,
         config: Arc::new(config.batch),
         fallback_budget: config.timeout,
     };

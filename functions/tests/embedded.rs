@@ -139,11 +139,8 @@ async fn s3_notifications_and_the_test_event_on_the_embedded_backends() {
     let test_event = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2026-12-02T10:00:00Z","Bucket":"pixq"}"#;
     queue.send(test_event, &Default::default()).await.unwrap();
 
-    let vars = [
-        ("PIXQ_QUEUE_URL", "unused"),
-        ("PIXQ_OUTPUT_BUCKET", BUCKET),
-        ("PIXQ_DEFAULT_PIPELINE", "thumbnail:64,format:png"),
-    ];
+    let vars =
+        [("PIXQ_QUEUE_URL", "unused"), ("PIXQ_BUCKET", BUCKET), ("PIXQ_DEFAULT_PIPELINE", "thumbnail:64,format:png")];
     let config =
         pixq_functions::Config::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
             .unwrap();

@@ -10,6 +10,8 @@
 //! - [`process`]: the one step every runtime shares: input -> kernel -> output + record.
 //! - [`settle`]: what becomes of a message (ack, dead-letter with a record, retry after the
 //!   [`settle::RetryPolicy`]'s backoff), shared by the worker and the Lambda.
+//! - [`backend`]: opening the queue and store a flow runs on, from one set of settings
+//!   (and, feature `cli`, the flags every binary takes for them); the stack outputs.
 //! - [`target`]: where a flow runs ([`target::Target`], [`target::Lane`]), parsed alike by
 //!   every binary.
 //! - [`worker`]: the loop around it: concurrency, heartbeat, graceful shutdown.
@@ -22,6 +24,7 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod backend;
 pub mod batch;
 pub mod clock;
 pub mod events;
