@@ -225,3 +225,35 @@ pub enum DlqAction {
         max: usize,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every environment variable of every subcommand, with the flag it stands for.
+    fn variables(cmd: &clap::Command, out: &mut Vec<(String, String)>) {
+        for a in cmd.get_arguments() {
+            if let (Some(env), Some(long)) = (a.get_env(), a.get_long()) {
+                out.push((env.to_string_lossy().into_owned(), long.to_string()));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            variables(sub, out);
+        }
+    }
+
+    #[test]
+    fn the_readme_table_lists_every_flag_and_variable() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        let start = readme.find("## Configuration: every flag and variable").expect("the README's configuration table");
+        let table = &readme[start..];
+        let mut vars = Vec::new();
+        variables(&super::Cli::command(), &mut vars);
+        assert!(vars.len() >= 10, "{vars:?}");
+        for (env, long) in vars {
+            assert!(table.contains(&format!("`{env}`")), "README's table lacks {env}");
+            let row = table.lines().find(|l| l.contains(&format!("`{env}`"))).unwrap();
+            assert!(row.contains(&format!("--{long}")), "README's row of {env} does not name --{long}: {row}");
+        }
+    }
+}

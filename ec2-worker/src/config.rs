@@ -144,3 +144,26 @@ fn s3_defaults(pipeline: &str, bucket: String) -> anyhow::Result<S3EventDefaults
         output: OutputLocation { bucket, prefix: "outputs/".into() },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_readme_table_lists_every_flag_and_variable() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        let start = readme.find("## Configuration: every flag and variable").expect("the README's configuration table");
+        let table = &readme[start..];
+        let cmd = super::Args::command();
+        let mut n = 0;
+        for a in cmd.get_arguments() {
+            let (Some(env), Some(long)) = (a.get_env(), a.get_long()) else { continue };
+            let env = env.to_string_lossy();
+            n += 1;
+            let row = table.lines().find(|l| l.contains(&format!("`{env}`")));
+            let row = row.unwrap_or_else(|| panic!("README's table lacks {env}"));
+            assert!(row.contains(&format!("--{long}")), "README's row of {env} does not name --{long}: {row}");
+        }
+        assert!(n >= 20, "{n}");
+    }
+}

@@ -78,9 +78,9 @@ impl Config {
         // The stack's bucket, plus any the template lists: a queued message cannot name others.
         let mut allowed_buckets = vec![output.bucket.clone()];
         allowed_buckets.extend(or("PIXQ_ALLOWED_BUCKETS", "").split(',').filter(|b| !b.is_empty()).map(String::from));
-        let pipeline_text = or("PIXQ_DEFAULT_PIPELINE", "thumbnail:1024");
+        let pipeline_text = or("PIXQ_S3_EVENTS_PIPELINE", "thumbnail:1024");
         let pipeline = Pipeline::parse(&pipeline_text).map_err(|e| ConfigError::Invalid {
-            name: "PIXQ_DEFAULT_PIPELINE",
+            name: "PIXQ_S3_EVENTS_PIPELINE",
             value: pipeline_text.clone(),
             reason: e.to_string(),
         })?;
@@ -170,8 +170,8 @@ mod tests {
         assert_eq!(e, "environment variable PIXQ_QUEUE_URL is not set");
         let e = from(&[BASE[0], BASE[1], ("PIXQ_MEMORY_MB", "lots")]).unwrap_err().to_string();
         assert!(e.starts_with("environment variable PIXQ_MEMORY_MB=\"lots\""), "{e}");
-        let e = from(&[BASE[0], BASE[1], ("PIXQ_DEFAULT_PIPELINE", "blur:1e10")]).unwrap_err().to_string();
-        assert!(e.contains("PIXQ_DEFAULT_PIPELINE") && e.contains("sigma"), "{e}");
+        let e = from(&[BASE[0], BASE[1], ("PIXQ_S3_EVENTS_PIPELINE", "blur:1e10")]).unwrap_err().to_string();
+        assert!(e.contains("PIXQ_S3_EVENTS_PIPELINE") && e.contains("sigma"), "{e}");
         let e = from(&[BASE[0], BASE[1], ("PIXQ_MAX_MEGAPIXELS", "many")]).unwrap_err().to_string();
         assert!(e.contains("PIXQ_MAX_MEGAPIXELS"), "{e}");
         let ok = from(&[BASE[0], BASE[1], ("PIXQ_MAX_MEGAPIXELS", "61.5"), ("PIXQ_ALLOWED_BUCKETS", "x,y")]).unwrap();

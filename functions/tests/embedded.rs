@@ -140,7 +140,7 @@ async fn s3_notifications_and_the_test_event_on_the_embedded_backends() {
     queue.send(test_event, &Default::default()).await.unwrap();
 
     let vars =
-        [("PIXQ_QUEUE_URL", "unused"), ("PIXQ_BUCKET", BUCKET), ("PIXQ_DEFAULT_PIPELINE", "thumbnail:64,format:png")];
+        [("PIXQ_QUEUE_URL", "unused"), ("PIXQ_BUCKET", BUCKET), ("PIXQ_S3_EVENTS_PIPELINE", "thumbnail:64,format:png")];
     let config =
         pixq_functions::Config::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
             .unwrap();
