@@ -59,3 +59,37 @@ fn the_readme_table_lists_exactly_the_known_steps() {
         assert!(known.contains(r), "the README table lists '{r}', which the parser does not know");
     }
 }
+
+#[test]
+fn every_name_is_one_steps_and_canonical_forms_use_the_first() {
+    let mut all: Vec<&str> = STEPS.iter().flat_map(|s| s.names.iter().copied()).collect();
+    let n = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), n, "a name belongs to two steps");
+    for s in STEPS {
+        let p = Pipeline::parse(s.example).unwrap();
+        // Each alias, in any case, parses to what the canonical name does.
+        for alias in s.names {
+            for spelled in [alias.to_string(), alias.to_ascii_uppercase()] {
+                let text: Vec<String> = s
+                    .example
+                    .split(',')
+                    .map(|step| match step.split_once(':') {
+                        Some((n, a)) if n == s.name() => format!("{spelled}:{a}"),
+                        None if step == s.name() => spelled.clone(),
+                        _ => step.to_string(),
+                    })
+                    .collect();
+                let text = text.join(",");
+                assert_eq!(Pipeline::parse(&text).unwrap_or_else(|e| panic!("{text}: {e}")), p, "{text}");
+            }
+        }
+        // The canonical form spells the canonical name of every pixel step.
+        for op in &p.ops {
+            let shown = op.to_string();
+            let name = shown.split(':').next().unwrap();
+            assert!(STEPS.iter().any(|t| t.name() == name), "{shown}: '{name}' is not a canonical step name");
+        }
+    }
+}
