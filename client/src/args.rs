@@ -39,6 +39,24 @@ pub enum Command {
     Jobs(JobsCommand),
     /// List every pipeline step with its arguments and an example.
     Ops,
+    /// Serve the web front end (API, page, signed on-the-fly image URLs) with in-process
+    /// workers: one command, nothing else to start.
+    Serve(ServeArgs),
+    /// Print the signed path of an on-the-fly image (`/img/{signature}/{pipeline}/{key}`),
+    /// with the key `pixq serve` on the same --home uses.
+    Sign {
+        /// The image's key under the served prefix (`images/` in the bucket).
+        key: String,
+        /// Pipeline, or `preset:NAME`.
+        #[arg(long)]
+        ops: String,
+        /// Seconds from now until the URL expires (default: never).
+        #[arg(long)]
+        expires: Option<u64>,
+        /// Signing key (default: the home's signing.key, made on first use).
+        #[arg(long, env = "PIXQ_SIGNING_KEY", hide_env_values = true)]
+        signing_key: Option<String>,
+    },
     /// Print a shell completion script (e.g. `pixq completions bash > ~/.local/share/bash-completion/completions/pixq`).
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -256,4 +274,39 @@ mod tests {
             assert!(row.contains(&format!("--{long}")), "README's row of {env} does not name --{long}: {row}");
         }
     }
+}
+
+/// Flags of `pixq serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (127.0.0.1: this machine only).
+    #[arg(long, env = "PIXQ_BIND", default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
+    /// Port (0: any free port; the URL printed says which).
+    #[arg(long, env = "PIXQ_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// In-process workers (default: the number of cores; 0: none, e.g. when pixq-worker
+    /// processes or the deployed stack do the work).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Require `Authorization: Bearer KEY` on the write endpoints.
+    #[arg(long, env = "PIXQ_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Signing key of upload and image URLs (default: the home's signing.key, made on
+    /// first use; required with --target aws).
+    #[arg(long, env = "PIXQ_SIGNING_KEY", hide_env_values = true)]
+    pub signing_key: Option<String>,
+    /// Named pipelines, one `name = "pipeline"` per line (default: presets.toml in --home
+    /// when it exists).
+    #[arg(long, env = "PIXQ_PRESETS")]
+    pub presets: Option<PathBuf>,
+    /// On-the-fly URLs take presets only.
+    #[arg(long, env = "PIXQ_PRESETS_ONLY")]
+    pub presets_only: bool,
+    /// Most files per batch.
+    #[arg(long, env = "PIXQ_MAX_FILES", default_value_t = 500)]
+    pub max_files: usize,
+    /// Largest upload, MB.
+    #[arg(long, env = "PIXQ_MAX_FILE_MB", default_value_t = 50)]
+    pub max_file_mb: u64,
 }

@@ -8,6 +8,7 @@ mod args;
 mod ec2;
 mod inputs;
 mod run;
+mod serve;
 
 use args::{Cli, Command};
 use clap::Parser;
@@ -20,6 +21,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Jobs(command) => run::run(g, command).await,
         Command::Ops => {
             run::print_ops();
+            Ok(0)
+        }
+        Command::Serve(a) => serve::serve(g, a).await,
+        Command::Sign { key, ops, expires, signing_key } => {
+            pixq_web::img::check_pipeline(&ops).map_err(|e| anyhow::anyhow!("bad --ops: {e}"))?;
+            pixq_jobs::keys::validate_key(&key).map_err(|e| anyhow::anyhow!("bad key: {e}"))?;
+            let signer = serve::signer(&g.connect, signing_key.as_deref())?;
+            let expires = expires.map(|s| pixq_jobs::clock::now_ms() / 1000 + s as i64);
+            println!("{}", signer.img_path(&ops, &key, expires));
             Ok(0)
         }
         Command::Completions { shell } => {

@@ -1,0 +1,205 @@
+//! On-the-fly images: `GET /img/{signature}/{pipeline}/{key}[?expires=T]`, answered from
+//! pixq's content-addressed outputs. The signature ([`crate::sign`]) covers the pipeline (or
+//! `preset:NAME`), the key and the expiry; the key is looked up under the configured prefix
+//! and can never leave it. A hit is served with a year-long `Cache-Control`, an `ETag` (the
+//! output digest) and 304 on `If-None-Match`; a miss renders in the request when the
+//! source is small enough, else it is queued (202, `Retry-After`). `format:auto` picks WebP
+//! when the request's `Accept` allows it (and says `Vary: Accept`).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use pixq_jobs::clock::now_ms;
+use pixq_jobs::kernel::{Format, KERNEL_VERSION, Pipeline};
+use pixq_jobs::keys;
+use pixq_jobs::process::Outcome;
+use pixq_jobs::schema::{Job, ObjectRef, OutputLocation, SCHEMA_VERSION};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::{ApiError, App};
+
+/// Where on-the-fly outputs and their records go.
+const BATCH: &str = "img";
+
+/// Query of an image URL.
+#[derive(Deserialize)]
+pub struct ImgQuery {
+    expires: Option<i64>,
+}
+
+/// Resolves the pipeline text of a URL: a preset or a pipeline, with `format:auto`
+/// decided from `Accept`. Returns the pipeline and whether the answer varies by `Accept`.
+fn resolve(app: &App, text: &str, accept: &str) -> Result<(Pipeline, bool), ApiError> {
+    if let Some(name) = text.strip_prefix("preset:") {
+        let p = app
+            .config
+            .presets
+            .get(name)
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown preset '{name}'")))?;
+        return Ok((p.clone(), false));
+    }
+    if app.config.presets_only {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "this server takes presets only (preset:NAME)"));
+    }
+    let webp = accept.split(',').any(|t| t.trim().split(';').next().unwrap_or_default().trim() == "image/webp");
+    let (text, vary) = decide_auto(text, webp);
+    let p = Pipeline::parse(&text).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    Ok((p, vary))
+}
+
+/// `format:auto` becomes `format:webp` when the client takes WebP and is dropped (the
+/// input's format is kept) otherwise; also says whether there was one.
+pub fn decide_auto(text: &str, webp: bool) -> (String, bool) {
+    let mut auto = false;
+    let steps: Vec<&str> = text
+        .split(',')
+        .filter_map(|s| {
+            if s.trim().eq_ignore_ascii_case("format:auto") {
+                auto = true;
+                webp.then_some("format:webp")
+            } else {
+                Some(s)
+            }
+        })
+        .collect();
+    (steps.join(","), auto)
+}
+
+/// Checks the pipeline text of an image URL as the server will read it (a preset name is
+/// checked by the server, which has the presets).
+pub fn check_pipeline(text: &str) -> Result<(), String> {
+    if text.trim().starts_with("preset:") {
+        return Ok(());
+    }
+    for webp in [false, true] {
+        Pipeline::parse(&decide_auto(text, webp).0).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// `GET /img/{sig}/{pipeline}/{*key}`.
+pub async fn image(
+    State(app): State<Arc<App>>,
+    Path((sig, pipeline_text, key)): Path<(String, String, String)>,
+    Query(q): Query<ImgQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if !app.config.signer.verify_img(&pipeline_text, &key, q.expires, &sig) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "bad signature"));
+    }
+    if let Some(e) = q.expires
+        && e < now_ms() / 1000
+    {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "expired"));
+    }
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let (pipeline, vary) = resolve(&app, &pipeline_text, accept)?;
+    // The key stays under the prefix: no absolute, empty, `.` or `..` segments, no control
+    // characters (a signed URL is trusted to name a key, not to escape).
+    keys::validate_key(&key).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let source_key = format!("{}{key}", app.config.img_prefix);
+    keys::validate_key(&source_key).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let Some(meta) = app.store.head(&app.bucket, &source_key).await.map_err(ApiError::store)? else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no image '{key}'")));
+    };
+    let input_digest = source_digest(&app, &source_key, &meta).await?;
+    let canonical = pipeline.canonical();
+    let out_digest = keys::output_digest(&input_digest, &canonical, KERNEL_VERSION);
+    let etag = format!("\"{out_digest}\"");
+    if let Some(key) = existing(&app, &out_digest, pipeline.output.format).await? {
+        if headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+        {
+            return Ok(with_cache(StatusCode::NOT_MODIFIED.into_response(), &etag, vary));
+        }
+        let bytes = app.store.get(&app.bucket, &key).await.map_err(ApiError::store)?;
+        return Ok(image_response(bytes, &etag, vary));
+    }
+    let job = Job {
+        schema: SCHEMA_VERSION,
+        id: format!("{BATCH}-{}", &out_digest[..24]),
+        batch: BATCH.into(),
+        input: ObjectRef { bucket: app.bucket.clone(), key: source_key },
+        input_digest: Some(input_digest),
+        pipeline,
+        output: OutputLocation { bucket: app.bucket.clone(), prefix: "outputs/".into() },
+        submitted_at_ms: now_ms(),
+    };
+    if meta.size > app.config.inline_max_bytes {
+        pixq_jobs::batch::enqueue(app.queue.as_ref(), std::slice::from_ref(&job), app.queue.is_fifo())
+            .await
+            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("queue: {e}")))?;
+        let mut r =
+            (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"status": "queued", "job": job.id}))).into_response();
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return Ok(r);
+    }
+    let cfg =
+        pixq_jobs::process::ProcessConfig { allowed_buckets: vec![app.bucket.clone()], ..app.config.process.clone() };
+    match pixq_jobs::process::process(&job, 1, app.store.as_ref(), &cfg, &app.admission, &CancellationToken::new())
+        .await
+    {
+        Outcome::Done(r) => {
+            let o = r.outputs.first().ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no output"))?;
+            let bytes = app.store.get(&o.object.bucket, &o.object.key).await.map_err(ApiError::store)?;
+            Ok(image_response(bytes, &etag, vary))
+        }
+        Outcome::Poison(reason) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, reason)),
+        Outcome::Retry(reason) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason)),
+        Outcome::Released => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopped")),
+    }
+}
+
+/// The source's content digest, cached by key, size and tag (a hit reads no source).
+async fn source_digest(app: &App, key: &str, meta: &pixq_jobs::store::ObjectMeta) -> Result<String, ApiError> {
+    let id = (key.to_string(), meta.size, meta.etag.clone());
+    if meta.etag.is_some()
+        && let Some(d) = app.digests.lock().expect("digest cache").get(&id)
+    {
+        return Ok(d.clone());
+    }
+    let bytes = app.store.get(&app.bucket, key).await.map_err(ApiError::store)?;
+    let d = keys::content_digest(&bytes);
+    let mut cache = app.digests.lock().expect("digest cache");
+    if cache.len() > 100_000 {
+        cache.clear();
+    }
+    cache.insert(id, d.clone());
+    Ok(d)
+}
+
+/// The key of an existing output with this digest (of the wanted format when one is set).
+async fn existing(app: &App, digest: &str, want: Option<Format>) -> Result<Option<String>, ApiError> {
+    let stem = keys::output_key_stem("outputs/", digest);
+    let found = app.store.list(&app.bucket, &stem).await.map_err(ApiError::store)?;
+    Ok(found.into_iter().map(|m| m.key).find(|k| match want {
+        Some(f) => k.ends_with(&format!(".{}", f.extension())),
+        None => true,
+    }))
+}
+
+fn with_cache(mut r: Response, etag: &str, vary: bool) -> Response {
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        h.insert(header::ETAG, v);
+    }
+    if vary {
+        h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    }
+    r
+}
+
+fn image_response(bytes: Vec<u8>, etag: &str, vary: bool) -> Response {
+    let mime = Format::sniff(&bytes).map(|f| f.mime()).unwrap_or("application/octet-stream");
+    let mut r = Response::new(Body::from(bytes));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+    r.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    with_cache(r, etag, vary)
+}

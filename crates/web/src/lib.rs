@@ -1,0 +1,258 @@
+//! pixq-web: the web front end of the Web-Queue-Worker flow, one axum [`Router`] served two
+//! ways: by `pixq serve` on the embedded default (with in-process workers) and, on AWS, by
+//! the API Lambda. It depends on the jobs crate only.
+//!
+//! - [`api`]: batches (create, upload, start, status, server-sent events, ZIP) and the
+//!   step list and validation the page uses.
+//! - [`img`]: signed on-the-fly image URLs answered from the content-addressed outputs.
+//! - [`sign`]: the HMAC signatures of those URLs and of upload URLs.
+//! - [`zip`]: a streamed ZIP of a batch's outputs.
+//!
+//! Every byte from a client is hostile: names are reduced to safe keys, types are sniffed
+//! from the bytes, sizes and counts are capped, keys are validated before any store call,
+//! and errors are JSON (`{"error": "..."}`) with the status a client expects.
+
+pub mod api;
+pub mod img;
+pub mod sign;
+pub mod zip;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use pixq_jobs::backend::Backend;
+use pixq_jobs::kernel::Pipeline;
+use pixq_jobs::process::{Admission, ProcessConfig};
+use pixq_jobs::queue::Queue;
+use pixq_jobs::store::ObjectStore;
+
+pub use sign::Signer;
+
+/// Settings of the web front end.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// Required as `Authorization: Bearer KEY` on the write endpoints (create and start a
+    /// batch); `None` leaves them open (fine on 127.0.0.1).
+    pub api_key: Option<String>,
+    /// Signs upload URLs and on-the-fly image paths.
+    pub signer: Signer,
+    /// Most files in one batch.
+    pub max_files: usize,
+    /// Largest upload, bytes.
+    pub max_file_bytes: u64,
+    /// How long an upload URL stays valid.
+    pub upload_ttl: Duration,
+    /// Named pipelines (`preset:NAME`), from presets.toml or the stack's parameter.
+    pub presets: BTreeMap<String, Pipeline>,
+    /// On-the-fly URLs take presets only, no free pipelines.
+    pub presets_only: bool,
+    /// Where on-the-fly source keys live in the bucket (`images/`): a key never leaves it.
+    pub img_prefix: String,
+    /// On-the-fly misses with a source up to this size render in the request; larger ones
+    /// are queued (202 with `Retry-After`).
+    pub inline_max_bytes: u64,
+    /// Kernel limits and time limit of inline renders.
+    pub process: ProcessConfig,
+    /// Memory budget of inline renders, MB.
+    pub inline_memory_mb: u64,
+}
+
+impl WebConfig {
+    /// Defaults around a signer: 500 files of at most 50 MB per batch, 15-minute upload
+    /// URLs, sources under `images/`, inline renders of sources up to 8 MB.
+    pub fn new(signer: Signer) -> WebConfig {
+        WebConfig {
+            api_key: None,
+            signer,
+            max_files: 500,
+            max_file_bytes: 50 << 20,
+            upload_ttl: Duration::from_secs(900),
+            presets: BTreeMap::new(),
+            presets_only: false,
+            img_prefix: "images/".into(),
+            inline_max_bytes: 8 << 20,
+            process: ProcessConfig { runtime: "web".into(), ..ProcessConfig::default() },
+            inline_memory_mb: 1024,
+        }
+    }
+}
+
+/// Why the front end cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The backend has no bucket.
+    #[error("the web front end needs a bucket (--bucket or the stack's BucketName)")]
+    NoBucket,
+    /// A preset does not parse.
+    #[error("preset '{name}': {reason}")]
+    Preset {
+        /// Its name.
+        name: String,
+        /// The parser's message.
+        reason: String,
+    },
+}
+
+/// Reads presets from the text of a presets.toml: one `name = "pipeline"` per line
+/// (comments with `#`, an optional `[presets]` header). Names are `[a-z0-9_-]{1,40}`.
+pub fn parse_presets(text: &str) -> Result<BTreeMap<String, Pipeline>, SetupError> {
+    let mut out = BTreeMap::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.split_once(" #").map(|(a, _)| a).unwrap_or(raw).trim();
+        if line.is_empty() || line.starts_with('#') || line == "[presets]" {
+            continue;
+        }
+        let bad = |reason: String| SetupError::Preset { name: format!("line {}", n + 1), reason };
+        let (name, value) = line.split_once('=').ok_or_else(|| bad("expected name = \"pipeline\"".into()))?;
+        let name = name.trim();
+        let value = value.trim();
+        if name.is_empty()
+            || name.len() > 40
+            || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            return Err(bad(format!("the name '{name}' is not [a-z0-9_-]{{1,40}}")));
+        }
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .ok_or_else(|| bad("the pipeline must be a quoted string".into()))?;
+        let p = Pipeline::parse(value).map_err(|e| SetupError::Preset { name: name.into(), reason: e.to_string() })?;
+        out.insert(name.to_string(), p);
+    }
+    Ok(out)
+}
+
+/// An on-the-fly source as the store describes it: key, size, tag.
+pub(crate) type SourceId = (String, u64, Option<String>);
+
+/// Everything a handler needs.
+#[derive(Debug)]
+pub struct App {
+    pub(crate) queue: Arc<dyn Queue>,
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) bucket: String,
+    pub(crate) config: WebConfig,
+    pub(crate) admission: Admission,
+    /// Source digests of on-the-fly keys, by (key, size, etag): a hit reads no source.
+    pub(crate) digests: Mutex<HashMap<SourceId, String>>,
+}
+
+impl App {
+    /// The front end on an opened backend.
+    pub fn new(backend: &Backend, config: WebConfig) -> Result<Arc<App>, SetupError> {
+        let bucket = backend.bucket.clone().ok_or(SetupError::NoBucket)?;
+        let admission = Admission::new(config.inline_memory_mb);
+        Ok(Arc::new(App {
+            queue: backend.queue.clone(),
+            store: backend.store.clone(),
+            bucket,
+            config,
+            admission,
+            digests: Mutex::new(HashMap::new()),
+        }))
+    }
+}
+
+impl App {
+    /// Whether the write endpoints need the API key.
+    pub fn has_api_key(&self) -> bool {
+        self.config.api_key.is_some()
+    }
+}
+
+/// The router: API, page and on-the-fly images.
+pub fn router(app: Arc<App>) -> Router {
+    let upload_limit = usize::try_from(app.config.max_file_bytes).unwrap_or(usize::MAX).saturating_add(1);
+    Router::new()
+        .route("/", get(page))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/ops", get(api::ops))
+        .route("/api/validate", post(api::validate))
+        .route("/api/batches", post(api::create))
+        .route(
+            "/api/uploads/{batch}/{index}",
+            put(api::upload).layer(axum::extract::DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/api/batches/{batch}", get(api::status))
+        .route("/api/batches/{batch}/start", post(api::start))
+        .route("/api/batches/{batch}/events", get(api::events))
+        .route("/api/batches/{batch}/zip", get(api::zip))
+        .route("/api/batches/{batch}/files/{index}/{which}", get(api::file))
+        .route("/img/{sig}/{pipeline}/{*key}", get(img::image))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .with_state(app)
+}
+
+const PAGE: &str = include_str!("../static/index.html");
+
+async fn page() -> Response {
+    let mut r = PAGE.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    // The page loads nothing from any network: scripts and styles are inline, images come
+    // from this server (blob: for local previews).
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' blob: data:; connect-src 'self'",
+        ),
+    );
+    r
+}
+
+/// A JSON error: `{"error": "..."}` with a status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: serde_json::Value,
+}
+
+impl ApiError {
+    /// An error with a message.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, body: serde_json::json!({ "error": message.into() }) }
+    }
+
+    /// Adds a field to the body.
+    pub fn with(mut self, key: &str, value: serde_json::Value) -> ApiError {
+        self.body[key] = value;
+        self
+    }
+
+    /// The store failed: 503 when it may pass, else 500.
+    pub(crate) fn store(e: pixq_jobs::store::StoreError) -> ApiError {
+        tracing::warn!(error = %e, "store");
+        let status = if e.is_transient() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::INTERNAL_SERVER_ERROR };
+        ApiError::new(status, format!("storage: {e}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_parse_and_refuse_what_they_must() {
+        let p =
+            parse_presets("[presets]\n# comment\nthumb = \"thumbnail:200,format:webp\"  # small\nbw=\"grayscale\"\n")
+                .unwrap();
+        assert_eq!(p["thumb"].canonical(), "thumbnail:200,format:webp");
+        assert_eq!(p["bw"].canonical(), "grayscale");
+        for bad in ["Thumb = \"grayscale\"", "x = grayscale", "x = \"blur:0\"", "just text", "../x = \"invert\""] {
+            assert!(parse_presets(bad).is_err(), "{bad}");
+        }
+        let e = parse_presets("x = \"blur:0\"").unwrap_err().to_string();
+        assert!(e.contains("preset 'x'") && e.contains("sigma"), "{e}");
+    }
+}

@@ -1,0 +1,158 @@
+//! A ZIP of stored (uncompressed: images are compressed already) entries, produced file by
+//! file as the store hands them over, so a large batch never sits in memory whole. Limits
+//! of the classic format (no ZIP64): at most 65,535 entries and 4 GiB in all; past them the
+//! stream stops with an error instead of writing a broken archive silently.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use pixq_jobs::store::ObjectStore;
+
+const LOCAL: u32 = 0x0403_4b50;
+const CENTRAL: u32 = 0x0201_4b50;
+const END: u32 = 0x0605_4b50;
+/// General-purpose flag bit 11: names are UTF-8.
+const UTF8: u16 = 0x0800;
+/// 1980-01-01 00:00, the earliest DOS date: outputs have no meaningful mtime.
+const DOS_DATE: u16 = (1 << 5) | 1;
+
+fn le16(v: &mut Vec<u8>, x: u16) {
+    v.extend_from_slice(&x.to_le_bytes());
+}
+fn le32(v: &mut Vec<u8>, x: u32) {
+    v.extend_from_slice(&x.to_le_bytes());
+}
+
+/// Writer state: what the central directory will list.
+#[derive(Default)]
+pub struct ZipWriter {
+    offset: u64,
+    central: Vec<u8>,
+    entries: u32,
+}
+
+impl ZipWriter {
+    /// The local header and data of one entry.
+    pub fn entry(&mut self, name: &str, data: &[u8]) -> std::io::Result<Vec<u8>> {
+        let too_big = || std::io::Error::other("the ZIP would pass 4 GiB or 65,535 entries (no ZIP64)");
+        let size = u32::try_from(data.len()).map_err(|_| too_big())?;
+        let offset = u32::try_from(self.offset).map_err(|_| too_big())?;
+        if self.entries >= u32::from(u16::MAX) || name.len() > usize::from(u16::MAX) {
+            return Err(too_big());
+        }
+        let crc = crc32fast::hash(data);
+        let mut h = Vec::with_capacity(30 + name.len() + data.len());
+        le32(&mut h, LOCAL);
+        for x in [20, UTF8, 0, 0, DOS_DATE] {
+            le16(&mut h, x);
+        }
+        for x in [crc, size, size] {
+            le32(&mut h, x);
+        }
+        le16(&mut h, name.len() as u16);
+        le16(&mut h, 0);
+        h.extend_from_slice(name.as_bytes());
+        h.extend_from_slice(data);
+
+        let c = &mut self.central;
+        le32(c, CENTRAL);
+        for x in [20, 20, UTF8, 0, 0, DOS_DATE] {
+            le16(c, x);
+        }
+        for x in [crc, size, size] {
+            le32(c, x);
+        }
+        for x in [name.len() as u16, 0, 0, 0, 0] {
+            le16(c, x);
+        }
+        le32(c, 0);
+        le32(c, offset);
+        c.extend_from_slice(name.as_bytes());
+
+        self.offset += h.len() as u64;
+        self.entries += 1;
+        Ok(h)
+    }
+
+    /// The central directory and the end record.
+    pub fn finish(self) -> std::io::Result<Vec<u8>> {
+        let too_big = || std::io::Error::other("the ZIP would pass 4 GiB (no ZIP64)");
+        let offset = u32::try_from(self.offset).map_err(|_| too_big())?;
+        let size = u32::try_from(self.central.len()).map_err(|_| too_big())?;
+        let mut out = self.central;
+        le32(&mut out, END);
+        for x in [0, 0, self.entries as u16, self.entries as u16] {
+            le16(&mut out, x);
+        }
+        le32(&mut out, size);
+        le32(&mut out, offset);
+        le16(&mut out, 0);
+        Ok(out)
+    }
+}
+
+/// A body that streams `files` (name in the archive, key in `bucket`) as a ZIP.
+pub fn stream(store: Arc<dyn ObjectStore>, bucket: String, files: Vec<(String, String)>) -> Body {
+    let state = (store, bucket, files.into_iter(), Some(ZipWriter::default()));
+    let s = futures::stream::unfold(state, |(store, bucket, mut files, writer)| async move {
+        let mut w = writer?;
+        match files.next() {
+            Some((name, key)) => {
+                let chunk = match store.get(&bucket, &key).await {
+                    Ok(data) => w.entry(&name, &data),
+                    Err(e) => Err(std::io::Error::other(format!("{key}: {e}"))),
+                };
+                match chunk {
+                    Ok(c) => Some((Ok(Bytes::from(c)), (store, bucket, files, Some(w)))),
+                    Err(e) => Some((Err(e), (store, bucket, files, None))),
+                }
+            }
+            None => Some((w.finish().map(Bytes::from), (store, bucket, files, None))),
+        }
+    });
+    Body::from_stream(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads the archive back through its central directory, as an unzip tool does.
+    fn read(zip: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let end = zip.len() - 22;
+        assert_eq!(u32::from_le_bytes(zip[end..end + 4].try_into().unwrap()), END);
+        let n = u16::from_le_bytes(zip[end + 10..end + 12].try_into().unwrap()) as usize;
+        let mut at = u32::from_le_bytes(zip[end + 16..end + 20].try_into().unwrap()) as usize;
+        let mut out = Vec::new();
+        for _ in 0..n {
+            assert_eq!(u32::from_le_bytes(zip[at..at + 4].try_into().unwrap()), CENTRAL);
+            let crc = u32::from_le_bytes(zip[at + 16..at + 20].try_into().unwrap());
+            let size = u32::from_le_bytes(zip[at + 20..at + 24].try_into().unwrap()) as usize;
+            let nlen = u16::from_le_bytes(zip[at + 28..at + 30].try_into().unwrap()) as usize;
+            let local = u32::from_le_bytes(zip[at + 42..at + 46].try_into().unwrap()) as usize;
+            let name = String::from_utf8(zip[at + 46..at + 46 + nlen].to_vec()).unwrap();
+            assert_eq!(u32::from_le_bytes(zip[local..local + 4].try_into().unwrap()), LOCAL);
+            let data_at = local + 30 + nlen;
+            let data = zip[data_at..data_at + size].to_vec();
+            assert_eq!(crc32fast::hash(&data), crc, "{name}");
+            out.push((name, data));
+            at += 46 + nlen;
+        }
+        out
+    }
+
+    #[test]
+    fn entries_read_back() {
+        let mut w = ZipWriter::default();
+        let mut zip = w.entry("a.jpg", b"hello").unwrap();
+        zip.extend(w.entry("ü/b.png", &[0u8; 1000]).unwrap());
+        zip.extend(w.entry("empty", b"").unwrap());
+        zip.extend(w.finish().unwrap());
+        let got = read(&zip);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0], ("a.jpg".to_string(), b"hello".to_vec()));
+        assert_eq!(got[1].0, "ü/b.png");
+        assert_eq!(got[1].1.len(), 1000);
+        assert_eq!(got[2].1.len(), 0);
+    }
+}
