@@ -1,0 +1,407 @@
+//! Every endpoint and its error cases, in process (tower `oneshot` on the router), on the
+//! embedded default in a temporary home, with a real worker doing the jobs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use pixq_jobs::backend::{Backend, Connect};
+use pixq_jobs::worker::WorkerConfig;
+use pixq_web::{App, Signer, WebConfig};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+const KEY: &[u8] = b"test signing key, 16+ bytes";
+
+fn sample(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/../../samples/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    backend: Backend,
+    router: Router,
+}
+
+async fn env(tune: impl FnOnce(&mut WebConfig)) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let backend =
+        pixq_jobs::backend::open(&Connect { home: dir.path().join("home"), ..Connect::default() }).await.unwrap();
+    let mut cfg = WebConfig::new(Signer::new(KEY).unwrap());
+    tune(&mut cfg);
+    let router = pixq_web::router(App::new(&backend, cfg).unwrap());
+    Env { _dir: dir, backend, router }
+}
+
+impl Env {
+    async fn call(&self, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+        let r = self.router.clone().oneshot(req).await.unwrap();
+        let (parts, body) = r.into_parts();
+        (parts.status, parts.headers, body.collect().await.unwrap().to_bytes().to_vec())
+    }
+
+    async fn json(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut b = Request::builder().method(method).uri(uri);
+        if body.is_some() {
+            b = b.header(header::CONTENT_TYPE, "application/json");
+        }
+        let req = b.body(body.map(|v| Body::from(v.to_string())).unwrap_or_default()).unwrap();
+        let (status, _, bytes) = self.call(req).await;
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    async fn put(&self, uri: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        let req = Request::builder().method("PUT").uri(uri).body(Body::from(body)).unwrap();
+        let (status, _, bytes) = self.call(req).await;
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// Runs a worker on the backend until `until` is done.
+    fn worker(&self) -> (CancellationToken, tokio::task::JoinHandle<Arc<pixq_jobs::worker::WorkerStats>>) {
+        let stop = CancellationToken::new();
+        let cfg = WorkerConfig { concurrency: 2, wait: Duration::from_millis(100), ..WorkerConfig::default() };
+        let h = tokio::spawn(pixq_jobs::worker::run(
+            self.backend.queue.clone(),
+            self.backend.store.clone(),
+            cfg,
+            stop.clone(),
+        ));
+        (stop, h)
+    }
+}
+
+fn files(list: &[(&str, usize)]) -> Value {
+    Value::Array(list.iter().map(|(n, s)| json!({"name": n, "size": s, "type": "image/jpeg"})).collect())
+}
+
+#[tokio::test]
+async fn health_ops_and_validation() {
+    let e = env(|_| {}).await;
+    let (s, _, b) = e.call(Request::get("/healthz").body(Body::empty()).unwrap()).await;
+    assert_eq!((s, b.as_slice()), (StatusCode::OK, b"ok".as_slice()));
+    let (s, ops) = e.json("GET", "/api/ops", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let steps = ops["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), pixq_jobs::kernel::op::STEPS.len());
+    assert!(steps.iter().any(|s| s["name"] == "thumbnail" && s["example"] == "thumbnail:1024"));
+    let (s, v) = e.json("POST", "/api/validate", Some(json!({"pipeline": "thumb:10,grey"}))).await;
+    assert_eq!((s, v["canonical"].as_str()), (StatusCode::OK, Some("thumbnail:10,grayscale")));
+    let (s, v) = e.json("POST", "/api/validate", Some(json!({"pipeline": "grayscale,blur:0"}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(v["step"], 2);
+    assert!(v["error"].as_str().unwrap().contains("sigma must be > 0"), "{v}");
+    let (s, v) = e.json("POST", "/api/validate", Some(json!({"nope": 1}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().unwrap().contains("request body"), "{v}");
+    let (s, v) = e.json("GET", "/api/nothing", None).await;
+    assert_eq!((s, v["error"].as_str()), (StatusCode::NOT_FOUND, Some("no such endpoint")));
+    let (s, _, page) = e.call(Request::get("/").body(Body::empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::OK);
+    let page = String::from_utf8(page).unwrap();
+    assert!(
+        page.contains("/api/batches") && !page.contains("http://") && !page.contains("https://"),
+        "the page loads nothing from a network"
+    );
+}
+
+#[tokio::test]
+async fn create_refuses_bad_pipelines_counts_and_sizes() {
+    let e = env(|c| {
+        c.max_files = 3;
+        c.max_file_bytes = 1000;
+    })
+    .await;
+    let (s, v) = e
+        .json(
+            "POST",
+            "/api/batches",
+            Some(json!({"pipeline": "thumbnail:10,wobble", "files": files(&[("a.jpg", 10)])})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().unwrap().contains("step 2 'wobble'"), "{v}");
+    let (s, v) =
+        e.json("POST", "/api/batches", Some(json!({"pipeline": "grayscale", "files": files(&[("a", 1); 4])}))).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    let (s, v) = e
+        .json("POST", "/api/batches", Some(json!({"pipeline": "grayscale", "files": files(&[("big.jpg", 1001)])})))
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("big.jpg"), "{v}");
+    let (s, _) = e.json("POST", "/api/batches", Some(json!({"pipeline": "grayscale", "files": []}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) =
+        e.json("POST", "/api/batches", Some(json!({"pipeline": "grayscale", "files": files(&[("zero", 0)])}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) =
+        e.json("POST", "/api/batches", Some(json!({"pipeline": "preset:none", "files": files(&[("a", 1)])}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    // A hostile name becomes a safe key.
+    let (s, v) = e
+        .json("POST", "/api/batches", Some(json!({"pipeline": "grayscale", "files": files(&[("../../x\n.jpg", 5)])})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
+
+#[tokio::test]
+async fn the_api_key_guards_the_write_endpoints() {
+    let e = env(|c| c.api_key = Some("sesame".into())).await;
+    let body = json!({"pipeline": "grayscale", "files": files(&[("a.jpg", 10)])}).to_string();
+    for auth in [None, Some("Bearer wrong"), Some("sesame"), Some("Basic sesame")] {
+        let mut r = Request::post("/api/batches").header(header::CONTENT_TYPE, "application/json");
+        if let Some(a) = auth {
+            r = r.header(header::AUTHORIZATION, a);
+        }
+        let (s, _, b) = e.call(r.body(Body::from(body.clone())).unwrap()).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{auth:?}: {}", String::from_utf8_lossy(&b));
+    }
+    let r = Request::post("/api/batches")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, "Bearer sesame")
+        .body(Body::from(body))
+        .unwrap();
+    let (s, _, b) = e.call(r).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let batch = serde_json::from_slice::<Value>(&b).unwrap()["batch"].as_str().unwrap().to_string();
+    let (s, _) = e.json("POST", &format!("/api/batches/{batch}/start"), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // Reads are by batch id (unguessable), as the page's <img> tags need.
+    let (s, _) = e.json("GET", &format!("/api/batches/{batch}"), None).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn uploads_are_signed_sized_and_sniffed() {
+    let e = env(|c| c.upload_ttl = Duration::from_secs(60)).await;
+    let photo = sample("coffee.jpg");
+    let (s, v) = e
+        .json(
+            "POST",
+            "/api/batches",
+            Some(json!({"pipeline": "thumbnail:64", "files": files(&[("a.jpg", photo.len()), ("b.txt", 11)])})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let batch = v["batch"].as_str().unwrap().to_string();
+    let url0 = v["uploads"][0]["url"].as_str().unwrap().to_string();
+    let url1 = v["uploads"][1]["url"].as_str().unwrap().to_string();
+    // Tampered: another file index, another expiry, another signature, none.
+    let swapped = url0.replacen(&format!("/{batch}/0?"), &format!("/{batch}/1?"), 1);
+    let (s, _) = e.put(&swapped, photo.clone()).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let exp: i64 = url0.split("expires=").nth(1).unwrap().split('&').next().unwrap().parse().unwrap();
+    let later = url0.replace(&format!("expires={exp}"), &format!("expires={}", exp + 1000));
+    assert_eq!(e.put(&later, photo.clone()).await.0, StatusCode::FORBIDDEN);
+    let unsigned = url0.split('?').next().unwrap().to_string();
+    assert_eq!(e.put(&unsigned, photo.clone()).await.0, StatusCode::FORBIDDEN);
+    let mut bad_sig = url0.clone();
+    bad_sig.pop();
+    bad_sig.push(if url0.ends_with('A') { 'B' } else { 'A' });
+    assert_eq!(e.put(&bad_sig, photo.clone()).await.0, StatusCode::FORBIDDEN);
+    // Expired: a URL signed in the past, by the same key.
+    let signer = Signer::new(KEY).unwrap();
+    let past = 1_000_000_000i64;
+    let sig = signer.sign(&[b"upload", batch.as_bytes(), b"0", past.to_string().as_bytes()]);
+    let (s, v) = e.put(&format!("/api/uploads/{batch}/0?expires={past}&sig={sig}"), photo.clone()).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(v["error"].as_str().unwrap().contains("expired"), "{v}");
+    // Size other than announced; bytes that are not an image (whatever the name says).
+    assert_eq!(e.put(&url0, photo[..100].to_vec()).await.0, StatusCode::BAD_REQUEST);
+    let (s, v) = e.put(&url1, b"hello world".to_vec()).await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{v}");
+    // The real one.
+    let (s, v) = e.put(&url0, photo.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["format"], "jpg");
+    // Unknown batch, bad batch id.
+    let sig = signer.sign(&[b"upload", b"b1", b"0", (exp).to_string().as_bytes()]);
+    assert_eq!(
+        e.put(&format!("/api/uploads/b1/0?expires={exp}&sig={sig}"), photo.clone()).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (s, _) = e.json("GET", "/api/batches/..%2Fx", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, v) = e.json("GET", "/api/batches/b20260101-000000-deadbeef", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(v["error"].as_str().unwrap().contains("unknown batch"), "{v}");
+    for path in ["events", "zip"] {
+        let (s, _) = e.json("GET", &format!("/api/batches/b20260101-000000-deadbeef/{path}"), None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_batch_runs_end_to_end_and_zips() {
+    let e = env(|_| {}).await;
+    let (stop, worker) = e.worker();
+    let names = ["coffee.jpg", "chelsea.jpg", "astronaut.png"];
+    let photos: Vec<Vec<u8>> = names.iter().map(|n| sample(n)).collect();
+    let list: Vec<(&str, usize)> =
+        names.iter().zip(&photos).map(|(n, p)| (*n, p.len())).chain([("never.jpg", 5)]).collect();
+    let (s, v) = e
+        .json("POST", "/api/batches", Some(json!({"pipeline": "thumbnail:100,format:png", "files": files(&list)})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let batch = v["batch"].as_str().unwrap().to_string();
+    for (i, p) in photos.iter().enumerate() {
+        let url = v["uploads"][i]["url"].as_str().unwrap();
+        assert_eq!(e.put(url, p.clone()).await.0, StatusCode::OK);
+    }
+    let (s, st) = e.json("GET", &format!("/api/batches/{batch}"), None).await;
+    assert_eq!((s, st["counts"]["uploaded"].as_u64(), st["started"].as_bool()), (StatusCode::OK, Some(3), Some(false)));
+    let (s, v) = e.json("POST", &format!("/api/batches/{batch}/start"), None).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!((v["jobs"].as_u64(), v["missing"][0].as_str()), (Some(3), Some("never.jpg")));
+    assert_eq!(e.json("POST", &format!("/api/batches/{batch}/start"), None).await.0, StatusCode::CONFLICT);
+    assert_eq!(e.put(v_url(&e, &batch).await.as_str(), photos[0].clone()).await.0, StatusCode::CONFLICT);
+
+    // Server-sent events until done.
+    let (s, h, body) = e.call(Request::get(format!("/api/batches/{batch}/events")).body(Body::empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h[header::CONTENT_TYPE], "text/event-stream");
+    let text = String::from_utf8(body).unwrap();
+    let done = text.split("\n\n").find(|ev| ev.starts_with("event: done")).expect("a done event");
+    let st: Value = serde_json::from_str(done.lines().nth(1).unwrap().strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(st["counts"]["ok"], 3, "{st}");
+    assert_eq!(st["counts"]["missing"], 1);
+    for f in st["files"].as_array().unwrap().iter().take(3) {
+        assert_eq!(f["status"], "ok", "{f}");
+        assert!(f["width"].as_u64().unwrap().max(f["height"].as_u64().unwrap()) == 100, "{f}");
+        let (s, h, png) = e.call(Request::get(f["output_url"].as_str().unwrap()).body(Body::empty()).unwrap()).await;
+        assert_eq!((s, h[header::CONTENT_TYPE].to_str().unwrap()), (StatusCode::OK, "image/png"));
+        assert_eq!(png.len() as u64, f["bytes"].as_u64().unwrap());
+        let (s, _, input) = e.call(Request::get(f["input_url"].as_str().unwrap()).body(Body::empty()).unwrap()).await;
+        assert_eq!((s, input.len() as u64), (StatusCode::OK, f["size"].as_u64().unwrap()));
+    }
+    let (s, h, _) = e
+        .call(Request::get(format!("/api/batches/{batch}/files/0/output?download=true")).body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h[header::CONTENT_DISPOSITION], "attachment; filename=\"0000-coffee.png\"");
+    assert_eq!(e.json("GET", &format!("/api/batches/{batch}/files/3/output"), None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(e.json("GET", &format!("/api/batches/{batch}/files/9/input"), None).await.0, StatusCode::NOT_FOUND);
+
+    // The ZIP holds the three outputs under their names.
+    let (s, h, zip) = e.call(Request::get(format!("/api/batches/{batch}/zip")).body(Body::empty()).unwrap()).await;
+    assert_eq!((s, h[header::CONTENT_TYPE].to_str().unwrap()), (StatusCode::OK, "application/zip"));
+    let names_in_zip: Vec<String> = zip_names(&zip);
+    assert_eq!(names_in_zip, ["0000-coffee.png", "0001-chelsea.png", "0002-astronaut.png"]);
+    stop.cancel();
+    worker.await.unwrap();
+}
+
+/// An upload URL of file 0 of `batch`, freshly signed (for the closed-batch check).
+async fn v_url(_e: &Env, batch: &str) -> String {
+    let exp = pixq_jobs::clock::now_ms() / 1000 + 60;
+    let sig = Signer::new(KEY).unwrap().sign(&[b"upload", batch.as_bytes(), b"0", exp.to_string().as_bytes()]);
+    format!("/api/uploads/{batch}/0?expires={exp}&sig={sig}")
+}
+
+/// Entry names from a ZIP's central directory.
+fn zip_names(zip: &[u8]) -> Vec<String> {
+    let end = zip.len() - 22;
+    assert_eq!(&zip[end..end + 4], &[0x50, 0x4b, 0x05, 0x06]);
+    let n = u16::from_le_bytes([zip[end + 10], zip[end + 11]]) as usize;
+    let mut at = u32::from_le_bytes(zip[end + 16..end + 20].try_into().unwrap()) as usize;
+    (0..n)
+        .map(|_| {
+            let len = u16::from_le_bytes([zip[at + 28], zip[at + 29]]) as usize;
+            let name = String::from_utf8(zip[at + 46..at + 46 + len].to_vec()).unwrap();
+            at += 46 + len;
+            name
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn on_the_fly_images_hit_miss_and_refuse() {
+    let e = env(|c| {
+        c.presets = pixq_web::parse_presets("thumb = \"thumbnail:50,format:png\"").unwrap();
+        c.inline_max_bytes = 200_000;
+    })
+    .await;
+    let store = e.backend.store.clone();
+    store.put("pixq", "images/cats/chelsea.jpg", sample("chelsea.jpg"), "image/jpeg").await.unwrap();
+    store.put("pixq", "images/big.png", sample("astronaut.png"), "image/png").await.unwrap();
+    let signer = Signer::new(KEY).unwrap();
+    let get = |path: String, accept: &'static str, inm: Option<String>| {
+        let mut r = Request::get(path).header(header::ACCEPT, accept);
+        if let Some(t) = inm {
+            r = r.header(header::IF_NONE_MATCH, t);
+        }
+        r.body(Body::empty()).unwrap()
+    };
+
+    // Miss renders inline; the second request is a hit with the same bytes and ETag; 304.
+    let path = signer.img_path("thumbnail:80,format:auto", "cats/chelsea.jpg", None);
+    let (s, h1, b1) = e.call(get(path.clone(), "image/avif,image/webp,*/*", None)).await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b1));
+    assert_eq!(h1[header::CONTENT_TYPE], "image/webp");
+    assert_eq!(h1[header::VARY], "Accept");
+    assert!(h1[header::CACHE_CONTROL].to_str().unwrap().contains("max-age=31536000"));
+    let (s, h2, b2) = e.call(get(path.clone(), "image/webp", None)).await;
+    assert_eq!((s, &b2, &h2[header::ETAG]), (StatusCode::OK, &b1, &h1[header::ETAG]));
+    let etag = h1[header::ETAG].to_str().unwrap().to_string();
+    let (s, h3, b3) = e.call(get(path.clone(), "image/webp", Some(etag.clone()))).await;
+    assert_eq!((s, b3.len()), (StatusCode::NOT_MODIFIED, 0));
+    assert_eq!(h3[header::ETAG], etag.as_str());
+    // Without WebP in Accept: the input's format (JPEG), another ETag.
+    let (s, h4, _) = e.call(get(path.clone(), "image/png,image/*", None)).await;
+    assert_eq!((s, h4[header::CONTENT_TYPE].to_str().unwrap()), (StatusCode::OK, "image/jpeg"));
+    assert_ne!(h4[header::ETAG], h1[header::ETAG]);
+
+    // Presets.
+    let (s, h, _) = e.call(get(signer.img_path("preset:thumb", "cats/chelsea.jpg", None), "*/*", None)).await;
+    assert_eq!((s, h[header::CONTENT_TYPE].to_str().unwrap()), (StatusCode::OK, "image/png"));
+    let (s, _, _) = e.call(get(signer.img_path("preset:nope", "cats/chelsea.jpg", None), "*/*", None)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // A source over the inline limit is queued: 202 with Retry-After, and a job on the queue.
+    let (s, h, _) = e.call(get(signer.img_path("grayscale", "big.png", None), "*/*", None)).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(h[header::RETRY_AFTER], "5");
+    assert_eq!(e.backend.queue.counts().await.unwrap().visible, 1);
+
+    // Refusals: bad signature, tampered pipeline or key, expired, unknown key, traversal,
+    // bad pipeline (signed), free pipeline on a presets-only server.
+    let good = signer.img_path("grayscale", "cats/chelsea.jpg", None);
+    let sig = good.split('/').nth(2).unwrap();
+    for bad in [
+        good.replace(sig, "AAAA"),
+        good.replace("grayscale", "invert"),
+        good.replace("chelsea", "chelsey"),
+        format!("/img/{sig}/grayscale/cats/chelsea.jpg?expires=99999999999"),
+    ] {
+        let (s, _, b) = e.call(get(bad.clone(), "*/*", None)).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{bad}: {}", String::from_utf8_lossy(&b));
+    }
+    let expired = signer.img_path("grayscale", "cats/chelsea.jpg", Some(1_000_000_000));
+    assert_eq!(e.call(get(expired, "*/*", None)).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        e.call(get(signer.img_path("grayscale", "cats/none.jpg", None), "*/*", None)).await.0,
+        StatusCode::NOT_FOUND
+    );
+    for key in ["../home/queue.db", "cats/../../x", "cats//x.jpg", "./x", "a\u{1}b"] {
+        let (s, _, b) = e.call(get(signer.img_path("grayscale", key, None), "*/*", None)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{key}: {}", String::from_utf8_lossy(&b));
+    }
+    let (s, _, _) = e.call(get(signer.img_path("blur:0", "cats/chelsea.jpg", None), "*/*", None)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    // A broken source is a clear failure, not a crash.
+    store.put("pixq", "images/broken.jpg", sample("coffee.jpg")[..500].to_vec(), "image/jpeg").await.unwrap();
+    let (s, _, b) = e.call(get(signer.img_path("grayscale", "broken.jpg", None), "*/*", None)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{}", String::from_utf8_lossy(&b));
+
+    let only = env(|c| {
+        c.presets = pixq_web::parse_presets("thumb = \"thumbnail:50\"").unwrap();
+        c.presets_only = true;
+    })
+    .await;
+    only.backend.store.put("pixq", "images/c.jpg", sample("chelsea.jpg"), "image/jpeg").await.unwrap();
+    assert_eq!(only.call(get(signer.img_path("grayscale", "c.jpg", None), "*/*", None)).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(only.call(get(signer.img_path("preset:thumb", "c.jpg", None), "*/*", None)).await.0, StatusCode::OK);
+}
