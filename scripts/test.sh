@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: set-up, formatting, lints, unit/integration/
 # property/chaos tests, the AWS-protocol tests against moto's server on 127.0.0.1, the
+# web front end through `pixq serve` and headless Chromium, the
 # Lambda binary through cargo lambda's runtime API, the arm64 build, and the SAM template
 # through cfn-lint and `sam validate --lint`. Exits non-zero on the first failure.
 set -euo pipefail
@@ -37,6 +38,9 @@ echo "== moto server on $AWS_ENDPOINT_URL"
 
 echo "== cargo test (workspace, with \`pixq ec2\`; AWS tests against moto)"
 cargo test --workspace --features pixq-cli/ec2
+
+echo "== web front end end to end: pixq serve over HTTP, and the page in headless Chromium"
+python3 scripts/web-e2e.py "$CARGO_TARGET_DIR/debug/pixq" "$CARGO_TARGET_DIR/web-e2e"
 
 echo "== cargo test (pixq-kernel, pure-Rust JPEG fallback)"
 cargo test -p pixq-kernel --no-default-features
