@@ -43,6 +43,7 @@ records = [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "b
 json.dump({"Records": records}, open(f"{work}/event.json", "w"))
 with open(f"{work}/env", "w") as f:
     f.write(f"PIXQ_QUEUE_URL={q}\nPIXQ_DLQ_URL={dlq}\nPIXQ_BUCKET={bucket}\nAWS_LAMBDA_FUNCTION_TIMEOUT=60\n")
+    f.write("PIXQ_SIGNING_KEY=lambda-check-signing-key\n")
     for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
         f.write(f"{k}={os.environ[k]}\n")
 open(f"{work}/bucket", "w").write(bucket)
@@ -50,7 +51,7 @@ open(f"{work}/dlq", "w").write(dlq)
 PY
 
 # Build first, so the invocation's deadline is not spent compiling.
-cargo build -q -p pixq-functions --bin pixq-process
+cargo build -q -p pixq-functions --bin pixq-process --bin pixq-api
 cargo lambda watch --timeout 120 -A 127.0.0.1 -P "$port" --env-file "$work/env" -p pixq-functions >"$work/watch.log" 2>&1 &
 watch_pid=$!
 trap 'kill $watch_pid 2>/dev/null; wait $watch_pid 2>/dev/null; rm -rf "$work"' EXIT
@@ -78,6 +79,86 @@ dead = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttribut
 assert len(dead) == 1 and "not a supported image" in dead[0]["MessageAttributes"]["pixq-reason"]["StringValue"], dead
 print("lambda-check: 1 passed, 0 failed: good record processed, poison record dead-lettered with its reason")
 PY
+
+# The web API function: HTTP API (payload 2.0) events through the same runtime API. Create a
+# batch; the answer carries a presigned S3 PUT that works with a plain HTTP PUT against
+# moto; start it; the function answers the batch's status.
+"$TOOLS/moto/bin/python" - "$work" <<'PY'
+import json, sys
+work = sys.argv[1]
+def event(method, path, body=None):
+    e = {"version": "2.0", "routeKey": "ANY /{proxy+}", "rawPath": path, "rawQueryString": "",
+         "headers": {"host": "api.example.invalid", "content-type": "application/json", "accept": "application/json"},
+         "requestContext": {"accountId": "123456789012", "apiId": "api", "domainName": "api.example.invalid",
+                            "domainPrefix": "api", "http": {"method": method, "path": path, "protocol": "HTTP/1.1",
+                            "sourceIp": "127.0.0.1", "userAgent": "lambda-check"}, "requestId": "r1",
+                            "routeKey": "ANY /{proxy+}", "stage": "$default", "time": "02/Dec/2026:00:00:00 +0000",
+                            "timeEpoch": 0}, "isBase64Encoded": False}
+    if body is not None:
+        e["body"] = json.dumps(body)
+    return e
+json.dump(event("GET", "/api/ops"), open(f"{work}/ops.json", "w"))
+PY
+out=$(cargo lambda invoke pixq-api --data-file "$work/ops.json" -A 127.0.0.1 -P "$port")
+echo "$out" | grep -q '"statusCode":200' && echo "$out" | grep -q 'thumbnail' || { echo "lambda-check: pixq-api GET /api/ops: $out"; cat "$work/watch.log"; exit 1; }
+"$TOOLS/moto/bin/python" - "$work" <<'PY'
+import json, struct, sys, zlib
+work = sys.argv[1]
+def png(w, h):
+    raw = b"".join(b"\0" + bytes((x * 7 + y) % 256 for x in range(w * 3)) for y in range(h))
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+body = png(90, 60)
+open(f"{work}/upload.png", "wb").write(body)
+ev = json.load(open(f"{work}/ops.json"))
+ev["rawPath"] = ev["requestContext"]["http"]["path"] = "/api/batches"
+ev["requestContext"]["http"]["method"] = "POST"
+ev["body"] = json.dumps({"pipeline": "thumbnail:30,format:png", "files": [{"name": "a.png", "size": len(body), "type": "image/png"}]})
+json.dump(ev, open(f"{work}/create.json", "w"))
+PY
+out=$(cargo lambda invoke pixq-api --data-file "$work/create.json" -A 127.0.0.1 -P "$port")
+"$TOOLS/moto/bin/python" - "$work" "$out" <<'PY'
+import json, sys, urllib.request
+work, out = sys.argv[1], json.loads(sys.argv[2])
+assert out["statusCode"] == 201, out
+created = json.loads(out["body"])
+up = created["uploads"][0]
+assert up["url"].startswith("http://127.0.0.1:") and "X-Amz-Signature" in up["url"], up
+data = open(f"{work}/upload.png", "rb").read()
+req = urllib.request.Request(up["url"], data=data, method="PUT", headers=up["headers"])
+assert urllib.request.urlopen(req).status == 200
+# The presigned PUT carries the announced size: another size is refused by S3.
+bad = urllib.request.Request(up["url"], data=data + b"x", method="PUT", headers=up["headers"])
+try:
+    urllib.request.urlopen(bad)
+    raise SystemExit("lambda-check: a PUT of another size was accepted")
+except urllib.error.HTTPError as e:
+    assert e.code in (400, 403), e.code
+ev = json.load(open(f"{work}/create.json"))
+ev["rawPath"] = ev["requestContext"]["http"]["path"] = f"/api/batches/{created['batch']}/start"
+ev.pop("body")
+json.dump(ev, open(f"{work}/start.json", "w"))
+ev["rawPath"] = ev["requestContext"]["http"]["path"] = f"/api/batches/{created['batch']}"
+ev["requestContext"]["http"]["method"] = "GET"
+json.dump(ev, open(f"{work}/status.json", "w"))
+ev["rawPath"] = ev["requestContext"]["http"]["path"] = f"/api/batches/{created['batch']}/files/0/input"
+json.dump(ev, open(f"{work}/input.json", "w"))
+PY
+out=$(cargo lambda invoke pixq-api --data-file "$work/start.json" -A 127.0.0.1 -P "$port")
+echo "$out" | grep -q '"statusCode":202' && echo "$out" | grep -q 'jobs\\":1' || { echo "lambda-check: pixq-api start: $out"; exit 1; }
+out=$(cargo lambda invoke pixq-api --data-file "$work/status.json" -A 127.0.0.1 -P "$port")
+echo "$out" | grep -q '"statusCode":200' && echo "$out" | grep -q 'queued' || { echo "lambda-check: pixq-api status: $out"; exit 1; }
+out=$(cargo lambda invoke pixq-api --data-file "$work/input.json" -A 127.0.0.1 -P "$port")
+"$TOOLS/moto/bin/python" - "$work" "$out" <<'PY'
+import json, sys, urllib.request
+work, out = sys.argv[1], json.loads(sys.argv[2])
+assert out["statusCode"] == 302, out
+location = out["headers"]["location"]
+assert location.startswith("http://127.0.0.1:") and "X-Amz-Signature" in location, location
+got = urllib.request.urlopen(location).read()
+assert got == open(f"{work}/upload.png", "rb").read(), "the presigned GET returns the uploaded bytes"
+PY
+echo "lambda-check: pixq-api: ops, create (presigned PUT used with plain HTTP, wrong size refused), start, status, presigned GET redirect (presigned PUT used with plain HTTP, wrong size refused), start, status"
 
 echo "lambda-check: cargo lambda build --release --arm64"
 cargo lambda build --release --arm64 -p pixq-functions --bin pixq-process >"$work/build.log" 2>&1 || { tail -30 "$work/build.log"; exit 1; }

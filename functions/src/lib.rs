@@ -1,9 +1,12 @@
-//! pixq's Lambda functions. `pixq-process` is the SQS-triggered processor: the handler maps
+//! pixq's Lambda functions. `pixq-api` is the web front end (the `pixq-web` router under
+//! `lambda_http`, configured by [`ApiConfig`]). `pixq-process` is the SQS-triggered processor: the handler maps
 //! the SQS event to queue messages, lets `pixq_jobs::records::handle_batch` settle each one,
 //! and answers with the failed message ids only (`ReportBatchItemFailures`).
 
+mod api_config;
 mod config;
 
+pub use api_config::ApiConfig;
 pub use config::{Config, ConfigError};
 
 use std::sync::Arc;

@@ -222,20 +222,20 @@ pub async fn create(
         started: false,
     };
     write_web(&app, &w).await?;
-    let uploads: Vec<_> = w
-        .files
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            let sig = upload_sig(&app, &batch, i, expires);
-            serde_json::json!({
-                "name": f.name,
-                "url": format!("/api/uploads/{batch}/{i}?expires={expires}&sig={sig}"),
-                "method": "PUT",
-                "headers": {},
-            })
-        })
-        .collect();
+    let mut uploads = Vec::with_capacity(w.files.len());
+    for (i, f) in w.files.iter().enumerate() {
+        let (url, headers) = match &c.presign {
+            // Straight to S3, exactly the announced size; the worker sniffs the bytes.
+            Some(p) => p.put(&app.bucket, &f.key, f.size, c.upload_ttl).await.map_err(ApiError::store)?,
+            None => {
+                let sig = upload_sig(&app, &batch, i, expires);
+                (format!("/api/uploads/{batch}/{i}?expires={expires}&sig={sig}"), Vec::new())
+            }
+        };
+        let headers: serde_json::Map<String, serde_json::Value> =
+            headers.into_iter().map(|(k, v)| (k, v.into())).collect();
+        uploads.push(serde_json::json!({ "name": f.name, "url": url, "method": "PUT", "headers": headers }));
+    }
     let body = serde_json::json!({ "batch": batch, "pipeline": w.pipeline, "uploads": uploads, "expires": expires });
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -317,13 +317,25 @@ pub async fn start(State(app): AppState, Path(batch): Path<String>, headers: Hea
     let marks = app.store.list(&app.bucket, &format!("batches/{batch}/uploaded/")).await.map_err(ApiError::store)?;
     // Each upload left "<digest> <extension>": the digest lets workers check the bytes
     // they read, the sniffed extension names an output that keeps the input's format.
-    let mut digests: HashMap<usize, (String, String)> = HashMap::new();
+    let mut digests: HashMap<usize, (Option<String>, String)> = HashMap::new();
+    if app.config.presign.is_some() {
+        // Uploaded straight to S3: present at the announced size (S3 enforced it).
+        for (i, f) in w.files.iter().enumerate() {
+            if let Some(m) = app.store.head(&app.bucket, &f.key).await.map_err(ApiError::store)?
+                && m.size == f.size
+            {
+                let ext =
+                    safe_name(&f.name).rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or("img".into());
+                digests.insert(i, (None, ext));
+            }
+        }
+    }
     for m in marks {
         let Some(i) = m.key.rsplit('/').next().and_then(|n| n.parse::<usize>().ok()) else { continue };
         let d = app.store.get(&app.bucket, &m.key).await.map_err(ApiError::store)?;
         let d = String::from_utf8_lossy(&d).into_owned();
         let (digest, ext) = d.split_once(' ').unwrap_or((&d, "img"));
-        digests.insert(i, (digest.to_string(), ext.to_string()));
+        digests.insert(i, (Some(digest.to_string()), ext.to_string()));
     }
     let output = OutputLocation { bucket: app.bucket.clone(), prefix: "outputs/".into() };
     let (mut jobs, mut entries, mut missing) = (Vec::new(), Vec::new(), Vec::new());
@@ -333,7 +345,7 @@ pub async fn start(State(app): AppState, Path(batch): Path<String>, headers: Hea
             continue;
         };
         let input = ObjectRef { bucket: app.bucket.clone(), key: f.key.clone() };
-        let job = batch::new_job(&batch, i, input.clone(), Some(d.clone()), &pipeline, &output);
+        let job = batch::new_job(&batch, i, input.clone(), d.clone(), &pipeline, &output);
         entries.push(ManifestEntry {
             job_id: job.id.clone(),
             source: f.name.clone(),
@@ -369,12 +381,33 @@ fn output_name(name: &str, pipeline: &Pipeline, input_ext: &str, index: usize) -
     format!("{index:04}-{stem}.{ext}")
 }
 
+/// The files of a batch that were uploaded: once started, those with a job; before, those
+/// with an upload marker (local) or an object (presigned S3 uploads).
+async fn uploaded(app: &App, w: &WebBatch) -> Result<std::collections::HashSet<usize>, ApiError> {
+    let batch = &w.batch;
+    if w.started {
+        let m = batch::read_manifest(app.store.as_ref(), &app.bucket, batch).await.map_err(ApiError::store)?;
+        return Ok(m
+            .map(|m| m.jobs.iter().filter_map(|e| e.job_id.rsplit('-').next().and_then(|n| n.parse().ok())).collect())
+            .unwrap_or_default());
+    }
+    if app.config.presign.is_some() {
+        let mut out = std::collections::HashSet::new();
+        for (i, f) in w.files.iter().enumerate() {
+            if app.store.head(&app.bucket, &f.key).await.map_err(ApiError::store)?.is_some() {
+                out.insert(i);
+            }
+        }
+        return Ok(out);
+    }
+    let marks = app.store.list(&app.bucket, &format!("batches/{batch}/uploaded/")).await.map_err(ApiError::store)?;
+    Ok(marks.iter().filter_map(|m| m.key.rsplit('/').next().and_then(|n| n.parse().ok())).collect())
+}
+
 /// The status of a batch, as `GET /api/batches/{batch}` and the events send it.
 async fn status_json(app: &App, batch: &str) -> Result<(serde_json::Value, bool), ApiError> {
     let w = read_web(app, batch).await?;
-    let marks = app.store.list(&app.bucket, &format!("batches/{batch}/uploaded/")).await.map_err(ApiError::store)?;
-    let uploaded: std::collections::HashSet<usize> =
-        marks.iter().filter_map(|m| m.key.rsplit('/').next().and_then(|n| n.parse().ok())).collect();
+    let uploaded = uploaded(app, &w).await?;
     let results: HashMap<String, JobResult> = if w.started {
         let st = batch::batch_status(app.store.as_ref(), &app.bucket, batch).await.map_err(ApiError::store)?;
         st.results.into_iter().filter(|r| !r.provisional).map(|r| (r.job_id.clone(), r)).collect()
@@ -541,6 +574,13 @@ pub async fn file(
         return Err(ApiError::new(StatusCode::FORBIDDEN, "not in this server's bucket"));
     }
     keys::validate_key(&object.key).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    if let Some(p) = &app.config.presign {
+        let url = p
+            .get(&app.bucket, &object.key, q.download.then_some(name.as_str()), Duration::from_secs(3600))
+            .await
+            .map_err(ApiError::store)?;
+        return Ok(redirect(&url, "private, max-age=300"));
+    }
     let bytes = match app.store.get(&app.bucket, &object.key).await {
         Ok(b) => b,
         Err(e) if app.store.head(&app.bucket, &object.key).await.ok().flatten().is_none() => {
@@ -593,6 +633,16 @@ pub async fn zip(State(app): AppState, Path(batch): Path<String>) -> Result<Resp
     let v = format!("attachment; filename=\"{batch}.zip\"");
     h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("attachment")));
     Ok(r)
+}
+
+/// A 302 to `url` (a presigned S3 URL), cacheable as `cache`.
+pub(crate) fn redirect(url: &str, cache: &'static str) -> Response {
+    let mut r = StatusCode::FOUND.into_response();
+    if let Ok(v) = HeaderValue::from_str(url) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    r
 }
 
 #[cfg(test)]

@@ -118,8 +118,7 @@ pub async fn image(
         {
             return Ok(with_cache(StatusCode::NOT_MODIFIED.into_response(), &etag, vary));
         }
-        let bytes = app.store.get(&app.bucket, &key).await.map_err(ApiError::store)?;
-        return Ok(image_response(bytes, &etag, vary));
+        return deliver(&app, &key, &etag, vary).await;
     }
     let job = Job {
         schema: SCHEMA_VERSION,
@@ -147,13 +146,30 @@ pub async fn image(
     {
         Outcome::Done(r) => {
             let o = r.outputs.first().ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no output"))?;
-            let bytes = app.store.get(&o.object.bucket, &o.object.key).await.map_err(ApiError::store)?;
-            Ok(image_response(bytes, &etag, vary))
+            deliver(&app, &o.object.key, &etag, vary).await
         }
         Outcome::Poison(reason) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, reason)),
         Outcome::Retry(reason) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason)),
         Outcome::Released => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopped")),
     }
+}
+
+/// An output: its bytes, or on AWS a redirect to a presigned GET (the bytes never pass
+/// through the function; the redirect is cached for less than the URL lives).
+async fn deliver(app: &App, key: &str, etag: &str, vary: bool) -> Result<Response, ApiError> {
+    if let Some(p) = &app.config.presign {
+        let url = p.get(&app.bucket, key, None, std::time::Duration::from_secs(3600)).await.map_err(ApiError::store)?;
+        let mut r = crate::api::redirect(&url, "public, max-age=600");
+        if let Ok(v) = HeaderValue::from_str(etag) {
+            r.headers_mut().insert(header::ETAG, v);
+        }
+        if vary {
+            r.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
+        }
+        return Ok(r);
+    }
+    let bytes = app.store.get(&app.bucket, key).await.map_err(ApiError::store)?;
+    Ok(image_response(bytes, etag, vary))
 }
 
 /// The source's content digest, cached by key, size and tag (a hit reads no source).

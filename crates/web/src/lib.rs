@@ -5,6 +5,7 @@
 //! - [`api`]: batches (create, upload, start, status, server-sent events, ZIP) and the
 //!   step list and validation the page uses.
 //! - [`img`]: signed on-the-fly image URLs answered from the content-addressed outputs.
+//! - [`presign`]: presigned S3 URLs on AWS, so image bytes never pass through the function.
 //! - [`sign`]: the HMAC signatures of those URLs and of upload URLs.
 //! - [`zip`]: a streamed ZIP of a batch's outputs.
 //!
@@ -14,6 +15,7 @@
 
 pub mod api;
 pub mod img;
+pub mod presign;
 pub mod sign;
 pub mod zip;
 
@@ -60,6 +62,9 @@ pub struct WebConfig {
     pub process: ProcessConfig,
     /// Memory budget of inline renders, MB.
     pub inline_memory_mb: u64,
+    /// Presigned S3 URLs for uploads and downloads (AWS); `None`: bytes go through this
+    /// server on signed local URLs.
+    pub presign: Option<Arc<dyn presign::Presign>>,
 }
 
 impl WebConfig {
@@ -78,6 +83,7 @@ impl WebConfig {
             inline_max_bytes: 8 << 20,
             process: ProcessConfig { runtime: "web".into(), ..ProcessConfig::default() },
             inline_memory_mb: 1024,
+            presign: None,
         }
     }
 }

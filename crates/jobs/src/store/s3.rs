@@ -55,6 +55,63 @@ impl S3Store {
         self.presign(bucket, key, expires, true).await
     }
 
+    /// A presigned PUT of exactly `content_length` bytes (S3 refuses any other size), and
+    /// the headers the client must send besides `Content-Length` (which browsers set).
+    pub async fn presign_put_sized(
+        &self,
+        bucket: &str,
+        key: &str,
+        content_length: u64,
+        expires: Duration,
+    ) -> Result<(String, Vec<(String, String)>), StoreError> {
+        validate_bucket(bucket)?;
+        validate_key(key)?;
+        let cfg = aws_sdk_s3::presigning::PresigningConfig::expires_in(expires)
+            .map_err(|e| StoreError::Permanent(format!("presign: {e}")))?;
+        let len =
+            i64::try_from(content_length).map_err(|_| StoreError::Permanent("presign: size out of range".into()))?;
+        let req = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_length(len)
+            .presigned(cfg)
+            .await
+            .map_err(|e| err("presign PUT", key, e))?;
+        let headers = req
+            .headers()
+            .filter(|(k, _)| !k.eq_ignore_ascii_case("content-length") && !k.eq_ignore_ascii_case("host"))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Ok((req.uri().to_string(), headers))
+    }
+
+    /// A presigned GET that makes browsers save the object as `filename`.
+    pub async fn presign_download(
+        &self,
+        bucket: &str,
+        key: &str,
+        filename: &str,
+        expires: Duration,
+    ) -> Result<String, StoreError> {
+        validate_bucket(bucket)?;
+        validate_key(key)?;
+        let cfg = aws_sdk_s3::presigning::PresigningConfig::expires_in(expires)
+            .map_err(|e| StoreError::Permanent(format!("presign: {e}")))?;
+        let safe: String = filename.chars().filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\').collect();
+        let req = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .response_content_disposition(format!("attachment; filename=\"{safe}\""))
+            .presigned(cfg)
+            .await
+            .map_err(|e| err("presign GET", key, e))?;
+        Ok(req.uri().to_string())
+    }
+
     async fn presign(&self, bucket: &str, key: &str, expires: Duration, put: bool) -> Result<String, StoreError> {
         validate_bucket(bucket)?;
         validate_key(key)?;
