@@ -125,15 +125,13 @@ created = json.loads(out["body"])
 up = created["uploads"][0]
 assert up["url"].startswith("http://127.0.0.1:") and "X-Amz-Signature" in up["url"], up
 data = open(f"{work}/upload.png", "rb").read()
-req = urllib.request.Request(up["url"], data=data, method="PUT", headers=up["headers"])
-assert urllib.request.urlopen(req).status == 200
-# The presigned PUT carries the announced size: another size is refused by S3.
-bad = urllib.request.Request(up["url"], data=data + b"x", method="PUT", headers=up["headers"])
-try:
-    urllib.request.urlopen(bad)
-    raise SystemExit("lambda-check: a PUT of another size was accepted")
-except urllib.error.HTTPError as e:
-    assert e.code in (400, 403), e.code
+# (A Content-Type of its own: urllib's default, form-urlencoded, makes moto's server read
+# the body as a form.)
+req = urllib.request.Request(up["url"], data=data, method="PUT", headers={**up["headers"], "Content-Type": "image/png"})
+assert urllib.request.urlopen(req, timeout=30).status == 200
+# The size is part of the signature, so S3 refuses any other (moto does not check
+# presigned signatures, so this checks what is signed).
+assert "content-length" in up["url"].split("X-Amz-SignedHeaders=")[1].split("&")[0], up["url"]
 ev = json.load(open(f"{work}/create.json"))
 ev["rawPath"] = ev["requestContext"]["http"]["path"] = f"/api/batches/{created['batch']}/start"
 ev.pop("body")
@@ -155,10 +153,10 @@ work, out = sys.argv[1], json.loads(sys.argv[2])
 assert out["statusCode"] == 302, out
 location = out["headers"]["location"]
 assert location.startswith("http://127.0.0.1:") and "X-Amz-Signature" in location, location
-got = urllib.request.urlopen(location).read()
+got = urllib.request.urlopen(location, timeout=30).read()
 assert got == open(f"{work}/upload.png", "rb").read(), "the presigned GET returns the uploaded bytes"
 PY
-echo "lambda-check: pixq-api: ops, create (presigned PUT used with plain HTTP, wrong size refused), start, status, presigned GET redirect (presigned PUT used with plain HTTP, wrong size refused), start, status"
+echo "lambda-check: pixq-api: ops, create (a presigned PUT of the signed size, used with plain HTTP), start, status, redirect to a presigned GET of the upload"
 
 echo "lambda-check: cargo lambda build --release --arm64"
 cargo lambda build --release --arm64 -p pixq-functions --bin pixq-process >"$work/build.log" 2>&1 || { tail -30 "$work/build.log"; exit 1; }
