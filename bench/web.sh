@@ -14,7 +14,7 @@ cargo build -q --release -p pixq-cli
 pixq="${CARGO_TARGET_DIR:-target}/release/pixq"
 home=$(mktemp -d)
 trap 'kill $srv 2>/dev/null; rm -rf "$home"' EXIT
-"$pixq" --home "$home" serve --port 0 --workers 2 >"$home/serve.out" 2>"$home/serve.err" &
+"$pixq" --home "$home" serve --port 0 --workers 2 --max-files 1000 >"$home/serve.out" 2>"$home/serve.err" &
 srv=$!
 for _ in $(seq 1 100); do grep -q http "$home/serve.out" 2>/dev/null && break; sleep 0.1; done
 base=$(grep -o 'http://[^ ]*' "$home/serve.out"); base=${base%/}
