@@ -404,13 +404,49 @@ async fn uploaded(app: &App, w: &WebBatch) -> Result<std::collections::HashSet<u
     Ok(marks.iter().filter_map(|m| m.key.rsplit('/').next().and_then(|n| n.parse().ok())).collect())
 }
 
+/// The result records of a batch. A successful record is final (a job id is done once;
+/// only failed jobs are redriven), so it is read from the store once and then served from
+/// memory while its size is unchanged; failed, provisional and unreadable ones are read
+/// every time.
+async fn batch_results(app: &App, batch: &str) -> Result<Vec<JobResult>, ApiError> {
+    let listed = app.store.list(&app.bucket, &keys::results_prefix(batch)).await.map_err(ApiError::store)?;
+    let mut out = Vec::with_capacity(listed.len());
+    for m in listed {
+        let known = app
+            .records
+            .lock()
+            .expect("record cache")
+            .get(&m.key)
+            .filter(|(size, _)| *size == m.size)
+            .map(|(_, r)| r.clone());
+        if let Some(r) = known {
+            out.push(r);
+            continue;
+        }
+        let body = match app.store.get(&app.bucket, &m.key).await {
+            Ok(b) => b,
+            Err(pixq_jobs::store::StoreError::NotFound { .. }) => continue,
+            Err(e) => return Err(ApiError::store(e)),
+        };
+        let Ok(r) = serde_json::from_slice::<JobResult>(&body) else { continue };
+        if r.status == Status::Ok && !r.provisional {
+            let mut cache = app.records.lock().expect("record cache");
+            if cache.len() > 200_000 {
+                cache.clear();
+            }
+            cache.insert(m.key, (m.size, r.clone()));
+        }
+        out.push(r);
+    }
+    Ok(out)
+}
+
 /// The status of a batch, as `GET /api/batches/{batch}` and the events send it.
 async fn status_json(app: &App, batch: &str) -> Result<(serde_json::Value, bool), ApiError> {
     let w = read_web(app, batch).await?;
     let uploaded = uploaded(app, &w).await?;
     let results: HashMap<String, JobResult> = if w.started {
-        let st = batch::batch_status(app.store.as_ref(), &app.bucket, batch).await.map_err(ApiError::store)?;
-        st.results.into_iter().filter(|r| !r.provisional).map(|r| (r.job_id.clone(), r)).collect()
+        batch_results(app, batch).await?.into_iter().filter(|r| !r.provisional).map(|r| (r.job_id.clone(), r)).collect()
     } else {
         HashMap::new()
     };

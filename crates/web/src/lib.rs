@@ -146,6 +146,9 @@ pub struct App {
     pub(crate) admission: Admission,
     /// Source digests of on-the-fly keys, by (key, size, etag): a hit reads no source.
     pub(crate) digests: Mutex<HashMap<SourceId, String>>,
+    /// Successful result records by key, with the size they were read at: final once
+    /// written, so a batch's status reads each one once, not on every poll.
+    pub(crate) records: Mutex<HashMap<String, (u64, pixq_jobs::schema::JobResult)>>,
 }
 
 impl App {
@@ -160,6 +163,7 @@ impl App {
             config,
             admission,
             digests: Mutex::new(HashMap::new()),
+            records: Mutex::new(HashMap::new()),
         }))
     }
 }
