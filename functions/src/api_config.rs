@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::ConfigError;
+use crate::config::parse;
 
 /// Everything `pixq-api` needs besides its AWS clients.
 #[derive(Debug, Clone)]
@@ -26,13 +27,6 @@ pub struct ApiConfig {
     pub max_file_mb: u64,
     /// Memory of inline on-the-fly renders, MB (the function's memory less 96 MB).
     pub memory_mb: u64,
-}
-
-fn parse<T: std::str::FromStr>(name: &'static str, value: String) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    value.trim().parse().map_err(|e: T::Err| ConfigError::Invalid { name, value, reason: e.to_string() })
 }
 
 impl ApiConfig {

@@ -44,7 +44,8 @@ pub struct Config {
     pub debug: bool,
 }
 
-fn parse<T: std::str::FromStr>(name: &'static str, value: String) -> Result<T, ConfigError>
+/// Parses variable `name`'s value, or says which variable is wrong and why.
+pub(crate) fn parse<T: std::str::FromStr>(name: &'static str, value: String) -> Result<T, ConfigError>
 where
     T::Err: std::fmt::Display,
 {
