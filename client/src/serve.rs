@@ -3,7 +3,6 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
@@ -106,7 +105,7 @@ pub async fn serve(g: &Global, a: ServeArgs) -> anyhow::Result<i32> {
         "pixq serve: http://{addr}/ ({} workers on {}; write endpoints {})",
         workers,
         opened.location,
-        if app_has_key(&app) { "need the API key" } else { "open" }
+        if app.has_api_key() { "need the API key" } else { "open" }
     );
     std::io::stdout().flush().ok();
     let stop = shutdown.clone();
@@ -122,10 +121,6 @@ pub async fn serve(g: &Global, a: ServeArgs) -> anyhow::Result<i32> {
         w.await.context("worker task")?;
     }
     Ok(0)
-}
-
-fn app_has_key(app: &Arc<App>) -> bool {
-    app.has_api_key()
 }
 
 async fn wait_for_signal() {

@@ -22,6 +22,7 @@ use pixq_jobs::batch::{self, BatchManifest, ManifestEntry};
 use pixq_jobs::clock::now_ms;
 use pixq_jobs::kernel::{Format, Pipeline};
 use pixq_jobs::schema::{JobResult, ObjectRef, OutputLocation, Status};
+use pixq_jobs::store::StoreError;
 use pixq_jobs::{ids, keys};
 use serde::{Deserialize, Serialize};
 
@@ -159,11 +160,14 @@ fn upload_sig(app: &App, batch: &str, index: usize, expires: i64) -> String {
 
 async fn read_web(app: &App, batch: &str) -> Result<WebBatch, ApiError> {
     keys::validate_id("batch id", batch).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let key = web_key(batch);
-    if app.store.head(&app.bucket, &key).await.map_err(ApiError::store)?.is_none() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("unknown batch {batch}")));
-    }
-    let body = app.store.get(&app.bucket, &key).await.map_err(ApiError::store)?;
+    // One read: a missing record is an unknown batch (every status poll comes through here).
+    let body = match app.store.get(&app.bucket, &web_key(batch)).await {
+        Ok(b) => b,
+        Err(StoreError::NotFound { .. }) => {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, format!("unknown batch {batch}")));
+        }
+        Err(e) => return Err(ApiError::store(e)),
+    };
     serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("batch record: {e}")))
 }
@@ -425,7 +429,7 @@ async fn batch_results(app: &App, batch: &str) -> Result<Vec<JobResult>, ApiErro
         }
         let body = match app.store.get(&app.bucket, &m.key).await {
             Ok(b) => b,
-            Err(pixq_jobs::store::StoreError::NotFound { .. }) => continue,
+            Err(StoreError::NotFound { .. }) => continue,
             Err(e) => return Err(ApiError::store(e)),
         };
         let Ok(r) = serde_json::from_slice::<JobResult>(&body) else { continue };
@@ -565,13 +569,10 @@ async fn file_result(app: &App, batch: &str, index: usize) -> Result<(ManifestEn
         .find(|e| e.job_id == job_id)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such file in the batch"))?;
     let key = keys::result_key(batch, &job_id);
-    let r = match app.store.head(&app.bucket, &key).await.map_err(ApiError::store)? {
-        Some(_) => {
-            serde_json::from_slice::<JobResult>(&app.store.get(&app.bucket, &key).await.map_err(ApiError::store)?)
-                .ok()
-                .filter(|r| !r.provisional)
-        }
-        None => None,
+    let r = match app.store.get(&app.bucket, &key).await {
+        Ok(b) => serde_json::from_slice::<JobResult>(&b).ok().filter(|r| !r.provisional),
+        Err(StoreError::NotFound { .. }) => None,
+        Err(e) => return Err(ApiError::store(e)),
     };
     Ok((entry, r))
 }
@@ -619,9 +620,7 @@ pub async fn file(
     }
     let bytes = match app.store.get(&app.bucket, &object.key).await {
         Ok(b) => b,
-        Err(e) if app.store.head(&app.bucket, &object.key).await.ok().flatten().is_none() => {
-            return Err(ApiError::new(StatusCode::NOT_FOUND, format!("gone: {e}")));
-        }
+        Err(e @ StoreError::NotFound { .. }) => return Err(ApiError::new(StatusCode::NOT_FOUND, format!("gone: {e}"))),
         Err(e) => return Err(ApiError::store(e)),
     };
     let mime = Format::sniff(&bytes).map(|f| f.mime()).unwrap_or("application/octet-stream");

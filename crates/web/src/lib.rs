@@ -166,9 +166,7 @@ impl App {
             records: Mutex::new(HashMap::new()),
         }))
     }
-}
 
-impl App {
     /// Whether the write endpoints need the API key.
     pub fn has_api_key(&self) -> bool {
         self.config.api_key.is_some()
