@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use pixq_jobs::backend::{Lane, Target};
 use pixq_jobs::batch::{self, BatchManifest, BatchStatus, ManifestEntry};
 use pixq_jobs::kernel::Pipeline;
 use pixq_jobs::process::ProcessConfig;
@@ -15,7 +16,6 @@ use pixq_jobs::queue::Queue;
 use pixq_jobs::queue::sqlite::QueueConfig;
 use pixq_jobs::schema::{Job, ObjectRef, OutputLocation, Status};
 use pixq_jobs::store::ObjectStore;
-use pixq_jobs::target::{Lane, Target};
 use pixq_jobs::worker::{self, Event, WorkerConfig};
 use pixq_jobs::{ids, keys};
 use tokio_util::sync::CancellationToken;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use clap::Parser;
 use pixq_jobs::backend::ConnectArgs;
+use pixq_jobs::backend::{Lane, Target};
 use pixq_jobs::events::S3EventDefaults;
 use pixq_jobs::kernel::Pipeline;
 use pixq_jobs::process::ProcessConfig;
@@ -14,7 +15,6 @@ use pixq_jobs::queue::sqlite::QueueConfig;
 use pixq_jobs::schema::OutputLocation;
 use pixq_jobs::settle::RetryPolicy;
 use pixq_jobs::store::ObjectStore;
-use pixq_jobs::target::{Lane, Target};
 use pixq_jobs::worker::WorkerConfig;
 
 /// Raw flags (with environment fallbacks).

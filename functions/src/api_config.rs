@@ -71,7 +71,7 @@ impl ApiConfig {
     /// Where the queue and the bucket are, for [`pixq_jobs::backend::open`].
     pub fn connect(&self) -> pixq_jobs::backend::Connect {
         pixq_jobs::backend::Connect {
-            target: pixq_jobs::target::Target::Aws,
+            target: pixq_jobs::backend::Target::Aws,
             queue_url: Some(self.queue_url.clone()),
             bucket: Some(self.bucket.clone()),
             ..Default::default()

@@ -56,7 +56,7 @@ impl Config {
     /// Where the function's queue and store are, for [`pixq_jobs::backend::open`].
     pub fn connect(&self) -> pixq_jobs::backend::Connect {
         pixq_jobs::backend::Connect {
-            target: pixq_jobs::target::Target::Aws,
+            target: pixq_jobs::backend::Target::Aws,
             queue_url: Some(self.queue_url.clone()),
             dlq_url: self.dlq_url.clone(),
             bucket: self.batch.s3_events.as_ref().map(|d| d.output.bucket.clone()),
@@ -159,7 +159,7 @@ mod tests {
         let to = c.connect();
         assert_eq!(
             (to.target, to.queue_url.as_deref(), to.bucket.as_deref()),
-            (pixq_jobs::target::Target::Aws, Some("http://q"), Some("b"))
+            (pixq_jobs::backend::Target::Aws, Some("http://q"), Some("b"))
         );
         assert_eq!(c.batch.s3_events.unwrap().pipeline.canonical(), "thumbnail:1024");
         assert_eq!(c.dlq_url, None);

@@ -2,16 +2,80 @@
 //! ([`Connect`]: target, lane, home, stack outputs, overrides) into a [`Backend`]. The
 //! client, the worker, the Lambda functions and the web front end all call [`open`]; the
 //! flags that fill a [`Connect`] are defined once too ([`ConnectArgs`], feature `cli`).
+//! [`Target`] (the embedded default or AWS) and [`Lane`] (the Lambda's queue or the EC2
+//! workers' heavy queue) are parsed here alike for every binary, from the same flags
+//! (`--target`, `--lane`) and variables (`PIXQ_TARGET`, `PIXQ_LANE`).
 
 use std::collections::HashMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::local::{LOCAL_BUCKET, LocalHome};
 use crate::queue::sqlite::QueueConfig;
 use crate::queue::{Queue, QueueError};
 use crate::store::ObjectStore;
-use crate::target::{Lane, Target};
+
+/// The backends a flow runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Target {
+    /// SQLite queue and filesystem store under a home folder.
+    #[default]
+    Local,
+    /// SQS and S3, named by stack outputs or flags; credentials from the standard chain.
+    Aws,
+}
+
+/// Which of the stack's two queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lane {
+    /// The jobs queue the Lambda function consumes (bursty, light jobs).
+    #[default]
+    Light,
+    /// The heavy queue the EC2 workers consume.
+    Heavy,
+}
+
+impl FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Target, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "local" => Ok(Target::Local),
+            "aws" => Ok(Target::Aws),
+            other => Err(format!("unknown target '{other}' (expected local or aws)")),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Target::Local => "local",
+            Target::Aws => "aws",
+        })
+    }
+}
+
+impl FromStr for Lane {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Lane, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "light" | "lambda" => Ok(Lane::Light),
+            "heavy" | "ec2" => Ok(Lane::Heavy),
+            other => Err(format!("unknown lane '{other}' (expected light or heavy)")),
+        }
+    }
+}
+
+impl fmt::Display for Lane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Lane::Light => "light",
+            Lane::Heavy => "heavy",
+        })
+    }
+}
 
 /// Where a flow runs, fully decided (flags and environment already read).
 #[derive(Debug, Clone, Default)]
@@ -273,6 +337,18 @@ fn read_stack_outputs(json: &str) -> Result<HashMap<String, String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for t in [Target::Local, Target::Aws] {
+            assert_eq!(t.to_string().parse::<Target>().unwrap(), t);
+        }
+        for l in [Lane::Light, Lane::Heavy] {
+            assert_eq!(l.to_string().parse::<Lane>().unwrap(), l);
+        }
+        assert_eq!("EC2".parse::<Lane>().unwrap(), Lane::Heavy);
+        assert!("cloud".parse::<Target>().unwrap_err().contains("local or aws"));
+    }
 
     #[test]
     fn stack_outputs_in_both_shapes() {

@@ -10,10 +10,9 @@
 //! - [`process`]: the one step every runtime shares: input -> kernel -> output + record.
 //! - [`settle`]: what becomes of a message (ack, dead-letter with a record, retry after the
 //!   [`settle::RetryPolicy`]'s backoff), shared by the worker and the Lambda.
-//! - [`backend`]: opening the queue and store a flow runs on, from one set of settings
-//!   (and, feature `cli`, the flags every binary takes for them); the stack outputs.
-//! - [`target`]: where a flow runs ([`target::Target`], [`target::Lane`]), parsed alike by
-//!   every binary.
+//! - [`backend`]: where a flow runs ([`backend::Target`], [`backend::Lane`]) and opening
+//!   the queue and store there, from one set of settings (and, feature `cli`, the flags
+//!   every binary takes for them); the stack outputs.
 //! - [`worker`]: the loop around it: concurrency, heartbeat, graceful shutdown.
 //! - [`records`]: event-source batches (an SQS-triggered function): partial batch failures.
 //! - [`batch`]: client helpers: build and enqueue jobs, read a batch's results.
@@ -38,7 +37,6 @@ pub mod records;
 pub mod schema;
 pub mod settle;
 pub mod store;
-pub mod target;
 pub mod worker;
 
 pub use pixq_kernel as kernel;

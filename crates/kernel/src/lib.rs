@@ -5,11 +5,12 @@
 //! thread (`spawn_blocking`).
 //!
 //! # Layout
-//! - [`op`]: the [`Op`] model, the pipeline-string parser and its canonical form.
+//! - [`op`]: the pipeline steps, each in one home (its arguments, spec and parser, canonical
+//!   form, size rule and pixels), the pipeline-string parser and its canonical form.
 //! - [`codec`]: header probe with limits, decode (libjpeg-turbo shrink-on-load for JPEG,
 //!   the `image` crate for the rest), encode.
 //! - [`meta`]: EXIF orientation and ICC profiles.
-//! - [`ops`]: the operations, one module per family (geometry, resize, color, filter, edges,
+//! - [`ops`]: the algorithms behind the steps, one module per family (geometry, resize, color, filter, edges,
 //!   smartcrop).
 //! - [`png`]: the PNG encoder (adaptive filters, zlib-rs).
 //! - [`plan`]: every step's size and the peak memory of a job, from the header alone.
@@ -142,7 +143,6 @@ impl Processor {
         let probe = codec::probe(input, &self.limits)?;
         let plan = plan::plan(input.len(), &probe, pipeline, &self.limits)?;
         stop.check()?;
-        let (ow, oh) = probe.oriented_dims();
         let decoded = match pipeline.frame {
             Some(n) if n > 0 => self.codecs.decode_frame(input, &probe, &self.limits, n, stop)?,
             _ => self.codecs.decode(input, &probe, &self.limits, plan.decode_need)?,
@@ -155,13 +155,17 @@ impl Processor {
         let t1 = Instant::now();
 
         let mut smart_crop = None;
-        // The first op sizes itself from the source as declared, not from a shrunk decode,
-        // so shrink-on-load never changes output dimensions.
-        let mut logical = Some((ow, oh));
+        // Each step makes the size its plan computed (the first one from the source as
+        // declared, so shrink-on-load never changes output dimensions), checked after it.
         for (i, (op, want)) in pipeline.ops.iter().zip(&plan.steps).enumerate() {
             stop.check()?;
-            let (lw, lh) = logical.take().unwrap_or((img.width(), img.height()));
-            img = self.apply(op, img, lw, lh, &mut smart_crop, stop)?;
+            let mut cx = op::operation::Apply {
+                want: (want.0, want.1),
+                resizer: &mut self.resizer,
+                smart: &mut smart_crop,
+                stop,
+            };
+            img = op.operation().apply(img, &mut cx)?;
             if (img.width(), img.height(), img.channels()) != *want {
                 return Err(Error::Internal(format!(
                     "step {} '{op}' made {}x{} {:?}, its plan said {want:?}",
@@ -188,76 +192,4 @@ impl Processor {
             timings: Timings { decode: t1 - t0, ops: t2 - t1, encode: t3 - t2 },
         })
     }
-
-    fn check_out(&self, op: &Op, w: u64, h: u64) -> Result<(u32, u32), Error> {
-        let max = self.limits.max_output_dimension;
-        if w > u64::from(max) || h > u64::from(max) || w == 0 || h == 0 {
-            return Err(Error::OutputTooLarge { op: op.to_string(), width: w, height: h, max });
-        }
-        Ok((w as u32, h as u32))
-    }
-
-    /// Applies one op. `(lw, lh)` is the logical size of `img` used to size the output.
-    fn apply(
-        &mut self,
-        op: &Op,
-        img: Raster,
-        lw: u32,
-        lh: u32,
-        smart: &mut Option<Rect>,
-        stop: &Stop,
-    ) -> Result<Raster, Error> {
-        use ops::{color, edges, filter, geometry, resize, smartcrop};
-        Ok(match *op {
-            Op::Thumbnail { size } => {
-                let (w, h) = resize::thumbnail_dims(lw, lh, size);
-                let (w, h) = self.check_out(op, w, h)?;
-                self.resizer.resize(&img, w, h, op::Filter::Lanczos3, false)?
-            }
-            Op::Resize { width, height, fit, filter } => {
-                let (w, h) = resize::resize_dims(lw, lh, width, height, fit);
-                let (w, h) = self.check_out(op, w, h)?;
-                let cover = fit == op::Fit::Cover;
-                self.resizer.resize(&img, w, h, filter, cover)?
-            }
-            Op::Crop { x, y, width, height } => geometry::crop(&img, Rect { x, y, width, height })?,
-            Op::Aspect { width, height, gravity } => {
-                let b = geometry::aspect_box(img.width(), img.height(), width, height, gravity);
-                geometry::crop(&img, b)?
-            }
-            Op::SmartCrop { width, height } => {
-                let (w, h) = self.check_out(op, u64::from(width), u64::from(height))?;
-                let b = smartcrop::smart_box(&img, w, h);
-                *smart = Some(b);
-                let cropped = geometry::crop(&img, b)?;
-                self.resizer.resize(&cropped, w, h, op::Filter::Lanczos3, false)?
-            }
-            Op::Rotate { degrees, background } => {
-                let (w, h) = geometry::rotated_dims(img.width(), img.height(), degrees);
-                self.check_out(op, w, h)?;
-                geometry::rotate(&img, degrees, background, stop)?
-            }
-            Op::Flip { axis } => geometry::orient(
-                &img,
-                match axis {
-                    op::Axis::Horizontal => Orientation::FlipH,
-                    op::Axis::Vertical => Orientation::FlipV,
-                },
-            ),
-            Op::Grayscale => color::grayscale(&img),
-            Op::Blur { sigma } => filter::blur(&img, sigma, stop)?,
-            Op::Sharpen { sigma, amount } => filter::sharpen(&img, sigma, amount, stop)?,
-            Op::Brightness { amount } => with_lut(img, &color::brightness_lut(amount)),
-            Op::Contrast { factor } => with_lut(img, &color::contrast_lut(factor)),
-            Op::Gamma { gamma } => with_lut(img, &color::gamma_lut(gamma)),
-            Op::Invert => with_lut(img, &color::invert_lut()),
-            Op::Sobel => edges::sobel(&img, stop)?,
-            Op::Threshold { level } => color::threshold(&img, level),
-        })
-    }
-}
-
-fn with_lut(mut img: Raster, lut: &ops::color::Lut) -> Raster {
-    ops::color::apply_lut(&mut img, lut);
-    img
 }

@@ -14,8 +14,8 @@
 //! (libjpeg-turbo, libwebp) get a generous allowance, since their buffers are not ours to
 //! count.
 
-use crate::op::{Filter, Op, Pipeline};
-use crate::ops::{geometry, resize};
+use crate::op::operation::{Shape, Sizing, bytes};
+use crate::op::{Op, Pipeline};
 use crate::{Channels, Error, Format, Limits, Orientation, Probe};
 
 /// JPEG shrink-on-load keeps at least this factor for the final resample, as libvips does:
@@ -65,19 +65,9 @@ impl Plan {
     }
 }
 
-fn bytes(w: u64, h: u64, c: Channels) -> u64 {
-    w.saturating_mul(h).saturating_mul(c.count() as u64)
-}
-
 /// Size the first op needs from the decoder, in oriented coordinates, if it only shrinks.
 fn shrink_need(ops: &[Op], w: u32, h: u32) -> Option<(u64, u64)> {
-    let (nw, nh) = match ops.first()? {
-        Op::Thumbnail { size } => resize::thumbnail_dims(w, h, *size),
-        Op::Resize { width, height, fit, filter } if *filter != Filter::Nearest => {
-            resize::source_scale_dims(w, h, *width, *height, *fit)
-        }
-        _ => return None,
-    };
+    let (nw, nh) = ops.first()?.operation().shrink_need(w, h)?;
     let m = |v: u64| (v as f64 * SHRINK_MARGIN).ceil() as u64;
     Some((m(nw), m(nh)))
 }
@@ -94,22 +84,6 @@ impl Peak {
             self.at = at();
         }
     }
-}
-
-fn check_out(limits: &Limits, op: &Op, w: u64, h: u64) -> Result<(u32, u32), Error> {
-    let max = limits.max_output_dimension;
-    if w > u64::from(max) || h > u64::from(max) || w == 0 || h == 0 {
-        return Err(Error::OutputTooLarge { op: op.to_string(), width: w, height: h, max });
-    }
-    Ok((w as u32, h as u32))
-}
-
-/// The resizer's scratch: one intermediate pass (destination width x source height, or the
-/// other way round) plus its coefficient tables.
-fn resize_scratch(sw: u32, sh: u32, dw: u32, dh: u32, c: Channels) -> u64 {
-    let a = bytes(u64::from(dw), u64::from(sh), c);
-    let b = bytes(u64::from(sw), u64::from(dh), c);
-    a.max(b) + (u64::from(sw) + u64::from(sh) + u64::from(dw) + u64::from(dh)) * 64
 }
 
 /// Plans `pipeline` on the image `probe` describes (`input_len` bytes). Refuses at once a
@@ -160,51 +134,8 @@ pub fn plan(input_len: usize, probe: &Probe, pipeline: &Pipeline, limits: &Limit
     for (i, op) in pipeline.ops.iter().enumerate() {
         let (lw, lh) = if i == 0 { (ow, oh) } else { (w, h) };
         let before = bytes(u64::from(w), u64::from(h), ch);
-        let (nw, nh, nch, scratch) = match *op {
-            Op::Thumbnail { size } => {
-                let (a, b) = resize::thumbnail_dims(lw, lh, size);
-                let (a, b) = check_out(limits, op, a, b)?;
-                (a, b, ch, resize_scratch(w, h, a, b, ch))
-            }
-            Op::Resize { width, height, fit, .. } => {
-                let (a, b) = resize::resize_dims(lw, lh, width, height, fit);
-                let (a, b) = check_out(limits, op, a, b)?;
-                (a, b, ch, resize_scratch(w, h, a, b, ch))
-            }
-            Op::Crop { x, y, width, height } => {
-                let rect = geometry::Rect { x, y, width, height };
-                let b = geometry::clamp_box(w, h, rect).ok_or_else(|| geometry::crop_outside(rect, w, h))?;
-                (b.width, b.height, ch, 0)
-            }
-            Op::Aspect { width, height, gravity } => {
-                let b = geometry::aspect_box(w, h, width, height, gravity);
-                (b.width, b.height, ch, 0)
-            }
-            Op::SmartCrop { width, height } => {
-                let (a, b) = check_out(limits, op, u64::from(width), u64::from(height))?;
-                let full = geometry::aspect_box(w, h, a, b, crate::op::Gravity::Center);
-                let cropped = bytes(u64::from(full.width), u64::from(full.height), ch);
-                let luma = u64::from(w) * u64::from(h);
-                (a, b, ch, luma.max(cropped + resize_scratch(full.width, full.height, a, b, ch)))
-            }
-            Op::Rotate { degrees, background } => {
-                let (a, b) = geometry::rotated_dims(w, h, degrees);
-                let (a, b) = check_out(limits, op, a, b)?;
-                let right = degrees.rem_euclid(90.0) == 0.0;
-                let nch = if !right && background.0[3] < 255 { ch.with_alpha() } else { ch };
-                (a, b, nch, if right { 0 } else { bytes(u64::from(w), u64::from(h), nch) })
-            }
-            Op::Flip { .. } => (w, h, ch, 0),
-            Op::Grayscale | Op::Threshold { .. } => {
-                let g = if ch.has_alpha() { Channels::GrayAlpha } else { Channels::Gray };
-                (w, h, g, 0)
-            }
-            Op::Blur { .. } | Op::Sharpen { .. } => (w, h, ch, before + u64::from(w) * 64),
-            Op::Brightness { .. } | Op::Contrast { .. } | Op::Gamma { .. } | Op::Invert => (w, h, ch, 0),
-            Op::Sobel => (w, h, Channels::Gray, u64::from(w) * u64::from(h) + u64::from(w) * 8),
-        };
-        // Tone tables work in place; every other step makes a new image beside the old.
-        let in_place = matches!(op, Op::Brightness { .. } | Op::Contrast { .. } | Op::Gamma { .. } | Op::Invert);
+        let sizing = Sizing { op, lw, lh, w, h, ch, limits };
+        let Shape { w: nw, h: nh, ch: nch, scratch, in_place } = op.operation().plan(&sizing)?;
         let after = if in_place { 0 } else { bytes(u64::from(nw), u64::from(nh), nch) };
         peak.see(input + before + after + scratch, || format!("step {} '{op}' on {w}x{h}", i + 1));
         (w, h, ch) = (nw, nh, nch);

@@ -2,7 +2,7 @@
 
 mod common;
 
-use pixq_kernel::op::{Axis, Filter, Fit, Gravity, Rgba};
+use pixq_kernel::op::{self, Axis, Filter, Fit, Gravity, Rgba};
 use pixq_kernel::{Channels, Format, Limits, Op, OutputSpec, Pipeline, Processor, Raster};
 use proptest::prelude::*;
 
@@ -24,27 +24,38 @@ fn op() -> impl Strategy<Value = Op> {
         prop_oneof![Just(Filter::Nearest), Just(Filter::Bilinear), Just(Filter::Mitchell), Just(Filter::Lanczos3)];
     let gravity = prop_oneof![Just(Gravity::Center), Just(Gravity::North), Just(Gravity::SouthWest)];
     prop_oneof![
-        (1u32..500, 1u32..500, fit, filter).prop_map(|(width, height, fit, filter)| Op::Resize {
+        (1u32..500, 1u32..500, fit, filter).prop_map(|(width, height, fit, filter)| Op::Resize(op::Resize {
             width,
             height,
             fit,
             filter
-        }),
-        (1u32..2000).prop_map(|size| Op::Thumbnail { size }),
-        (0u32..50, 0u32..50, 1u32..100, 1u32..100).prop_map(|(x, y, width, height)| Op::Crop { x, y, width, height }),
-        (1u32..20, 1u32..20, gravity).prop_map(|(width, height, gravity)| Op::Aspect { width, height, gravity }),
-        (1u32..300, 1u32..300).prop_map(|(width, height)| Op::SmartCrop { width, height }),
-        (0u32..3600, any::<[u8; 4]>()).prop_map(|(d, c)| Op::Rotate { degrees: d as f32 / 10.0, background: Rgba(c) }),
-        prop_oneof![Just(Axis::Horizontal), Just(Axis::Vertical)].prop_map(|axis| Op::Flip { axis }),
+        })),
+        (1u32..2000).prop_map(|size| Op::Thumbnail(op::Thumbnail { size })),
+        (0u32..50, 0u32..50, 1u32..100, 1u32..100).prop_map(|(x, y, width, height)| Op::Crop(op::Crop {
+            x,
+            y,
+            width,
+            height
+        })),
+        (1u32..20, 1u32..20, gravity).prop_map(|(width, height, gravity)| Op::Aspect(op::Aspect {
+            width,
+            height,
+            gravity
+        })),
+        (1u32..300, 1u32..300).prop_map(|(width, height)| Op::SmartCrop(op::SmartCrop { width, height })),
+        (0u32..3600, any::<[u8; 4]>())
+            .prop_map(|(d, c)| Op::Rotate(op::Rotate { degrees: d as f32 / 10.0, background: Rgba(c) })),
+        prop_oneof![Just(Axis::Horizontal), Just(Axis::Vertical)].prop_map(|axis| Op::Flip(op::Flip { axis })),
         Just(Op::Grayscale),
-        (1u32..200).prop_map(|s| Op::Blur { sigma: s as f32 / 20.0 }),
-        (1u32..100, 1u32..100).prop_map(|(s, a)| Op::Sharpen { sigma: s as f32 / 10.0, amount: a as f32 / 20.0 }),
-        (-255i16..=255).prop_map(|amount| Op::Brightness { amount }),
-        (0u32..100).prop_map(|f| Op::Contrast { factor: f as f32 / 10.0 }),
-        (1u32..100).prop_map(|g| Op::Gamma { gamma: g as f32 / 10.0 }),
+        (1u32..200).prop_map(|s| Op::Blur(op::Blur { sigma: s as f32 / 20.0 })),
+        (1u32..100, 1u32..100)
+            .prop_map(|(s, a)| Op::Sharpen(op::Sharpen { sigma: s as f32 / 10.0, amount: a as f32 / 20.0 })),
+        (-255i16..=255).prop_map(|amount| Op::Brightness(op::Brightness { amount })),
+        (0u32..100).prop_map(|f| Op::Contrast(op::Contrast { factor: f as f32 / 10.0 })),
+        (1u32..100).prop_map(|g| Op::Gamma(op::Gamma { gamma: g as f32 / 10.0 })),
         Just(Op::Invert),
         Just(Op::Sobel),
-        any::<u8>().prop_map(|level| Op::Threshold { level }),
+        any::<u8>().prop_map(|level| Op::Threshold(op::Threshold { level })),
     ]
 }
 
@@ -88,6 +99,22 @@ proptest! {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn every_step_makes_what_its_plan_said(ops in proptest::collection::vec(op(), 1..4), w in 1u32..40, h in 1u32..40, ch in channels()) {
+        // The processor checks each step's image against its plan (Error::Internal on a
+        // mismatch), so a step whose size rule and pixels disagree fails here.
+        let png = common::png(&raster(w, h, ch));
+        let p = Pipeline { ops, ..Default::default() };
+        let l = Limits::default();
+        match pixq_kernel::process(&png, &p, &l) {
+            Ok(out) => {
+                let (_, plan) = pixq_kernel::plan(&png, &p, &l).unwrap();
+                prop_assert_eq!((out.width, out.height), plan.output);
+            }
+            Err(e) => prop_assert!(!matches!(e, pixq_kernel::Error::Internal(_)), "{}: {}", p, e),
+        }
+    }
 
     #[test]
     fn resize_and_thumbnail_dimensions(w in 1u32..300, h in 1u32..300, tw in 0u32..200, th in 1u32..200, size in 1u32..400, ch in channels()) {
@@ -163,4 +190,24 @@ fn every_output_format_round_trips_losslessly_where_it_can() {
         let back = pixq_kernel::decode(&bytes, &Limits::default()).unwrap();
         assert_eq!((back.width(), back.height()), (50, 30), "{f}");
     }
+}
+
+/// A step added to the parser but not to [`op`]'s strategy would escape the property tests.
+#[test]
+fn the_strategy_makes_every_pixel_step() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let strategy = op();
+    let mut made = std::collections::BTreeSet::new();
+    for _ in 0..4000 {
+        let op = strategy.new_tree(&mut runner).unwrap().current();
+        made.insert(op.to_string().split(':').next().unwrap().to_string());
+    }
+    let steps: std::collections::BTreeSet<String> = pixq_kernel::op::STEPS
+        .iter()
+        .filter_map(|s| Pipeline::parse(s.example).unwrap().ops.first().map(|o| o.to_string()))
+        .map(|c| c.split(':').next().unwrap().to_string())
+        .collect();
+    assert_eq!(made, steps);
 }

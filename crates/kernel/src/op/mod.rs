@@ -10,9 +10,23 @@ use crate::{Format, ParseError};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+mod cropping;
+mod filters;
+pub(crate) mod operation;
+mod orienting;
+mod output;
+mod resizing;
 mod spec;
+mod tone;
+
+pub use cropping::{Aspect, Crop};
+pub use filters::{Blur, Sharpen};
+pub(crate) use operation::Operation;
+pub use orienting::{Flip, Rotate};
+pub use resizing::{Resize, SmartCrop, Thumbnail};
 use spec::{Parsed, Step};
 pub use spec::{STEPS, Spec};
+pub use tone::{Brightness, Contrast, Gamma, Threshold};
 
 /// How `resize` fits the source into the requested box.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -95,108 +109,74 @@ impl Default for Rgba {
     }
 }
 
-/// One pixel-transforming step.
+/// One pixel-transforming step. Each variant's type is the step's home: its spec, canonical
+/// form, size rule and pixels sit together in its family's file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
-    /// `resize:W:H[:fit[:filter]]`; `0` for W or H keeps the aspect ratio.
-    Resize {
-        /// Target width, 0 = derived from height.
-        width: u32,
-        /// Target height, 0 = derived from width.
-        height: u32,
-        /// Fit mode.
-        #[serde(default)]
-        fit: Fit,
-        /// Resampling filter.
-        #[serde(default)]
-        filter: Filter,
-    },
-    /// `thumbnail:N`: longest side at most N, never enlarged, Lanczos3.
-    Thumbnail {
-        /// Longest side.
-        size: u32,
-    },
-    /// `crop:X:Y:W:H`: a box in pixels (clamped to the image).
-    Crop {
-        /// Left.
-        x: u32,
-        /// Top.
-        y: u32,
-        /// Width.
-        width: u32,
-        /// Height.
-        height: u32,
-    },
-    /// `aspect:W:H[:gravity]`: the largest box of that aspect ratio, placed by gravity.
-    Aspect {
-        /// Ratio numerator.
-        width: u32,
-        /// Ratio denominator.
-        height: u32,
-        /// Placement.
-        #[serde(default)]
-        gravity: Gravity,
-    },
-    /// `smartcrop:W:H`: the most interesting box of that aspect ratio, resized to W x H.
-    SmartCrop {
-        /// Output width.
-        width: u32,
-        /// Output height.
-        height: u32,
-    },
-    /// `rotate:DEG[:rrggbb[aa]]`: clockwise; 90/180/270 are exact, other angles are
-    /// resampled onto a larger canvas filled with the background colour.
-    Rotate {
-        /// Clockwise angle in degrees.
-        degrees: f32,
-        /// Fill for uncovered corners.
-        #[serde(default)]
-        background: Rgba,
-    },
-    /// `flip:h` or `flip:v`.
-    Flip {
-        /// Mirror axis.
-        axis: Axis,
-    },
+    /// `resize:W:H[:fit[:filter]]`.
+    Resize(Resize),
+    /// `thumbnail:N`.
+    Thumbnail(Thumbnail),
+    /// `crop:X:Y:W:H`.
+    Crop(Crop),
+    /// `aspect:W:H[:gravity]`.
+    Aspect(Aspect),
+    /// `smartcrop:W:H`.
+    SmartCrop(SmartCrop),
+    /// `rotate:DEG[:rrggbb[aa]]`.
+    Rotate(Rotate),
+    /// `flip:h|v`.
+    Flip(Flip),
     /// `grayscale`: Rec. 601 luma, alpha kept.
     Grayscale,
-    /// `blur:SIGMA`: Gaussian blur.
-    Blur {
-        /// Standard deviation in pixels.
-        sigma: f32,
-    },
-    /// `sharpen:SIGMA[:AMOUNT]`: unsharp mask.
-    Sharpen {
-        /// Blur radius of the mask.
-        sigma: f32,
-        /// Strength (1 = add the full difference once).
-        amount: f32,
-    },
-    /// `brightness:N`: add N (-255..=255) to every colour channel.
-    Brightness {
-        /// Offset.
-        amount: i16,
-    },
-    /// `contrast:F`: scale around mid-grey by F (0..=10).
-    Contrast {
-        /// Factor.
-        factor: f32,
-    },
-    /// `gamma:G`: out = in^(1/G) (0.1..=10).
-    Gamma {
-        /// Gamma.
-        gamma: f32,
-    },
+    /// `blur:SIGMA`.
+    Blur(Blur),
+    /// `sharpen:SIGMA[:AMOUNT]`.
+    Sharpen(Sharpen),
+    /// `brightness:N`.
+    Brightness(Brightness),
+    /// `contrast:F`.
+    Contrast(Contrast),
+    /// `gamma:G`.
+    Gamma(Gamma),
     /// `invert`: negative of the colour channels.
     Invert,
     /// `sobel` (alias `edges`): Sobel gradient magnitude of the luma, one channel.
     Sobel,
-    /// `threshold:N`: luma >= N becomes white, else black.
-    Threshold {
-        /// Level 0..=255.
-        level: u8,
-    },
+    /// `threshold:N`.
+    Threshold(Threshold),
+}
+
+impl Op {
+    /// The step's implementation: the one dispatch from the enum to the step's home.
+    pub(crate) fn operation(&self) -> &dyn Operation {
+        match self {
+            Op::Resize(s) => s,
+            Op::Thumbnail(s) => s,
+            Op::Crop(s) => s,
+            Op::Aspect(s) => s,
+            Op::SmartCrop(s) => s,
+            Op::Rotate(s) => s,
+            Op::Flip(s) => s,
+            Op::Grayscale => &tone::Grayscale,
+            Op::Blur(s) => s,
+            Op::Sharpen(s) => s,
+            Op::Brightness(s) => s,
+            Op::Contrast(s) => s,
+            Op::Gamma(s) => s,
+            Op::Invert => &tone::Invert,
+            Op::Sobel => &filters::Sobel,
+            Op::Threshold(s) => s,
+        }
+    }
+}
+
+/// The canonical form of the step (see [`Pipeline::canonical`]).
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.operation().canonical(f)
+    }
 }
 
 /// How the result is written.
@@ -367,7 +347,7 @@ mod tests {
     #[test]
     fn parses_the_example_from_the_design() {
         let p = Pipeline::parse("thumbnail:1024,grayscale,blur:2,format:webp,quality:80").unwrap();
-        assert_eq!(p.ops, vec![Op::Thumbnail { size: 1024 }, Op::Grayscale, Op::Blur { sigma: 2.0 }]);
+        assert_eq!(p.ops, vec![Op::Thumbnail(Thumbnail { size: 1024 }), Op::Grayscale, Op::Blur(Blur { sigma: 2.0 })]);
         assert_eq!(p.output.format, Some(Format::Webp));
         assert_eq!(p.output.quality, Some(80));
         assert_eq!(p.canonical(), "thumbnail:1024,grayscale,blur:2,format:webp,quality:80");

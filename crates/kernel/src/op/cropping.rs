@@ -1,0 +1,106 @@
+//! Steps that cut a box out of the image: `crop` and `aspect`. Each has its spec, canonical
+//! form, size rule and pixels here; the algorithms are in `ops::geometry`.
+
+use super::operation::{Apply, Operation, Shape, Sizing};
+use super::spec::{GRAVITIES, MAX_SIDE, Parsed, Spec, name_of};
+use super::{Gravity, Op};
+use crate::ops::geometry;
+use crate::{Error, Raster, Rect};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// `crop:X:Y:W:H`: a box in pixels (clamped to the image).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Crop {
+    /// Left.
+    pub x: u32,
+    /// Top.
+    pub y: u32,
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+}
+
+impl Crop {
+    fn rect(&self) -> Rect {
+        Rect { x: self.x, y: self.y, width: self.width, height: self.height }
+    }
+}
+
+pub(super) const CROP: Spec = Spec {
+    names: &["crop"],
+    syntax: "crop:X:Y:W:H",
+    about: "crop a box in pixels (clamped to the image)",
+    example: "crop:10:10:400:300",
+    args: (4, 4),
+    parse: |s, _| {
+        Ok(Parsed::Op(Op::Crop(Crop {
+            x: s.u32_in(0, "x", 0, MAX_SIDE)?,
+            y: s.u32_in(1, "y", 0, MAX_SIDE)?,
+            width: s.u32_in(2, "width", 1, MAX_SIDE)?,
+            height: s.u32_in(3, "height", 1, MAX_SIDE)?,
+        })))
+    },
+};
+
+impl Operation for Crop {
+    fn canonical(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Crop { x, y, width, height } = *self;
+        write!(f, "crop:{x}:{y}:{width}:{height}")
+    }
+
+    fn plan(&self, s: &Sizing<'_>) -> Result<Shape, Error> {
+        let b =
+            geometry::clamp_box(s.w, s.h, self.rect()).ok_or_else(|| geometry::crop_outside(self.rect(), s.w, s.h))?;
+        Ok(s.shape(b.width, b.height, s.ch))
+    }
+
+    fn apply(&self, img: Raster, _: &mut Apply<'_>) -> Result<Raster, Error> {
+        geometry::crop(&img, self.rect())
+    }
+}
+
+/// `aspect:W:H[:gravity]`: the largest box of that aspect ratio, placed by gravity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Aspect {
+    /// Ratio numerator.
+    pub width: u32,
+    /// Ratio denominator.
+    pub height: u32,
+    /// Placement.
+    #[serde(default)]
+    pub gravity: Gravity,
+}
+
+pub(super) const ASPECT: Spec = Spec {
+    names: &["aspect"],
+    syntax: "aspect:W:H[:gravity]",
+    about: "largest box of aspect W:H; gravity center|north|south|east|west|northeast|northwest|southeast|southwest",
+    example: "aspect:16:9:north",
+    args: (2, 3),
+    parse: |s, _| {
+        let gravity = if s.args.len() > 2 { s.choice(2, "gravity", GRAVITIES)? } else { Gravity::default() };
+        Ok(Parsed::Op(Op::Aspect(Aspect {
+            width: s.u32_in(0, "ratio width", 1, 10_000)?,
+            height: s.u32_in(1, "ratio height", 1, 10_000)?,
+            gravity,
+        })))
+    },
+};
+
+impl Operation for Aspect {
+    fn canonical(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "aspect:{}:{}:{}", self.width, self.height, name_of(GRAVITIES, self.gravity))
+    }
+
+    fn plan(&self, s: &Sizing<'_>) -> Result<Shape, Error> {
+        let b = geometry::aspect_box(s.w, s.h, self.width, self.height, self.gravity);
+        Ok(s.shape(b.width, b.height, s.ch))
+    }
+
+    fn apply(&self, img: Raster, _: &mut Apply<'_>) -> Result<Raster, Error> {
+        let b = geometry::aspect_box(img.width(), img.height(), self.width, self.height, self.gravity);
+        geometry::crop(&img, b)
+    }
+}

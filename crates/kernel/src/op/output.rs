@@ -1,0 +1,76 @@
+//! Steps that set how the result is written rather than its pixels: `format`, `quality`,
+//! `lossless`, `progressive`, `compression`, and `frame` (which frame of an animation to
+//! decode). Their canonical forms are written by `Pipeline::canonical`, output settings last
+//! in a fixed order.
+
+use super::MAX_FRAME;
+use super::spec::{Parsed, Spec};
+
+pub(super) const FORMAT: Spec = Spec {
+    names: &["format"],
+    syntax: "format:F",
+    about: "output format jpeg|png|webp|gif|tiff|bmp (default: the input's); webp is lossy",
+    example: "format:webp",
+    args: (1, 1),
+    parse: |s, out| {
+        out.format = Some(s.args[0].trim().parse().map_err(|e: String| s.err(e))?);
+        Ok(Parsed::Output)
+    },
+};
+
+pub(super) const QUALITY: Spec = Spec {
+    names: &["quality"],
+    syntax: "quality:Q",
+    about: "JPEG quality 1..100 (default 85), lossy WebP quality (default 80)",
+    example: "quality:80",
+    args: (1, 1),
+    parse: |s, out| {
+        out.quality = Some(s.u32_in(0, "quality", 1, 100)? as u8);
+        Ok(Parsed::Output)
+    },
+};
+
+pub(super) const LOSSLESS: Spec = Spec {
+    names: &["lossless"],
+    syntax: "lossless",
+    about: "lossless WebP (with format:webp)",
+    example: "format:webp,lossless",
+    args: (0, 0),
+    parse: |_, out| {
+        out.lossless = true;
+        Ok(Parsed::Output)
+    },
+};
+
+pub(super) const PROGRESSIVE: Spec = Spec {
+    names: &["progressive"],
+    syntax: "progressive",
+    about: "progressive JPEG",
+    example: "progressive",
+    args: (0, 0),
+    parse: |_, out| {
+        out.progressive = true;
+        Ok(Parsed::Output)
+    },
+};
+
+pub(super) const COMPRESSION: Spec = Spec {
+    names: &["compression"],
+    syntax: "compression:L",
+    about: "PNG zlib level 0..9 (default 6)",
+    example: "compression:9",
+    args: (1, 1),
+    parse: |s, out| {
+        out.compression = Some(s.u32_in(0, "level", 0, 9)? as u8);
+        Ok(Parsed::Output)
+    },
+};
+
+pub(super) const FRAME: Spec = Spec {
+    names: &["frame"],
+    syntax: "frame:N",
+    about: "decode frame N (0-based) of an animated GIF/WebP instead of the first",
+    example: "frame:3",
+    args: (1, 1),
+    parse: |s, _| Ok(Parsed::Frame(s.u32_in(0, "frame", 0, MAX_FRAME)?)),
+};
