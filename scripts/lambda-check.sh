@@ -156,7 +156,47 @@ assert location.startswith("http://127.0.0.1:") and "X-Amz-Signature" in locatio
 got = urllib.request.urlopen(location, timeout=30).read()
 assert got == open(f"{work}/upload.png", "rb").read(), "the presigned GET returns the uploaded bytes"
 PY
-echo "lambda-check: pixq-api: ops, create (a presigned PUT of the signed size, used with plain HTTP), start, status, redirect to a presigned GET of the upload"
+# The job the API enqueued, through pixq-process; then the API's events (one status per
+# connection behind a buffering function, with a reconnect hint) and the batch's ZIP (written
+# to the bucket, answered with a presigned GET that a plain HTTP client follows).
+"$TOOLS/moto/bin/python" - "$work" <<'PY'
+import boto3, json, os, sys
+work = sys.argv[1]
+ep = os.environ["AWS_ENDPOINT_URL"]
+env = dict(l.split("=", 1) for l in open(f"{work}/env").read().splitlines())
+sqs = boto3.client("sqs", endpoint_url=ep, region_name=os.environ.get("AWS_REGION", "us-east-1"))
+msgs = sqs.receive_message(QueueUrl=env["PIXQ_QUEUE_URL"], MaxNumberOfMessages=10, VisibilityTimeout=300, AttributeNames=["All"], WaitTimeSeconds=5)["Messages"]
+assert len(msgs) == 1, msgs
+records = [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+            "attributes": m["Attributes"], "messageAttributes": {}, "md5OfBody": m["MD5OfBody"],
+            "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:jobs", "awsRegion": "us-east-1"} for m in msgs]
+json.dump({"Records": records}, open(f"{work}/api-job.json", "w"))
+ev = json.load(open(f"{work}/status.json"))
+batch = ev["rawPath"].rsplit("/", 1)[1]
+ev["rawPath"] = ev["requestContext"]["http"]["path"] = f"/api/batches/{batch}/events"
+json.dump(ev, open(f"{work}/events.json", "w"))
+ev["rawPath"] = ev["requestContext"]["http"]["path"] = f"/api/batches/{batch}/zip"
+json.dump(ev, open(f"{work}/zip.json", "w"))
+PY
+out=$(cargo lambda invoke pixq-process --data-file "$work/api-job.json" -A 127.0.0.1 -P "$port")
+echo "$out" | grep -q '"batchItemFailures":\[\]' || { echo "lambda-check: pixq-process on the API's job: $out"; cat "$work/watch.log"; exit 1; }
+out=$(cargo lambda invoke pixq-api --data-file "$work/events.json" -A 127.0.0.1 -P "$port")
+echo "$out" | grep -q '"statusCode":200' && echo "$out" | grep -q 'event: done' && echo "$out" | grep -q '\\"ok\\":1' || { echo "lambda-check: pixq-api events: $out"; exit 1; }
+out=$(cargo lambda invoke pixq-api --data-file "$work/zip.json" -A 127.0.0.1 -P "$port")
+"$TOOLS/moto/bin/python" - "$work" "$out" <<'PY'
+import io, json, struct, sys, urllib.request, zipfile
+work, out = sys.argv[1], json.loads(sys.argv[2])
+assert out["statusCode"] == 302, out
+location = out["headers"]["location"]
+assert location.startswith("http://127.0.0.1:") and "X-Amz-Signature" in location and "/zips/" in location, location
+z = zipfile.ZipFile(io.BytesIO(urllib.request.urlopen(location, timeout=30).read()))
+assert z.testzip() is None
+names = z.namelist()
+assert names == ["0000-a.png"], names
+png = z.read(names[0])
+assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (30, 20), png[:24]
+PY
+echo "lambda-check: pixq-api: ops, create (a presigned PUT of the signed size, used with plain HTTP), start, status, redirect to a presigned GET of the upload; the job through pixq-process; events; the ZIP written to the bucket behind a presigned GET"
 
 echo "lambda-check: cargo lambda build --release --arm64"
 cargo lambda build --release --arm64 -p pixq-functions --bin pixq-process >"$work/build.log" 2>&1 || { tail -30 "$work/build.log"; exit 1; }

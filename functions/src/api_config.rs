@@ -91,6 +91,7 @@ impl ApiConfig {
         c.inline_memory_mb = self.memory_mb;
         c.process.runtime = "lambda-api".into();
         c.presign = Some(presign);
+        c.events_hold = Some(std::time::Duration::ZERO);
         c
     }
 }

@@ -233,6 +233,38 @@ mod aws {
         assert!(store.presign_put(&b, "up.txt", Duration::from_secs(60)).await.unwrap().contains("X-Amz-Signature"));
     }
 
+    #[tokio::test]
+    async fn s3_put_stream_writes_parts_as_they_fill_and_aborts_on_error() {
+        let Some(cfg) = local_aws().await else { return };
+        let (store, b) = bucket(&cfg).await;
+        // Uneven chunks that cross part boundaries: 3 parts (8 + 8 + 1 MiB and change).
+        let sizes = [3 << 20, 6 << 20, 1, 7 << 20, 1 << 20, 12345];
+        let mut all = Vec::new();
+        let chunks: Vec<Result<Vec<u8>, StoreError>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let c: Vec<u8> = (0..n).map(|j| ((i * 7 + j) % 253) as u8).collect();
+                all.extend_from_slice(&c);
+                Ok(c)
+            })
+            .collect();
+        let n = store.put_stream(&b, "z/big.zip", "application/zip", futures::stream::iter(chunks)).await.unwrap();
+        assert_eq!(n, all.len() as u64);
+        assert!(store.get(&b, "z/big.zip").await.unwrap() == all, "streamed upload corrupted the object");
+        // Smaller than a part: one PUT.
+        let small = vec![Ok(b"ab".to_vec()), Ok(b"cd".to_vec())];
+        assert_eq!(store.put_stream(&b, "z/small", "text/plain", futures::stream::iter(small)).await.unwrap(), 4);
+        assert_eq!(store.get(&b, "z/small").await.unwrap(), b"abcd");
+        // A failing source after the first part: no object appears, the error comes back.
+        let failing = vec![Ok(vec![0u8; 9 << 20]), Err(StoreError::Permanent("source gone".into()))];
+        let e = store.put_stream(&b, "z/broken", "x", futures::stream::iter(failing)).await.unwrap_err();
+        assert!(e.to_string().contains("source gone"), "{e}");
+        assert!(store.head(&b, "z/broken").await.unwrap().is_none());
+        let e = store.put_stream(&b, "../escape", "x", futures::stream::iter(Vec::new())).await.unwrap_err();
+        assert!(!e.is_transient(), "{e}");
+    }
+
     async fn futures_join<F: std::future::Future + Send + 'static>(fs: impl Iterator<Item = F>) -> Vec<F::Output>
     where
         F::Output: Send + 'static,

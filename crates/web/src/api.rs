@@ -513,23 +513,31 @@ pub async fn status(State(app): AppState, Path(batch): Path<String>) -> Result<J
     Ok(Json(status_json(&app, &batch).await?.0))
 }
 
-/// `GET /api/batches/{batch}/events`: a `status` event whenever the status changes, then
-/// `done` (and the stream ends) when every started job has a record.
+/// `GET /api/batches/{batch}/events`: the status at once, then a `status` event whenever it
+/// changes, then `done` (and the stream ends) when every started job has a record. A stream
+/// also ends after the configured hold ([`crate::WebConfig::events_hold`]); its first event
+/// asks the browser to reconnect a second later, so a client behind a buffering proxy (or
+/// a Lambda function) still follows the batch, one status per connection.
 pub async fn events(
     State(app): AppState,
     Path(batch): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     // An unknown batch is a 404 before the stream starts.
     let first = status_json(&app, &batch).await?;
+    let until = app.config.events_hold.map(|h| tokio::time::Instant::now() + h);
     let state = (app, batch, Some(first), String::new(), false);
-    let stream = futures::stream::unfold(state, |(app, batch, mut ready, mut last, finished)| async move {
+    let stream = futures::stream::unfold(state, move |(app, batch, mut ready, mut last, finished)| async move {
         if finished {
             return None;
         }
         loop {
+            let first = last.is_empty();
             let (body, done) = match ready.take() {
                 Some(r) => r,
                 None => {
+                    if until.is_some_and(|t| tokio::time::Instant::now() >= t) {
+                        return None;
+                    }
                     tokio::time::sleep(Duration::from_millis(250)).await;
                     match status_json(&app, &batch).await {
                         Ok(r) => r,
@@ -547,7 +555,10 @@ pub async fn events(
             }
             if text != last {
                 last = text.clone();
-                let ev = Event::default().event("status").data(text);
+                let mut ev = Event::default().event("status").data(text);
+                if first {
+                    ev = ev.retry(Duration::from_secs(1));
+                }
                 return Some((Ok(ev), (app, batch, None, last, false)));
             }
         }
@@ -661,13 +672,43 @@ pub async fn zip(State(app): AppState, Path(batch): Path<String>) -> Result<Resp
     if files.is_empty() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no outputs yet"));
     }
+    let download = format!("{batch}.zip");
+    if let Some(p) = &app.config.presign {
+        // A function's response is capped (6 MB on Lambda) and buffered: the archive is
+        // written to the bucket, keyed by what it holds, and fetched on a presigned GET.
+        let key = zip_key(&batch, &files);
+        if app.store.head(&app.bucket, &key).await.map_err(ApiError::store)?.is_none() {
+            let chunks = crate::zip::chunks(app.store.clone(), app.bucket.clone(), files);
+            p.put_stream(&app.bucket, &key, "application/zip", chunks).await.map_err(ApiError::store)?;
+        }
+        let url =
+            p.get(&app.bucket, &key, Some(&download), Duration::from_secs(3600)).await.map_err(ApiError::store)?;
+        return Ok(redirect(&url, "private, max-age=300"));
+    }
     let body = crate::zip::stream(app.store.clone(), app.bucket.clone(), files);
     let mut r = Response::new(body);
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
-    let v = format!("attachment; filename=\"{batch}.zip\"");
+    let v = format!("attachment; filename=\"{download}\"");
     h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("attachment")));
     Ok(r)
+}
+
+/// Where a batch's ZIP of `files` is kept when it is written to the bucket (AWS): under
+/// `zips/` (expired by the bucket's lifecycle), named by a digest of the archive's entries,
+/// so a batch with more finished files gets a new archive and a repeated request reuses it.
+fn zip_key(batch: &str, files: &[(String, String)]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (name, key) in files {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(key.as_bytes());
+        h.update([0]);
+    }
+    let d = h.finalize();
+    let hex: String = d[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("zips/{batch}/{hex}.zip")
 }
 
 /// A 302 to `url` (a presigned S3 URL), cacheable as `cache`.

@@ -65,6 +65,11 @@ pub struct WebConfig {
     /// Presigned S3 URLs for uploads and downloads (AWS); `None`: bytes go through this
     /// server on signed local URLs.
     pub presign: Option<Arc<dyn presign::Presign>>,
+    /// How long `GET /api/batches/{batch}/events` stays open; the browser's EventSource then
+    /// reconnects after the second the stream asks for and gets the status at once. `None`
+    /// keeps a stream open until the batch is done. A function behind API Gateway returns
+    /// its response whole, so there it is zero: every connection is one current status.
+    pub events_hold: Option<Duration>,
 }
 
 impl WebConfig {
@@ -84,6 +89,7 @@ impl WebConfig {
             process: ProcessConfig { runtime: "web".into(), ..ProcessConfig::default() },
             inline_memory_mb: 1024,
             presign: None,
+            events_hold: None,
         }
     }
 }

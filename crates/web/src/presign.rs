@@ -21,7 +21,14 @@ pub trait Presign: Send + Sync + std::fmt::Debug {
     ) -> Result<(String, Vec<(String, String)>), StoreError>;
     /// A GET of `key`; with `download`, the browser saves it under that name.
     async fn get(&self, bucket: &str, key: &str, download: Option<&str>, ttl: Duration) -> Result<String, StoreError>;
+    /// Writes `key` from a stream of chunks without holding it whole: an object the API
+    /// makes itself that is too large for a function's response (a batch's ZIP), which the
+    /// client then fetches on a presigned GET. Returns the bytes written.
+    async fn put_stream(&self, bucket: &str, key: &str, content_type: &str, chunks: Chunks) -> Result<u64, StoreError>;
 }
+
+/// A stream of an object's bytes, chunk by chunk.
+pub type Chunks = futures::stream::BoxStream<'static, Result<Vec<u8>, StoreError>>;
 
 #[cfg(feature = "aws")]
 #[async_trait]
@@ -41,5 +48,9 @@ impl Presign for pixq_jobs::store::s3::S3Store {
             Some(name) => self.presign_download(bucket, key, name, ttl).await,
             None => self.presign_get(bucket, key, ttl).await,
         }
+    }
+
+    async fn put_stream(&self, bucket: &str, key: &str, content_type: &str, chunks: Chunks) -> Result<u64, StoreError> {
+        pixq_jobs::store::s3::S3Store::put_stream(self, bucket, key, content_type, chunks).await
     }
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use pixq_jobs::store::ObjectStore;
+use pixq_jobs::store::{ObjectStore, StoreError};
 
 const LOCAL: u32 = 0x0403_4b50;
 const CENTRAL: u32 = 0x0201_4b50;
@@ -91,26 +91,36 @@ impl ZipWriter {
     }
 }
 
-/// A body that streams `files` (name in the archive, key in `bucket`) as a ZIP.
-pub fn stream(store: Arc<dyn ObjectStore>, bucket: String, files: Vec<(String, String)>) -> Body {
+/// The archive of `files` (name in the archive, key in `bucket`), chunk by chunk: one
+/// object is read at a time, so memory stays at the largest file.
+pub fn chunks(store: Arc<dyn ObjectStore>, bucket: String, files: Vec<(String, String)>) -> crate::presign::Chunks {
     let state = (store, bucket, files.into_iter(), Some(ZipWriter::default()));
     let s = futures::stream::unfold(state, |(store, bucket, mut files, writer)| async move {
         let mut w = writer?;
         match files.next() {
             Some((name, key)) => {
                 let chunk = match store.get(&bucket, &key).await {
-                    Ok(data) => w.entry(&name, &data),
-                    Err(e) => Err(std::io::Error::other(format!("{key}: {e}"))),
+                    Ok(data) => w.entry(&name, &data).map_err(|e| StoreError::Permanent(format!("{name}: {e}"))),
+                    Err(e) => Err(e),
                 };
                 match chunk {
-                    Ok(c) => Some((Ok(Bytes::from(c)), (store, bucket, files, Some(w)))),
+                    Ok(c) => Some((Ok(c), (store, bucket, files, Some(w)))),
                     Err(e) => Some((Err(e), (store, bucket, files, None))),
                 }
             }
-            None => Some((w.finish().map(Bytes::from), (store, bucket, files, None))),
+            None => {
+                let end = w.finish().map_err(|e| StoreError::Permanent(format!("zip: {e}")));
+                Some((end, (store, bucket, files, None)))
+            }
         }
     });
-    Body::from_stream(s)
+    Box::pin(s)
+}
+
+/// A response body that streams the archive of `files` (see [`chunks`]).
+pub fn stream(store: Arc<dyn ObjectStore>, bucket: String, files: Vec<(String, String)>) -> Body {
+    use futures::StreamExt;
+    Body::from_stream(chunks(store, bucket, files).map(|c| c.map(Bytes::from).map_err(std::io::Error::other)))
 }
 
 #[cfg(test)]

@@ -294,6 +294,118 @@ async fn a_batch_runs_end_to_end_and_zips() {
     worker.await.unwrap();
 }
 
+/// The AWS side as the API function sees it, on the local store: presigned URLs that name
+/// the key, and streamed writes into the store (counted).
+#[derive(Debug)]
+struct FakeS3 {
+    store: Arc<dyn pixq_jobs::store::ObjectStore>,
+    streamed: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl pixq_web::presign::Presign for FakeS3 {
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        size: u64,
+        _: Duration,
+    ) -> Result<(String, Vec<(String, String)>), pixq_jobs::store::StoreError> {
+        Ok((format!("https://s3.test/{bucket}/{key}"), vec![("content-length".into(), size.to_string())]))
+    }
+
+    async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        download: Option<&str>,
+        _: Duration,
+    ) -> Result<String, pixq_jobs::store::StoreError> {
+        Ok(format!("https://s3.test/{bucket}/{key}?download={}", download.unwrap_or_default()))
+    }
+
+    async fn put_stream(
+        &self,
+        bucket: &str,
+        key: &str,
+        content_type: &str,
+        chunks: pixq_web::presign::Chunks,
+    ) -> Result<u64, pixq_jobs::store::StoreError> {
+        use futures::TryStreamExt;
+        let parts: Vec<Vec<u8>> = chunks.try_collect().await?;
+        let body = parts.concat();
+        let n = body.len() as u64;
+        self.store.put(bucket, key, body, content_type).await?;
+        self.streamed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(n)
+    }
+}
+
+#[tokio::test]
+async fn behind_a_buffering_function_events_end_at_once_and_the_zip_is_written_to_the_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend =
+        pixq_jobs::backend::open(&Connect { home: dir.path().join("home"), ..Connect::default() }).await.unwrap();
+    let s3 = Arc::new(FakeS3 { store: backend.store.clone(), streamed: Default::default() });
+    let mut cfg = WebConfig::new(Signer::new(KEY).unwrap());
+    cfg.presign = Some(s3.clone());
+    cfg.events_hold = Some(Duration::ZERO);
+    let router = pixq_web::router(App::new(&backend, cfg).unwrap());
+    let e = Env { _dir: dir, backend, router };
+    let bucket = e.backend.bucket.clone().unwrap();
+
+    let names = ["coffee.jpg", "astronaut.png"];
+    let photos: Vec<Vec<u8>> = names.iter().map(|n| sample(n)).collect();
+    let list: Vec<(&str, usize)> = names.iter().zip(&photos).map(|(n, p)| (*n, p.len())).collect();
+    let (s, v) = e.json("POST", "/api/batches", Some(json!({"pipeline": "thumbnail:64", "files": files(&list)}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let batch = v["batch"].as_str().unwrap().to_string();
+    // The client PUTs to S3 directly: here, straight into the store at the presigned key.
+    for (i, p) in photos.iter().enumerate() {
+        let url = v["uploads"][i]["url"].as_str().unwrap();
+        let key = url.strip_prefix(&format!("https://s3.test/{}/", bucket)).unwrap();
+        e.backend.store.put(&bucket, key, p.clone(), "image/jpeg").await.unwrap();
+    }
+    assert_eq!(e.json("POST", &format!("/api/batches/{batch}/start"), None).await.0, StatusCode::ACCEPTED);
+
+    // Before any worker runs: one status, a reconnect hint, and the stream ends.
+    let events = format!("/api/batches/{batch}/events");
+    let (s, _, body) = e.call(Request::get(&events).body(Body::empty()).unwrap()).await;
+    let text = String::from_utf8(body).unwrap();
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(text.matches("event: status").count(), 1, "{text}");
+    assert!(text.contains("retry: 1000") && text.contains("queued"), "{text}");
+
+    let (stop, worker) = e.worker();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, st) = e.json("GET", &format!("/api/batches/{batch}"), None).await;
+        if st["done"] == true {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "batch not done: {st}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, _, body) = e.call(Request::get(&events).body(Body::empty()).unwrap()).await;
+    assert!(String::from_utf8(body).unwrap().starts_with("event: done"));
+
+    // The ZIP: written to the bucket once, then a redirect to a presigned GET of it.
+    let (s, h, _) = e.call(Request::get(format!("/api/batches/{batch}/zip")).body(Body::empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::FOUND);
+    let location = h[header::LOCATION].to_str().unwrap().to_string();
+    let prefix = format!("https://s3.test/{}/", bucket);
+    let (key, download) = location.strip_prefix(&prefix).unwrap().split_once("?download=").unwrap();
+    assert!(key.starts_with(&format!("zips/{batch}/")) && key.ends_with(".zip"), "{key}");
+    assert_eq!(download, format!("{batch}.zip"));
+    let zip = e.backend.store.get(&bucket, key).await.unwrap();
+    assert_eq!(zip_names(&zip), ["0000-coffee.jpg", "0001-astronaut.png"]);
+    let (s, h, _) = e.call(Request::get(format!("/api/batches/{batch}/zip")).body(Body::empty()).unwrap()).await;
+    assert_eq!((s, h[header::LOCATION].to_str().unwrap()), (StatusCode::FOUND, location.as_str()));
+    assert_eq!(s3.streamed.load(std::sync::atomic::Ordering::SeqCst), 1, "the second request reuses the archive");
+    stop.cancel();
+    worker.await.unwrap();
+}
+
 /// An upload URL of file 0 of `batch`, freshly signed (for the closed-batch check).
 async fn v_url(_e: &Env, batch: &str) -> String {
     let exp = pixq_jobs::clock::now_ms() / 1000 + 60;

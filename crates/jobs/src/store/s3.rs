@@ -137,6 +137,21 @@ impl S3Store {
         Ok(req.uri().to_string())
     }
 
+    /// One PUT of the whole body.
+    async fn put_one(&self, bucket: &str, key: &str, body: Vec<u8>, content_type: &str) -> Result<(), StoreError> {
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .set_server_side_encryption(self.sse.clone())
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| err("PUT", key, e))?;
+        Ok(())
+    }
+
     async fn put_multipart(
         &self,
         bucket: &str,
@@ -144,6 +159,41 @@ impl S3Store {
         body: Vec<u8>,
         content_type: &str,
     ) -> Result<(), StoreError> {
+        let parts = futures::stream::iter(body.chunks(PART_SIZE).map(|c| Ok(c.to_vec())));
+        self.put_stream(bucket, key, content_type, parts).await.map(|_| ())
+    }
+
+    /// Writes `key` from a stream of chunks without ever holding the whole object: a
+    /// multipart upload in parts of at least [`PART_SIZE`], or one PUT when everything fits
+    /// in a part. Returns the bytes written. On any error (from the stream or S3) the upload
+    /// is aborted, so no billed parts stay behind and no partial object appears.
+    pub async fn put_stream<S>(&self, bucket: &str, key: &str, content_type: &str, chunks: S) -> Result<u64, StoreError>
+    where
+        S: futures::Stream<Item = Result<Vec<u8>, StoreError>> + Send,
+    {
+        use futures::StreamExt;
+        validate_bucket(bucket)?;
+        validate_key(key)?;
+        let mut chunks = std::pin::pin!(chunks);
+        let mut buf: Vec<u8> = Vec::new();
+        let mut total = 0u64;
+        // Until a part is full, nothing is sent: a small object is one PUT.
+        loop {
+            match chunks.next().await {
+                Some(c) => {
+                    let c = c?;
+                    total += c.len() as u64;
+                    buf.extend_from_slice(&c);
+                    if buf.len() >= PART_SIZE {
+                        break;
+                    }
+                }
+                None => {
+                    self.put_one(bucket, key, buf, content_type).await?;
+                    return Ok(total);
+                }
+            }
+        }
         let created = self
             .client
             .create_multipart_upload()
@@ -157,8 +207,25 @@ impl S3Store {
         let upload_id = created.upload_id().unwrap_or_default().to_string();
         let mut parts = Vec::new();
         let result: Result<(), StoreError> = async {
-            for (i, chunk) in body.chunks(PART_SIZE).enumerate() {
-                let n = i as i32 + 1;
+            let mut ended = false;
+            while !ended {
+                while buf.len() < PART_SIZE {
+                    match chunks.next().await {
+                        Some(c) => {
+                            let c = c?;
+                            total += c.len() as u64;
+                            buf.extend_from_slice(&c);
+                        }
+                        None => {
+                            ended = true;
+                            break;
+                        }
+                    }
+                }
+                if buf.is_empty() {
+                    break;
+                }
+                let n = parts.len() as i32 + 1;
                 let out = self
                     .client
                     .upload_part()
@@ -166,7 +233,7 @@ impl S3Store {
                     .key(key)
                     .upload_id(&upload_id)
                     .part_number(n)
-                    .body(ByteStream::from(chunk.to_vec()))
+                    .body(ByteStream::from(std::mem::take(&mut buf)))
                     .send()
                     .await
                     .map_err(|e| err("upload part", key, e))?;
@@ -188,7 +255,7 @@ impl S3Store {
             // Do not leave billed parts behind; the bucket's lifecycle rule is the backstop.
             let _ = self.client.abort_multipart_upload().bucket(bucket).key(key).upload_id(&upload_id).send().await;
         }
-        result
+        result.map(|_| total)
     }
 }
 
@@ -232,17 +299,7 @@ impl ObjectStore for S3Store {
         if body.len() >= MULTIPART_THRESHOLD {
             return self.put_multipart(bucket, key, body, content_type).await;
         }
-        self.client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .content_type(content_type)
-            .set_server_side_encryption(self.sse.clone())
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| err("PUT", key, e))?;
-        Ok(())
+        self.put_one(bucket, key, body, content_type).await
     }
 
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
