@@ -16,6 +16,7 @@
 pub mod api;
 pub mod img;
 pub mod presign;
+pub mod results;
 pub mod sign;
 pub mod zip;
 
@@ -192,11 +193,11 @@ pub fn router(app: Arc<App>) -> Router {
             "/api/uploads/{batch}/{index}",
             put(api::upload).layer(axum::extract::DefaultBodyLimit::max(upload_limit)),
         )
-        .route("/api/batches/{batch}", get(api::status))
+        .route("/api/batches/{batch}", get(results::status))
         .route("/api/batches/{batch}/start", post(api::start))
-        .route("/api/batches/{batch}/events", get(api::events))
-        .route("/api/batches/{batch}/zip", get(api::zip))
-        .route("/api/batches/{batch}/files/{index}/{which}", get(api::file))
+        .route("/api/batches/{batch}/events", get(results::events))
+        .route("/api/batches/{batch}/zip", get(results::zip))
+        .route("/api/batches/{batch}/files/{index}/{which}", get(results::file))
         .route("/img/{sig}/{pipeline}/{*key}", get(img::image))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(app)
