@@ -160,14 +160,14 @@ fn refuse_existing(out: &Path, names: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Uploads the inputs (8 at a time), writes the batch manifest and enqueues one job per image.
+/// Uploads the inputs (32 at a time, so the embedded store commits them in groups), writes the batch manifest and enqueues one job per image.
 async fn submit(b: &Backend, files: &[PathBuf], pipeline: &Pipeline) -> anyhow::Result<BatchManifest> {
     let exts: Vec<String> = files.iter().map(|f| inputs::output_ext(pipeline, f)).collect();
     let names = inputs::output_names(files, &exts);
     let batch = ids::new_batch_id();
     let output = OutputLocation { bucket: b.bucket.clone(), prefix: "outputs/".into() };
     let bar = bar(files.len() as u64, "uploading");
-    let slots = Arc::new(tokio::sync::Semaphore::new(8));
+    let slots = Arc::new(tokio::sync::Semaphore::new(32));
     let mut uploads = tokio::task::JoinSet::new();
     for (i, f) in files.iter().enumerate() {
         let (store, bucket, f, batch, slots) =
@@ -262,7 +262,9 @@ async fn process(
         let exts: Vec<String> = files.iter().map(|f| inputs::output_ext(&pipeline, f)).collect();
         refuse_existing(out, &inputs::output_names(&files, &exts))?;
     }
+    let t_collect = started.elapsed();
     let manifest = submit(b, &files, &pipeline).await?;
+    let t_submit = started.elapsed();
     let total = manifest.jobs.len();
     let ours: HashSet<String> = manifest.jobs.iter().map(|j| j.job_id.clone()).collect();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -271,9 +273,9 @@ async fn process(
         // Short polls: the loop ends as soon as the last job is in, and shutdown waits for one poll.
         let cfg = WorkerConfig {
             concurrency: workers,
-            prefetch: workers,
+            prefetch: workers.max(16),
             events: Some(tx),
-            wait: Duration::from_millis(200),
+            wait: Duration::from_millis(20),
             retry: pixq_jobs::settle::RetryPolicy { base: Duration::from_millis(500), ..Default::default() },
             memory_mb: how.memory_mb,
             process: ProcessConfig { allowed_buckets: vec![b.bucket.clone()], ..how.process.clone() },
@@ -320,10 +322,12 @@ async fn process(
         bar.set_position((ok.len() + failed.len()) as u64);
         bar.set_message(if failed.is_empty() { String::new() } else { format!("({} failed)", failed.len()) });
     }
+    let t_done = started.elapsed();
     shutdown.cancel();
     if let Some(w) = worker {
         let _ = w.await;
     }
+    let t_stopped = started.elapsed();
     bar.finish_and_clear();
     if let Some(why) = stopped {
         eprintln!(
@@ -337,22 +341,38 @@ async fn process(
         return Ok(if why == "interrupted" { EXIT_INTERRUPTED } else { EXIT_TIMED_OUT });
     }
     let st = batch::batch_status(b.store.as_ref(), &b.bucket, &manifest.batch).await?;
+    let t_status = started.elapsed();
     let written = fetch(b, &manifest, &st, out, how.overwrite).await.with_context(|| {
         format!(
             "batch {} is processed and kept in {}; collect it with `pixq fetch {} --out <dir>`",
             manifest.batch, b.location, manifest.batch
         )
     })?;
+    let t_fetched = started.elapsed();
     if how.drop_inputs {
         // The outputs are out; the copies of their inputs would only double the disk used.
         // A job that failed keeps its input, for `pixq dlq redrive`.
-        for r in st.results.iter().filter(|r| r.status == Status::Ok) {
-            if let Err(e) = b.store.delete(&r.input.bucket, &r.input.key).await {
-                tracing::warn!(key = %r.input.key, error = %e, "could not remove an uploaded input");
-            }
+        let keys: Vec<String> = st
+            .results
+            .iter()
+            .filter(|r| r.status == Status::Ok && r.input.bucket == b.bucket)
+            .map(|r| r.input.key.clone())
+            .collect();
+        if let Err(e) = b.store.delete_many(&b.bucket, &keys).await {
+            tracing::warn!(error = %e, "could not remove the uploaded inputs");
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    // Where the wall time went, stage by stage (seconds).
+    let stages = serde_json::json!({
+        "collect": t_collect.as_secs_f64(),
+        "submit": (t_submit - t_collect).as_secs_f64(),
+        "process": (t_done - t_submit).as_secs_f64(),
+        "stop_workers": (t_stopped - t_done).as_secs_f64(),
+        "status": (t_status - t_stopped).as_secs_f64(),
+        "fetch": (t_fetched - t_status).as_secs_f64(),
+        "cleanup": (started.elapsed() - t_fetched).as_secs_f64(),
+    });
     if json {
         let sources = sources_by_job(&manifest);
         let failures: Vec<serde_json::Value> = st
@@ -364,6 +384,7 @@ async fn process(
         let v = serde_json::json!({
             "batch": manifest.batch, "images": total, "seconds": secs, "ok": st.ok(), "reused": st.reused(),
             "failed": st.failed(), "written": written, "out": out.display().to_string(), "failures": failures,
+            "stages": stages,
         });
         println!("{v}");
         return Ok(if st.failed() > 0 { 1 } else { 0 });
@@ -413,27 +434,38 @@ async fn fetch(
     let by_job: HashMap<&str, _> = st.results.iter().map(|r| (r.job_id.as_str(), r)).collect();
     let mut written = 0;
     let mut refused = Vec::new();
+    // 16 at a time: reading from the store and creating files both wait on the disk.
+    let slots = Arc::new(tokio::sync::Semaphore::new(16));
+    let mut tasks = tokio::task::JoinSet::new();
     for (job, name) in entry_names(manifest) {
         let Some(o) = by_job.get(job.as_str()).filter(|r| r.status == Status::Ok).and_then(|r| r.outputs.first())
         else {
             continue;
         };
-        let bytes = b
-            .store
-            .get(&o.object.bucket, &o.object.key)
-            .await
-            .with_context(|| format!("downloading {}", o.object.key))?;
-        let path = out.join(&name);
-        let (out2, name2) = (out.to_path_buf(), name.clone());
-        let placed = tokio::task::spawn_blocking(move || place(&out2, &name2, &bytes, overwrite))
-            .await
-            .context("writing task failed")?;
-        match placed {
-            Ok(()) => written += 1,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => refused.push(name),
-            Err(e) => return Err(e).with_context(|| format!("writing {}", path.display())),
+        let (store, object, out, slots) = (b.store.clone(), o.object.clone(), out.to_path_buf(), slots.clone());
+        tasks.spawn(async move {
+            let _slot = slots.acquire_owned().await.expect("semaphore never closed");
+            let bytes =
+                store.get(&object.bucket, &object.key).await.with_context(|| format!("downloading {}", object.key))?;
+            let path = out.join(&name);
+            let name2 = name.clone();
+            let placed = tokio::task::spawn_blocking(move || place(&out, &name2, &bytes, overwrite))
+                .await
+                .context("writing task failed")?;
+            match placed {
+                Ok(()) => anyhow::Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(Some(name)),
+                Err(e) => Err(e).with_context(|| format!("writing {}", path.display())),
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        match r.context("fetch task failed")?? {
+            None => written += 1,
+            Some(name) => refused.push(name),
         }
     }
+    refused.sort();
     if let Some(first) = refused.first() {
         bail!(
             "{} output file{} appeared in {} while pixq ran (first: {first}) and {} not replaced; pass --overwrite to replace them",

@@ -32,7 +32,7 @@ pub fn new_job(
 /// Enqueues jobs in batches of 10 (the SQS batch size). On a FIFO queue the message group is
 /// the batch and the de-duplication id the job id.
 pub async fn enqueue(queue: &dyn Queue, jobs: &[Job], fifo: bool) -> Result<(), QueueError> {
-    for chunk in jobs.chunks(10) {
+    for chunk in jobs.chunks(queue.max_send_batch().max(1)) {
         let entries: Vec<(String, SendOptions)> = chunk
             .iter()
             .map(|j| {

@@ -36,6 +36,18 @@ async fn store_contract(s: &dyn ObjectStore, bucket: &str) {
     assert!(s.head(bucket, "a/b.txt").await.unwrap().is_none());
     assert!(matches!(s.put(bucket, "../escape", vec![1], "x").await, Err(StoreError::InvalidKey(_))));
     assert!(matches!(s.get(bucket, "/abs").await, Err(StoreError::InvalidKey(_))));
+    // Deleting many at once: small and large objects, a missing key, nothing else touched.
+    s.put(bucket, "m/big", vec![3; 200 * 1024], "x").await.unwrap();
+    s.put(bucket, "m/small", vec![4; 10], "x").await.unwrap();
+    s.put(bucket, "m/kept", vec![5; 10], "x").await.unwrap();
+    let gone = ["m/big", "m/small", "m/never"].map(String::from);
+    s.delete_many(bucket, &gone).await.unwrap();
+    let left: Vec<String> = s.list(bucket, "m/").await.unwrap().into_iter().map(|m| m.key).collect();
+    assert_eq!(left, ["m/kept"]);
+    s.delete_many(bucket, &[]).await.unwrap();
+    let bad = ["m/kept".to_string(), "../escape".to_string()];
+    assert!(matches!(s.delete_many(bucket, &bad).await, Err(StoreError::InvalidKey(_))));
+    assert!(s.head(bucket, "m/kept").await.unwrap().is_some(), "a bad key refuses the whole call");
 }
 
 async fn queue_contract(q: &dyn Queue) {

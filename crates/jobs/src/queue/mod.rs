@@ -136,6 +136,11 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     async fn redrive(&self, max: usize) -> Result<usize, QueueError>;
     /// Receives after which a message is dead-lettered.
     fn max_receives(&self) -> u32;
+    /// Most messages one `send_batch` takes (SQS: 10). The embedded queue takes many more in
+    /// one transaction, so enqueueing a large batch costs one commit, not one per ten jobs.
+    fn max_send_batch(&self) -> usize {
+        10
+    }
     /// Whether this is a FIFO queue (sends then need a message group).
     fn is_fifo(&self) -> bool;
 }

@@ -482,6 +482,10 @@ impl Queue for SqliteQueue {
         Ok(n)
     }
 
+    fn max_send_batch(&self) -> usize {
+        1000
+    }
+
     fn max_receives(&self) -> u32 {
         self.cfg.max_receives
     }

@@ -257,4 +257,21 @@ impl ObjectStore for FsStore {
         })
         .await
     }
+
+    async fn delete_many(&self, bucket: &str, keys: &[String]) -> Result<(), StoreError> {
+        let paths = keys.iter().map(|k| self.path(bucket, k).map(|p| (k.clone(), p))).collect::<Result<Vec<_>, _>>()?;
+        let (pack, bucket) = (self.pack.clone(), bucket.to_string());
+        let Some(first) = paths.first().map(|(k, _)| k.clone()) else { return Ok(()) };
+        // One pack transaction (one commit) for all of them.
+        blocking(move || {
+            pack.write(&first, |c| {
+                for (key, path) in &paths {
+                    Pack::remove(c, &bucket, key)?;
+                    remove_file(path, key)?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
 }

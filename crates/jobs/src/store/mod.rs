@@ -80,4 +80,12 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
     /// Deletes an object; deleting a missing object is not an error.
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError>;
+    /// Deletes several objects of one bucket (missing ones are not an error), in as few
+    /// round trips or commits as the backend allows. Stops at the first error.
+    async fn delete_many(&self, bucket: &str, keys: &[String]) -> Result<(), StoreError> {
+        for k in keys {
+            self.delete(bucket, k).await?;
+        }
+        Ok(())
+    }
 }

@@ -340,4 +340,40 @@ impl ObjectStore for S3Store {
         self.client.delete_object().bucket(bucket).key(key).send().await.map_err(|e| err("DELETE", key, e))?;
         Ok(())
     }
+
+    async fn delete_many(&self, bucket: &str, keys: &[String]) -> Result<(), StoreError> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        validate_bucket(bucket)?;
+        for k in keys {
+            validate_key(k)?;
+        }
+        // DeleteObjects takes at most 1,000 keys per request.
+        for chunk in keys.chunks(1000) {
+            let first = chunk.first().map(String::as_str).unwrap_or_default();
+            let objects = chunk
+                .iter()
+                .map(|k| ObjectIdentifier::builder().key(k).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StoreError::Permanent(format!("DELETE {first}: {e}")))?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| StoreError::Permanent(format!("DELETE {first}: {e}")))?;
+            let out = self
+                .client
+                .delete_objects()
+                .bucket(bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| err("DELETE", first, e))?;
+            if let Some(e) = out.errors().first() {
+                let key = e.key().unwrap_or(first);
+                let what = format!("{}: {}", e.code().unwrap_or("error"), e.message().unwrap_or_default());
+                return Err(StoreError::Transient(format!("DELETE {key}: {what}")));
+            }
+        }
+        Ok(())
+    }
 }
