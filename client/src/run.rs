@@ -109,7 +109,7 @@ pub async fn run(cli: &Global, command: JobsCommand) -> anyhow::Result<i32> {
                 let names: Vec<String> = entry_names(&manifest).into_iter().map(|(_, n)| n).collect();
                 refuse_existing(&out, &names)?;
             }
-            let written = fetch(&b, &manifest, &st, &out, overwrite).await?;
+            let written = fetch(&b, &manifest, &st, &out, overwrite, &HashSet::new(), Vec::new()).await?;
             let pending = manifest.jobs.len().saturating_sub(st.results.len());
             println!(
                 "fetched {written} outputs into {} ({} failed, {pending} not finished)",
@@ -160,63 +160,101 @@ fn refuse_existing(out: &Path, names: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Uploads the inputs (32 at a time, so the embedded store commits them in groups), writes the batch manifest and enqueues one job per image.
+/// Uploads the inputs, writes the batch manifest and enqueues one job per image.
 async fn submit(b: &Backend, files: &[PathBuf], pipeline: &Pipeline) -> anyhow::Result<BatchManifest> {
+    let manifest = plan_batch(b, files, pipeline);
+    batch::write_manifest(b.store.as_ref(), &b.bucket, &manifest).await.context("writing the batch manifest")?;
+    upload_and_enqueue(b.store.clone(), b.queue.clone(), files.to_vec(), manifest.clone(), pipeline.clone(), true)
+        .await?;
+    Ok(manifest)
+}
+
+/// A batch decided from the file list alone: its id, and per file the job id, the input key
+/// and the output name. Nothing is read or written yet.
+fn plan_batch(b: &Backend, files: &[PathBuf], pipeline: &Pipeline) -> BatchManifest {
     let exts: Vec<String> = files.iter().map(|f| inputs::output_ext(pipeline, f)).collect();
     let names = inputs::output_names(files, &exts);
     let batch = ids::new_batch_id();
-    let output = OutputLocation { bucket: b.bucket.clone(), prefix: "outputs/".into() };
-    let bar = bar(files.len() as u64, "uploading");
-    let slots = Arc::new(tokio::sync::Semaphore::new(32));
-    let mut uploads = tokio::task::JoinSet::new();
-    for (i, f) in files.iter().enumerate() {
-        let (store, bucket, f, batch, slots) =
-            (b.store.clone(), b.bucket.clone(), f.clone(), batch.clone(), slots.clone());
-        uploads.spawn(async move {
-            let _slot = slots.acquire_owned().await.expect("semaphore never closed");
-            let bytes = tokio::fs::read(&f).await.with_context(|| format!("reading {}", f.display()))?;
-            let digest = keys::content_digest(&bytes);
+    let jobs = files
+        .iter()
+        .zip(names)
+        .enumerate()
+        .map(|(i, (f, output_name))| {
             let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let mut key = format!("{}{i:05}-{name}", keys::inputs_prefix(&batch));
             if keys::validate_key(&key).is_err() {
                 key = format!("{}{i:05}", keys::inputs_prefix(&batch));
             }
-            store
-                .put(&bucket, &key, bytes, "application/octet-stream")
-                .await
-                .with_context(|| format!("uploading {}", f.display()))?;
-            anyhow::Ok((i, key, digest))
-        });
-    }
-    let mut uploaded = Vec::with_capacity(files.len());
-    while let Some(r) = uploads.join_next().await {
-        uploaded.push(r.context("upload task failed")??);
-        bar.inc(1);
+            ManifestEntry {
+                job_id: format!("{batch}-{i:06}"),
+                source: f.display().to_string(),
+                input: ObjectRef { bucket: b.bucket.clone(), key },
+                output_name: Some(output_name),
+            }
+        })
+        .collect();
+    BatchManifest { batch, pipeline: pipeline.canonical(), created_at_ms: pixq_jobs::clock::now_ms(), jobs }
+}
+
+/// Inputs read, hashed and uploaded per chunk (32 at a time, so the embedded store commits
+/// them in groups), each chunk enqueued as soon as it is stored: workers start on the first
+/// images while later ones are still being read.
+async fn upload_and_enqueue(
+    store: Arc<dyn ObjectStore>,
+    queue: Arc<dyn Queue>,
+    files: Vec<PathBuf>,
+    manifest: BatchManifest,
+    pipeline: Pipeline,
+    progress: bool,
+) -> anyhow::Result<()> {
+    const CHUNK: usize = 128;
+    let bucket = manifest.jobs.first().map(|e| e.input.bucket.clone()).unwrap_or_default();
+    let output = OutputLocation { bucket: bucket.clone(), prefix: "outputs/".into() };
+    let bar = if progress { bar(files.len() as u64, "uploading") } else { ProgressBar::hidden() };
+    let slots = Arc::new(tokio::sync::Semaphore::new(32));
+    let mut enqueued = 0;
+    for (c, entries) in manifest.jobs.chunks(CHUNK).enumerate() {
+        let mut uploads = tokio::task::JoinSet::new();
+        for (j, e) in entries.iter().enumerate() {
+            let i = c * CHUNK + j;
+            let (store, key, f, slots) = (store.clone(), e.input.key.clone(), files[i].clone(), slots.clone());
+            let bucket = bucket.clone();
+            uploads.spawn(async move {
+                let _slot = slots.acquire_owned().await.expect("semaphore never closed");
+                let bytes = tokio::fs::read(&f).await.with_context(|| format!("reading {}", f.display()))?;
+                let digest = keys::content_digest(&bytes);
+                store
+                    .put_from(&bucket, &key, &f, bytes, "application/octet-stream")
+                    .await
+                    .with_context(|| format!("uploading {}", f.display()))?;
+                anyhow::Ok((i, digest))
+            });
+        }
+        let mut digests = Vec::with_capacity(entries.len());
+        while let Some(r) = uploads.join_next().await {
+            let r = r.context("upload task failed")?.with_context(|| {
+                format!(
+                    "batch {}: {enqueued} of its {} jobs were queued before this",
+                    manifest.batch,
+                    manifest.jobs.len()
+                )
+            })?;
+            digests.push(r);
+            bar.inc(1);
+        }
+        digests.sort();
+        let jobs: Vec<Job> = digests
+            .into_iter()
+            .map(|(i, digest)| {
+                let e = &manifest.jobs[i];
+                batch::new_job(&manifest.batch, i, e.input.clone(), Some(digest), &pipeline, &output)
+            })
+            .collect();
+        batch::enqueue(queue.as_ref(), &jobs, queue.is_fifo()).await.context("enqueueing jobs")?;
+        enqueued += jobs.len();
     }
     bar.finish_and_clear();
-    uploaded.sort();
-    let mut jobs: Vec<Job> = Vec::with_capacity(files.len());
-    let mut entries = Vec::with_capacity(files.len());
-    for (i, key, digest) in uploaded {
-        let input = ObjectRef { bucket: b.bucket.clone(), key };
-        let job = batch::new_job(&batch, i, input.clone(), Some(digest), pipeline, &output);
-        entries.push(ManifestEntry {
-            job_id: job.id.clone(),
-            source: files[i].display().to_string(),
-            input,
-            output_name: Some(names[i].clone()),
-        });
-        jobs.push(job);
-    }
-    let manifest = BatchManifest {
-        batch: batch.clone(),
-        pipeline: pipeline.canonical(),
-        created_at_ms: pixq_jobs::clock::now_ms(),
-        jobs: entries,
-    };
-    batch::write_manifest(b.store.as_ref(), &b.bucket, &manifest).await.context("writing the batch manifest")?;
-    batch::enqueue(b.queue.as_ref(), &jobs, b.queue.is_fifo()).await.context("enqueueing jobs")?;
-    Ok(manifest)
+    Ok(())
 }
 
 fn bar(len: u64, what: &str) -> ProgressBar {
@@ -254,26 +292,31 @@ async fn process(
     how: &ProcessOptions,
     json: bool,
 ) -> anyhow::Result<i32> {
-    let (workers, timeout) = (how.workers, how.timeout);
+    let (workers, timeout, how_overwrite) = (how.workers, how.timeout, how.overwrite);
     let started = Instant::now();
     let pipeline = parse_pipeline(ops)?;
     let files = inputs::collect(paths)?;
+    let manifest = plan_batch(b, &files, &pipeline);
+    let names: HashMap<String, String> =
+        manifest.jobs.iter().map(|e| (e.job_id.clone(), e.output_name.clone().unwrap_or_default())).collect();
     if !how.overwrite {
-        let exts: Vec<String> = files.iter().map(|f| inputs::output_ext(&pipeline, f)).collect();
-        refuse_existing(out, &inputs::output_names(&files, &exts))?;
+        refuse_existing(out, &names.values().cloned().collect::<Vec<_>>())?;
     }
+    tokio::fs::create_dir_all(out).await.with_context(|| format!("creating {}", out.display()))?;
     let t_collect = started.elapsed();
-    let manifest = submit(b, &files, &pipeline).await?;
-    let t_submit = started.elapsed();
+    batch::write_manifest(b.store.as_ref(), &b.bucket, &manifest).await.context("writing the batch manifest")?;
     let total = manifest.jobs.len();
     let ours: HashSet<String> = manifest.jobs.iter().map(|j| j.job_id.clone()).collect();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let shutdown = CancellationToken::new();
+    // The workers start first and take each chunk of jobs as soon as it is queued.
     let worker = (workers > 0).then(|| {
-        // Short polls: the loop ends as soon as the last job is in, and shutdown waits for one poll.
+        // Short polls: the loop ends as soon as the last job is in, and shutdown waits for one
+        // poll. Many jobs held per kernel: small images are bound by store commits, which
+        // group the writes of every job in flight.
         let cfg = WorkerConfig {
             concurrency: workers,
-            prefetch: workers.max(16),
+            prefetch: workers.max(64),
             events: Some(tx),
             wait: Duration::from_millis(20),
             retry: pixq_jobs::settle::RetryPolicy { base: Duration::from_millis(500), ..Default::default() },
@@ -283,7 +326,18 @@ async fn process(
         };
         tokio::spawn(worker::run(b.queue.clone(), b.store.clone(), cfg, shutdown.clone()))
     });
-
+    let mut submitting = Some(tokio::spawn(upload_and_enqueue(
+        b.store.clone(),
+        b.queue.clone(),
+        files.clone(),
+        manifest.clone(),
+        pipeline.clone(),
+        false,
+    )));
+    let mut t_submit = None;
+    // Outputs are copied into --out as their jobs finish, while later ones compute.
+    let fetch_slots = Arc::new(tokio::sync::Semaphore::new(FETCHES));
+    let mut fetching = tokio::task::JoinSet::new();
     let bar = bar(total as u64, "processing");
     let (mut ok, mut failed) = (HashSet::new(), HashSet::new());
     // Jobs on their last attempt carry a provisional failure record: failed only once
@@ -294,8 +348,28 @@ async fn process(
     tick.tick().await;
     while ok.len() + failed.len() < total {
         tokio::select! {
+            r = async { submitting.as_mut().expect("guarded").await }, if submitting.is_some() => {
+                submitting = None;
+                t_submit = Some(started.elapsed());
+                if let Err(e) = r.context("submit task failed").and_then(|r| r) {
+                    shutdown.cancel();
+                    if let Some(w) = worker { let _ = w.await; }
+                    bar.finish_and_clear();
+                    return Err(e);
+                }
+            }
             ev = rx.recv(), if worker.is_some() => match ev {
-                Some(Event::Done { job, .. }) if ours.contains(&job) => { ok.insert(job); }
+                Some(Event::Done { job, output, .. }) if ours.contains(&job) => {
+                    if let (Some(o), Some(name)) = (output, names.get(&job)) {
+                        let (store, out, name, slots) = (b.store.clone(), out.to_path_buf(), name.clone(), fetch_slots.clone());
+                        let job = job.clone();
+                        fetching.spawn(async move {
+                            let _slot = slots.acquire_owned().await.expect("semaphore never closed");
+                            (job, fetch_one(store, o, out, name, how_overwrite).await)
+                        });
+                    }
+                    ok.insert(job);
+                }
                 Some(Event::Failed { job: Some(job), .. }) if ours.contains(&job) => { failed.insert(job); }
                 Some(_) | None => {}
             },
@@ -327,8 +401,39 @@ async fn process(
     if let Some(w) = worker {
         let _ = w.await;
     }
+    if let Some(t) = submitting.take() {
+        if stopped.is_some() {
+            t.abort();
+        } else {
+            t.await.context("submit task failed")??;
+        }
+    }
+    let t_submit = t_submit.unwrap_or(t_done);
     let t_stopped = started.elapsed();
     bar.finish_and_clear();
+    // Outputs already placed while the batch ran.
+    let mut placed = HashSet::new();
+    let mut refused = Vec::new();
+    let mut fetch_error = None;
+    while let Some(r) = fetching.join_next().await {
+        match r.context("fetch task failed").and_then(|(job, r)| r.map(|r| (job, r))) {
+            Ok((job, None)) => {
+                placed.insert(job);
+            }
+            Ok((_, Some(name))) => refused.push(name),
+            Err(e) => fetch_error = fetch_error.or(Some(e)),
+        }
+    }
+    let t_placed = started.elapsed();
+    let kept = || {
+        format!(
+            "batch {} is processed and kept in {}; collect it with `pixq fetch {} --out <dir>`",
+            manifest.batch, b.location, manifest.batch
+        )
+    };
+    if let (Some(e), None) = (fetch_error, stopped) {
+        return Err(e).with_context(kept);
+    }
     if let Some(why) = stopped {
         eprintln!(
             "pixq: {why} with {} of {total} jobs finished; the rest stay queued in {}.\n      Finish them with `{}` and collect with `pixq fetch {} --out {}`.",
@@ -342,12 +447,8 @@ async fn process(
     }
     let st = batch::batch_status(b.store.as_ref(), &b.bucket, &manifest.batch).await?;
     let t_status = started.elapsed();
-    let written = fetch(b, &manifest, &st, out, how.overwrite).await.with_context(|| {
-        format!(
-            "batch {} is processed and kept in {}; collect it with `pixq fetch {} --out <dir>`",
-            manifest.batch, b.location, manifest.batch
-        )
-    })?;
+    let written =
+        placed.len() + fetch(b, &manifest, &st, out, how.overwrite, &placed, refused).await.with_context(kept)?;
     let t_fetched = started.elapsed();
     if how.drop_inputs {
         // The outputs are out; the copies of their inputs would only double the disk used.
@@ -363,15 +464,17 @@ async fn process(
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    // Where the wall time went, stage by stage (seconds).
-    let stages = serde_json::json!({
-        "collect": t_collect.as_secs_f64(),
-        "submit": (t_submit - t_collect).as_secs_f64(),
-        "process": (t_done - t_submit).as_secs_f64(),
-        "stop_workers": (t_stopped - t_done).as_secs_f64(),
-        "status": (t_status - t_stopped).as_secs_f64(),
-        "fetch": (t_fetched - t_status).as_secs_f64(),
-        "cleanup": (started.elapsed() - t_fetched).as_secs_f64(),
+    // When each stage ended, in seconds from the start (uploads overlap the processing, and
+    // outputs are copied as their jobs finish).
+    let timeline = serde_json::json!({
+        "planned": t_collect.as_secs_f64(),
+        "submitted": t_submit.as_secs_f64(),
+        "processed": t_done.as_secs_f64(),
+        "workers_stopped": t_stopped.as_secs_f64(),
+        "outputs_placed": t_placed.as_secs_f64(),
+        "records_read": t_status.as_secs_f64(),
+        "fetched": t_fetched.as_secs_f64(),
+        "inputs_removed": started.elapsed().as_secs_f64(),
     });
     if json {
         let sources = sources_by_job(&manifest);
@@ -384,7 +487,7 @@ async fn process(
         let v = serde_json::json!({
             "batch": manifest.batch, "images": total, "seconds": secs, "ok": st.ok(), "reused": st.reused(),
             "failed": st.failed(), "written": written, "out": out.display().to_string(), "failures": failures,
-            "stages": stages,
+            "timeline": timeline,
         });
         println!("{v}");
         return Ok(if st.failed() > 0 { 1 } else { 0 });
@@ -419,7 +522,8 @@ fn print_failures(manifest: &BatchManifest, st: &BatchStatus) {
     }
 }
 
-/// Downloads every ok output of a batch into `out` under the names assigned at submit.
+/// Downloads every ok output of a batch into `out` under the names assigned at submit,
+/// except the jobs in `skip` (placed already); `refused` are names found taken meanwhile.
 /// Each file is whole or absent: it is written to a temporary file created exclusively
 /// (a fresh random name, never through a symlink), then moved into place; without
 /// `overwrite` the move refuses an existing file (a hard link cannot replace one).
@@ -429,15 +533,18 @@ async fn fetch(
     st: &BatchStatus,
     out: &Path,
     overwrite: bool,
+    skip: &HashSet<String>,
+    mut refused: Vec<String>,
 ) -> anyhow::Result<usize> {
     tokio::fs::create_dir_all(out).await.with_context(|| format!("creating {}", out.display()))?;
     let by_job: HashMap<&str, _> = st.results.iter().map(|r| (r.job_id.as_str(), r)).collect();
     let mut written = 0;
-    let mut refused = Vec::new();
-    // 16 at a time: reading from the store and creating files both wait on the disk.
-    let slots = Arc::new(tokio::sync::Semaphore::new(16));
+    let slots = Arc::new(tokio::sync::Semaphore::new(FETCHES));
     let mut tasks = tokio::task::JoinSet::new();
     for (job, name) in entry_names(manifest) {
+        if skip.contains(&job) {
+            continue;
+        }
         let Some(o) = by_job.get(job.as_str()).filter(|r| r.status == Status::Ok).and_then(|r| r.outputs.first())
         else {
             continue;
@@ -445,18 +552,7 @@ async fn fetch(
         let (store, object, out, slots) = (b.store.clone(), o.object.clone(), out.to_path_buf(), slots.clone());
         tasks.spawn(async move {
             let _slot = slots.acquire_owned().await.expect("semaphore never closed");
-            let bytes =
-                store.get(&object.bucket, &object.key).await.with_context(|| format!("downloading {}", object.key))?;
-            let path = out.join(&name);
-            let name2 = name.clone();
-            let placed = tokio::task::spawn_blocking(move || place(&out, &name2, &bytes, overwrite))
-                .await
-                .context("writing task failed")?;
-            match placed {
-                Ok(()) => anyhow::Ok(None),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(Some(name)),
-                Err(e) => Err(e).with_context(|| format!("writing {}", path.display())),
-            }
+            fetch_one(store, object, out, name, overwrite).await
         });
     }
     while let Some(r) = tasks.join_next().await {
@@ -478,8 +574,64 @@ async fn fetch(
     Ok(written)
 }
 
+/// Copies one output into `out` as `name`: `Ok(None)` when placed, `Ok(Some(name))` when the
+/// name was taken (and `overwrite` is off).
+async fn fetch_one(
+    store: Arc<dyn ObjectStore>,
+    object: ObjectRef,
+    out: PathBuf,
+    name: String,
+    overwrite: bool,
+) -> anyhow::Result<Option<String>> {
+    let bytes = store.get(&object.bucket, &object.key).await.with_context(|| format!("downloading {}", object.key))?;
+    let path = out.join(&name);
+    let name2 = name.clone();
+    let placed = tokio::task::spawn_blocking(move || place(&out, &name2, &bytes, overwrite))
+        .await
+        .context("writing task failed")?;
+    match placed {
+        Ok(()) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(Some(name)),
+        Err(e) => Err(e).with_context(|| format!("writing {}", path.display())),
+    }
+}
+
+/// Outputs copied into --out at once: a few overlap the store reads with the writes, more
+/// only queue up on the folder's lock (every create in one folder takes it).
+const FETCHES: usize = 16;
+
 /// Writes `bytes` to `dir/name`, whole or not at all.
 fn place(dir: &Path, name: &str, bytes: &[u8], overwrite: bool) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    if !overwrite {
+        match place_unnamed(dir, name, bytes) {
+            // No O_TMPFILE on this filesystem (or no /proc): the portable way.
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists && e.kind() != std::io::ErrorKind::StorageFull => {}
+            r => return r,
+        }
+    }
+    place_named(dir, name, bytes, overwrite)
+}
+
+/// Linux: an unnamed file in `dir` (`O_TMPFILE`) gets its name only once it is whole
+/// (`linkat`, which never replaces an existing name): one folder entry made per output
+/// instead of a temporary name made, linked and removed.
+#[cfg(target_os = "linux")]
+fn place_unnamed(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let fd = rustix::fs::open(dir, OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC, Mode::from_raw_mode(0o644))?;
+    let mut f = std::fs::File::from(fd);
+    f.write_all(bytes)?;
+    let from = format!("/proc/self/fd/{}", f.as_raw_fd());
+    rustix::fs::linkat(CWD, from.as_str(), CWD, dir.join(name), AtFlags::SYMLINK_FOLLOW)?;
+    Ok(())
+}
+
+/// Anywhere: a temporary name created exclusively, then linked (or, to overwrite, renamed)
+/// into place.
+fn place_named(dir: &Path, name: &str, bytes: &[u8], overwrite: bool) -> std::io::Result<()> {
     use std::io::Write;
     let path = dir.join(name);
     let tmp = dir.join(format!(".{name}.{}.pixq-partial", ids::random_hex(1)));

@@ -57,6 +57,8 @@ pub enum Event {
         batch: String,
         /// Answered from an existing output.
         reused: bool,
+        /// Where the (first) output is, so a caller can collect it at once.
+        output: Option<crate::schema::ObjectRef>,
     },
     /// Dead-lettered with a failed result record.
     Failed {
@@ -199,7 +201,12 @@ pub async fn settle(s: &Settle<'_>, msg: &Message) -> Disposition {
                 if s.process.emf {
                     println!("{}", crate::metrics::emf_record(&r, &s.process.runtime));
                 }
-                s.emit(Event::Done { job: job.id.clone(), batch: job.batch.clone(), reused: r.reused });
+                s.emit(Event::Done {
+                    job: job.id.clone(),
+                    batch: job.batch.clone(),
+                    reused: r.reused,
+                    output: r.outputs.first().map(|o| o.object.clone()),
+                });
             }
             Outcome::Poison(reason) => {
                 warn!(job_id = %job.id, %reason, "failed permanently");

@@ -48,6 +48,15 @@ async fn store_contract(s: &dyn ObjectStore, bucket: &str) {
     let bad = ["m/kept".to_string(), "../escape".to_string()];
     assert!(matches!(s.delete_many(bucket, &bad).await, Err(StoreError::InvalidKey(_))));
     assert!(s.head(bucket, "m/kept").await.unwrap().is_some(), "a bad key refuses the whole call");
+    // An object written from a file holds the file's bytes, small or large.
+    let dir = tempfile::tempdir().unwrap();
+    for (name, len) in [("small", 100usize), ("large", 300 * 1024)] {
+        let p = dir.path().join(name);
+        let body: Vec<u8> = (0..len).map(|i| (i % 241) as u8).collect();
+        std::fs::write(&p, &body).unwrap();
+        s.put_from(bucket, &format!("f/{name}"), &p, body.clone(), "x").await.unwrap();
+        assert!(s.get(bucket, &format!("f/{name}")).await.unwrap() == body, "{name}");
+    }
 }
 
 async fn queue_contract(q: &dyn Queue) {
@@ -170,6 +179,34 @@ async fn local_store_moves_a_key_between_pack_and_file_when_its_size_class_chang
     s.delete("pixq", "k/v.bin").await.unwrap();
     assert!(other.list("pixq", "").await.unwrap().is_empty());
     assert!(!file.exists());
+}
+
+/// A large input on the store's disk is linked, not copied; removing the object leaves the
+/// user's file; a symbolic link is followed to the file; a small one goes to the pack.
+#[cfg(unix)]
+#[tokio::test]
+async fn local_store_links_large_files_it_is_given() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let s = FsStore::new(dir.path().join("store"));
+    let photo = dir.path().join("photo.jpg");
+    let body = vec![9u8; 200 * 1024];
+    std::fs::write(&photo, &body).unwrap();
+    let alias = dir.path().join("alias.jpg");
+    std::os::unix::fs::symlink(&photo, &alias).unwrap();
+    s.put_from("b", "in/a.jpg", &alias, body.clone(), "image/jpeg").await.unwrap();
+    assert_eq!(std::fs::metadata(&photo).unwrap().nlink(), 2, "linked, not copied");
+    let stored = dir.path().join("store/b/in/a.jpg");
+    assert!(!std::fs::symlink_metadata(&stored).unwrap().file_type().is_symlink());
+    assert!(s.get("b", "in/a.jpg").await.unwrap() == body);
+    s.delete_many("b", &["in/a.jpg".to_string()]).await.unwrap();
+    assert_eq!(std::fs::read(&photo).unwrap(), body, "the user's file stays");
+    assert_eq!(std::fs::metadata(&photo).unwrap().nlink(), 1);
+    let small = dir.path().join("small.png");
+    std::fs::write(&small, b"tiny").unwrap();
+    s.put_from("b", "in/s.png", &small, b"tiny".to_vec(), "image/png").await.unwrap();
+    assert_eq!(std::fs::metadata(&small).unwrap().nlink(), 1, "small objects live in the pack");
+    assert_eq!(s.get("b", "in/s.png").await.unwrap(), b"tiny");
 }
 
 #[tokio::test]

@@ -112,6 +112,35 @@ impl FsStore {
         Ok(())
     }
 
+    /// Places the file `source` as the object by a hard link (one more name for the same
+    /// file: nothing copied), when the object is too large for the pack and the file is on
+    /// this store's filesystem; `Ok(false)` when it cannot (another filesystem, no links).
+    fn link_sync(&self, bucket: &str, key: &str, path: &Path, source: &Path, size: usize) -> Result<bool, StoreError> {
+        if size <= self.inline_max {
+            return Ok(false);
+        }
+        // The file itself, never a symbolic link to it.
+        let Ok(source) = std::fs::canonicalize(source) else { return Ok(false) };
+        let dir = path.parent().expect("a key path has a parent");
+        std::fs::create_dir_all(dir).map_err(|e| io("mkdir for", key, e))?;
+        let tmp = dir.join(format!("{TMP_PREFIX}{}", crate::ids::random_hex(1)));
+        if std::fs::hard_link(&source, &tmp).is_err() {
+            return Ok(false);
+        }
+        let placed = self.pack.write(key, |c| {
+            std::fs::rename(&tmp, path).map_err(|e| io("write", key, e))?;
+            Pack::remove(c, bucket, key)
+        });
+        if placed.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+            return placed.map(|()| false);
+        }
+        if self.fsync {
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("sync folder for", key, e))?;
+        }
+        Ok(true)
+    }
+
     fn list_sync(root: &Path, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         // Start at the deepest folder the prefix names, then filter by the string prefix.
         let dir_part = match prefix.rfind('/') {
@@ -220,6 +249,25 @@ impl ObjectStore for FsStore {
         let path = self.path(bucket, key)?;
         let (this, bucket, key) = (self.clone(), bucket.to_string(), key.to_string());
         blocking(move || this.put_sync(&bucket, &key, &path, &body)).await
+    }
+
+    async fn put_from(
+        &self,
+        bucket: &str,
+        key: &str,
+        source: &Path,
+        body: Vec<u8>,
+        _content_type: &str,
+    ) -> Result<(), StoreError> {
+        let path = self.path(bucket, key)?;
+        let (this, bucket, key, source) = (self.clone(), bucket.to_string(), key.to_string(), source.to_path_buf());
+        blocking(move || {
+            if this.link_sync(&bucket, &key, &path, &source, body.len())? {
+                return Ok(());
+            }
+            this.put_sync(&bucket, &key, &path, &body)
+        })
+        .await
     }
 
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {

@@ -80,6 +80,21 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
     /// Deletes an object; deleting a missing object is not an error.
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError>;
+    /// Writes `body`, which was read from the file `source`: a store on the same disk may
+    /// link that file instead of writing the bytes again (a reader of the object gets the
+    /// file as it is then; callers that hashed `body` keep the digest in the job, which the
+    /// worker checks). Others upload `body`.
+    async fn put_from(
+        &self,
+        bucket: &str,
+        key: &str,
+        source: &std::path::Path,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<(), StoreError> {
+        let _ = source;
+        self.put(bucket, key, body, content_type).await
+    }
     /// Deletes several objects of one bucket (missing ones are not an error), in as few
     /// round trips or commits as the backend allows. Stops at the first error.
     async fn delete_many(&self, bucket: &str, keys: &[String]) -> Result<(), StoreError> {

@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""Whole-command speed, timed the way a user times it: wall time of one command, from
+start to the last file written, on the corpus of bench/make-corpus.sh. Run by
+bench/e2e.sh (which builds pixq and kbench first). Prints each figure and its ratio to
+its anchor; nothing here passes or fails.
+
+Scenarios (each tool takes turns, REPEATS times, fresh state each run; medians):
+  photos     `pixq process large/ --ops thumbnail:1024,quality:85 --workers 1` against
+             `vipsthumbnail -s 1024x1024 -o %s.jpg[Q=85]` and ImageMagick
+             (`convert -thumbnail 1024x1024 -quality 85`, one process per file), all
+             pinned to one core, one thread.
+  overhead   the same pixq command, as images/s, against the kernel alone on the same
+             files (kbench, in-process, no queue, no store): 1 photo, the 6 photos, and
+             the 12 web-size images.
+  decode     kbench's thumbnail against libjpeg-turbo's `djpeg` decoding the same files
+             at the same DCT scale (M/8) and nothing else: the kernel's floor.
+  scaling    `pixq process --workers 2` against `--workers 1` on the 18 photos and web
+             images, unpinned (2 cores).
+  tiny       2,000 distinct 64x64 PNGs -> grayscale, `pixq process --workers 2`, jobs/s
+             (and a Pillow loop with no queue at all, when Pillow is installed).
+"""
+
+import json
+import os
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+
+PIXQ, KBENCH, BENCH_DIR = sys.argv[1], sys.argv[2], sys.argv[3]
+REPEATS = int(os.environ.get("PIXQ_E2E_REPEATS", "5"))
+CPU = os.environ.get("PIXQ_BENCH_CPU", "0")
+ONE = {**os.environ, "VIPS_CONCURRENCY": "1", "MAGICK_THREAD_LIMIT": "1", "OMP_NUM_THREADS": "1"}
+PIN = ["taskset", "-c", CPU] if shutil.which("taskset") else []
+WORK = tempfile.mkdtemp(prefix="pixq-e2e-")
+
+
+def files(sub):
+    d = os.path.join(BENCH_DIR, sub)
+    return sorted(os.path.join(d, f) for f in os.listdir(d) if f.lower().endswith(".jpg"))
+
+
+LARGE, WEB = files("large"), files("web")
+
+
+def timed(cmd, env=ONE, prepare=None):
+    if prepare:
+        prepare()
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return time.perf_counter() - t
+
+
+def fresh(*dirs):
+    def go():
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+            os.makedirs(d, exist_ok=True)
+    return go
+
+
+def link_dir(name, paths):
+    d = os.path.join(WORK, name)
+    os.makedirs(d, exist_ok=True)
+    for p in paths:
+        dst = os.path.join(d, os.path.basename(p))
+        if not os.path.exists(dst):
+            os.symlink(p, dst)
+    return d
+
+
+def turns(runs):
+    """runs: {name: thunk}; each takes a turn, REPEATS times (after one untimed warm-up);
+    returns {name: median seconds}."""
+    for f in runs.values():
+        f()
+    got = {k: [] for k in runs}
+    for _ in range(REPEATS):
+        for k, f in runs.items():
+            got[k].append(f())
+    return {k: statistics.median(v) for k, v in got.items()}
+
+
+def pixq(src, ops, workers, pin=True):
+    home, out = os.path.join(WORK, "home"), os.path.join(WORK, "out")
+    cmd = (PIN if pin else []) + [PIXQ, "--home", home, "process", src, "--ops", ops,
+                                   "--workers", str(workers), "--out", out]
+    return lambda: timed(cmd, prepare=fresh(home, out))
+
+
+def kbench_rate(ops, paths, rounds=1):
+    out = subprocess.run(PIN + [KBENCH, "--ops", ops, "--rounds", str(rounds)] + paths, check=True,
+                         env=ONE, capture_output=True, text=True).stdout
+    return float(out.split("images_per_sec=")[1].split()[0])
+
+
+def row(label, value, unit, anchor=None, better="lower"):
+    r = f"  {label:<58} {value:>9.3f} {unit}"
+    if anchor is not None:
+        r += f"   ratio {anchor:.2f}"
+    print(r, flush=True)
+
+
+print(f"pixq e2e: {len(LARGE)} photos, {len(WEB)} web images, {REPEATS} turns each, core {CPU}")
+
+# ---------------------------------------------------------------- photos
+print("\n== photos: thumbnail 1024, JPEG q85, one core (seconds for the whole command; ratio pixq/tool)")
+large = link_dir("large", LARGE)
+vout = os.path.join(WORK, "vout")
+runs = {
+    "pixq": pixq(large, "thumbnail:1024,quality:85", 1),
+    "vipsthumbnail": lambda: timed(PIN + ["vipsthumbnail", "-s", "1024x1024", "-o", vout + "/%s.jpg[Q=85]"] + LARGE,
+                                   prepare=fresh(vout)),
+}
+if shutil.which("convert"):
+    def magick():
+        fresh(vout)()
+        t = time.perf_counter()
+        for f in LARGE:
+            subprocess.run(PIN + ["convert", f, "-thumbnail", "1024x1024", "-quality", "85",
+                                  os.path.join(vout, os.path.basename(f))], check=True, env=ONE)
+        return time.perf_counter() - t
+    runs["imagemagick"] = magick
+m = turns(runs)
+for k, v in m.items():
+    row(k, v, "s", None if k == "pixq" else m["pixq"] / v)
+
+# ---------------------------------------------------------------- overhead
+print("\n== whole command against the kernel alone (images/s; ratio command/kernel, goal >= 0.95)")
+for label, paths in (("1 photo", LARGE[:1]), ("6 photos", LARGE), ("12 web images", WEB)):
+    src = link_dir("set-" + label.replace(" ", "-"), paths)
+    whole = len(paths) / turns({"p": pixq(src, "thumbnail:1024,quality:85", 1)})["p"]
+    kernel = statistics.median(kbench_rate("thumbnail:1024,quality:85", paths) for _ in range(3))
+    row(f"{label}: pixq process", whole, "img/s", whole / kernel)
+    row(f"{label}: kernel (kbench)", kernel, "img/s")
+
+# ---------------------------------------------------------------- decode floor
+if shutil.which("djpeg"):
+    print("\n== the kernel against decoding alone (images/s; ratio kernel/djpeg, goal >= 0.9)")
+
+    def jpeg_size(p):
+        with open(p, "rb") as f:
+            data = f.read(1 << 16)
+        i = 2
+        while i < len(data):
+            marker, seglen = data[i + 1], struct.unpack(">H", data[i + 2:i + 4])[0]
+            if marker in (0xC0, 0xC1, 0xC2):
+                h, w = struct.unpack(">HH", data[i + 5:i + 9])
+                return w, h
+            i += 2 + seglen
+        raise ValueError(p)
+
+    def scale(p):
+        # The kernel's rule: the smallest M/8 that keeps twice the output size.
+        w, h = jpeg_size(p)
+        s = 1024 / max(w, h)
+        nw, nh = round(w * s) * 2, round(h * s) * 2
+        return next((m for m in range(1, 9) if -(-w * m // 8) >= nw and -(-h * m // 8) >= nh), 8)
+
+    def djpeg():
+        t = time.perf_counter()
+        for f in LARGE:
+            subprocess.run(PIN + ["djpeg", "-scale", f"{scale(f)}/8", "-outfile", os.devnull, f], check=True, env=ONE)
+        return time.perf_counter() - t
+    # djpeg is one process per file; its start-up (about 1 ms) is inside its figure.
+    dj = len(LARGE) / turns({"d": djpeg})["d"]
+    kernel = statistics.median(kbench_rate("thumbnail:1024,quality:85", LARGE) for _ in range(3))
+    row("kernel thumbnail 1024 (decode, resize, encode)", kernel, "img/s", kernel / dj)
+    row("djpeg at the same scale (decode only)", dj, "img/s")
+
+# ---------------------------------------------------------------- scaling
+print("\n== two workers against one (18 images, unpinned; ratio = speed-up, goal >= 1.9)")
+both = link_dir("both", LARGE + WEB)
+m = turns({"1": pixq(both, "thumbnail:1024,quality:85", 1, pin=False),
+           "2": pixq(both, "thumbnail:1024,quality:85", 2, pin=False)})
+row("--workers 1", m["1"], "s")
+row("--workers 2", m["2"], "s", m["1"] / m["2"])
+
+# ---------------------------------------------------------------- tiny
+print("\n== 2,000 distinct 64x64 PNGs -> grayscale, --workers 2 (jobs/s; goal >= 2,500)")
+tiny = os.path.join(WORK, "tiny")
+os.makedirs(tiny, exist_ok=True)
+
+
+def png(w, h, seed):
+    rows = []
+    for y in range(h):
+        r = bytearray((x * 7 + y * 3 + seed) % 256 for x in range(w * 3))
+        if y == 0:
+            r[0:3] = bytes([seed % 256, seed // 256 % 256, 77])
+        rows.append(b"\0" + bytes(r))
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b""))
+
+
+for i in range(2000):
+    with open(os.path.join(tiny, f"t{i:04d}.png"), "wb") as f:
+        f.write(png(64, 64, i))
+home, out = os.path.join(WORK, "home"), os.path.join(WORK, "out")
+runs = {"pixq": lambda: timed([PIXQ, "--home", home, "process", tiny, "--ops", "grayscale", "--workers", "2",
+                               "--out", out], prepare=fresh(home, out))}
+try:
+    import PIL  # noqa: F401
+    pil_out = os.path.join(WORK, "pil")
+    code = ("import os,sys\nfrom PIL import Image\nsrc,dst=sys.argv[1],sys.argv[2]\n"
+            "for n in sorted(os.listdir(src)):\n    Image.open(os.path.join(src,n)).convert('L').save(os.path.join(dst,n))\n")
+    runs["pillow loop"] = lambda: timed([sys.executable, "-c", code, tiny, pil_out], prepare=fresh(pil_out))
+except ImportError:
+    pass
+m = turns(runs)
+for k, v in m.items():
+    row(k, 2000 / v, "jobs/s", None if k == "pixq" else m[k] / m["pixq"])
+rm = [PIXQ, "--json", "--home", home, "process", tiny, "--ops", "grayscale", "--workers", "2", "--out", out]
+fresh(home, out)()
+timeline = json.loads(subprocess.run(rm, check=True, capture_output=True, text=True).stdout)["timeline"]
+print("  one run's timeline (s):", ", ".join(f"{k} {v:.2f}" for k, v in sorted(timeline.items(), key=lambda kv: kv[1])))
+shutil.rmtree(WORK, ignore_errors=True)
