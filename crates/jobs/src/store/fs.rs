@@ -201,6 +201,11 @@ fn remove_file(path: &Path, key: &str) -> Result<(), StoreError> {
 impl ObjectStore for FsStore {
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
         let path = self.path(bucket, key)?;
+        // A small object is answered by the pack's reader at once (microseconds, never behind
+        // a commit): no hand-off to a blocking thread. Files are looked at off the runtime.
+        if let Some(size) = self.pack.size(bucket, key)? {
+            return Ok(Some(ObjectMeta { key: key.to_string(), size, etag: None }));
+        }
         let (pack, bucket, key) = (self.pack.clone(), bucket.to_string(), key.to_string());
         blocking(move || {
             // Pack, file, pack: a writer moving the key between the two is seen on one side.
@@ -225,6 +230,9 @@ impl ObjectStore for FsStore {
 
     async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, StoreError> {
         let path = self.path(bucket, key)?;
+        if let Some(body) = self.pack.get(bucket, key)? {
+            return Ok(body);
+        }
         let (pack, bucket, key) = (self.pack.clone(), bucket.to_string(), key.to_string());
         blocking(move || {
             for last in [false, true] {
@@ -276,6 +284,16 @@ impl ObjectStore for FsStore {
             validate_key(prefix)?;
         }
         let root = self.root.join(bucket);
+        // No folder for the prefix: only the pack can hold its keys, and its reader answers
+        // at once (pack, folder, pack, as below).
+        let folder = root.join(&prefix[..prefix.rfind('/').map_or(0, |i| i + 1)]);
+        let before = self.pack.list(bucket, prefix)?;
+        if !folder.exists() {
+            let mut all: std::collections::BTreeMap<String, ObjectMeta> =
+                before.into_iter().map(|m| (m.key.clone(), m)).collect();
+            all.extend(self.pack.list(bucket, prefix)?.into_iter().map(|m| (m.key.clone(), m)));
+            return Ok(all.into_values().collect());
+        }
         let (pack, bucket, prefix) = (self.pack.clone(), bucket.to_string(), prefix.to_string());
         blocking(move || {
             // Pack, files, pack: a key a writer moves between the two meanwhile is seen on

@@ -36,6 +36,9 @@ pub struct Pack {
     path: PathBuf,
     fsync: bool,
     conn: Mutex<Option<Connection>>,
+    /// Reads go through their own connection: in WAL mode they see every committed write
+    /// and never wait for a writer's commit (and its fsync) to finish.
+    reader: Mutex<Option<Connection>>,
     group: Mutex<Group>,
 }
 
@@ -75,7 +78,13 @@ impl Pack {
     /// The pack under `root`; `fsync` makes every commit durable (`synchronous=FULL`),
     /// otherwise commits survive a process crash but a power loss may drop the last ones.
     pub fn new(root: &Path, fsync: bool) -> Pack {
-        Pack { path: root.join(PACK_FILE), fsync, conn: Mutex::new(None), group: Mutex::new(Group::default()) }
+        Pack {
+            path: root.join(PACK_FILE),
+            fsync,
+            conn: Mutex::new(None),
+            reader: Mutex::new(None),
+            group: Mutex::new(Group::default()),
+        }
     }
 
     /// `e` as a store error, a full disk when that is what it is.
@@ -100,7 +109,7 @@ impl Pack {
 
     /// Runs a read on the connection; `Ok(None)` when there is no pack yet.
     fn read<T>(&self, key: &str, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<Option<T>, StoreError> {
-        let mut slot = self.conn.lock().map_err(|_| StoreError::Transient("object pack lock poisoned".into()))?;
+        let mut slot = self.reader.lock().map_err(|_| StoreError::Transient("object pack lock poisoned".into()))?;
         if slot.is_none() && !self.path.exists() {
             return Ok(None);
         }
