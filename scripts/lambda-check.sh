@@ -198,6 +198,10 @@ assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (
 PY
 echo "lambda-check: pixq-api: ops, create (a presigned PUT of the signed size, used with plain HTTP), start, status, redirect to a presigned GET of the upload; the job through pixq-process; events; the ZIP written to the bucket behind a presigned GET"
 
+# Cold starts under cargo lambda watch (debug build, this machine): the functions' own
+# initialisation (configuration, SDK clients, the router), as each logged it.
+grep -o '"init_ms":[0-9.]*' "$work/watch.log" | sed 's/^/lambda-check: cold start /' || echo "lambda-check: no init_ms logged"
+
 echo "lambda-check: cargo lambda build --release --arm64"
 cargo lambda build --release --arm64 -p pixq-functions --bin pixq-process >"$work/build.log" 2>&1 || { tail -30 "$work/build.log"; exit 1; }
 boot="$CARGO_TARGET_DIR/lambda/pixq-process/bootstrap"

@@ -19,6 +19,10 @@ cargo fmt --all -- --check
 echo "== cargo clippy (workspace, all targets, -D warnings)"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p pixq-cli --all-targets --features ec2 -- -D warnings
+# The builds with fewer parts: the README's first command (no AWS SDK) and the Lambda
+# functions (no embedded queue and store, so no SQLite linked in).
+cargo clippy -p pixq-cli --no-default-features -- -D warnings
+cargo clippy -p pixq-functions --bins -- -D warnings
 
 # moto's server on a free loopback port; every AWS call of the tests goes there.
 port=$("$TOOLS/moto/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

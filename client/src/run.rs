@@ -13,7 +13,7 @@ use pixq_jobs::batch::{self, BatchManifest, BatchStatus, ManifestEntry};
 use pixq_jobs::kernel::Pipeline;
 use pixq_jobs::process::ProcessConfig;
 use pixq_jobs::queue::Queue;
-use pixq_jobs::queue::sqlite::QueueConfig;
+use pixq_jobs::queue::QueueConfig;
 use pixq_jobs::schema::{Job, ObjectRef, OutputLocation, Status};
 use pixq_jobs::store::ObjectStore;
 use pixq_jobs::worker::{self, Event, WorkerConfig};

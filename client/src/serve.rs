@@ -9,7 +9,7 @@ use anyhow::{Context, anyhow, bail};
 use pixq_jobs::backend::ConnectArgs;
 use pixq_jobs::backend::{Lane, Target};
 use pixq_jobs::process::ProcessConfig;
-use pixq_jobs::queue::sqlite::QueueConfig;
+use pixq_jobs::queue::QueueConfig;
 use pixq_jobs::worker::{self, WorkerConfig};
 use pixq_web::{App, Signer, WebConfig};
 use tokio_util::sync::CancellationToken;

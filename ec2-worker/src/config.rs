@@ -11,7 +11,7 @@ use pixq_jobs::events::S3EventDefaults;
 use pixq_jobs::kernel::Pipeline;
 use pixq_jobs::process::ProcessConfig;
 use pixq_jobs::queue::Queue;
-use pixq_jobs::queue::sqlite::QueueConfig;
+use pixq_jobs::queue::QueueConfig;
 use pixq_jobs::schema::OutputLocation;
 use pixq_jobs::settle::RetryPolicy;
 use pixq_jobs::store::ObjectStore;

@@ -8,6 +8,7 @@ use pixq_functions::{Config, Processor, handle};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
+    let started = std::time::Instant::now();
     let config = Config::from_env()?;
     tracing_subscriber::fmt()
         .json()
@@ -22,5 +23,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         config: Arc::new(config.batch),
         fallback_budget: config.timeout,
     };
+    // The function's own part of a cold start (Lambda's REPORT line adds the process start).
+    tracing::info!(init_ms = started.elapsed().as_secs_f64() * 1000.0, "initialised");
     lambda_runtime::run(service_fn(|event| handle(&processor, event))).await
 }

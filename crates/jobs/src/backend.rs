@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::local::{LOCAL_BUCKET, LocalHome};
-use crate::queue::sqlite::QueueConfig;
+use crate::queue::QueueConfig;
 use crate::queue::{Queue, QueueError};
 use crate::store::ObjectStore;
 
@@ -200,30 +199,44 @@ pub enum BackendError {
         source: QueueError,
     },
     /// This binary was built without the AWS backends.
-    #[error("--target aws: this binary was built without AWS support (cargo feature `aws` of pixq-jobs)")]
+    #[error(
+        "--target aws: this binary was built without AWS support (cargo feature `aws`); build it with its default features, e.g. `cargo run --release -p pixq-cli -- ...`"
+    )]
     NoAws,
+    /// This binary was built without the embedded default (the Lambda functions).
+    #[error("--target local: this binary was built without the embedded queue and store (cargo feature `local`)")]
+    NoLocal,
 }
 
 /// Opens the queue and store `c` names.
 pub async fn open(c: &Connect) -> Result<Backend, BackendError> {
     match c.target {
-        Target::Local => {
-            let home = LocalHome::new(&c.home);
-            let queue = home
-                .queue(c.local_queue.clone())
-                .map_err(|source| BackendError::Queue { location: home.queue_path().display().to_string(), source })?;
-            Ok(Backend {
-                queue: Arc::new(queue),
-                store: Arc::new(home.store()),
-                target: Target::Local,
-                bucket: Some(LOCAL_BUCKET.into()),
-                location: home.root().display().to_string(),
-                worker_hint: format!("pixq-worker --home {}", home.root().display()),
-                stack: c.stack.clone(),
-            })
-        }
+        Target::Local => open_local(c),
         Target::Aws => open_aws(c).await,
     }
+}
+
+#[cfg(feature = "local")]
+fn open_local(c: &Connect) -> Result<Backend, BackendError> {
+    use crate::local::{LOCAL_BUCKET, LocalHome};
+    let home = LocalHome::new(&c.home);
+    let queue = home
+        .queue(c.local_queue.clone())
+        .map_err(|source| BackendError::Queue { location: home.queue_path().display().to_string(), source })?;
+    Ok(Backend {
+        queue: Arc::new(queue),
+        store: Arc::new(home.store()),
+        target: Target::Local,
+        bucket: Some(LOCAL_BUCKET.into()),
+        location: home.root().display().to_string(),
+        worker_hint: format!("pixq-worker --home {}", home.root().display()),
+        stack: c.stack.clone(),
+    })
+}
+
+#[cfg(not(feature = "local"))]
+fn open_local(_: &Connect) -> Result<Backend, BackendError> {
+    Err(BackendError::NoLocal)
 }
 
 #[cfg(feature = "aws")]
@@ -385,7 +398,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = Connect { home: dir.path().join("home"), ..Connect::default() };
         let b = open(&c).await.unwrap();
-        assert_eq!(b.bucket.as_deref(), Some(LOCAL_BUCKET));
+        assert_eq!(b.bucket.as_deref(), Some(crate::local::LOCAL_BUCKET));
         assert!(dir.path().join("home").join("queue.db").exists() || b.location.ends_with("home"));
         let aws = Connect { target: Target::Aws, ..Connect::default() };
         let e = open(&aws).await.unwrap_err();

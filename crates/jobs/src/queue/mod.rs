@@ -1,6 +1,7 @@
 //! The `Queue` port (SQS semantics) and its backends: `sqlite` (embedded default) and `sqs`
 //! (feature `aws`).
 
+#[cfg(feature = "local")]
 pub mod sqlite;
 #[cfg(feature = "aws")]
 pub mod sqs;
@@ -77,6 +78,7 @@ pub enum QueueError {
     Refused(String),
     /// Local database failure.
     #[error("queue database: {0}")]
+    #[cfg(feature = "local")]
     Db(#[from] rusqlite::Error),
     /// A failure that may pass (busy, throttled, network).
     #[error("queue temporarily unavailable: {0}")]
@@ -91,6 +93,7 @@ impl QueueError {
     pub fn is_transient(&self) -> bool {
         match self {
             QueueError::Transient(_) => true,
+            #[cfg(feature = "local")]
             QueueError::Db(rusqlite::Error::SqliteFailure(e, _)) => {
                 matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
             }
@@ -143,4 +146,31 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     }
     /// Whether this is a FIFO queue (sends then need a message group).
     fn is_fifo(&self) -> bool;
+}
+
+/// Settings of one named queue of the embedded (SQLite) queue; several share a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// Queue name (several queues can share a file).
+    pub name: String,
+    /// FIFO: message groups handed out in order, de-duplication ids honoured.
+    pub fifo: bool,
+    /// Receives after which a message goes to the dead-letter queue.
+    pub max_receives: u32,
+    /// How long a de-duplication id is remembered (SQS: 5 minutes).
+    pub dedup_window: Duration,
+    /// How often a long poll re-checks the file for messages sent by other processes.
+    pub poll_interval: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            name: "jobs".into(),
+            fifo: false,
+            max_receives: 5,
+            dedup_window: Duration::from_secs(300),
+            poll_interval: Duration::from_millis(20),
+        }
+    }
 }

@@ -17,32 +17,7 @@ use tokio::sync::Notify;
 use super::{Counts, DeadLetter, MAX_BODY_BYTES, Message, Queue, QueueError, SendOptions};
 use crate::clock::{Clock, SystemClock};
 
-/// Settings of one named queue inside the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueConfig {
-    /// Queue name (several queues can share a file).
-    pub name: String,
-    /// FIFO: message groups handed out in order, de-duplication ids honoured.
-    pub fifo: bool,
-    /// Receives after which a message goes to the dead-letter queue.
-    pub max_receives: u32,
-    /// How long a de-duplication id is remembered (SQS: 5 minutes).
-    pub dedup_window: Duration,
-    /// How often a long poll re-checks the file for messages sent by other processes.
-    pub poll_interval: Duration,
-}
-
-impl Default for QueueConfig {
-    fn default() -> Self {
-        QueueConfig {
-            name: "jobs".into(),
-            fifo: false,
-            max_receives: 5,
-            dedup_window: Duration::from_secs(300),
-            poll_interval: Duration::from_millis(20),
-        }
-    }
-}
+pub use super::QueueConfig;
 
 /// A queue in a SQLite file.
 #[derive(Debug, Clone)]

@@ -1,6 +1,8 @@
 //! The `ObjectStore` port and its backends: `fs` (embedded default) and `s3` (feature `aws`).
 
+#[cfg(feature = "local")]
 pub mod fs;
+#[cfg(feature = "local")]
 pub mod pack;
 #[cfg(feature = "aws")]
 pub mod s3;
