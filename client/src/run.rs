@@ -105,11 +105,28 @@ pub async fn run(cli: &Global, command: JobsCommand) -> anyhow::Result<i32> {
         JobsCommand::Fetch { batch, out, overwrite } => {
             let manifest = manifest(&b, &batch).await?;
             let st = batch::batch_status(b.store.as_ref(), &b.bucket, &batch).await?;
+            // Names that already hold this batch's output (an interrupted run placed them)
+            // are done, not taken.
+            let mut done = HashSet::new();
             if !overwrite {
-                let names: Vec<String> = entry_names(&manifest).into_iter().map(|(_, n)| n).collect();
+                let by_job: HashMap<&str, _> = st.results.iter().map(|r| (r.job_id.as_str(), r)).collect();
+                let mut names = Vec::new();
+                for (job, name) in entry_names(&manifest) {
+                    let path = out.join(&name);
+                    let output =
+                        by_job.get(job.as_str()).filter(|r| r.status == Status::Ok).and_then(|r| r.outputs.first());
+                    if let Some(o) = output.filter(|o| path.symlink_metadata().is_ok_and(|m| m.len() == o.bytes)) {
+                        let bytes = b.store.get(&o.object.bucket, &o.object.key).await?;
+                        if same_file_bytes(&path, &bytes) {
+                            done.insert(job);
+                            continue;
+                        }
+                    }
+                    names.push(name);
+                }
                 refuse_existing(&out, &names)?;
             }
-            let written = fetch(&b, &manifest, &st, &out, overwrite, &HashSet::new(), Vec::new()).await?;
+            let written = done.len() + fetch(&b, &manifest, &st, &out, overwrite, &done, Vec::new()).await?;
             let pending = manifest.jobs.len().saturating_sub(st.results.len());
             println!(
                 "fetched {written} outputs into {} ({} failed, {pending} not finished)",
@@ -474,7 +491,7 @@ async fn process(
         "outputs_placed": t_placed.as_secs_f64(),
         "records_read": t_status.as_secs_f64(),
         "fetched": t_fetched.as_secs_f64(),
-        "inputs_removed": started.elapsed().as_secs_f64(),
+        "inputs_removed": secs,
     });
     if json {
         let sources = sources_by_job(&manifest);
@@ -586,13 +603,24 @@ async fn fetch_one(
     let bytes = store.get(&object.bucket, &object.key).await.with_context(|| format!("downloading {}", object.key))?;
     let path = out.join(&name);
     let name2 = name.clone();
-    let placed = tokio::task::spawn_blocking(move || place(&out, &name2, &bytes, overwrite))
+    let (placed, bytes) = tokio::task::spawn_blocking(move || (place(&out, &name2, &bytes, overwrite), bytes))
         .await
         .context("writing task failed")?;
     match placed {
         Ok(()) => Ok(None),
+        // The same bytes under that name already (an earlier, interrupted run placed it):
+        // nothing to replace, nothing to refuse.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && same_file_bytes(&path, &bytes) => Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(Some(name)),
         Err(e) => Err(e).with_context(|| format!("writing {}", path.display())),
+    }
+}
+
+/// Whether the regular file at `path` (not a link) holds exactly `bytes`.
+fn same_file_bytes(path: &Path, bytes: &[u8]) -> bool {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() && m.len() == bytes.len() as u64 => std::fs::read(path).is_ok_and(|b| b == bytes),
+        _ => false,
     }
 }
 

@@ -322,9 +322,11 @@ fn the_users_files_are_never_replaced_and_names_are_stable() {
     let batch = stdout.lines().find_map(|l| l.strip_prefix("batch ")).unwrap();
     let (stdout, _) = text(&pixq(&home, &["status", batch]));
     assert!(stdout.contains("d1/a.jpg -> a.png") && stdout.contains("d2/a.jpg -> a-2.png"), "{stdout}");
-    // Fetching again into the same folder replaces nothing unless asked.
+    // Fetching again into the same folder: its files are this batch's outputs already, so
+    // nothing is replaced and nothing refused; the victim is still not touched.
     let o = pixq(&home, &["fetch", batch, "--out", out.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert_eq!(o.status.code(), Some(1), "one job failed: {:?}", text(&o));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
     let o = pixq(&home, &["fetch", batch, "--out", out.to_str().unwrap(), "--overwrite"]);
     assert_eq!(o.status.code(), Some(1), "one job failed: {:?}", text(&o));
 }
@@ -356,6 +358,23 @@ fn json_output_completions_and_exit_codes() {
     let coffee = s["files"].as_array().unwrap().iter().find(|f| f["output"] == "coffee.jpg").unwrap();
     assert_eq!((coffee["state"].as_str(), coffee["width"].as_u64()), (Some("ok"), Some(32)), "{s}");
     assert_eq!(s["queue"]["dead"].as_u64(), Some(1));
+    // The timeline: each stage ends after the one before.
+    let t = &v["timeline"];
+    let order = ["planned", "submitted", "outputs_placed", "records_read", "fetched", "inputs_removed"];
+    let at: Vec<f64> = order.iter().map(|k| t[k].as_f64().unwrap_or_else(|| panic!("{k} in {t}"))).collect();
+    assert!(at.windows(2).all(|w| w[0] <= w[1]), "{t}");
+    assert!(at[5] <= v["seconds"].as_f64().unwrap(), "{v}");
+
+    // Fetching again into the same folder: the files there are this batch's own outputs,
+    // so nothing is refused; a file that differs is.
+    let o = pixq(&home, &["fetch", &batch, "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "the batch has a failed job: {:?}", text(&o));
+    assert!(text(&o).0.contains("fetched 1 outputs"), "{:?}", text(&o));
+    std::fs::write(out.join("coffee.jpg"), "mine").unwrap();
+    let o = pixq(&home, &["fetch", &batch, "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(text(&o).1.contains("already exist"), "{:?}", text(&o));
+    assert_eq!(std::fs::read(out.join("coffee.jpg")).unwrap(), b"mine");
 
     let o = pixq(&home, &["dlq", "list", "--json"]);
     let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
