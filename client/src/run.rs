@@ -238,13 +238,24 @@ async fn upload_and_enqueue(
             let bucket = bucket.clone();
             uploads.spawn(async move {
                 let _slot = slots.acquire_owned().await.expect("semaphore never closed");
+                // A large file on the store's own disk is linked unread; the worker hashes it
+                // once (and looks for an earlier output then). Everything else is read and
+                // hashed here, so the job carries its digest.
+                let large = std::fs::metadata(&f).is_ok_and(|m| m.len() > SMALL_FILE as u64);
+                if store.links_files() && large {
+                    store
+                        .put_file(&bucket, &key, &f, "application/octet-stream")
+                        .await
+                        .with_context(|| format!("uploading {}", f.display()))?;
+                    return anyhow::Ok((i, None));
+                }
                 let bytes = read_input(&f).await.with_context(|| format!("reading {}", f.display()))?;
                 let digest = keys::content_digest(&bytes);
                 store
-                    .put_from(&bucket, &key, &f, bytes, "application/octet-stream")
+                    .put(&bucket, &key, bytes, "application/octet-stream")
                     .await
                     .with_context(|| format!("uploading {}", f.display()))?;
-                anyhow::Ok((i, digest))
+                anyhow::Ok((i, Some(digest)))
             });
         }
         let mut digests = Vec::with_capacity(entries.len());
@@ -264,7 +275,7 @@ async fn upload_and_enqueue(
             .into_iter()
             .map(|(i, digest)| {
                 let e = &manifest.jobs[i];
-                batch::new_job(&manifest.batch, i, e.input.clone(), Some(digest), &pipeline, &output)
+                batch::new_job(&manifest.batch, i, e.input.clone(), digest, &pipeline, &output)
             })
             .collect();
         batch::enqueue(queue.as_ref(), &jobs, queue.is_fifo()).await.context("enqueueing jobs")?;

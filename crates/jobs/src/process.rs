@@ -436,13 +436,45 @@ async fn run(
         None => {
             let d = match &meta.etag {
                 Some(etag) => format!("etag:{etag}"),
-                None => keys::content_digest(&bytes),
+                None if bytes.len() <= INLINE_BYTES => keys::content_digest(&bytes),
+                None => {
+                    let hashed = tokio::task::spawn_blocking(move || (keys::content_digest(&bytes), bytes));
+                    let (d, b) = hashed.await.map_err(|e| JobError::Transient(format!("hashing the input: {e}")))?;
+                    return finish(job, attempt, store, cfg, admission, cancel, t, b, d).await;
+                }
             };
             (bytes, d)
         }
     };
+    finish(job, attempt, store, cfg, admission, cancel, t, bytes, digest_of_input).await
+}
+
+/// The rest of a job once its input is in hand with its digest.
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    job: &Job,
+    attempt: u32,
+    store: &dyn ObjectStore,
+    cfg: &ProcessConfig,
+    admission: &Admission,
+    cancel: &CancellationToken,
+    t: Instant,
+    bytes: Vec<u8>,
+    digest_of_input: String,
+) -> Result<JobResult, JobError> {
+    let permanent = |reason: String| Err(JobError::Permanent(reason));
     let download_ms = ms_since(t);
     let digest = keys::output_digest(&digest_of_input, &job.pipeline.canonical(), pixq_kernel::KERNEL_VERSION);
+    // A job that came without a digest (an S3 notification, a local file linked unread) is
+    // looked up now: an identical earlier job already made this output.
+    if job.input_digest.is_none()
+        && let Some(out) = existing_output(store, job, &digest).await.at("looking for an existing output")?
+    {
+        let mut r = base_result(job, cfg, attempt, Status::Ok);
+        r.reused = true;
+        r.outputs.push(out);
+        return Ok(r);
+    }
 
     // 4. Plan from the header (every step's size, the peak memory), admission under the
     //    memory budget, then the kernel under the time limit.

@@ -48,13 +48,16 @@ async fn store_contract(s: &dyn ObjectStore, bucket: &str) {
     let bad = ["m/kept".to_string(), "../escape".to_string()];
     assert!(matches!(s.delete_many(bucket, &bad).await, Err(StoreError::InvalidKey(_))));
     assert!(s.head(bucket, "m/kept").await.unwrap().is_some(), "a bad key refuses the whole call");
-    // An object written from a file holds the file's bytes, small or large.
+    // An object written from a file holds the file's bytes, small or large; a missing file
+    // is an error that names the key.
+    let e = s.put_file(bucket, "f/none", std::path::Path::new("/nonexistent/pixq"), "x").await.unwrap_err();
+    assert!(e.to_string().contains("f/none"), "{e}");
     let dir = tempfile::tempdir().unwrap();
     for (name, len) in [("small", 100usize), ("large", 300 * 1024)] {
         let p = dir.path().join(name);
         let body: Vec<u8> = (0..len).map(|i| (i % 241) as u8).collect();
         std::fs::write(&p, &body).unwrap();
-        s.put_from(bucket, &format!("f/{name}"), &p, body.clone(), "x").await.unwrap();
+        s.put_file(bucket, &format!("f/{name}"), &p, "x").await.unwrap();
         assert!(s.get(bucket, &format!("f/{name}")).await.unwrap() == body, "{name}");
     }
 }
@@ -194,7 +197,8 @@ async fn local_store_links_large_files_it_is_given() {
     std::fs::write(&photo, &body).unwrap();
     let alias = dir.path().join("alias.jpg");
     std::os::unix::fs::symlink(&photo, &alias).unwrap();
-    s.put_from("b", "in/a.jpg", &alias, body.clone(), "image/jpeg").await.unwrap();
+    assert!(s.links_files());
+    s.put_file("b", "in/a.jpg", &alias, "image/jpeg").await.unwrap();
     assert_eq!(std::fs::metadata(&photo).unwrap().nlink(), 2, "linked, not copied");
     let stored = dir.path().join("store/b/in/a.jpg");
     assert!(!std::fs::symlink_metadata(&stored).unwrap().file_type().is_symlink());
@@ -204,7 +208,7 @@ async fn local_store_links_large_files_it_is_given() {
     assert_eq!(std::fs::metadata(&photo).unwrap().nlink(), 1);
     let small = dir.path().join("small.png");
     std::fs::write(&small, b"tiny").unwrap();
-    s.put_from("b", "in/s.png", &small, b"tiny".to_vec(), "image/png").await.unwrap();
+    s.put_file("b", "in/s.png", &small, "image/png").await.unwrap();
     assert_eq!(std::fs::metadata(&small).unwrap().nlink(), 1, "small objects live in the pack");
     assert_eq!(s.get("b", "in/s.png").await.unwrap(), b"tiny");
 }

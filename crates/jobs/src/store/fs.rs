@@ -259,20 +259,19 @@ impl ObjectStore for FsStore {
         blocking(move || this.put_sync(&bucket, &key, &path, &body)).await
     }
 
-    async fn put_from(
-        &self,
-        bucket: &str,
-        key: &str,
-        source: &Path,
-        body: Vec<u8>,
-        _content_type: &str,
-    ) -> Result<(), StoreError> {
+    fn links_files(&self) -> bool {
+        true
+    }
+
+    async fn put_file(&self, bucket: &str, key: &str, source: &Path, _content_type: &str) -> Result<(), StoreError> {
         let path = self.path(bucket, key)?;
         let (this, bucket, key, source) = (self.clone(), bucket.to_string(), key.to_string(), source.to_path_buf());
         blocking(move || {
-            if this.link_sync(&bucket, &key, &path, &source, body.len())? {
+            let size = std::fs::metadata(&source).map_err(|e| io("read the file for", &key, e))?.len();
+            if this.link_sync(&bucket, &key, &path, &source, usize::try_from(size).unwrap_or(usize::MAX))? {
                 return Ok(());
             }
+            let body = std::fs::read(&source).map_err(|e| io("read the file for", &key, e))?;
             this.put_sync(&bucket, &key, &path, &body)
         })
         .await

@@ -82,19 +82,26 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
     /// Deletes an object; deleting a missing object is not an error.
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError>;
-    /// Writes `body`, which was read from the file `source`: a store on the same disk may
-    /// link that file instead of writing the bytes again (a reader of the object gets the
-    /// file as it is then; callers that hashed `body` keep the digest in the job, which the
-    /// worker checks). Others upload `body`.
-    async fn put_from(
+    /// Whether [`ObjectStore::put_file`] places a large file without reading it (a store on
+    /// this machine's disk links it).
+    fn links_files(&self) -> bool {
+        false
+    }
+    /// Writes the file at `source` as the object: read and uploaded, or, by a store on the
+    /// same disk, linked (a reader of the object then gets the file as it is at that time;
+    /// the worker hashes what it reads, so a file changed later is caught by its digest).
+    async fn put_file(
         &self,
         bucket: &str,
         key: &str,
         source: &std::path::Path,
-        body: Vec<u8>,
         content_type: &str,
     ) -> Result<(), StoreError> {
-        let _ = source;
+        let path = source.to_path_buf();
+        let body = tokio::task::spawn_blocking(move || std::fs::read(path))
+            .await
+            .map_err(|e| StoreError::Transient(format!("reading task failed: {e}")))?
+            .map_err(|e| StoreError::Io { op: "read the file for", key: key.to_string(), source: e })?;
         self.put(bucket, key, body, content_type).await
     }
     /// Deletes several objects of one bucket (missing ones are not an error), in as few
