@@ -55,7 +55,7 @@ pub use stop::Stop;
 
 /// Version of the pixel semantics. It is hashed into content-addressed output keys, so bump
 /// it whenever the same input and pipeline could give different bytes.
-pub const KERNEL_VERSION: &str = concat!("k2-", env!("CARGO_PKG_VERSION"));
+pub const KERNEL_VERSION: &str = concat!("k3-", env!("CARGO_PKG_VERSION"));
 
 /// Time spent per stage.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -180,7 +180,8 @@ impl Processor {
         stop.check()?;
 
         let format = plan.format;
-        let bytes = self.codecs.encode(&img, format, &pipeline.output, probe.icc.as_deref(), stop)?;
+        let icc = probe.icc.as_deref().filter(|p| meta::icc_fits(p, img.channels()));
+        let bytes = self.codecs.encode(&img, format, &pipeline.output, icc, stop)?;
         let t3 = Instant::now();
         Ok(Output {
             bytes,

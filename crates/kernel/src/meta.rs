@@ -81,6 +81,21 @@ pub fn exif_orientation(tiff: &[u8]) -> Option<Orientation> {
 /// bigger one is dropped, not copied into every output).
 pub const MAX_ICC: usize = 4 << 20;
 
+/// Whether the ICC profile `icc` describes pixels of layout `channels`: a profile is kept
+/// in an output only when its colour space (header bytes 16..20) is the output's, so a
+/// grey output never carries an RGB profile and no output carries a CMYK one (CMYK input is
+/// converted to RGB). Anything that is not a profile (no `acsp` signature) is dropped.
+pub fn icc_fits(icc: &[u8], channels: crate::Channels) -> bool {
+    if icc.len() < 128 || &icc[36..40] != b"acsp" {
+        return false;
+    }
+    match &icc[16..20] {
+        b"RGB " => matches!(channels, crate::Channels::Rgb | crate::Channels::Rgba),
+        b"GRAY" => matches!(channels, crate::Channels::Gray | crate::Channels::GrayAlpha),
+        _ => false,
+    }
+}
+
 /// What pixq takes from a JPEG's marker segments.
 #[derive(Debug, Default, Clone)]
 pub struct JpegMeta {

@@ -1,11 +1,25 @@
-//! Outputs keep the ICC profile and drop EXIF (and with it GPS and orientation tags).
+//! Outputs keep the ICC profile where it fits them (its colour space is the output's) and
+//! drop EXIF (and with it GPS and orientation tags).
 
 mod common;
 
 use pixq_kernel::{Limits, Pipeline, process};
 
+/// A profile-shaped blob: a 128-byte header with the `acsp` signature and `space` as its
+/// data colour space, then filler.
+fn profile(space: &[u8; 4]) -> Vec<u8> {
+    let mut icc: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 256) as u8).collect();
+    icc[16..20].copy_from_slice(space);
+    icc[36..40].copy_from_slice(b"acsp");
+    icc
+}
+
 fn jpeg_with_icc_and_exif() -> (Vec<u8>, Vec<u8>) {
-    let icc: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 256) as u8).collect();
+    jpeg_with_profile(&profile(b"RGB "))
+}
+
+fn jpeg_with_profile(icc: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let icc = icc.to_vec();
     let plain = common::jpeg(&common::photo_like(200, 100), 90);
     let with_icc = pixq_kernel::meta::jpeg_with_icc(plain, &icc);
     (common::with_exif_orientation(&with_icc, 1), icc)
@@ -21,6 +35,34 @@ fn icc_is_kept_in_jpeg_and_png_outputs() {
     for ops in ["thumbnail:50,format:png", "thumbnail:50,format:webp", "thumbnail:50,format:webp,lossless"] {
         let out = process(&input, &Pipeline::parse(ops).unwrap(), &l).unwrap();
         assert_eq!(pixq_kernel::codec::probe(&out.bytes, &l).unwrap().icc.as_deref(), Some(&icc[..]), "{ops}");
+    }
+}
+
+/// An RGB profile on a grey image is invalid: grayscale and Sobel outputs drop it; a grey
+/// profile stays on grey outputs and leaves colour ones; a CMYK or malformed profile never
+/// reaches an output.
+#[test]
+fn a_profile_is_kept_only_where_its_colour_space_fits() {
+    let l = Limits::default();
+    let icc_of = |bytes: &[u8]| pixq_kernel::codec::probe(bytes, &l).unwrap().icc;
+    let (rgb_input, rgb) = jpeg_with_profile(&profile(b"RGB "));
+    for ops in ["grayscale,format:png", "sobel,format:png", "threshold:100", "grayscale,format:webp,lossless"] {
+        let out = process(&rgb_input, &Pipeline::parse(ops).unwrap(), &l).unwrap();
+        assert_eq!(icc_of(&out.bytes), None, "{ops}: an RGB profile on a grey output");
+    }
+    let out = process(&rgb_input, &Pipeline::parse("grayscale,format:webp").unwrap(), &l).unwrap();
+    assert_eq!(icc_of(&out.bytes), None, "lossy WebP of a grey image");
+    let out = process(&rgb_input, &Pipeline::parse("invert,format:png").unwrap(), &l).unwrap();
+    assert_eq!(icc_of(&out.bytes).as_deref(), Some(&rgb[..]));
+    let (grey_input, grey) = jpeg_with_profile(&profile(b"GRAY"));
+    let out = process(&grey_input, &Pipeline::parse("grayscale,format:png").unwrap(), &l).unwrap();
+    assert_eq!(icc_of(&out.bytes).as_deref(), Some(&grey[..]));
+    let out = process(&grey_input, &Pipeline::parse("thumbnail:50,format:png").unwrap(), &l).unwrap();
+    assert_eq!(icc_of(&out.bytes), None, "a grey profile on a colour output");
+    for bad in [profile(b"CMYK"), (0..3000u32).map(|i| i as u8).collect()] {
+        let (input, _) = jpeg_with_profile(&bad);
+        let out = process(&input, &Pipeline::parse("thumbnail:50").unwrap(), &l).unwrap();
+        assert_eq!(pixq_kernel::meta::read_jpeg_meta(&out.bytes).icc, None);
     }
 }
 
