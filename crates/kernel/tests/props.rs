@@ -56,6 +56,8 @@ fn op() -> impl Strategy<Value = Op> {
         Just(Op::Invert),
         Just(Op::Sobel),
         any::<u8>().prop_map(|level| Op::Threshold(op::Threshold { level })),
+        (0u32..100).prop_map(|f| Op::Saturation(op::Saturation { factor: f as f32 / 10.0 })),
+        (1u32..40).prop_map(|size| Op::Pixelate(op::Pixelate { size })),
     ]
 }
 

@@ -1,10 +1,10 @@
-//! Steps that look at a neighbourhood: `blur`, `sharpen`, `sobel`. Each has its spec,
+//! Steps that look at a neighbourhood: `blur`, `sharpen`, `sobel`, `pixelate`. Each has its spec,
 //! canonical form, size rule and pixels here; the algorithms are in `ops::filter` and
 //! `ops::edges`.
 
 use super::Op;
 use super::operation::{Apply, Operation, Shape, Sizing};
-use super::spec::{Parsed, Spec};
+use super::spec::{MAX_SIDE, Parsed, Spec};
 use crate::ops::{edges, filter};
 use crate::{Channels, Error, Raster};
 use serde::{Deserialize, Serialize};
@@ -108,5 +108,36 @@ impl Operation for Sobel {
 
     fn apply(&self, img: Raster, cx: &mut Apply<'_>) -> Result<Raster, Error> {
         edges::sobel(&img, cx.stop)
+    }
+}
+
+/// `pixelate:N`: every N x N tile becomes its mean colour (N 1..=1000000; 1 changes nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pixelate {
+    /// Tile side in pixels.
+    pub size: u32,
+}
+
+pub(super) const PIXELATE: Spec = Spec {
+    names: &["pixelate"],
+    syntax: "pixelate:N",
+    about: "N x N tiles of their mean colour",
+    example: "pixelate:12",
+    args: (1, 1),
+    parse: |s, _| Ok(Parsed::Op(Op::Pixelate(Pixelate { size: s.u32_in(0, "size", 1, MAX_SIDE)? }))),
+};
+
+impl Operation for Pixelate {
+    fn canonical(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pixelate:{}", self.size)
+    }
+
+    fn plan(&self, s: &Sizing<'_>) -> Result<Shape, Error> {
+        Ok(s.shape(s.w, s.h, s.ch).in_place())
+    }
+
+    fn apply(&self, mut img: Raster, cx: &mut Apply<'_>) -> Result<Raster, Error> {
+        filter::pixelate(&mut img, self.size, cx.stop)?;
+        Ok(img)
     }
 }

@@ -20,13 +20,13 @@ mod spec;
 mod tone;
 
 pub use cropping::{Aspect, Crop};
-pub use filters::{Blur, Sharpen};
+pub use filters::{Blur, Pixelate, Sharpen};
 pub(crate) use operation::Operation;
 pub use orienting::{Flip, Rotate};
 pub use resizing::{Resize, SmartCrop, Thumbnail};
 use spec::{Parsed, Step};
 pub use spec::{STEPS, Spec};
-pub use tone::{Brightness, Contrast, Gamma, Threshold};
+pub use tone::{Brightness, Contrast, Gamma, Saturation, Threshold};
 
 /// How `resize` fits the source into the requested box.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -146,6 +146,10 @@ pub enum Op {
     Sobel,
     /// `threshold:N`.
     Threshold(Threshold),
+    /// `saturation:F`.
+    Saturation(Saturation),
+    /// `pixelate:N`.
+    Pixelate(Pixelate),
 }
 
 impl Op {
@@ -168,6 +172,8 @@ impl Op {
             Op::Invert => &tone::Invert,
             Op::Sobel => &filters::Sobel,
             Op::Threshold(s) => s,
+            Op::Saturation(s) => s,
+            Op::Pixelate(s) => s,
         }
     }
 }

@@ -72,6 +72,8 @@ pub const STEPS: &[Spec] = &[
     tone::INVERT,
     filters::SOBEL,
     tone::THRESHOLD,
+    tone::SATURATION,
+    filters::PIXELATE,
     output::FORMAT,
     output::QUALITY,
     output::LOSSLESS,

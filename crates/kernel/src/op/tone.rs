@@ -1,5 +1,5 @@
 //! Steps that change pixel values one at a time: `grayscale`, `brightness`, `contrast`,
-//! `gamma`, `invert`, `threshold`. Each has its spec, canonical form, size rule and pixels
+//! `gamma`, `invert`, `threshold`, `saturation`. Each has its spec, canonical form, size rule and pixels
 //! here; the algorithms (tone tables, luma) are in `ops::color`.
 
 use super::Op;
@@ -198,5 +198,37 @@ impl Operation for Threshold {
 
     fn apply(&self, img: Raster, _: &mut Apply<'_>) -> Result<Raster, Error> {
         Ok(color::threshold(&img, self.level))
+    }
+}
+
+/// `saturation:F`: colour scaled away from (F > 1) or towards (F < 1) each pixel's luma;
+/// 0 is grey (0..=10).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Saturation {
+    /// Factor.
+    pub factor: f32,
+}
+
+pub(super) const SATURATION: Spec = Spec {
+    names: &["saturation", "saturate"],
+    syntax: "saturation:F",
+    about: "colour saturation x F (0 grey, 1 unchanged, 0..10); grey images unchanged",
+    example: "saturation:1.4",
+    args: (1, 1),
+    parse: |s, _| Ok(Parsed::Op(Op::Saturation(Saturation { factor: s.f32_in(0, "factor", 0.0, 10.0, false)? }))),
+};
+
+impl Operation for Saturation {
+    fn canonical(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "saturation:{}", self.factor)
+    }
+
+    fn plan(&self, s: &Sizing<'_>) -> Result<Shape, Error> {
+        Ok(s.shape(s.w, s.h, s.ch).in_place())
+    }
+
+    fn apply(&self, mut img: Raster, _: &mut Apply<'_>) -> Result<Raster, Error> {
+        color::saturate(&mut img, self.factor);
+        Ok(img)
     }
 }

@@ -1,5 +1,5 @@
 //! Colour and tone: channel conversion, grayscale, brightness, contrast, gamma, invert,
-//! threshold. Tone operations are 256-entry lookup tables applied to colour channels only.
+//! threshold, saturation. Tone operations are 256-entry lookup tables applied to colour channels only.
 
 use crate::{Channels, Raster};
 
@@ -178,5 +178,51 @@ mod tests {
         assert!(t.data().iter().all(|&v| v == 0 || v == 255));
         assert_eq!(t.data()[99], 0);
         assert_eq!(t.data()[100], 255);
+    }
+}
+
+/// Scales each pixel's colour away from (factor > 1) or towards (factor < 1) its own Rec. 601
+/// luma: 0 is grey, 1 leaves the image as it is. Grey images and alpha are untouched. In place.
+pub fn saturate(img: &mut Raster, factor: f32) {
+    let n = img.channels().count();
+    if img.channels().colour_count() < 3 {
+        return;
+    }
+    // Fixed point: factor in 1/256ths, so the inner loop is integer only.
+    let f = (factor * 256.0).round() as i32;
+    for p in img.data_mut().chunks_exact_mut(n) {
+        let l = i32::from(luma(p[0], p[1], p[2]));
+        for c in &mut p[..3] {
+            let v = l + (((i32::from(*c) - l) * f + 128) >> 8);
+            *c = v.clamp(0, 255) as u8;
+        }
+    }
+}
+
+#[cfg(test)]
+mod saturation_tests {
+    use super::*;
+
+    #[test]
+    fn zero_is_grey_one_is_identity_and_grey_images_are_untouched() {
+        let img = Raster::from_fn(7, 5, Channels::Rgba, |x, y, p| {
+            p.copy_from_slice(&[(x * 30) as u8, (y * 50) as u8, 200, 99])
+        });
+        let mut same = img.clone();
+        saturate(&mut same, 1.0);
+        assert_eq!(same, img);
+        let mut grey = img.clone();
+        saturate(&mut grey, 0.0);
+        for (g, o) in grey.data().chunks_exact(4).zip(img.data().chunks_exact(4)) {
+            let l = luma(o[0], o[1], o[2]);
+            assert_eq!(g, [l, l, l, o[3]]);
+        }
+        let mut more = Raster::from_fn(1, 1, Channels::Rgb, |_, _, p| p.copy_from_slice(&[120, 100, 100]));
+        saturate(&mut more, 3.0);
+        assert!(more.data()[0] > 120 && more.data()[1] < 100, "{:?}", more.data());
+        let g = Raster::from_fn(4, 4, Channels::GrayAlpha, |x, _, p| p.copy_from_slice(&[x as u8 * 9, 7]));
+        let mut g2 = g.clone();
+        saturate(&mut g2, 5.0);
+        assert_eq!(g2, g);
     }
 }

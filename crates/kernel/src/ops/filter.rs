@@ -92,6 +92,41 @@ pub fn sharpen(src: &Raster, sigma: f32, amount: f32, stop: &Stop) -> Result<Ras
     Ok(out)
 }
 
+/// Pixelates: every `block x block` tile (the last row and column of tiles may be smaller)
+/// becomes the mean of its pixels, alpha included. In place; checks `stop` every tile row.
+pub fn pixelate(img: &mut Raster, block: u32, stop: &Stop) -> Result<(), Error> {
+    let (w, h, n) = (img.width(), img.height(), img.channels().count());
+    let block = block.max(1);
+    let stride = img.stride();
+    let data = img.data_mut();
+    let mut sum = vec![0u32; n];
+    for ty in (0..h).step_by(block as usize) {
+        stop.check()?;
+        let y1 = (ty + block).min(h);
+        for tx in (0..w).step_by(block as usize) {
+            let x1 = (tx + block).min(w);
+            sum.iter_mut().for_each(|s| *s = 0);
+            for y in ty..y1 {
+                let row = &data[y as usize * stride..][tx as usize * n..x1 as usize * n];
+                for p in row.chunks_exact(n) {
+                    for (s, &v) in sum.iter_mut().zip(p) {
+                        *s += u32::from(v);
+                    }
+                }
+            }
+            let count = (x1 - tx) * (y1 - ty);
+            let mean: Vec<u8> = sum.iter().map(|&s| ((s + count / 2) / count) as u8).collect();
+            for y in ty..y1 {
+                let row = &mut data[y as usize * stride..][tx as usize * n..x1 as usize * n];
+                for p in row.chunks_exact_mut(n) {
+                    p.copy_from_slice(&mean);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +170,22 @@ mod tests {
         assert!(s.pixel(9, 0)[0] < 100);
         assert!(s.pixel(10, 0)[0] > 150);
         assert_eq!(s.pixel(0, 0)[0], 100);
+    }
+
+    #[test]
+    fn pixelate_fills_each_tile_with_its_mean() {
+        let mut img = Raster::from_fn(5, 3, Channels::Gray, |x, y, p| p[0] = (x * 10 + y) as u8);
+        pixelate(&mut img, 2, &Stop::new()).unwrap();
+        // Tile (0,0): x 0..2, y 0..2 -> values 0,10,1,11 -> mean 5.5 -> 6 (rounded half up).
+        assert_eq!(img.pixel(0, 0)[0], 6);
+        assert_eq!(img.pixel(1, 1)[0], 6);
+        // The last column is a 1-wide tile: x 4, y 0..2 -> 40, 41 -> 41 (40.5 rounded).
+        assert_eq!(img.pixel(4, 1)[0], 41);
+        // The last row is a 1-high tile: x 2..4, y 2 -> 22, 32 -> 27.
+        assert_eq!(img.pixel(3, 2)[0], 27);
+        let mut one = Raster::from_fn(3, 3, Channels::Rgb, |x, y, p| p.copy_from_slice(&[x as u8, y as u8, 9]));
+        let before = one.clone();
+        pixelate(&mut one, 1, &Stop::new()).unwrap();
+        assert_eq!(one, before);
     }
 }
