@@ -58,6 +58,8 @@ fn op() -> impl Strategy<Value = Op> {
         any::<u8>().prop_map(|level| Op::Threshold(op::Threshold { level })),
         (0u32..100).prop_map(|f| Op::Saturation(op::Saturation { factor: f as f32 / 10.0 })),
         (1u32..40).prop_map(|size| Op::Pixelate(op::Pixelate { size })),
+        (0u32..20, 0u32..20, 0u32..20, 0u32..20, any::<[u8; 4]>())
+            .prop_map(|(top, right, bottom, left, c)| Op::Pad(op::Pad { top, right, bottom, left, colour: Rgba(c) })),
     ]
 }
 

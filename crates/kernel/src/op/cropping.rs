@@ -1,9 +1,9 @@
-//! Steps that cut a box out of the image: `crop` and `aspect`. Each has its spec, canonical
+//! Steps that cut a box out of the image or add one around it: `crop`, `aspect`, `pad`. Each has its spec, canonical
 //! form, size rule and pixels here; the algorithms are in `ops::geometry`.
 
-use super::operation::{Apply, Operation, Shape, Sizing};
-use super::spec::{GRAVITIES, MAX_SIDE, Parsed, Spec, name_of};
-use super::{Gravity, Op};
+use super::operation::{Apply, Operation, Shape, Sizing, bytes};
+use super::spec::{GRAVITIES, MAX_SIDE, Parsed, Spec, name_of, parse_colour};
+use super::{Gravity, Op, Rgba};
 use crate::ops::geometry;
 use crate::{Error, Raster, Rect};
 use serde::{Deserialize, Serialize};
@@ -102,5 +102,63 @@ impl Operation for Aspect {
     fn apply(&self, img: Raster, _: &mut Apply<'_>) -> Result<Raster, Error> {
         let b = geometry::aspect_box(img.width(), img.height(), self.width, self.height, self.gravity);
         geometry::crop(&img, b)
+    }
+}
+
+/// `pad:T:R:B:L[:rrggbb[aa]]`: a border of the colour (default opaque white) around the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pad {
+    /// Pixels above.
+    pub top: u32,
+    /// Pixels to the right.
+    pub right: u32,
+    /// Pixels below.
+    pub bottom: u32,
+    /// Pixels to the left.
+    pub left: u32,
+    /// Border colour.
+    #[serde(default = "white")]
+    pub colour: Rgba,
+}
+
+fn white() -> Rgba {
+    Rgba([255, 255, 255, 255])
+}
+
+pub(super) const PAD: Spec = Spec {
+    names: &["pad", "extend"],
+    syntax: "pad:T:R:B:L[:rrggbb[aa]]",
+    about: "border of T, R, B, L pixels in a colour (default white; alpha < ff adds transparency)",
+    example: "pad:10:20:10:20:000000",
+    args: (4, 5),
+    parse: |s, _| {
+        Ok(Parsed::Op(Op::Pad(Pad {
+            top: s.u32_in(0, "top", 0, MAX_SIDE)?,
+            right: s.u32_in(1, "right", 0, MAX_SIDE)?,
+            bottom: s.u32_in(2, "bottom", 0, MAX_SIDE)?,
+            left: s.u32_in(3, "left", 0, MAX_SIDE)?,
+            colour: if s.args.len() > 4 { parse_colour(s, 4)? } else { white() },
+        })))
+    },
+};
+
+impl Operation for Pad {
+    fn canonical(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Rgba([r, g, b, a]) = self.colour;
+        write!(f, "pad:{}:{}:{}:{}:{r:02x}{g:02x}{b:02x}{a:02x}", self.top, self.right, self.bottom, self.left)
+    }
+
+    fn plan(&self, s: &Sizing<'_>) -> Result<Shape, Error> {
+        let w = u64::from(s.w) + u64::from(self.left) + u64::from(self.right);
+        let h = u64::from(s.h) + u64::from(self.top) + u64::from(self.bottom);
+        let (w, h) = s.check_out(w, h)?;
+        let ch = geometry::padded_channels(s.ch, self.colour);
+        // A widened layout converts the image first.
+        let scratch = if ch == s.ch { 0 } else { bytes(u64::from(s.w), u64::from(s.h), ch) };
+        Ok(s.shape(w, h, ch).with_scratch(scratch))
+    }
+
+    fn apply(&self, img: Raster, _: &mut Apply<'_>) -> Result<Raster, Error> {
+        geometry::pad(&img, self.top, self.right, self.bottom, self.left, self.colour)
     }
 }

@@ -19,7 +19,7 @@ mod resizing;
 mod spec;
 mod tone;
 
-pub use cropping::{Aspect, Crop};
+pub use cropping::{Aspect, Crop, Pad};
 pub use filters::{Blur, Pixelate, Sharpen};
 pub(crate) use operation::Operation;
 pub use orienting::{Flip, Rotate};
@@ -150,6 +150,8 @@ pub enum Op {
     Saturation(Saturation),
     /// `pixelate:N`.
     Pixelate(Pixelate),
+    /// `pad:T:R:B:L[:rrggbb[aa]]`.
+    Pad(Pad),
 }
 
 impl Op {
@@ -174,6 +176,7 @@ impl Op {
             Op::Threshold(s) => s,
             Op::Saturation(s) => s,
             Op::Pixelate(s) => s,
+            Op::Pad(s) => s,
         }
     }
 }

@@ -60,6 +60,7 @@ pub const STEPS: &[Spec] = &[
     resizing::THUMBNAIL,
     cropping::CROP,
     cropping::ASPECT,
+    cropping::PAD,
     resizing::SMARTCROP,
     orienting::ROTATE,
     orienting::FLIP,

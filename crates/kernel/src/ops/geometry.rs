@@ -215,6 +215,56 @@ pub fn clamp_box(width: u32, height: u32, rect: Rect) -> Option<Rect> {
     (x1 > x0 && y1 > y0).then(|| Rect { x: x0, y: y0, width: x1 - x0, height: y1 - y0 })
 }
 
+/// The layout a `pad` with `colour` gives an image of layout `ch`: alpha added for a colour
+/// that is not opaque, colour channels for a colour that is not grey.
+pub fn padded_channels(ch: Channels, colour: Rgba) -> Channels {
+    let [r, g, b, a] = colour.0;
+    let ch = if a < 255 { ch.with_alpha() } else { ch };
+    match ch {
+        Channels::Gray if r != g || g != b => Channels::Rgb,
+        Channels::GrayAlpha if r != g || g != b => Channels::Rgba,
+        c => c,
+    }
+}
+
+/// Adds `top`, `right`, `bottom`, `left` pixels of `colour` around the image.
+pub fn pad(src: &Raster, top: u32, right: u32, bottom: u32, left: u32, colour: Rgba) -> Result<Raster, Error> {
+    let ch = padded_channels(src.channels(), colour);
+    let converted;
+    let src = if ch == src.channels() {
+        src
+    } else {
+        converted = crate::ops::color::convert(src, ch);
+        &converted
+    };
+    let [r, g, b, a] = colour.0;
+    let fill: &[u8] = match ch {
+        Channels::Gray => &[r],
+        Channels::GrayAlpha => &[r, a],
+        Channels::Rgb => &[r, g, b],
+        Channels::Rgba => &[r, g, b, a],
+    };
+    let (w, h) = (src.width() + left + right, src.height() + top + bottom);
+    let n = ch.count();
+    let mut data = Vec::with_capacity(w as usize * h as usize * n);
+    for _ in 0..w as usize * top as usize {
+        data.extend_from_slice(fill);
+    }
+    for y in 0..src.height() {
+        for _ in 0..left {
+            data.extend_from_slice(fill);
+        }
+        data.extend_from_slice(src.row(y));
+        for _ in 0..right {
+            data.extend_from_slice(fill);
+        }
+    }
+    for _ in 0..w as usize * bottom as usize {
+        data.extend_from_slice(fill);
+    }
+    Raster::from_vec(w, h, ch, data)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,5 +328,22 @@ mod tests {
         let t = rotate(&r, 30.0, Rgba([0, 0, 0, 0]), &Stop::new()).unwrap();
         assert_eq!(t.channels(), Channels::Rgba);
         assert_eq!(t.pixel(0, 0)[3], 0);
+    }
+
+    #[test]
+    fn pad_surrounds_the_image_and_widens_the_layout_when_the_colour_needs_it() {
+        let r = numbered(2, 2);
+        let p = pad(&r, 1, 2, 0, 1, Rgba([9, 9, 9, 255])).unwrap();
+        assert_eq!((p.width(), p.height(), p.channels()), (5, 3, Channels::Gray));
+        assert_eq!(p.row(0), [9, 9, 9, 9, 9]);
+        assert_eq!(p.row(1), [9, 0, 1, 9, 9]);
+        assert_eq!(p.row(2), [9, 2, 3, 9, 9]);
+        let red = pad(&r, 0, 1, 0, 0, Rgba([255, 0, 0, 255])).unwrap();
+        assert_eq!(red.channels(), Channels::Rgb);
+        assert_eq!(red.pixel(2, 0), [255, 0, 0]);
+        assert_eq!(red.pixel(1, 1), [3, 3, 3]);
+        let clear = pad(&r, 1, 0, 0, 0, Rgba([0, 0, 0, 0])).unwrap();
+        assert_eq!(clear.channels(), Channels::GrayAlpha);
+        assert_eq!((clear.pixel(0, 0), clear.pixel(1, 2)), (&[0u8, 0][..], &[3u8, 255][..]));
     }
 }
