@@ -286,6 +286,14 @@ pub async fn record_provisional(
 }
 
 /// An output already written for this digest, if any.
+/// The record of a job answered by an output an identical earlier job made.
+fn reused(job: &Job, cfg: &ProcessConfig, attempt: u32, out: OutputInfo) -> JobResult {
+    let mut r = base_result(job, cfg, attempt, Status::Ok);
+    r.reused = true;
+    r.outputs.push(out);
+    r
+}
+
 async fn existing_output(store: &dyn ObjectStore, job: &Job, digest: &str) -> Result<Option<OutputInfo>, StoreError> {
     let stem = keys::output_key_stem(&job.output.prefix, digest);
     let found = store.list(&job.output.bucket, &stem).await?;
@@ -396,10 +404,7 @@ async fn run(
     if let Some(digest) = &job.input_digest {
         let digest = keys::output_digest(digest, &job.pipeline.canonical(), pixq_kernel::KERNEL_VERSION);
         if let Some(out) = existing_output(store, job, &digest).await.at("looking for an existing output")? {
-            let mut r = base_result(job, cfg, attempt, Status::Ok);
-            r.reused = true;
-            r.outputs.push(out);
-            return Ok(r);
+            return Ok(reused(job, cfg, attempt, out));
         }
     }
 
@@ -433,36 +438,21 @@ async fn run(
             checked.map_err(JobError::Permanent)?;
             (bytes, claimed.clone())
         }
-        None => {
-            let d = match &meta.etag {
-                Some(etag) => format!("etag:{etag}"),
-                None if bytes.len() <= INLINE_BYTES => keys::content_digest(&bytes),
-                None => {
-                    let hashed = tokio::task::spawn_blocking(move || (keys::content_digest(&bytes), bytes));
-                    let (d, b) = hashed.await.map_err(|e| JobError::Transient(format!("hashing the input: {e}")))?;
-                    return finish(job, attempt, store, cfg, admission, cancel, t, b, d).await;
-                }
-            };
-            (bytes, d)
-        }
+        None => match &meta.etag {
+            Some(etag) => (bytes, format!("etag:{etag}")),
+            None if bytes.len() <= INLINE_BYTES => {
+                let d = keys::content_digest(&bytes);
+                (bytes, d)
+            }
+            None => {
+                let hashed = tokio::task::spawn_blocking(move || {
+                    let d = keys::content_digest(&bytes);
+                    (bytes, d)
+                });
+                hashed.await.map_err(|e| JobError::Transient(format!("hashing the input: {e}")))?
+            }
+        },
     };
-    finish(job, attempt, store, cfg, admission, cancel, t, bytes, digest_of_input).await
-}
-
-/// The rest of a job once its input is in hand with its digest.
-#[allow(clippy::too_many_arguments)]
-async fn finish(
-    job: &Job,
-    attempt: u32,
-    store: &dyn ObjectStore,
-    cfg: &ProcessConfig,
-    admission: &Admission,
-    cancel: &CancellationToken,
-    t: Instant,
-    bytes: Vec<u8>,
-    digest_of_input: String,
-) -> Result<JobResult, JobError> {
-    let permanent = |reason: String| Err(JobError::Permanent(reason));
     let download_ms = ms_since(t);
     let digest = keys::output_digest(&digest_of_input, &job.pipeline.canonical(), pixq_kernel::KERNEL_VERSION);
     // A job that came without a digest (an S3 notification, a local file linked unread) is
@@ -470,10 +460,7 @@ async fn finish(
     if job.input_digest.is_none()
         && let Some(out) = existing_output(store, job, &digest).await.at("looking for an existing output")?
     {
-        let mut r = base_result(job, cfg, attempt, Status::Ok);
-        r.reused = true;
-        r.outputs.push(out);
-        return Ok(r);
+        return Ok(reused(job, cfg, attempt, out));
     }
 
     // 4. Plan from the header (every step's size, the peak memory), admission under the
