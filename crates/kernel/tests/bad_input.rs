@@ -181,3 +181,30 @@ fn crop_outside_the_image_names_the_step() {
     let err = process(&png, &Pipeline::parse("crop:200:0:10:10").unwrap(), &Limits::default()).unwrap_err();
     assert!(err.to_string().contains("crop:200:0:10:10") && err.to_string().contains("outside"), "{err}");
 }
+
+/// The class of steps that make an image larger than their input: each is refused by the
+/// plan, from the header alone and before any decode, when its output would pass the
+/// largest side, and the error names the step.
+#[test]
+fn every_growing_step_is_refused_before_decoding() {
+    let png = common::png(&common::quadrants(40, 30));
+    let l = Limits::default();
+    for ops in [
+        "resize:20000:0",
+        "resize:100:100,resize:0:20000:inside,resize:20000:20000:fill",
+        "pad:0:0:16384:0",
+        "pad:1000000:1000000:1000000:1000000:00000000",
+        "thumbnail:30,pad:8000:9000:8000:9000",
+        "smartcrop:16385:10",
+        "rotate:45,pad:12000:12000:12000:12000",
+    ] {
+        let err = pixq_kernel::plan(&png, &Pipeline::parse(ops).unwrap(), &l).unwrap_err();
+        assert!(matches!(err, Error::OutputTooLarge { max: 16_384, .. }), "{ops}: {err}");
+        let step = ops.split(',').next_back().unwrap().split(':').next().unwrap();
+        assert!(err.to_string().contains(step), "{ops}: {err}");
+        assert!(matches!(process(&png, &Pipeline::parse(ops).unwrap(), &l), Err(Error::OutputTooLarge { .. })));
+    }
+    // Just inside the limit it works: a 40 px image padded to exactly 16,384 wide.
+    let ok = process(&png, &Pipeline::parse("pad:0:16304:0:40:000000").unwrap(), &l).unwrap();
+    assert_eq!((ok.width, ok.height), (16_384, 30));
+}
