@@ -14,7 +14,13 @@
 #      "terminate", so an idle worker ends its own instance and costs nothing more;
 #   4. when the worker cannot start at all (wrong queue URL, AccessDenied: it fails again
 #      at every restart), powers the machine off too, after a few tries, rather than
-#      restarting it for ever on an instance that is paid for and does nothing.
+#      restarting it for ever on an instance that is paid for and does nothing;
+#   5. in the stack's Auto Scaling group (PIXQ_ASG_NAME, set by the template's loader):
+#      installs the lifecycle watcher, which stops the worker with SIGTERM when the group
+#      terminates the instance (IMDS target-lifecycle-state) and then completes the
+#      pixq-drain lifecycle action; and an idle stop leaves the group with its desired
+#      capacity decremented (a powered-off member would be replaced), or, at the group's
+#      minimum, starts the worker again.
 # PIXQ_BOOT_ROOT (tests only) prefixes every path, so the script can run in a scratch folder.
 set -euo pipefail
 ROOT="${PIXQ_BOOT_ROOT:-}"
@@ -38,7 +44,7 @@ trap on_exit EXIT
 # holds for user-data written by hand or by something else. Checked before anything is
 # fetched or written, so a refused instance leaves no half-configured worker behind.
 for name in PIXQ_QUEUE_URL PIXQ_REGION PIXQ_WORKER_S3 PIXQ_WORKER_SHA256 PIXQ_BUCKET \
-  PIXQ_IDLE_STOP_SECS PIXQ_CONCURRENCY PIXQ_VISIBILITY_SECS; do
+  PIXQ_IDLE_STOP_SECS PIXQ_CONCURRENCY PIXQ_VISIBILITY_SECS PIXQ_ASG_NAME; do
   case "${!name:-}" in
     *[[:cntrl:]]*)
       log "$name contains a newline, carriage return or other control character; refusing to configure the worker with it"
@@ -47,9 +53,10 @@ for name in PIXQ_QUEUE_URL PIXQ_REGION PIXQ_WORKER_S3 PIXQ_WORKER_SHA256 PIXQ_BU
   esac
 done
 BIN_DIR="$ROOT/usr/local/bin"
+LIB_DIR="$ROOT/usr/local/lib/pixq"
 ETC="$ROOT/etc/pixq"
 UNIT_DIR="$ROOT/etc/systemd/system"
-mkdir -p "$BIN_DIR" "$ETC" "$UNIT_DIR"
+mkdir -p "$BIN_DIR" "$LIB_DIR" "$ETC" "$UNIT_DIR"
 
 log "fetching $PIXQ_WORKER_S3"
 for attempt in 1 2 3 4 5; do
@@ -97,7 +104,58 @@ umask 022
   env_line PIXQ_IDLE_EXIT_CODE 75
   if [ -n "${PIXQ_IDLE_STOP_SECS:-}" ]; then env_line PIXQ_IDLE_STOP_SECS "$PIXQ_IDLE_STOP_SECS"; fi
   if [ -n "${PIXQ_CONCURRENCY:-}" ]; then env_line PIXQ_CONCURRENCY "$PIXQ_CONCURRENCY"; fi
+  # Read by the helpers below (the worker ignores it).
+  env_line PIXQ_ASG_NAME "${PIXQ_ASG_NAME:-}"
 } > "$ETC/worker.env"
+
+# IMDSv2 (a token first; the hop limit of 1 keeps it on this host). PIXQ_IMDS_URL: tests.
+cat > "$LIB_DIR/imds" <<'EOF'
+#!/bin/bash
+# Prints an instance metadata value: imds PATH (e.g. instance-id).
+base="${PIXQ_IMDS_URL:-http://169.254.169.254}"
+token="$(curl -fsS -m 2 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' "$base/latest/api/token")" || exit 1
+exec curl -fsS -m 2 -H "X-aws-ec2-metadata-token: $token" "$base/latest/meta-data/$1"
+EOF
+
+# After an idle stop (exit 75): a lone instance powers off (its shutdown behaviour is
+# terminate); a group member asks the group to terminate it and lower the desired capacity,
+# so it is not replaced, and at the group's minimum (the call is refused) works on.
+cat > "$LIB_DIR/on-idle" <<'EOF'
+#!/bin/bash
+lib="$(dirname "$0")"
+if [ -n "${PIXQ_ASG_NAME:-}" ]; then
+  if id="$("$lib/imds" instance-id)" && aws autoscaling terminate-instance-in-auto-scaling-group \
+      --region "$AWS_REGION" --instance-id "$id" --should-decrement-desired-capacity; then
+    echo "pixq: idle, leaving the group $PIXQ_ASG_NAME"
+  else
+    echo "pixq: idle, but the group keeps this instance (at its minimum): the worker goes on"
+    systemctl --no-block start pixq-worker.service
+  fi
+  exit 0
+fi
+systemctl --no-block poweroff
+EOF
+
+# The group's termination lifecycle hook (pixq-drain) holds a terminating instance in
+# Terminating:Wait; this watcher sees it in IMDS, stops the worker (SIGTERM: it finishes or
+# releases what it holds within its grace), then lets the termination go on.
+cat > "$LIB_DIR/lifecycle-watch" <<'EOF'
+#!/bin/bash
+set -uo pipefail
+lib="$(dirname "$0")"
+until id="$("$lib/imds" instance-id)"; do sleep 5; done
+while :; do
+  if [ "$("$lib/imds" autoscaling/target-lifecycle-state 2>/dev/null)" = Terminated ]; then
+    echo "pixq: the group is terminating $id: stopping the worker"
+    systemctl stop pixq-worker.service
+    aws autoscaling complete-lifecycle-action --region "$AWS_REGION" --auto-scaling-group-name "$PIXQ_ASG_NAME" \
+      --lifecycle-hook-name pixq-drain --instance-id "$id" --lifecycle-action-result CONTINUE
+    exit 0
+  fi
+  sleep "${PIXQ_WATCH_SECS:-5}"
+done
+EOF
+chmod 0755 "$LIB_DIR/imds" "$LIB_DIR/on-idle" "$LIB_DIR/lifecycle-watch"
 
 cat > "$UNIT_DIR/pixq-worker.service" <<'EOF'
 [Unit]
@@ -122,7 +180,7 @@ ExecStart=/usr/local/bin/pixq-worker
 # 75: stopped because the queue stayed empty; that is not a failure, and the machine goes.
 SuccessExitStatus=75
 # '+': runs with full privileges (poweroff), unlike the worker itself.
-ExecStopPost=+/bin/sh -c 'if [ "$EXIT_STATUS" = 75 ]; then /usr/bin/systemctl --no-block poweroff; fi'
+ExecStopPost=+/bin/sh -c 'if [ "$EXIT_STATUS" = 75 ]; then /usr/local/lib/pixq/on-idle; fi'
 Restart=on-failure
 RestartSec=5
 KillSignal=SIGTERM
@@ -152,6 +210,25 @@ ExecStart=-/bin/sh -c 'echo "pixq-worker failed to start repeatedly; powering of
 ExecStart=/usr/bin/systemctl --no-block poweroff
 EOF
 
+if [ -n "${PIXQ_ASG_NAME:-}" ]; then
+  cat > "$UNIT_DIR/pixq-lifecycle.service" <<'EOF'
+[Unit]
+Description=pixq lifecycle watcher: drains the worker when the Auto Scaling group terminates this instance
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+EnvironmentFile=/etc/pixq/worker.env
+ExecStart=/usr/local/lib/pixq/lifecycle-watch
+Restart=always
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+EOF
+fi
+
 systemctl daemon-reload
 systemctl enable --now pixq-worker.service
+if [ -n "${PIXQ_ASG_NAME:-}" ]; then systemctl enable --now pixq-lifecycle.service; fi
 log "pixq-worker started on $PIXQ_QUEUE_URL"

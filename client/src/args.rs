@@ -62,7 +62,8 @@ pub enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
-    /// EC2 workers on the stack's heavy queue: launch, list, terminate.
+    /// EC2 workers on the stack's heavy queue: the Auto Scaling group (up, down, status) and
+    /// one-off instances (launch, list, terminate).
     #[cfg(feature = "ec2")]
     Ec2 {
         /// What to do.
@@ -149,6 +150,23 @@ pub enum JobsCommand {
 #[cfg(feature = "ec2")]
 #[derive(Debug, Subcommand)]
 pub enum Ec2Action {
+    /// Release the worker to the stack's Auto Scaling group (binary and bootstrap, content-
+    /// addressed, and the pointer its instances read at boot) and set the group's size.
+    /// Without sizes the group is left to its scaling policies (backlog per instance, out of
+    /// and back to zero).
+    Up(UpArgs),
+    /// Scale the group to zero now (each worker releases what it holds first).
+    Down {
+        /// The group (default: the stack's WorkerGroupName).
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// The group's size and instances, the heavy queue's backlog, recent scaling activity.
+    Status {
+        /// The group (default: the stack's WorkerGroupName).
+        #[arg(long)]
+        group: Option<String>,
+    },
     /// Start workers: instances that fetch pixq-worker from the stack's bucket and long-poll
     /// the heavy queue with their instance role.
     Launch(LaunchArgs),
@@ -180,6 +198,28 @@ pub enum Ec2Action {
         /// Only these instance ids (default: the whole fleet).
         ids: Vec<String>,
     },
+}
+
+/// Flags of `pixq ec2 up`.
+#[cfg(feature = "ec2")]
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpArgs {
+    /// A new worker binary to release (Linux, arm64 or x86_64); instances started from now
+    /// on run it. Needed once, before the group's first instance.
+    #[arg(long, env = "PIXQ_WORKER_BINARY")]
+    pub worker_binary: Option<PathBuf>,
+    /// The group (default: the stack's WorkerGroupName).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Fewest instances (0 lets the group scale in to nothing).
+    #[arg(long)]
+    pub min: Option<i32>,
+    /// Most instances.
+    #[arg(long)]
+    pub max: Option<i32>,
+    /// Instances wanted now (the scaling policies change it afterwards).
+    #[arg(long)]
+    pub desired: Option<i32>,
 }
 
 /// Flags of `pixq ec2 launch`.

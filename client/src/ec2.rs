@@ -24,9 +24,9 @@ use pixq_jobs::store::ObjectStore;
 
 use crate::args::{Ec2Action, LaunchArgs};
 
-/// The bootstrap's body; the launcher puts the settings above it.
-/// The bootstrap the worker crate owns and ships.
-const BOOTSTRAP: &str = pixq_worker::USER_DATA;
+/// The bootstrap the worker crate owns and ships; the launcher puts the settings above it,
+/// the Auto Scaling group's loader sets them before running it.
+pub const BOOTSTRAP: &str = pixq_worker::USER_DATA;
 
 /// Tag naming the fleet an instance belongs to.
 pub const FLEET_TAG: &str = "pixq:fleet";
@@ -56,7 +56,8 @@ impl Arch {
         }
     }
 
-    fn name(self) -> &'static str {
+    /// `arm64` or `x86_64`, as AWS spells them.
+    pub fn name(self) -> &'static str {
         match self {
             Arch::Arm64 => "arm64",
             Arch::X86_64 => "x86_64",
@@ -69,6 +70,43 @@ impl Arch {
             Arch::Arm64 => "c7g.xlarge",
             Arch::X86_64 => "c7i.xlarge",
         }
+    }
+}
+
+/// A pixq-worker executable to release: its bytes, architecture and digest.
+pub struct WorkerBinary {
+    /// Where it was read.
+    pub path: std::path::PathBuf,
+    /// The executable.
+    pub bytes: Vec<u8>,
+    /// Its architecture (from the ELF header).
+    pub arch: Arch,
+    /// SHA-256, hex.
+    pub sha256: String,
+}
+
+impl WorkerBinary {
+    /// Reads a Linux executable; refuses anything else.
+    pub fn read(path: &std::path::Path) -> anyhow::Result<WorkerBinary> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading the worker binary {}", path.display()))?;
+        let arch = Arch::of_elf(&bytes).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let sha256 = pixq_jobs::keys::content_digest(&bytes).trim_start_matches("sha256:").to_string();
+        Ok(WorkerBinary { path: path.to_path_buf(), bytes, arch, sha256 })
+    }
+
+    /// Its content-addressed key under `releases/`.
+    pub fn key(&self) -> String {
+        format!("releases/pixq-worker-{}-{}", self.arch.name(), &self.sha256[..16])
+    }
+
+    /// Uploads it unless the bucket already holds it.
+    pub async fn upload(&self, store: &dyn ObjectStore, bucket: &str) -> anyhow::Result<()> {
+        let key = self.key();
+        if store.head(bucket, &key).await?.is_none() {
+            eprintln!("uploading {} ({} MB) to s3://{bucket}/{key}", self.path.display(), self.bytes.len() >> 20);
+            store.put(bucket, &key, self.bytes.clone(), "application/octet-stream").await?;
+        }
+        Ok(())
     }
 }
 
@@ -136,6 +174,9 @@ pub async fn run(outputs: &StackOutputs, json: bool, action: &Ec2Action) -> anyh
     let sdk = pixq_jobs::aws::sdk_config().await;
     let ec2 = aws_sdk_ec2::Client::new(&sdk);
     match action {
+        Ec2Action::Up(a) => crate::group::up(a, outputs, &sdk, json).await,
+        Ec2Action::Down { group } => crate::group::down(group.as_deref(), outputs, &sdk).await,
+        Ec2Action::Status { group } => crate::group::status(group.as_deref(), outputs, &sdk, json).await,
         Ec2Action::Launch(a) => launch(a, outputs, &sdk, &ec2).await,
         Ec2Action::Scale { per_worker, max, launch: a } => {
             let Some(queue_url) = outputs.heavy_queue_url.clone() else {
@@ -304,16 +345,13 @@ async fn launch(
     }
 
     // 1. The binary, once per content, where the instance role may read it.
-    let binary = std::fs::read(&a.worker_binary)
-        .with_context(|| format!("reading the worker binary {}", a.worker_binary.display()))?;
-    let arch = Arch::of_elf(&binary).map_err(|e| anyhow!("{}: {e}", a.worker_binary.display()))?;
-    let sha = pixq_jobs::keys::content_digest(&binary).trim_start_matches("sha256:").to_string();
-    let key = format!("releases/pixq-worker-{}-{}", arch.name(), &sha[..16]);
+    let worker = WorkerBinary::read(&a.worker_binary)?;
+    let (arch, key) = (worker.arch, worker.key());
     let bootstrap = Bootstrap {
         queue_url: queue_url.clone(),
         region: region.clone(),
         worker_s3: format!("s3://{bucket}/{key}"),
-        worker_sha256: sha,
+        worker_sha256: worker.sha256.clone(),
         output_bucket: bucket.clone(),
         idle_stop_secs: (a.idle_stop_secs > 0).then_some(a.idle_stop_secs),
         concurrency: a.concurrency,
@@ -326,10 +364,7 @@ async fn launch(
         return Ok(0);
     }
     let store = pixq_jobs::aws::s3_store(sdk);
-    if store.head(&bucket, &key).await?.is_none() {
-        eprintln!("uploading {} ({} MB) to s3://{bucket}/{key}", a.worker_binary.display(), binary.len() >> 20);
-        store.put(&bucket, &key, binary, "application/octet-stream").await?;
-    }
+    worker.upload(&store, &bucket).await?;
 
     // 2. The instances.
     let ami = match &a.ami {

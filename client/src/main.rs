@@ -6,6 +6,8 @@
 mod args;
 #[cfg(feature = "ec2")]
 mod ec2;
+#[cfg(feature = "ec2")]
+mod group;
 mod inputs;
 mod run;
 mod serve;
@@ -44,6 +46,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let mut stack = pixq_jobs::backend::StackOutputs::read(c.stack_outputs.as_deref())?;
             stack.bucket = c.bucket.clone().or(stack.bucket);
             stack.heavy_queue_url = c.queue_url.clone().or(stack.heavy_queue_url);
+            if c.queue_url.is_some() {
+                stack.heavy_dlq_url = c.dlq_url.clone();
+            }
             ec2::run(&stack, g.json, &action).await
         }
     }

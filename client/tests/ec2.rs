@@ -434,3 +434,287 @@ async fn the_bootstrap_installs_the_worker_which_works_the_heavy_queue_then_stop
     let c = q.counts().await.unwrap();
     assert_eq!((c.visible, c.in_flight), (0, 0), "{c:?}");
 }
+
+/// The group template.yaml defines, as moto can hold it: a launch template and a group of
+/// minimum 0 on it. Returns the stack outputs with the group's name added.
+async fn group_stack(cfg: &aws_config::SdkConfig, st: &Stack) -> (String, PathBuf) {
+    use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, Tag};
+    use aws_sdk_ec2::types::{InstanceType, RequestLaunchTemplateData};
+    let ec2 = aws_sdk_ec2::Client::new(cfg);
+    let images = ec2.describe_images().owners("amazon").send().await.unwrap();
+    let ami = images.images().iter().find_map(|i| i.image_id()).unwrap().to_string();
+    let lt = pixq_testkit::unique("pixq-worker-lt");
+    ec2.create_launch_template()
+        .launch_template_name(&lt)
+        .launch_template_data(
+            RequestLaunchTemplateData::builder().image_id(ami).instance_type(InstanceType::C7gXlarge).build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let group = pixq_testkit::unique("pixq-workers");
+    aws_sdk_autoscaling::Client::new(cfg)
+        .create_auto_scaling_group()
+        .auto_scaling_group_name(&group)
+        .min_size(0)
+        .max_size(4)
+        .availability_zones("us-east-1a")
+        .launch_template(LaunchTemplateSpecification::builder().launch_template_name(&lt).version("$Latest").build())
+        .tags(Tag::builder().key("pixq:fleet").value(&group).propagate_at_launch(true).build())
+        .send()
+        .await
+        .unwrap();
+    let mut outputs: serde_json::Value = serde_json::from_slice(&std::fs::read(&st.outputs).unwrap()).unwrap();
+    outputs.as_array_mut().unwrap().push(serde_json::json!({"OutputKey": "WorkerGroupName", "OutputValue": group}));
+    let path = st.dir.path().join("stack-group.json");
+    std::fs::write(&path, outputs.to_string()).unwrap();
+    (group, path)
+}
+
+fn pixq_with(outputs: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pixq"))
+        .args(["--target", "aws", "--stack-outputs", outputs.to_str().unwrap(), "ec2"])
+        .args(args)
+        .output()
+        .expect("run pixq")
+}
+
+async fn describe_group(cfg: &aws_config::SdkConfig, group: &str) -> aws_sdk_autoscaling::types::AutoScalingGroup {
+    let d = aws_sdk_autoscaling::Client::new(cfg).describe_auto_scaling_groups().auto_scaling_group_names(group);
+    d.send().await.unwrap().auto_scaling_groups()[0].clone()
+}
+
+/// The loader template.yaml gives the group's instances as user-data, with CloudFormation's
+/// `!Sub` done for the given values.
+fn template_loader(subs: &[(&str, &str)]) -> String {
+    let t = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml")).unwrap();
+    let start = t.find("# pixq-loader begin").expect("loader begin marker");
+    let line_start = t[..start].rfind('\n').unwrap() + 1;
+    let indent = start - line_start;
+    let end = t.find("# pixq-loader end").expect("loader end marker");
+    let mut s = String::from("#!/bin/bash\n");
+    for line in t[line_start..end].lines() {
+        s.push_str(line.get(indent..).unwrap_or(""));
+        s.push('\n');
+    }
+    for (k, v) in subs {
+        s = s.replace(&format!("${{{k}}}"), v);
+    }
+    assert!(!s.contains("${"), "a !Sub variable is left: {s}");
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_group_goes_up_and_down_and_its_instances_boot_the_released_worker() {
+    let Some(cfg) = pixq_testkit::sdk().await else { return };
+    let st = stack(&cfg).await;
+    let (group, outputs) = group_stack(&cfg, &st).await;
+    let bin = worker_binary();
+
+    // Nothing released yet: an instance would find nothing to run, so `up` refuses.
+    let o = pixq_with(&outputs, &["up", "--desired", "1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("no worker released"), "{}", text(&o));
+    assert_eq!(describe_group(&cfg, &group).await.desired_capacity(), Some(0));
+    let o = pixq_with(&outputs, &["up", "--worker-binary", bin.to_str().unwrap(), "--min", "3", "--max", "2"]);
+    assert!(text(&o).contains("--min 3 is over --max 2"), "{}", text(&o));
+
+    // Jobs wait; `up` releases the worker and sets the size.
+    let q = pixq_jobs::queue::sqs::SqsQueue::open(pixq_jobs::aws::sqs_client(&cfg), &st.queue_url, None).await.unwrap();
+    let entries: Vec<_> = (0..3).map(|i| (format!("job {i}"), Default::default())).collect();
+    q.send_batch(&entries).await.unwrap();
+    let o = pixq_with(&outputs, &["up", "--worker-binary", bin.to_str().unwrap(), "--max", "3", "--desired", "2"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("released releases/pixq-worker-") && t.contains(&format!("group {group}: desired 2 (min 0, max 3)")),
+        "{t}"
+    );
+    assert!(t.contains("heavy queue: 3 waiting, 0 running"), "{t}");
+    let g = describe_group(&cfg, &group).await;
+    assert_eq!((g.min_size(), g.max_size(), g.desired_capacity()), (Some(0), Some(3), Some(2)));
+    assert_eq!(g.instances().len(), 2, "{g:?}");
+
+    let s3 = pixq_jobs::store::s3::S3Store::new(pixq_jobs::aws::s3_client(&cfg, true));
+    let keys: Vec<String> = s3.list(&st.bucket, "releases/").await.unwrap().into_iter().map(|m| m.key).collect();
+    let host_arch = if cfg!(target_arch = "aarch64") { "arm64" } else { "x86_64" };
+    assert_eq!(keys.len(), 3, "binary, bootstrap, pointer: {keys:?}");
+    assert!(keys.contains(&format!("releases/current-{host_arch}.env")), "{keys:?}");
+    let boot_key = keys.iter().find(|k| k.starts_with("releases/bootstrap-")).unwrap();
+    assert_eq!(s3.get(&st.bucket, boot_key).await.unwrap(), pixq_worker::USER_DATA.as_bytes());
+
+    // Status, for people and for scripts.
+    let o = pixq_with(&outputs, &["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    assert_eq!(v["desired"], 2, "{v}");
+    assert_eq!(v["instances"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["queue"]["visible"], 3, "{v}");
+    let ids: Vec<&str> = v["instances"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
+    let o = pixq_with(&outputs, &["status"]);
+    for id in &ids {
+        assert!(text(&o).contains(id), "{id}: {}", text(&o));
+    }
+    // Their instances carry the group's tag (propagated at launch).
+    let d = aws_sdk_ec2::Client::new(&cfg)
+        .describe_instances()
+        .set_instance_ids(Some(ids.iter().map(|s| s.to_string()).collect()));
+    let d = d.send().await.unwrap();
+    for i in d.reservations().iter().flat_map(|r| r.instances()) {
+        assert!(i.tags().iter().any(|t| t.key() == Some("pixq:fleet") && t.value() == Some(group.as_str())), "{i:?}");
+    }
+
+    // Down: to zero.
+    let o = pixq_with(&outputs, &["down"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("scaling to zero"), "{}", text(&o));
+    let g = describe_group(&cfg, &group).await;
+    assert_eq!((g.min_size(), g.desired_capacity()), (Some(0), Some(0)));
+    assert!(g.instances().is_empty(), "{g:?}");
+    let o = pixq_with(&outputs, &["status"]);
+    assert!(text(&o).contains("desired 0 (min 0, max 3), 0 instances"), "{}", text(&o));
+    assert!(text(&o).contains("jobs wait and no worker runs"), "{}", text(&o));
+    let o = pixq_with(&outputs, &["status", "--group", "no-such-group"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("no Auto Scaling group named no-such-group"), "{}", text(&o));
+
+    // An instance of the group boots: template.yaml's loader reads the pointer, checks and
+    // runs the released bootstrap, which installs the released worker and, in a group, the
+    // lifecycle watcher.
+    let dir = st.dir.path();
+    let objects = dir.join("objects");
+    for k in &keys {
+        let p = objects.join(k);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, s3.get(&st.bucket, k).await.unwrap()).unwrap();
+    }
+    let log = dir.join("calls.log");
+    let fakebin = fake_tools(dir, &objects, &log);
+    let path = format!("{}:{}", fakebin.display(), std::env::var("PATH").unwrap_or_default());
+    let loader = template_loader(&[
+        ("HeavyQueue", &st.queue_url),
+        ("AWS::Region", "us-east-1"),
+        ("ImagesBucket", &st.bucket),
+        ("AWS::StackName", "pixq"),
+        ("WorkerDrainSeconds", "300"),
+        ("WorkerIdleStopSeconds", "0"),
+    ]);
+    let loader_path = dir.join("loader.sh");
+    std::fs::write(&loader_path, &loader).unwrap();
+    let boot = |root: &Path| {
+        Command::new("bash").arg(&loader_path).env("PIXQ_BOOT_ROOT", root).env("PATH", &path).output().unwrap()
+    };
+    let root = dir.join("asg-root");
+    let o = boot(&root);
+    assert!(o.status.success(), "loader failed: {}", text(&o));
+    assert_eq!(std::fs::read(root.join("usr/local/bin/pixq-worker")).unwrap(), std::fs::read(&bin).unwrap());
+    let env = read_env_file(&std::fs::read_to_string(root.join("etc/pixq/worker.env")).unwrap());
+    assert_eq!(env_var(&env, "PIXQ_QUEUE_URL"), Some(st.queue_url.as_str()));
+    assert_eq!(env_var(&env, "PIXQ_ASG_NAME"), Some("pixq-workers"));
+    assert_eq!(env_var(&env, "PIXQ_IDLE_STOP_SECS"), None, "idle stop 0 is off: the group scales in");
+    let watcher = std::fs::read_to_string(root.join("etc/systemd/system/pixq-lifecycle.service")).unwrap();
+    assert!(watcher.contains("ExecStart=/usr/local/lib/pixq/lifecycle-watch"), "{watcher}");
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert!(calls.contains(&format!("s3://{}/releases/current-{host_arch}.env", st.bucket)), "{calls}");
+    assert!(calls.contains("systemctl enable --now pixq-lifecycle.service"), "{calls}");
+
+    // A tampered bootstrap, and a pointer with a value of another form, are refused, and the
+    // machine powers off instead of running anything.
+    let boot_file = objects.join(boot_key);
+    let good = std::fs::read(&boot_file).unwrap();
+    std::fs::write(&boot_file, b"#!/bin/bash\ntouch /tmp/pwned\n").unwrap();
+    let o = boot(&dir.join("asg-root2"));
+    assert!(!o.status.success() && text(&o).contains("bootstrap does not match its SHA-256"), "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().last(), Some("systemctl --no-block poweroff"));
+    std::fs::write(&boot_file, good).unwrap();
+    let pointer = objects.join(format!("releases/current-{host_arch}.env"));
+    let good = std::fs::read_to_string(&pointer).unwrap();
+    let evil = good
+        .lines()
+        .map(
+            |l| if l.starts_with("PIXQ_BOOTSTRAP_S3=") { format!("{l}$(touch /tmp/pixq-evil)") } else { l.to_string() },
+        )
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&pointer, evil).unwrap();
+    let o = boot(&dir.join("asg-root3"));
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(!dir.join("asg-root3/usr/local/bin/pixq-worker").exists());
+    std::fs::write(&pointer, good).unwrap();
+
+    // The lifecycle watcher: nothing while the instance is in service; when the group
+    // terminates it, the worker is stopped (SIGTERM) before the lifecycle action completes.
+    let state = dir.join("lifecycle-state");
+    std::fs::write(&state, "InService").unwrap();
+    let imds = dir.join("imdsbin");
+    std::fs::create_dir_all(&imds).unwrap();
+    let curl = imds.join("curl");
+    std::fs::write(
+        &curl,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do url=\"$a\"; done\ncase \"$url\" in\n  */api/token) echo tok ;;\n  \
+             */meta-data/instance-id) echo i-0pixq ;;\n  */meta-data/autoscaling/target-lifecycle-state) cat {} ;;\n  \
+             *) exit 22 ;;\nesac\n",
+            state.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&curl, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let helper_path = format!("{}:{path}", imds.display());
+    let lib = root.join("usr/local/lib/pixq");
+    std::fs::write(&log, "").unwrap();
+    let mut watch = Command::new(lib.join("lifecycle-watch"))
+        .env("PATH", &helper_path)
+        .env("PIXQ_WATCH_SECS", "0.1")
+        .env("PIXQ_ASG_NAME", "pixq-workers")
+        .env("AWS_REGION", "us-east-1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(watch.try_wait().unwrap().is_none(), "the watcher left an instance in service");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "", "acted on an instance in service");
+    std::fs::write(&state, "Terminated").unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = watch.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the watcher did not act on Terminated");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success());
+    let calls: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().map(String::from).collect();
+    assert_eq!(calls[0], "systemctl stop pixq-worker.service", "{calls:?}");
+    assert!(
+        calls[1].starts_with("aws autoscaling complete-lifecycle-action")
+            && calls[1].contains(
+                "--auto-scaling-group-name pixq-workers --lifecycle-hook-name pixq-drain --instance-id i-0pixq"
+            )
+            && calls[1].contains("--lifecycle-action-result CONTINUE"),
+        "{calls:?}"
+    );
+
+    // An idle stop: a group member leaves the group (decremented, so not replaced); at the
+    // group's minimum (the call refused) the worker starts again; a lone instance powers off.
+    let idle = |asg: &str, aws_rc: &str| {
+        std::fs::write(&log, "").unwrap();
+        let aws = imds.join("aws");
+        std::fs::write(&aws, format!("#!/bin/sh\necho \"aws $*\" >> {}\nexit {aws_rc}\n", log.display())).unwrap();
+        std::fs::set_permissions(&aws, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let o = Command::new(lib.join("on-idle"))
+            .env("PATH", &helper_path)
+            .env("PIXQ_ASG_NAME", asg)
+            .env("AWS_REGION", "us-east-1")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        std::fs::read_to_string(&log).unwrap()
+    };
+    let calls = idle("pixq-workers", "0");
+    assert!(calls.contains("terminate-instance-in-auto-scaling-group --region us-east-1 --instance-id i-0pixq --should-decrement-desired-capacity"), "{calls}");
+    assert!(!calls.contains("poweroff") && !calls.contains("systemctl"), "{calls}");
+    let calls = idle("pixq-workers", "1");
+    assert!(calls.ends_with("systemctl --no-block start pixq-worker.service\n"), "{calls}");
+    let calls = idle("", "0");
+    assert_eq!(calls, "systemctl --no-block poweroff\n");
+}

@@ -286,6 +286,13 @@ pub struct StackOutputs {
     pub worker_instance_profile: Option<String>,
     /// `Region`: where the stack lives.
     pub region: Option<String>,
+    /// `WorkerGroupName`: the Auto Scaling group of the heavy queue's workers.
+    pub worker_group: Option<String>,
+    /// `ProcessorMemorySize` (MB) and `ProcessorTimeout` (s): what a job on the Lambda's
+    /// queue may use; routing sends the rest to the heavy queue.
+    pub processor_memory_mb: Option<u64>,
+    /// See `processor_memory_mb`.
+    pub processor_timeout_secs: Option<u64>,
 }
 
 impl StackOutputs {
@@ -309,6 +316,9 @@ impl StackOutputs {
             heavy_dlq_url: m.remove("HeavyDlqUrl"),
             worker_instance_profile: m.remove("WorkerInstanceProfileName"),
             region: m.remove("Region"),
+            worker_group: m.remove("WorkerGroupName"),
+            processor_memory_mb: number(&mut m, "ProcessorMemorySize")?,
+            processor_timeout_secs: number(&mut m, "ProcessorTimeout")?,
         })
     }
 
@@ -319,6 +329,13 @@ impl StackOutputs {
             Lane::Heavy => (self.heavy_queue_url.clone(), self.heavy_dlq_url.clone()),
         }
     }
+}
+
+/// A numeric output, when present.
+fn number(m: &mut HashMap<String, String>, key: &str) -> Result<Option<u64>, String> {
+    m.remove(key)
+        .map(|v| v.trim().parse::<u64>().map_err(|_| format!("stack output {key} is not a whole number: {v:?}")))
+        .transpose()
 }
 
 /// CloudFormation stack outputs (`OutputKey` -> `OutputValue`), read from the JSON that
@@ -378,6 +395,15 @@ mod tests {
         assert_eq!(typed.bucket.as_deref(), Some("b"));
         assert_eq!(typed.queue(Lane::Heavy), (Some("h".into()), Some("hd".into())));
         assert_eq!(typed.queue(Lane::Light), (None, None));
+        assert_eq!((typed.processor_memory_mb, typed.processor_timeout_secs), (None, None));
+        let limits = StackOutputs::from_json(
+            r#"[{"OutputKey":"ProcessorMemorySize","OutputValue":"2048"},{"OutputKey":"ProcessorTimeout","OutputValue":"60"},{"OutputKey":"WorkerGroupName","OutputValue":"g"}]"#,
+        )
+        .unwrap();
+        assert_eq!((limits.processor_memory_mb, limits.processor_timeout_secs), (Some(2048), Some(60)));
+        assert_eq!(limits.worker_group.as_deref(), Some("g"));
+        let e = StackOutputs::from_json(r#"[{"OutputKey":"ProcessorTimeout","OutputValue":"1 min"}]"#).unwrap_err();
+        assert!(e.contains("ProcessorTimeout is not a whole number"), "{e}");
     }
 
     #[test]
