@@ -54,6 +54,9 @@ bash scripts/lambda-check.sh
 
 echo "== template.yaml: cfn-lint, sam validate --lint"
 "$TOOLS/cfn-lint/bin/cfn-lint" template.yaml
+# The worker group's shape (IMDSv2, encryption, no key, minimum 0, both scaling policies and
+# their metric math) with cfn-lint's PyYAML.
+"$TOOLS/cfn-lint/bin/python" scripts/template-check.py template.yaml
 SAM_CLI_TELEMETRY=0 "$TOOLS/sam/bin/sam" validate --lint --region us-east-1
 echo "template: 1 passed, 0 failed"
 
