@@ -102,6 +102,8 @@ umask 022
   env_line PIXQ_VISIBILITY_SECS "${PIXQ_VISIBILITY_SECS:-120}"
   env_line PIXQ_WAIT_SECS 20
   env_line PIXQ_IDLE_EXIT_CODE 75
+  # /healthz and Prometheus /metrics, on this host only (curl 127.0.0.1:9464/metrics).
+  env_line PIXQ_METRICS_ADDR 127.0.0.1:9464
   if [ -n "${PIXQ_IDLE_STOP_SECS:-}" ]; then env_line PIXQ_IDLE_STOP_SECS "$PIXQ_IDLE_STOP_SECS"; fi
   if [ -n "${PIXQ_CONCURRENCY:-}" ]; then env_line PIXQ_CONCURRENCY "$PIXQ_CONCURRENCY"; fi
   # Read by the helpers below (the worker ignores it).

@@ -84,6 +84,10 @@ pub struct Args {
     /// Print one CloudWatch Embedded Metric Format line per job on stdout.
     #[arg(long, env = "PIXQ_EMF")]
     pub emf: bool,
+    /// Serve `/healthz` and Prometheus `/metrics` here (e.g. 127.0.0.1:9464; port 0 picks
+    /// a free one and logs it).
+    #[arg(long, env = "PIXQ_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Built objects.

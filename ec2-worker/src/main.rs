@@ -23,6 +23,9 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
         let built = config::build(&args).await?;
+        if let Some(addr) = args.metrics_addr {
+            serve_metrics(addr, built.worker.metrics.clone(), shutdown.clone()).await?;
+        }
         let stats = pixq_jobs::worker::run(built.queue, built.store, built.worker, shutdown).await;
         let idle = stats.idle_stopped.load(std::sync::atomic::Ordering::Relaxed);
         anyhow::Ok(std::process::ExitCode::from(if idle { args.idle_exit_code } else { 0 }))
@@ -31,6 +34,43 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     // blocking thread stuck in a decoder call that cannot be interrupted.
     rt.shutdown_timeout(std::time::Duration::from_secs(5));
     code
+}
+
+/// Serves `/healthz` (200 while the worker runs, 503 once it is stopping) and `/metrics`.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    metrics: std::sync::Arc<pixq_jobs::prom::Metrics>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    use axum::http::{StatusCode, header};
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("--metrics-addr {addr}: {e}"))?;
+    let bound = listener.local_addr()?;
+    let stopping = shutdown.clone();
+    let app = axum::Router::new()
+        .route(
+            "/healthz",
+            axum::routing::get(move || {
+                let stopping = stopping.is_cancelled();
+                async move {
+                    if stopping { (StatusCode::SERVICE_UNAVAILABLE, "stopping\n") } else { (StatusCode::OK, "ok\n") }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let text = metrics.render();
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text) }
+            }),
+        );
+    tracing::info!(%bound, "metrics on http://{bound}/metrics");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "metrics server stopped");
+        }
+    });
+    Ok(())
 }
 
 /// Cancels on SIGTERM (what EC2, systemd and `kill` send) or SIGINT (Ctrl-C).

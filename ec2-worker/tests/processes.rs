@@ -264,3 +264,82 @@ async fn worker_on_sqs_and_s3_processes_jobs_and_s3_notifications() {
     let c = pixq_jobs::queue::Queue::counts(&queue).await.unwrap();
     assert_eq!((c.visible, c.in_flight), (0, 0));
 }
+
+/// GET over plain HTTP/1.1 on loopback: (status, body).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+fn sample(metrics: &str, series: &str) -> f64 {
+    let line = metrics.lines().find(|l| l.rsplit_once(' ').map(|(n, _)| n) == Some(series));
+    line.unwrap_or_else(|| panic!("no {series} in:\n{metrics}")).rsplit_once(' ').unwrap().1.parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_scraped_during_a_run_show_what_it_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = LocalHome::new(dir.path());
+    let queue = home.queue(QueueConfig::default()).unwrap();
+    let mut images: Vec<Vec<u8>> = (0..3).map(|i| png(300, 200, i)).collect();
+    images.push(b"\x89PNG\r\n\x1a\n not really".to_vec());
+    let jobs = submit(&home, "met", images, "thumbnail:64").await;
+    let mut w = Command::new(env!("CARGO_BIN_EXE_pixq-worker"))
+        .arg("--home")
+        .arg(dir.path())
+        .args(["--concurrency", "2", "--metrics-addr", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The bound address is in the log; the rest of the log is drained so the worker never blocks.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = w.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("metrics on http://").nth(1) {
+                let _ = tx.send(rest.split('/').next().unwrap().to_string());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("the worker logged no metrics address");
+    let (code, body) = http_get(&addr, "/healthz");
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    let before = http_get(&addr, "/metrics").1;
+    assert_eq!(sample(&before, "pixq_jobs_total{outcome=\"done\"}"), 0.0);
+    assert_eq!(sample(&before, "pixq_lanes"), 2.0);
+
+    batch::enqueue(&queue, &jobs, false).await.unwrap();
+    let t = Instant::now();
+    loop {
+        let c = queue.counts().await.unwrap();
+        if c.visible + c.in_flight == 0 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "jobs not finished: {c:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let m = http_get(&addr, "/metrics").1;
+    assert_eq!(sample(&m, "pixq_jobs_total{outcome=\"done\"}"), 3.0, "{m}");
+    assert_eq!(sample(&m, "pixq_jobs_total{outcome=\"failed\"}"), 1.0, "{m}");
+    assert_eq!(sample(&m, "pixq_jobs_total{outcome=\"retried\"}"), 0.0, "{m}");
+    assert_eq!(sample(&m, "pixq_messages_received_total"), 4.0, "{m}");
+    assert_eq!(sample(&m, "pixq_stage_seconds_count{stage=\"decode\"}"), 3.0, "{m}");
+    assert_eq!(sample(&m, "pixq_admission_wait_seconds_count"), 3.0, "{m}");
+    assert_eq!(sample(&m, "pixq_lanes_busy"), 0.0, "{m}");
+    assert_eq!(sample(&m, "pixq_memory_admitted_bytes"), 0.0, "{m}");
+    assert_eq!(sample(&m, "pixq_receive_errors_total"), 0.0, "{m}");
+    assert!(sample(&m, "pixq_stage_seconds_sum{stage=\"decode\"}") > 0.0, "{m}");
+    assert_eq!(http_get(&addr, "/nope").0, 404);
+    sigterm(&w);
+    assert!(wait_exit(&mut w, Duration::from_secs(20)).success());
+}

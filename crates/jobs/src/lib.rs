@@ -33,6 +33,7 @@ pub mod keys;
 pub mod local;
 pub mod metrics;
 pub mod process;
+pub mod prom;
 pub mod queue;
 pub mod records;
 pub mod schema;

@@ -6,6 +6,7 @@
 
 use std::cell::RefCell;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use pixq_kernel::{Limits, Processor, Stop};
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
 use crate::keys;
+use crate::prom::Metrics;
 use crate::schema::{Job, JobResult, ObjectRef, OutputInfo, SCHEMA_VERSION, StageTimings, Status};
 use crate::store::{ObjectStore, StoreError};
 
@@ -111,6 +113,7 @@ pub struct Admission {
     memory: Arc<Semaphore>,
     lanes: Arc<Semaphore>,
     budget_mb: u32,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// Held while one job runs the kernel; dropping it admits the next.
@@ -118,6 +121,17 @@ pub struct Admission {
 pub struct Admitted {
     _lane: OwnedSemaphorePermit,
     _memory: OwnedSemaphorePermit,
+    /// The metrics it counts in, and the bytes it was charged.
+    counted: Option<(Arc<Metrics>, u64)>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some((m, bytes)) = &self.counted {
+            m.lanes_busy.fetch_sub(1, Ordering::Relaxed);
+            m.memory_admitted_bytes.fetch_sub(*bytes, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Admission {
@@ -133,7 +147,16 @@ impl Admission {
             memory: Arc::new(Semaphore::new(budget_mb as usize)),
             lanes: Arc::new(Semaphore::new(lanes.clamp(1, Semaphore::MAX_PERMITS))),
             budget_mb,
+            metrics: None,
         }
+    }
+
+    /// Counts lanes busy, memory admitted and admission waits in `m`.
+    pub fn observed(mut self, m: Arc<Metrics>) -> Admission {
+        m.lanes.store(self.lanes.available_permits() as u64, Ordering::Relaxed);
+        m.memory_budget_bytes.store(self.budget_bytes(), Ordering::Relaxed);
+        self.metrics = Some(m);
+        self
     }
 
     /// The whole budget in bytes: a job whose estimate is over it can never run here.
@@ -146,18 +169,26 @@ impl Admission {
     /// ([`pixq_kernel::Plan::check_budget`]); here it would wait for all of it.
     pub async fn admit(&self, bytes: u64, cancel: &CancellationToken) -> Option<Admitted> {
         let mb = (bytes.div_ceil(1 << 20)).clamp(1, u64::from(self.budget_mb)) as u32;
+        let asked = Instant::now();
         let both = async {
             let lane = self.lanes.clone().acquire_owned().await.ok()?;
             let memory = self.memory.clone().acquire_many_owned(mb).await.ok()?;
-            Some(Admitted { _lane: lane, _memory: memory })
+            Some(Admitted { _lane: lane, _memory: memory, counted: None })
         };
         // Biased: a job that fits right away counts as started and runs to the end; only a
         // job still waiting for room is released at shutdown.
-        tokio::select! {
+        let mut admitted = tokio::select! {
             biased;
             p = both => p,
             _ = cancel.cancelled() => None,
+        }?;
+        if let Some(m) = &self.metrics {
+            m.admission_wait.observe(asked.elapsed());
+            m.lanes_busy.fetch_add(1, Ordering::Relaxed);
+            m.memory_admitted_bytes.fetch_add(bytes, Ordering::Relaxed);
+            admitted.counted = Some((m.clone(), bytes));
         }
+        Some(admitted)
     }
 }
 

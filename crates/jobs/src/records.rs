@@ -84,6 +84,7 @@ pub async fn handle_batch(
                     s3_events: cfg.s3_events.as_ref(),
                     retry: cfg.retry,
                     events: None,
+                    metrics: None,
                 };
                 settle(&s, &msg).await
             }

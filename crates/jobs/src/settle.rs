@@ -106,12 +106,23 @@ pub struct Settle<'a> {
     pub s3_events: Option<&'a S3EventDefaults>,
     /// How long a message waits before its next attempt.
     pub retry: RetryPolicy,
+    /// Live metrics (the worker's `/metrics`), if any.
+    pub metrics: Option<&'a crate::prom::Metrics>,
     /// Progress events.
     pub events: Option<&'a mpsc::UnboundedSender<Event>>,
 }
 
 impl Settle<'_> {
     fn emit(&self, e: Event) {
+        if let Some(m) = self.metrics {
+            use crate::prom::Outcome as Counted;
+            m.job(match &e {
+                Event::Done { reused: true, .. } => Counted::Reused,
+                Event::Done { .. } => Counted::Done,
+                Event::Failed { .. } => Counted::Failed,
+                Event::Retrying { .. } => Counted::Retried,
+            });
+        }
         if let Some(tx) = self.events {
             let _ = tx.send(e);
         }
@@ -201,6 +212,11 @@ pub async fn settle(s: &Settle<'_>, msg: &Message) -> Disposition {
                 if s.process.emf {
                     println!("{}", crate::metrics::emf_record(&r, &s.process.runtime));
                 }
+                if let Some(m) = s.metrics
+                    && !r.reused
+                {
+                    m.stages(&r.timings);
+                }
                 s.emit(Event::Done {
                     job: job.id.clone(),
                     batch: job.batch.clone(),
@@ -225,7 +241,12 @@ pub async fn settle(s: &Settle<'_>, msg: &Message) -> Disposition {
                 s.emit(Event::Retrying { job: job.id.clone(), reason: reason.clone() });
                 retry.get_or_insert(reason);
             }
-            Outcome::Released => released = true,
+            Outcome::Released => {
+                if let Some(m) = s.metrics {
+                    m.job(crate::prom::Outcome::Released);
+                }
+                released = true;
+            }
         }
     }
     // Retry wins (finished jobs of the message are reused next time), then poison. A job

@@ -15,6 +15,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::events::S3EventDefaults;
 use crate::process::{Admission, ProcessConfig};
+use crate::prom::Metrics;
 use crate::queue::{Message, Queue};
 use crate::settle::{Disposition, RetryPolicy, Settle, settle};
 use crate::store::ObjectStore;
@@ -46,6 +47,8 @@ pub struct WorkerConfig {
     pub events: Option<mpsc::UnboundedSender<Event>>,
     /// How S3 `ObjectCreated` notifications on the queue become jobs (None: refused).
     pub s3_events: Option<S3EventDefaults>,
+    /// Live metrics, for `pixq-worker --metrics-addr`.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Default for WorkerConfig {
@@ -62,6 +65,7 @@ impl Default for WorkerConfig {
             process: ProcessConfig::default(),
             events: None,
             s3_events: None,
+            metrics: Arc::default(),
         }
     }
 }
@@ -124,7 +128,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         queue,
         store,
-        admission: Admission::with_lanes(cfg.memory_mb, cfg.concurrency.max(1)),
+        admission: Admission::with_lanes(cfg.memory_mb, cfg.concurrency.max(1)).observed(cfg.metrics.clone()),
         cfg,
         stats: stats.clone(),
         shutdown: shutdown.clone(),
@@ -156,10 +160,12 @@ pub async fn run(
         let msgs = match shared.queue.receive(permits.len(), shared.cfg.visibility, shared.cfg.wait).await {
             Ok(m) => {
                 errors = 0;
+                shared.cfg.metrics.received.fetch_add(m.len() as u64, Ordering::Relaxed);
                 m
             }
             Err(e) => {
                 errors += 1;
+                shared.cfg.metrics.receive_errors.fetch_add(1, Ordering::Relaxed);
                 let nap = Duration::from_millis(100).saturating_mul(1 << errors.min(6)).min(Duration::from_secs(10));
                 warn!(error = %e, retry_in_ms = nap.as_millis() as u64, "receive failed");
                 tokio::select! {
@@ -273,6 +279,7 @@ async fn handle(s: &Shared, msg: Message) {
         s3_events: s.cfg.s3_events.as_ref(),
         retry: s.cfg.retry,
         events: s.cfg.events.as_ref(),
+        metrics: Some(&s.cfg.metrics),
     };
     let disposition = tokio::select! {
         d = settle(&settle_with, &msg) => Some(d),
@@ -294,6 +301,7 @@ async fn handle(s: &Shared, msg: Message) {
                 warn!(error = %e, "release failed; visibility will lapse instead");
             }
             WorkerStats::bump(&s.stats.released);
+            s.cfg.metrics.job(crate::prom::Outcome::Released);
         }
     }
 }
