@@ -107,6 +107,11 @@ pub enum JobsCommand {
         /// Longest one job's kernel may run, in seconds; an overrun is a recorded failure.
         #[arg(long, env = "PIXQ_JOB_TIMEOUT_SECS", default_value_t = 600)]
         job_timeout_secs: u64,
+        /// Where jobs run on AWS: auto (each image by its header and the pipeline: the Lambda
+        /// function when it fits its memory and timeout, else the EC2 workers' heavy queue),
+        /// lambda, or ec2. The embedded default has one queue and ignores it.
+        #[arg(long, default_value = "auto")]
+        route: pixq_jobs::route::RouteChoice,
         /// Keep the uploaded copies of inputs whose jobs succeeded in the local store (by
         /// default they are removed once the results are written to --out; inputs of failed
         /// jobs are always kept for `pixq dlq redrive`).
@@ -121,6 +126,11 @@ pub enum JobsCommand {
         /// Pipeline.
         #[arg(long, short)]
         ops: String,
+        /// Where jobs run on AWS: auto (each image by its header and the pipeline: the Lambda
+        /// function when it fits its memory and timeout, else the EC2 workers' heavy queue),
+        /// lambda, or ec2. The embedded default has one queue and ignores it.
+        #[arg(long, default_value = "auto")]
+        route: pixq_jobs::route::RouteChoice,
     },
     /// Progress and failures of a batch.
     Status {

@@ -21,6 +21,7 @@ use pixq_jobs::{ids, keys};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{DlqAction, Global, JobsCommand};
+use pixq_jobs::route::{FunctionFit, Route, RouteChoice};
 use crate::inputs;
 
 /// The store and queue a command talks to (step two of configuration: built objects).
@@ -74,6 +75,7 @@ pub async fn run(cli: &Global, command: JobsCommand) -> anyhow::Result<i32> {
             memory_mb,
             max_megapixels,
             job_timeout_secs,
+            route,
         } => {
             let how = ProcessOptions {
                 workers: workers.unwrap_or(b.default_workers),
@@ -87,17 +89,20 @@ pub async fn run(cli: &Global, command: JobsCommand) -> anyhow::Result<i32> {
                     ..ProcessConfig::default()
                 },
             };
-            process(&b, &paths, &ops, &out, &how, json).await
+            let routing = routing(cli, &b, route).await?;
+            process(&b, &routing, &paths, &ops, &out, &how, json).await
         }
-        JobsCommand::Submit { paths, ops } => {
+        JobsCommand::Submit { paths, ops, route } => {
             let files = inputs::collect(&paths)?;
-            let m = submit(&b, &files, &parse_pipeline(&ops)?).await?;
+            let routing = routing(cli, &b, route).await?;
+            let (m, routed) = submit(&b, &routing, &files, &parse_pipeline(&ops)?).await?;
             eprintln!(
                 "submitted {} jobs to {}; workers: `{}` (or the deployed stack)",
                 m.jobs.len(),
                 b.location,
                 b.worker_hint
             );
+            routed.report(&m);
             println!("{}", m.batch);
             Ok(0)
         }
@@ -178,12 +183,110 @@ fn refuse_existing(out: &Path, names: &[String]) -> anyhow::Result<()> {
 }
 
 /// Uploads the inputs, writes the batch manifest and enqueues one job per image.
-async fn submit(b: &Backend, files: &[PathBuf], pipeline: &Pipeline) -> anyhow::Result<BatchManifest> {
+async fn submit(
+    b: &Backend,
+    routing: &Arc<Routing>,
+    files: &[PathBuf],
+    pipeline: &Pipeline,
+) -> anyhow::Result<(BatchManifest, Routed)> {
     let manifest = plan_batch(b, files, pipeline);
     batch::write_manifest(b.store.as_ref(), &b.bucket, &manifest).await.context("writing the batch manifest")?;
-    upload_and_enqueue(b.store.clone(), b.queue.clone(), files.to_vec(), manifest.clone(), pipeline.clone(), true)
-        .await?;
-    Ok(manifest)
+    let routed =
+        upload_and_enqueue(b.store.clone(), routing.clone(), files.to_vec(), manifest.clone(), pipeline.clone(), true)
+            .await?;
+    Ok((manifest, routed))
+}
+
+/// Where a command's jobs go: one queue, or each job to the Lambda's or the heavy queue
+/// by [`FunctionFit::route_input`].
+enum Routing {
+    /// Every job here.
+    One(Arc<dyn Queue>),
+    /// Each job where it fits.
+    Split { light: Arc<dyn Queue>, heavy: Arc<dyn Queue>, fit: FunctionFit, limits: pixq_jobs::kernel::Limits },
+}
+
+impl Routing {
+    fn queue(&self, route: Option<Route>) -> &Arc<dyn Queue> {
+        match (self, route) {
+            (Routing::One(q), _) => q,
+            (Routing::Split { heavy, .. }, Some(Route::Ec2)) => heavy,
+            (Routing::Split { light, .. }, _) => light,
+        }
+    }
+
+    fn route(&self, bytes: &[u8], pipeline: &Pipeline) -> Option<pixq_jobs::route::Routed> {
+        match self {
+            Routing::One(_) => None,
+            Routing::Split { fit, limits, .. } => Some(fit.route_input(bytes, pipeline, limits)),
+        }
+    }
+}
+
+/// Builds the routing `--route` asks for. The embedded default has one queue; on AWS, `auto`
+/// needs the stack's heavy queue (without it, or with --queue-url, every job goes to the one
+/// queue) and the function's limits from the stack outputs.
+async fn routing(cli: &Global, b: &Backend, choice: RouteChoice) -> anyhow::Result<Arc<Routing>> {
+    if b.local || cli.connect.queue_url.is_some() {
+        return Ok(Arc::new(Routing::One(b.queue.clone())));
+    }
+    let stack = pixq_jobs::backend::StackOutputs::read(cli.connect.stack_outputs.as_deref())?;
+    let open_heavy = || async {
+        let c = cli.connect.connect(Lane::Heavy, QueueConfig::default())?;
+        anyhow::Ok(pixq_jobs::backend::open(&c).await?.queue)
+    };
+    Ok(Arc::new(match choice {
+        RouteChoice::Only(Route::Lambda) => Routing::One(b.queue.clone()),
+        RouteChoice::Only(Route::Ec2) => Routing::One(open_heavy().await.context("--route ec2")?),
+        RouteChoice::Auto if stack.heavy_queue_url.is_none() => Routing::One(b.queue.clone()),
+        RouteChoice::Auto => {
+            let (memory_mb, timeout) = match (stack.processor_memory_mb, stack.processor_timeout_secs) {
+                (Some(m), Some(t)) => (m, t),
+                _ => {
+                    eprintln!(
+                        "pixq: the stack outputs name no ProcessorMemorySize/ProcessorTimeout (an older stack?): \
+                         routing as for the template's defaults, 2048 MB and 60 s"
+                    );
+                    (2048, 60)
+                }
+            };
+            Routing::Split {
+                light: b.queue.clone(),
+                heavy: open_heavy().await.context("opening the heavy queue for --route auto")?,
+                fit: FunctionFit { memory_mb, timeout: Duration::from_secs(timeout) },
+                limits: pixq_jobs::kernel::Limits::default(),
+            }
+        }
+    }))
+}
+
+/// What routing did with a batch's jobs.
+#[derive(Debug, Default)]
+struct Routed {
+    /// Jobs routed to the function.
+    lambda: usize,
+    /// Jobs routed to the heavy queue: (index in the manifest, why).
+    ec2: Vec<(usize, String)>,
+}
+
+impl Routed {
+    /// Says where the jobs went, and what to expect of the heavy queue.
+    fn report(&self, m: &BatchManifest) {
+        if self.ec2.is_empty() {
+            return;
+        }
+        eprintln!("routed: {} jobs to the Lambda function, {} to the EC2 workers' heavy queue:", self.lambda, self.ec2.len());
+        for (i, why) in self.ec2.iter().take(5) {
+            eprintln!("  {}: {why}", m.jobs[*i].source);
+        }
+        if self.ec2.len() > 5 {
+            eprintln!("  ... and {} more", self.ec2.len() - 5);
+        }
+        eprintln!(
+            "  the worker group scales out from zero about 2 to 4 minutes after jobs wait (alarm, launch, boot); \
+             `pixq ec2 status` shows it, `pixq ec2 up --desired N` starts workers at once"
+        );
+    }
 }
 
 /// A batch decided from the file list alone: its id, and per file the job id, the input key
@@ -218,12 +321,13 @@ fn plan_batch(b: &Backend, files: &[PathBuf], pipeline: &Pipeline) -> BatchManif
 /// images while later ones are still being read.
 async fn upload_and_enqueue(
     store: Arc<dyn ObjectStore>,
-    queue: Arc<dyn Queue>,
+    routing: Arc<Routing>,
     files: Vec<PathBuf>,
     manifest: BatchManifest,
     pipeline: Pipeline,
     progress: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Routed> {
+    let mut routed = Routed::default();
     const CHUNK: usize = 128;
     let bucket = manifest.jobs.first().map(|e| e.input.bucket.clone()).unwrap_or_default();
     let output = OutputLocation { bucket: bucket.clone(), prefix: "outputs/".into() };
@@ -235,7 +339,7 @@ async fn upload_and_enqueue(
         for (j, e) in entries.iter().enumerate() {
             let i = c * CHUNK + j;
             let (store, key, f, slots) = (store.clone(), e.input.key.clone(), files[i].clone(), slots.clone());
-            let bucket = bucket.clone();
+            let (bucket, routing, pipeline) = (bucket.clone(), routing.clone(), pipeline.clone());
             uploads.spawn(async move {
                 let _slot = slots.acquire_owned().await.expect("semaphore never closed");
                 // A large file on the store's own disk is linked unread; the worker hashes it
@@ -247,15 +351,16 @@ async fn upload_and_enqueue(
                         .put_file(&bucket, &key, &f, "application/octet-stream")
                         .await
                         .with_context(|| format!("uploading {}", f.display()))?;
-                    return anyhow::Ok((i, None));
+                    return anyhow::Ok((i, None, None));
                 }
                 let bytes = read_input(&f).await.with_context(|| format!("reading {}", f.display()))?;
                 let digest = keys::content_digest(&bytes);
+                let route = routing.route(&bytes, &pipeline);
                 store
                     .put(&bucket, &key, bytes, "application/octet-stream")
                     .await
                     .with_context(|| format!("uploading {}", f.display()))?;
-                anyhow::Ok((i, Some(digest)))
+                anyhow::Ok((i, Some(digest), route))
             });
         }
         let mut digests = Vec::with_capacity(entries.len());
@@ -270,19 +375,33 @@ async fn upload_and_enqueue(
             digests.push(r);
             bar.inc(1);
         }
-        digests.sort();
-        let jobs: Vec<Job> = digests
-            .into_iter()
-            .map(|(i, digest)| {
-                let e = &manifest.jobs[i];
-                batch::new_job(&manifest.batch, i, e.input.clone(), digest, &pipeline, &output)
-            })
-            .collect();
-        batch::enqueue(queue.as_ref(), &jobs, queue.is_fifo()).await.context("enqueueing jobs")?;
-        enqueued += jobs.len();
+        digests.sort_by_key(|d| d.0);
+        let (mut light, mut heavy) = (Vec::new(), Vec::new());
+        for (i, digest, route) in digests {
+            let e = &manifest.jobs[i];
+            let job = batch::new_job(&manifest.batch, i, e.input.clone(), digest, &pipeline, &output);
+            match route {
+                Some(r) if r.route == Route::Ec2 => {
+                    routed.ec2.push((i, r.reason));
+                    heavy.push(job);
+                }
+                _ => {
+                    routed.lambda += 1;
+                    light.push(job);
+                }
+            }
+        }
+        for (jobs, route) in [(light, Route::Lambda), (heavy, Route::Ec2)] {
+            if jobs.is_empty() {
+                continue;
+            }
+            let queue = routing.queue(Some(route));
+            batch::enqueue(queue.as_ref(), &jobs, queue.is_fifo()).await.context("enqueueing jobs")?;
+            enqueued += jobs.len();
+        }
     }
     bar.finish_and_clear();
-    Ok(())
+    Ok(routed)
 }
 
 fn bar(len: u64, what: &str) -> ProgressBar {
@@ -314,6 +433,7 @@ struct ProcessOptions {
 /// The main job: submit, run workers in-process (or follow deployed ones), fetch, summarise.
 async fn process(
     b: &Backend,
+    routing: &Arc<Routing>,
     paths: &[PathBuf],
     ops: &str,
     out: &Path,
@@ -356,7 +476,7 @@ async fn process(
     });
     let mut submitting = Some(tokio::spawn(upload_and_enqueue(
         b.store.clone(),
-        b.queue.clone(),
+        routing.clone(),
         files.clone(),
         manifest.clone(),
         pipeline.clone(),
@@ -379,11 +499,14 @@ async fn process(
             r = async { submitting.as_mut().expect("guarded").await }, if submitting.is_some() => {
                 submitting = None;
                 t_submit = Some(started.elapsed());
-                if let Err(e) = r.context("submit task failed").and_then(|r| r) {
-                    shutdown.cancel();
-                    if let Some(w) = worker { let _ = w.await; }
-                    bar.finish_and_clear();
-                    return Err(e);
+                match r.context("submit task failed").and_then(|r| r) {
+                    Ok(routed) => bar.suspend(|| routed.report(&manifest)),
+                    Err(e) => {
+                        shutdown.cancel();
+                        if let Some(w) = worker { let _ = w.await; }
+                        bar.finish_and_clear();
+                        return Err(e);
+                    }
                 }
             }
             ev = rx.recv(), if worker.is_some() => match ev {
@@ -433,7 +556,7 @@ async fn process(
         if stopped.is_some() {
             t.abort();
         } else {
-            t.await.context("submit task failed")??;
+            t.await.context("submit task failed")??.report(&manifest);
         }
     }
     let t_submit = t_submit.unwrap_or(t_done);
@@ -724,6 +847,8 @@ async fn status(b: &Backend, batch: &str, json: bool) -> anyhow::Result<i32> {
                 serde_json::json!({
                     "job": job, "source": e.source, "output": name, "state": state_of(job),
                     "reason": r.and_then(|r| r.reason.clone()),
+                    "ran_on": r.and_then(|r| r.runtime.clone()),
+                    "forwarded": r.and_then(|r| r.forwarded.clone()),
                     "width": r.and_then(|r| r.outputs.first()).and_then(|o| o.width),
                     "height": r.and_then(|r| r.outputs.first()).and_then(|o| o.height),
                 })
@@ -746,7 +871,12 @@ async fn status(b: &Backend, batch: &str, json: bool) -> anyhow::Result<i32> {
         m.pipeline
     );
     for ((job, name), e) in entry_names(&m).iter().zip(&m.jobs) {
-        println!("  {:<12} {} -> {name}", state_of(job), e.source);
+        let r = by_job.get(job.as_str());
+        let ran_on = r.and_then(|r| r.runtime.as_deref()).map(|w| format!("  (on {w})")).unwrap_or_default();
+        println!("  {:<12} {} -> {name}{ran_on}", state_of(job), e.source);
+        if let Some(why) = r.and_then(|r| r.forwarded.as_deref()) {
+            println!("               forwarded by the Lambda function to the heavy queue: {why}");
+        }
     }
     print_failures(&m, &st);
     println!(

@@ -117,6 +117,7 @@ pub async fn build(a: &Args) -> anyhow::Result<Built> {
             emf: a.emf,
             job_timeout: Duration::from_secs(a.job_timeout_secs.max(1)),
             allowed_buckets: a.allowed_buckets.clone(),
+            forward: None,
         },
         ..WorkerConfig::default()
     };

@@ -7,6 +7,7 @@ use pixq_jobs::events::S3EventDefaults;
 use pixq_jobs::kernel::{Limits, Pipeline};
 use pixq_jobs::process::ProcessConfig;
 use pixq_jobs::records::BatchConfig;
+use pixq_jobs::route::FunctionFit;
 use pixq_jobs::schema::OutputLocation;
 use pixq_jobs::settle::RetryPolicy;
 
@@ -36,6 +37,9 @@ pub struct Config {
     pub queue_url: String,
     /// Its dead-letter queue (`PIXQ_DLQ_URL`), for dead-lettering at once.
     pub dlq_url: Option<String>,
+    /// The heavy queue (`PIXQ_HEAVY_QUEUE_URL`): jobs that would not fit the function
+    /// (`batch.process.forward`) go there, before they are decoded.
+    pub heavy_queue_url: Option<String>,
     /// Batch handling: lanes, memory budget, retry policy, process settings, S3 events.
     pub batch: BatchConfig,
     /// The function's timeout: the budget when the runtime sends no deadline.
@@ -105,6 +109,9 @@ impl Config {
             None => parse("AWS_LAMBDA_FUNCTION_TIMEOUT", or("AWS_LAMBDA_FUNCTION_TIMEOUT", "60"))?,
         };
         let timeout = Duration::from_secs(timeout_secs.max(1));
+        let heavy_queue_url = var("PIXQ_HEAVY_QUEUE_URL");
+        let function_mb: u64 = parse("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", or("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024"))?;
+        let forward = heavy_queue_url.as_ref().map(|_| FunctionFit { memory_mb: function_mb, timeout });
         let retry = RetryPolicy {
             base: Duration::from_millis(parse("PIXQ_BACKOFF_MS", or("PIXQ_BACKOFF_MS", "2000"))?),
             max: Duration::from_millis(parse("PIXQ_BACKOFF_MAX_MS", or("PIXQ_BACKOFF_MAX_MS", "300000"))?),
@@ -121,6 +128,7 @@ impl Config {
                 emf: true,
                 job_timeout: timeout.saturating_sub(defaults.margin).max(Duration::from_secs(1)),
                 allowed_buckets,
+                forward,
             },
             s3_events: Some(S3EventDefaults { pipeline, output }),
             ..defaults
@@ -128,6 +136,7 @@ impl Config {
         Ok(Config {
             queue_url: need("PIXQ_QUEUE_URL")?,
             dlq_url: var("PIXQ_DLQ_URL"),
+            heavy_queue_url,
             batch,
             timeout,
             debug: or("PIXQ_DEBUG", "0") == "1",

@@ -17,10 +17,15 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         .without_time()
         .init();
     let opened = pixq_jobs::backend::open(&config.connect()).await?;
+    let mut batch = config.batch.clone();
+    if let Some(url) = &config.heavy_queue_url {
+        let heavy = pixq_jobs::backend::Connect { queue_url: Some(url.clone()), dlq_url: None, ..config.connect() };
+        batch.forward_queue = Some(pixq_jobs::backend::open(&heavy).await?.queue);
+    }
     let processor = Processor {
         queue: opened.queue,
         store: opened.store,
-        config: Arc::new(config.batch),
+        config: Arc::new(batch),
         fallback_budget: config.timeout,
     };
     // The function's own part of a cold start (Lambda's REPORT line adds the process start).

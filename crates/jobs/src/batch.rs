@@ -26,6 +26,7 @@ pub fn new_job(
         pipeline: pipeline.clone(),
         output: output.clone(),
         submitted_at_ms: now_ms(),
+        forwarded: None,
     }
 }
 

@@ -59,6 +59,7 @@ fn salvage(v: &serde_json::Value, reason: String) -> Option<Refused> {
         pipeline: Pipeline::default(),
         output: OutputLocation { bucket, prefix: s("/output/prefix").unwrap_or_default() },
         submitted_at_ms: v.pointer("/submitted_at_ms").and_then(serde_json::Value::as_i64).unwrap_or(0),
+        forwarded: None,
     };
     Some(Refused { job, reason })
 }
@@ -177,6 +178,7 @@ pub fn parse_message(body: &str, s3: Option<&S3EventDefaults>) -> Result<Incomin
             pipeline: defaults.pipeline.clone(),
             output: defaults.output.clone(),
             submitted_at_ms: crate::clock::now_ms(),
+            forwarded: None,
         };
         // A key legal on S3 but outside pixq's key rules (`a//b`, a backslash, a segment
         // over 255 bytes) fails alone, with a record; its neighbours in the event run.

@@ -36,6 +36,7 @@ pub mod process;
 pub mod prom;
 pub mod queue;
 pub mod records;
+pub mod route;
 pub mod schema;
 pub mod settle;
 pub mod store;

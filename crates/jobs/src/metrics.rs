@@ -97,6 +97,8 @@ mod tests {
             worker: "w".into(),
             finished_at_ms: 0,
             provisional: false,
+            runtime: None,
+            forwarded: None,
         };
         let v: serde_json::Value = serde_json::from_str(&emf_record(&r, "lambda")).unwrap();
         assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Namespace"], "pixq");

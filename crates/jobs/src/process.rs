@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::now_ms;
 use crate::keys;
 use crate::prom::Metrics;
+use crate::route::{FunctionFit, Route};
 use crate::schema::{Job, JobResult, ObjectRef, OutputInfo, SCHEMA_VERSION, StageTimings, Status};
 use crate::store::{ObjectStore, StoreError};
 
@@ -37,6 +38,9 @@ pub struct ProcessConfig {
     /// message is not trusted to name them: a forged one must not turn the worker's role
     /// into a copier between buckets.
     pub allowed_buckets: Vec<String>,
+    /// The Lambda function's limits when it forwards jobs that would not fit them to the
+    /// heavy queue (planned from the header, before any decode); `None` runs everything.
+    pub forward: Option<FunctionFit>,
 }
 
 impl ProcessConfig {
@@ -59,6 +63,7 @@ impl Default for ProcessConfig {
             emf: false,
             job_timeout: DEFAULT_JOB_TIMEOUT,
             allowed_buckets: Vec::new(),
+            forward: None,
         }
     }
 }
@@ -101,6 +106,8 @@ pub enum Outcome {
     Poison(String),
     /// Not started because the worker is shutting down: release it at once.
     Released,
+    /// Would not fit this runtime: send it to the heavy queue (why).
+    Forward(String),
 }
 
 /// Admission to the kernel: a number of lanes (jobs computing at once, one per core by
@@ -273,6 +280,8 @@ fn base_result(job: &Job, cfg: &ProcessConfig, attempt: u32, status: Status) -> 
         worker: cfg.worker_id.clone(),
         finished_at_ms: 0,
         provisional: false,
+        runtime: Some(cfg.runtime.clone()),
+        forwarded: job.forwarded.clone(),
     }
 }
 
@@ -359,6 +368,9 @@ pub enum JobError {
     /// Not started, or stopped, because the runtime is shutting down.
     #[error("released at shutdown")]
     Released,
+    /// Would not fit this runtime (the Lambda function): to be forwarded, and why.
+    #[error("to be forwarded: {0}")]
+    Forward(String),
 }
 
 impl JobError {
@@ -414,6 +426,7 @@ pub async fn process(
         Err(JobError::Permanent(reason)) => record_failure(store, job, cfg, attempt, reason).await,
         Err(JobError::Transient(reason)) => Outcome::Retry(reason),
         Err(JobError::Released) => Outcome::Released,
+        Err(JobError::Forward(reason)) => Outcome::Forward(reason),
     }
 }
 
@@ -497,6 +510,14 @@ async fn run(
     // 4. Plan from the header (every step's size, the peak memory), admission under the
     //    memory budget, then the kernel under the time limit.
     let (_, plan) = pixq_kernel::plan(&bytes, &job.pipeline, &cfg.limits)?;
+    if let Some(fit) = &cfg.forward
+        && job.forwarded.is_none()
+    {
+        let routed = fit.route(&plan);
+        if routed.route == Route::Ec2 {
+            return Err(JobError::Forward(routed.reason));
+        }
+    }
     plan.check_budget(admission.budget_bytes())?;
     let admitted = admission.admit(plan.peak_bytes, cancel).await.ok_or(JobError::Released)?;
     let input_bytes = bytes.len() as u64;

@@ -65,14 +65,17 @@ pub enum Outcome {
     Retried,
     /// Released at shutdown.
     Released,
+    /// Passed on to the heavy queue (the Lambda function).
+    Forwarded,
 }
 
-const OUTCOMES: [(Outcome, &str); 5] = [
+const OUTCOMES: [(Outcome, &str); 6] = [
     (Outcome::Done, "done"),
     (Outcome::Reused, "reused"),
     (Outcome::Failed, "failed"),
     (Outcome::Retried, "retried"),
     (Outcome::Released, "released"),
+    (Outcome::Forwarded, "forwarded"),
 ];
 
 const STAGES: [&str; 6] = ["queue_wait", "download", "decode", "ops", "encode", "upload"];

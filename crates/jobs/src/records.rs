@@ -38,6 +38,8 @@ pub struct BatchConfig {
     pub process: ProcessConfig,
     /// How S3 notifications become jobs.
     pub s3_events: Option<S3EventDefaults>,
+    /// The heavy queue, for jobs that do not fit the function (`process.forward`).
+    pub forward_queue: Option<Arc<dyn Queue>>,
 }
 
 impl Default for BatchConfig {
@@ -49,6 +51,7 @@ impl Default for BatchConfig {
             retry: RetryPolicy::default(),
             process: ProcessConfig::default(),
             s3_events: None,
+            forward_queue: None,
         }
     }
 }
@@ -85,6 +88,7 @@ pub async fn handle_batch(
                     retry: cfg.retry,
                     events: None,
                     metrics: None,
+                    forward: cfg.forward_queue.as_deref(),
                 };
                 settle(&s, &msg).await
             }

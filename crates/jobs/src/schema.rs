@@ -51,6 +51,9 @@ pub struct Job {
     pub output: OutputLocation,
     /// When the job was submitted, ms since the Unix epoch.
     pub submitted_at_ms: i64,
+    /// Set when the Lambda function passed the job on to the heavy queue: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarded: Option<String>,
 }
 
 /// Why a job message was refused.
@@ -194,6 +197,12 @@ pub struct JobResult {
     /// following a batch counts it as failed once nothing is left in flight.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub provisional: bool,
+    /// Where it ran: `lambda`, `ec2` or `local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    /// Why the Lambda function passed it on to the heavy queue, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarded: Option<String>,
 }
 
 #[cfg(test)]
@@ -210,6 +219,7 @@ pub(crate) mod tests {
             pipeline: Pipeline::parse("thumbnail:64,format:png").unwrap(),
             output: OutputLocation { bucket: "pixq".into(), prefix: "outputs/".into() },
             submitted_at_ms: 1,
+            forwarded: None,
         }
     }
 

@@ -16,6 +16,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::events::{Incoming, S3EventDefaults, parse_message};
 use crate::process::{Admission, Outcome, ProcessConfig, process, record_failure, record_provisional};
 use crate::queue::{Message, Queue};
+use crate::schema::Job;
 use crate::store::ObjectStore;
 
 /// When a failed attempt is tried again: `base * 2^(n-1)` after the n-th delivery, capped
@@ -108,6 +109,9 @@ pub struct Settle<'a> {
     pub retry: RetryPolicy,
     /// Live metrics (the worker's `/metrics`), if any.
     pub metrics: Option<&'a crate::prom::Metrics>,
+    /// The heavy queue, where jobs that do not fit this runtime go
+    /// ([`ProcessConfig::forward`]).
+    pub forward: Option<&'a dyn Queue>,
     /// Progress events.
     pub events: Option<&'a mpsc::UnboundedSender<Event>>,
 }
@@ -241,6 +245,18 @@ pub async fn settle(s: &Settle<'_>, msg: &Message) -> Disposition {
                 s.emit(Event::Retrying { job: job.id.clone(), reason: reason.clone() });
                 retry.get_or_insert(reason);
             }
+            Outcome::Forward(reason) => match forward(s, job, &reason).await {
+                Ok(()) => {
+                    info!(job_id = %job.id, %reason, "forwarded to the heavy queue");
+                    if let Some(m) = s.metrics {
+                        m.job(crate::prom::Outcome::Forwarded);
+                    }
+                }
+                Err(e) => {
+                    warn!(job_id = %job.id, error = %e, "forwarding failed; will retry");
+                    retry.get_or_insert(format!("forwarding to the heavy queue: {e}"));
+                }
+            },
             Outcome::Released => {
                 if let Some(m) = s.metrics {
                     m.job(crate::prom::Outcome::Released);
@@ -265,6 +281,18 @@ pub async fn settle(s: &Settle<'_>, msg: &Message) -> Disposition {
         return s.bury(msg, &reason).await;
     }
     Disposition::Ack
+}
+
+/// Sends `job` to the heavy queue, marked with why it was passed on (its record says so, and
+/// it is never forwarded again).
+async fn forward(s: &Settle<'_>, job: &Job, reason: &str) -> Result<(), String> {
+    let Some(heavy) = s.forward else {
+        return Err("no heavy queue is configured (PIXQ_HEAVY_QUEUE_URL)".into());
+    };
+    let mut job = job.clone();
+    job.forwarded = Some(format!("{}: {reason}", s.process.runtime));
+    crate::batch::enqueue(heavy, std::slice::from_ref(&job), heavy.is_fifo()).await.map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 #[cfg(test)]

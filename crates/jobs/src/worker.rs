@@ -280,6 +280,7 @@ async fn handle(s: &Shared, msg: Message) {
         retry: s.cfg.retry,
         events: s.cfg.events.as_ref(),
         metrics: Some(&s.cfg.metrics),
+        forward: None,
     };
     let disposition = tokio::select! {
         d = settle(&settle_with, &msg) => Some(d),

@@ -51,6 +51,14 @@ fn main() {
     let secs = start.elapsed().as_secs_f64();
     let pct = |d: Duration| 100.0 * d.as_secs_f64() / secs;
     println!("images_per_sec={:.3}", n as f64 / secs);
+    // The plan's own time estimate, to compare with the measured time per image.
+    let estimated: u64 = inputs
+        .iter()
+        .filter_map(|b| pixq_kernel::plan(b, &pipeline, &Limits::default()).ok())
+        .map(|(_, p)| p.cpu_ns)
+        .sum();
+    println!("estimated_ms_per_image={:.1}", estimated as f64 / 1e6 / inputs.len() as f64);
+    println!("measured_ms_per_image={:.1}", secs * 1e3 / n as f64);
     eprintln!("decode {:.0}% ops {:.0}% encode {:.0}% ({n} images, {secs:.2}s)", pct(dec), pct(opt), pct(enc));
 }
 

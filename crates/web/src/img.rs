@@ -129,6 +129,7 @@ pub async fn image(
         pipeline,
         output: OutputLocation { bucket: app.bucket.clone(), prefix: "outputs/".into() },
         submitted_at_ms: now_ms(),
+        forwarded: None,
     };
     if meta.size > app.config.inline_max_bytes {
         pixq_jobs::batch::enqueue(app.queue.as_ref(), std::slice::from_ref(&job), app.queue.is_fifo())
@@ -149,7 +150,9 @@ pub async fn image(
             deliver(&app, &o.object.key, &etag, vary).await
         }
         Outcome::Poison(reason) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, reason)),
-        Outcome::Retry(reason) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason)),
+        // The web API's config forwards nothing (it renders small images only), so this is
+        // a job it will not render; said as the retryable refusal it is.
+        Outcome::Retry(reason) | Outcome::Forward(reason) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason)),
         Outcome::Released => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopped")),
     }
 }

@@ -3,7 +3,7 @@
 //! `ops::edges`.
 
 use super::Op;
-use super::operation::{Apply, Operation, Shape, Sizing};
+use super::operation::{Apply, Operation, Shape, Sizing, gaussian_ns_per_px};
 use super::spec::{MAX_SIDE, Parsed, Spec};
 use crate::ops::{edges, filter};
 use crate::{Channels, Error, Raster};
@@ -43,6 +43,10 @@ impl Operation for Blur {
     fn apply(&self, img: Raster, cx: &mut Apply<'_>) -> Result<Raster, Error> {
         filter::blur(&img, self.sigma, cx.stop)
     }
+
+    fn ns_per_px(&self) -> f64 {
+        gaussian_ns_per_px(self.sigma)
+    }
 }
 
 /// `sharpen:SIGMA[:AMOUNT]`: unsharp mask.
@@ -78,6 +82,10 @@ impl Operation for Sharpen {
 
     fn apply(&self, img: Raster, cx: &mut Apply<'_>) -> Result<Raster, Error> {
         filter::sharpen(&img, self.sigma, self.amount, cx.stop)
+    }
+
+    fn ns_per_px(&self) -> f64 {
+        gaussian_ns_per_px(self.sigma) + 5.0
     }
 }
 
