@@ -21,8 +21,8 @@ use pixq_jobs::{ids, keys};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{DlqAction, Global, JobsCommand};
-use pixq_jobs::route::{FunctionFit, Route, RouteChoice};
 use crate::inputs;
+use pixq_jobs::route::{FunctionFit, Route, RouteChoice};
 
 /// The store and queue a command talks to (step two of configuration: built objects).
 struct Backend {
@@ -275,7 +275,11 @@ impl Routed {
         if self.ec2.is_empty() {
             return;
         }
-        eprintln!("routed: {} jobs to the Lambda function, {} to the EC2 workers' heavy queue:", self.lambda, self.ec2.len());
+        eprintln!(
+            "routed: {} jobs to the Lambda function, {} to the EC2 workers' heavy queue:",
+            self.lambda,
+            self.ec2.len()
+        );
         for (i, why) in self.ec2.iter().take(5) {
             eprintln!("  {}: {why}", m.jobs[*i].source);
         }

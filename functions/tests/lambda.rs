@@ -252,3 +252,79 @@ async fn lambda_and_local_worker_write_byte_identical_outputs() {
         "outputs differ between runtimes"
     );
 }
+
+/// A drop-in upload too large for the function: the function plans it from the header,
+/// forwards the job to the heavy queue instead of decoding it (the message is done), and a
+/// worker there (the shared worker loop, as `pixq-worker` runs it on EC2) processes it; the
+/// record says where it ran and why it was forwarded. A small upload in the same batch of
+/// records runs in the function.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_in_too_large_for_the_function_is_forwarded_and_done_on_the_heavy_queue() {
+    let Some(cfg) = local_aws().await else { return };
+    let s = stack(&cfg).await;
+    let heavy_pair = pixq_testkit::queue_with_dlq(&cfg, false, 3).await;
+    let heavy = Arc::new(SqsQueue::open(s.sqs.clone(), &heavy_pair.url, None).await.unwrap());
+    let s3 = pixq_jobs::aws::s3_client(&cfg, true);
+    let arn = queue_arn(&s.sqs, s.queue.url()).await;
+    let qc = QueueConfiguration::builder().queue_arn(arn).events(S3Event::S3ObjectCreated).build().unwrap();
+    s3.put_bucket_notification_configuration()
+        .bucket(&s.bucket)
+        .notification_configuration(NotificationConfiguration::builder().queue_configurations(qc).build())
+        .send()
+        .await
+        .unwrap();
+    // 24 MP, full-size rotate: about 285 MB at its peak, over a 256 MB function's budget.
+    s.store.put(&s.bucket, "uploads/big.jpg", jpeg(6000, 4000, 1), "image/jpeg").await.unwrap();
+    s.store.put(&s.bucket, "uploads/small.jpg", jpeg(300, 200, 2), "image/jpeg").await.unwrap();
+    let mut p = processor(&s, "rotate:90,format:jpeg");
+    let fit = pixq_jobs::route::FunctionFit { memory_mb: 256, timeout: Duration::from_secs(60) };
+    let mut config = (*p.config).clone();
+    config.process.forward = Some(fit);
+    config.forward_queue = Some(heavy.clone());
+    p.config = Arc::new(config);
+    // Both uploads' records (and S3's test event), as Lambda would deliver them; none is
+    // reported failed, so the event source deletes them all.
+    let event = event_from_queue(&s, 3).await;
+    let resp = handle(&p, LambdaEvent::new(event, context(60_000))).await.unwrap();
+    assert!(resp.batch_item_failures.is_empty(), "{:?}", resp.batch_item_failures);
+
+    // The small one ran in the function; the big one waits on the heavy queue, marked.
+    let results = s.store.list(&s.bucket, "results/s3-").await.unwrap();
+    assert_eq!(results.len(), 1, "{results:?}");
+    let r: pixq_jobs::schema::JobResult =
+        serde_json::from_slice(&s.store.get(&s.bucket, &results[0].key).await.unwrap()).unwrap();
+    assert_eq!(
+        (r.input.key.as_str(), r.runtime.as_deref(), r.forwarded.as_deref()),
+        ("uploads/small.jpg", Some("lambda"), None)
+    );
+    let c = heavy.counts().await.unwrap();
+    assert_eq!(c.visible, 1, "{c:?}");
+
+    // The heavy queue's worker: no forwarding there, a budget of its own.
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let worker_cfg = pixq_jobs::worker::WorkerConfig {
+        concurrency: 1,
+        wait: Duration::from_millis(200),
+        idle_stop: Some(Duration::from_secs(3)),
+        memory_mb: 2048,
+        process: pixq_jobs::process::ProcessConfig { runtime: "ec2".into(), ..Default::default() },
+        ..Default::default()
+    };
+    let stats = pixq_jobs::worker::run(heavy.clone(), s.store.clone(), worker_cfg, shutdown).await;
+    assert_eq!(stats.snapshot()[1], 1, "the heavy worker finished one job: {:?}", stats.snapshot());
+    let results = s.store.list(&s.bucket, "results/s3-").await.unwrap();
+    assert_eq!(results.len(), 2, "{results:?}");
+    let mut big = None;
+    for m in &results {
+        let r: pixq_jobs::schema::JobResult =
+            serde_json::from_slice(&s.store.get(&s.bucket, &m.key).await.unwrap()).unwrap();
+        if r.input.key == "uploads/big.jpg" {
+            big = Some(r);
+        }
+    }
+    let big = big.expect("a record for the big upload");
+    assert_eq!((big.status, big.runtime.as_deref()), (Status::Ok, Some("ec2")));
+    let why = big.forwarded.as_deref().unwrap_or_default();
+    assert!(why.starts_with("lambda: estimated peak") && why.contains("over the function's 160 MB budget"), "{why}");
+    assert_eq!((big.outputs[0].width, big.outputs[0].height), (Some(4000), Some(6000)));
+}

@@ -136,7 +136,11 @@ pub fn plan(input_len: usize, probe: &Probe, pipeline: &Pipeline, limits: &Limit
         (probe.width, probe.height)
     };
     let decoded_px = f64::from(decoded.0) * f64::from(decoded.1);
-    ns += if probe.shrinkable { source_px * DECODE_NS_ENTROPY + decoded_px * DECODE_NS_PER_PX } else { decoded_px * 10.0 };
+    ns += if probe.shrinkable {
+        source_px * DECODE_NS_ENTROPY + decoded_px * DECODE_NS_PER_PX
+    } else {
+        decoded_px * 10.0
+    };
     let (mut w, mut h) = if probe.orientation.swaps_dimensions() { (decoded.1, decoded.0) } else { decoded };
     if probe.orientation != Orientation::Normal {
         peak.see(input + 2 * bytes(u64::from(w), u64::from(h), ch), || format!("orienting {w}x{h}"));

@@ -152,7 +152,9 @@ pub async fn image(
         Outcome::Poison(reason) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, reason)),
         // The web API's config forwards nothing (it renders small images only), so this is
         // a job it will not render; said as the retryable refusal it is.
-        Outcome::Retry(reason) | Outcome::Forward(reason) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason)),
+        Outcome::Retry(reason) | Outcome::Forward(reason) => {
+            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason))
+        }
         Outcome::Released => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopped")),
     }
 }
