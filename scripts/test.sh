@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh machine: set-up, formatting, lints, unit/integration/
 # property/chaos tests, the AWS-protocol tests against moto's server on 127.0.0.1, the
 # web front end through `pixq serve` and headless Chromium, the
-# Lambda binary through cargo lambda's runtime API, the arm64 build, and the SAM template
+# Lambda binary through cargo lambda's runtime API, the arm64 build, its deployment with
+# `cargo lambda deploy` (scripts/lambda-deploy.sh), and the SAM template
 # through cfn-lint and `sam validate --lint`. Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +52,9 @@ cargo test -p pixq-kernel --no-default-features
 
 echo "== Lambda binary through cargo lambda watch/invoke, and the arm64 build"
 bash scripts/lambda-check.sh
+
+echo "== cargo lambda deploy without SAM (scripts/lambda-deploy.sh against moto)"
+bash scripts/lambda-deploy-check.sh
 
 echo "== template.yaml: cfn-lint, sam validate --lint"
 "$TOOLS/cfn-lint/bin/cfn-lint" template.yaml

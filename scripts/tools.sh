@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Python-packaged tools the AWS-protocol tests need, each in its own venv (their pins clash),
 # kept outside the clone so CI reuses them: moto's server, cfn-lint, aws-sam-cli,
-# cargo-lambda (with zig). Prints nothing on a warm machine.
+# cargo-lambda (with zig), the AWS CLI (scripts/lambda-deploy.sh). Prints nothing on a warm machine.
 set -euo pipefail
 TOOLS="${PIXQ_TOOLS_DIR:-$HOME/.cache/pixq-tools}"
 mkdir -p "$TOOLS"
@@ -17,6 +17,7 @@ venv moto 'moto[server]' moto_server
 venv cfn-lint cfn-lint cfn-lint
 venv sam aws-sam-cli sam
 venv cargo-lambda cargo-lambda cargo-lambda
+venv awscli awscli aws
 if ! rustup target list --installed 2>/dev/null | grep -q aarch64-unknown-linux-gnu; then
   echo "tools: adding the aarch64-unknown-linux-gnu target"
   rustup target add aarch64-unknown-linux-gnu
