@@ -89,7 +89,9 @@ pub async fn run(cli: &Global, command: JobsCommand) -> anyhow::Result<i32> {
                     ..ProcessConfig::default()
                 },
             };
-            let routing = routing(cli, &b, route).await?;
+            // Workers in this process take every job from the one queue they poll: nothing to route.
+            let routing =
+                if how.workers > 0 { Arc::new(Routing::One(b.queue.clone())) } else { routing(cli, &b, route).await? };
             process(&b, &routing, &paths, &ops, &out, &how, json).await
         }
         JobsCommand::Submit { paths, ops, route } => {
