@@ -22,6 +22,14 @@ if ! rustup target list --installed 2>/dev/null | grep -q aarch64-unknown-linux-
   echo "tools: adding the aarch64-unknown-linux-gnu target"
   rustup target add aarch64-unknown-linux-gnu
 fi
+# libvips' command line: the reference the colour-management test compares with.
+if ! command -v vips >/dev/null 2>&1; then
+  echo "tools: installing libvips-tools (Debian package)"
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq libvips-tools >/dev/null
+fi
 # Headless Chromium and its WebDriver for the browser test of the web page (Debian packages;
 # nothing is downloaded at test time).
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then

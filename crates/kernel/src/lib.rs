@@ -28,6 +28,7 @@
 //! assert_eq!((out.width, out.height, out.format), (32, 24, Format::Jpeg));
 //! ```
 
+pub mod cms;
 pub mod codec;
 mod error;
 mod format;
@@ -55,7 +56,7 @@ pub use stop::Stop;
 
 /// Version of the pixel semantics. It is hashed into content-addressed output keys, so bump
 /// it whenever the same input and pipeline could give different bytes.
-pub const KERNEL_VERSION: &str = concat!("k3-", env!("CARGO_PKG_VERSION"));
+pub const KERNEL_VERSION: &str = concat!("k4-", env!("CARGO_PKG_VERSION"));
 
 /// Time spent per stage.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -143,10 +144,15 @@ impl Processor {
         let probe = codec::probe(input, &self.limits)?;
         let plan = plan::plan(input.len(), &probe, pipeline, &self.limits)?;
         stop.check()?;
-        let decoded = match pipeline.frame {
+        let mut decoded = match pipeline.frame {
             Some(n) if n > 0 => self.codecs.decode_frame(input, &probe, &self.limits, n, stop)?,
             _ => self.codecs.decode(input, &probe, &self.limits, plan.decode_need)?,
         };
+        // Colours to sRGB (on the smallest raster there is: after shrink-on-load), unless
+        // the pipeline keeps the profile.
+        if let Some(icc) = probe.icc.as_deref().filter(|_| !pipeline.output.keep_icc) {
+            cms::to_srgb(&mut decoded, icc, stop)?;
+        }
         let mut img = if probe.orientation == Orientation::Normal {
             decoded
         } else {
@@ -180,7 +186,9 @@ impl Processor {
         stop.check()?;
 
         let format = plan.format;
-        let icc = probe.icc.as_deref().filter(|p| meta::icc_fits(p, img.channels()));
+        // The profile goes out only with `keep-icc` (the pixels were converted to sRGB
+        // otherwise), and only onto an output of its colour space.
+        let icc = probe.icc.as_deref().filter(|p| pipeline.output.keep_icc && meta::icc_fits(p, img.channels()));
         let bytes = self.codecs.encode(&img, format, &pipeline.output, icc, stop)?;
         let t3 = Instant::now();
         Ok(Output {

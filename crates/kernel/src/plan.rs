@@ -141,6 +141,10 @@ pub fn plan(input_len: usize, probe: &Probe, pipeline: &Pipeline, limits: &Limit
     } else {
         decoded_px * 10.0
     };
+    if probe.icc.is_some() && !pipeline.output.keep_icc {
+        // The conversion to sRGB (see `cms`), on the decoded raster.
+        ns += decoded_px * 4.0;
+    }
     let (mut w, mut h) = if probe.orientation.swaps_dimensions() { (decoded.1, decoded.0) } else { decoded };
     if probe.orientation != Orientation::Normal {
         peak.see(input + 2 * bytes(u64::from(w), u64::from(h), ch), || format!("orienting {w}x{h}"));

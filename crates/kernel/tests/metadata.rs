@@ -1,5 +1,6 @@
-//! Outputs keep the ICC profile where it fits them (its colour space is the output's) and
-//! drop EXIF (and with it GPS and orientation tags).
+//! By default outputs carry no ICC profile (RGB inputs are converted to sRGB, see
+//! `tests/colour.rs`); with `keep-icc` they keep it where it fits them (its colour space is
+//! the output's). EXIF (and with it GPS and orientation tags) is always dropped.
 
 mod common;
 
@@ -26,16 +27,20 @@ fn jpeg_with_profile(icc: &[u8]) -> (Vec<u8>, Vec<u8>) {
 }
 
 #[test]
-fn icc_is_kept_in_jpeg_and_png_outputs() {
+fn icc_is_kept_in_jpeg_and_png_outputs_with_keep_icc_only() {
     let (input, icc) = jpeg_with_icc_and_exif();
     assert_eq!(pixq_kernel::meta::read_jpeg_meta(&input).icc.as_deref(), Some(&icc[..]));
     let l = Limits::default();
-    let out = process(&input, &Pipeline::parse("thumbnail:50").unwrap(), &l).unwrap();
+    let out = process(&input, &Pipeline::parse("thumbnail:50,keep-icc").unwrap(), &l).unwrap();
     assert_eq!(pixq_kernel::meta::read_jpeg_meta(&out.bytes).icc.as_deref(), Some(&icc[..]));
     for ops in ["thumbnail:50,format:png", "thumbnail:50,format:webp", "thumbnail:50,format:webp,lossless"] {
-        let out = process(&input, &Pipeline::parse(ops).unwrap(), &l).unwrap();
-        assert_eq!(pixq_kernel::codec::probe(&out.bytes, &l).unwrap().icc.as_deref(), Some(&icc[..]), "{ops}");
+        let kept = process(&input, &Pipeline::parse(&format!("{ops},keep-icc")).unwrap(), &l).unwrap();
+        assert_eq!(pixq_kernel::codec::probe(&kept.bytes, &l).unwrap().icc.as_deref(), Some(&icc[..]), "{ops}");
+        let dropped = process(&input, &Pipeline::parse(ops).unwrap(), &l).unwrap();
+        assert_eq!(pixq_kernel::codec::probe(&dropped.bytes, &l).unwrap().icc, None, "{ops}: kept by default");
     }
+    let out = process(&input, &Pipeline::parse("thumbnail:50").unwrap(), &l).unwrap();
+    assert_eq!(pixq_kernel::meta::read_jpeg_meta(&out.bytes).icc, None, "kept by default");
 }
 
 /// An RGB profile on a grey image is invalid: grayscale and Sobel outputs drop it; a grey
@@ -47,21 +52,21 @@ fn a_profile_is_kept_only_where_its_colour_space_fits() {
     let icc_of = |bytes: &[u8]| pixq_kernel::codec::probe(bytes, &l).unwrap().icc;
     let (rgb_input, rgb) = jpeg_with_profile(&profile(b"RGB "));
     for ops in ["grayscale,format:png", "sobel,format:png", "threshold:100", "grayscale,format:webp,lossless"] {
-        let out = process(&rgb_input, &Pipeline::parse(ops).unwrap(), &l).unwrap();
+        let out = process(&rgb_input, &Pipeline::parse(&format!("{ops},keep-icc")).unwrap(), &l).unwrap();
         assert_eq!(icc_of(&out.bytes), None, "{ops}: an RGB profile on a grey output");
     }
-    let out = process(&rgb_input, &Pipeline::parse("grayscale,format:webp").unwrap(), &l).unwrap();
+    let out = process(&rgb_input, &Pipeline::parse("grayscale,format:webp,keep-icc").unwrap(), &l).unwrap();
     assert_eq!(icc_of(&out.bytes), None, "lossy WebP of a grey image");
-    let out = process(&rgb_input, &Pipeline::parse("invert,format:png").unwrap(), &l).unwrap();
+    let out = process(&rgb_input, &Pipeline::parse("invert,format:png,keep-icc").unwrap(), &l).unwrap();
     assert_eq!(icc_of(&out.bytes).as_deref(), Some(&rgb[..]));
     let (grey_input, grey) = jpeg_with_profile(&profile(b"GRAY"));
-    let out = process(&grey_input, &Pipeline::parse("grayscale,format:png").unwrap(), &l).unwrap();
+    let out = process(&grey_input, &Pipeline::parse("grayscale,format:png,keep-icc").unwrap(), &l).unwrap();
     assert_eq!(icc_of(&out.bytes).as_deref(), Some(&grey[..]));
-    let out = process(&grey_input, &Pipeline::parse("thumbnail:50,format:png").unwrap(), &l).unwrap();
+    let out = process(&grey_input, &Pipeline::parse("thumbnail:50,format:png,keep-icc").unwrap(), &l).unwrap();
     assert_eq!(icc_of(&out.bytes), None, "a grey profile on a colour output");
     for bad in [profile(b"CMYK"), (0..3000u32).map(|i| i as u8).collect()] {
         let (input, _) = jpeg_with_profile(&bad);
-        let out = process(&input, &Pipeline::parse("thumbnail:50").unwrap(), &l).unwrap();
+        let out = process(&input, &Pipeline::parse("thumbnail:50,keep-icc").unwrap(), &l).unwrap();
         assert_eq!(pixq_kernel::meta::read_jpeg_meta(&out.bytes).icc, None);
     }
 }

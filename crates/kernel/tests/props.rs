@@ -70,14 +70,16 @@ fn output() -> impl Strategy<Value = OutputSpec> {
         any::<bool>(),
         proptest::option::of(0u8..=9),
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(format, quality, progressive, compression, lossless)| OutputSpec {
+        .prop_map(|(format, quality, progressive, compression, lossless, keep_icc)| OutputSpec {
             format,
             quality,
             progressive,
             compression,
             // `lossless` is only valid with format:webp.
             lossless: lossless && format == Some(Format::Webp),
+            keep_icc,
         })
 }
 

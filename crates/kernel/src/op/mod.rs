@@ -202,6 +202,9 @@ pub struct OutputSpec {
     pub compression: Option<u8>,
     /// Lossless WebP (WebP is lossy otherwise); only with `format:webp`.
     pub lossless: bool,
+    /// Keep the input's ICC profile (and its colours as they are) instead of converting to
+    /// sRGB and dropping it.
+    pub keep_icc: bool,
 }
 
 impl OutputSpec {
@@ -331,6 +334,9 @@ impl Pipeline {
         }
         if o.lossless {
             parts.push("lossless".into());
+        }
+        if o.keep_icc {
+            parts.push("keep-icc".into());
         }
         parts.join(",")
     }

@@ -1,5 +1,5 @@
 //! Steps that set how the result is written rather than its pixels: `format`, `quality`,
-//! `lossless`, `progressive`, `compression`, and `frame` (which frame of an animation to
+//! `lossless`, `progressive`, `compression`, `keep-icc`, and `frame` (which frame of an animation to
 //! decode). Their canonical forms are written by `Pipeline::canonical`, output settings last
 //! in a fixed order.
 
@@ -50,6 +50,18 @@ pub(super) const PROGRESSIVE: Spec = Spec {
     args: (0, 0),
     parse: |_, out| {
         out.progressive = true;
+        Ok(Parsed::Output)
+    },
+};
+
+pub(super) const KEEP_ICC: Spec = Spec {
+    names: &["keep-icc"],
+    syntax: "keep-icc",
+    about: "keep the input's ICC profile and its colours (default: convert to sRGB, drop the profile)",
+    example: "keep-icc",
+    args: (0, 0),
+    parse: |_, out| {
+        out.keep_icc = true;
         Ok(Parsed::Output)
     },
 };

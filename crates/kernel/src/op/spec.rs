@@ -79,6 +79,7 @@ pub const STEPS: &[Spec] = &[
     output::QUALITY,
     output::LOSSLESS,
     output::PROGRESSIVE,
+    output::KEEP_ICC,
     output::COMPRESSION,
     output::FRAME,
 ];

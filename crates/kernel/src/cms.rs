@@ -1,0 +1,104 @@
+//! Colour management: an RGB image with an embedded ICC profile (Display P3, Adobe RGB,
+//! ProPhoto, a camera's own) is converted to sRGB right after decoding, so every step works
+//! on, and every output holds, the colours a browser shows for untagged images; the profile
+//! is then dropped (as imgproxy does). `keep-icc` skips the conversion and keeps the
+//! profile on outputs it fits. The transform is moxcms' (pure Rust, already linked by the
+//! `image` crate), relative colorimetric, 8 bits per channel.
+//!
+//! A profile that does not parse, is not RGB, or already describes sRGB (its transform maps a
+//! grid of test colours onto themselves within one level) leaves the pixels as they are.
+
+use moxcms::{ColorProfile, DataColorSpace, Layout, TransformOptions};
+
+use crate::{Channels, Error, Raster, Stop};
+
+/// Largest profile converted (larger ones are left alone): LUT profiles of a few hundred KB
+/// exist; the kernel's ICC limit is the same.
+const MAX_PROFILE: usize = crate::meta::MAX_ICC;
+
+/// Converts `img` from the colour space `icc` describes to sRGB, in place. Returns whether
+/// it converted anything.
+pub fn to_srgb(img: &mut Raster, icc: &[u8], stop: &Stop) -> Result<bool, Error> {
+    let layout = match img.channels() {
+        Channels::Rgb => Layout::Rgb,
+        Channels::Rgba => Layout::Rgba,
+        // Grey images stay grey (a grey profile's tone curve is close to sRGB's).
+        Channels::Gray | Channels::GrayAlpha => return Ok(false),
+    };
+    if icc.len() > MAX_PROFILE {
+        return Ok(false);
+    }
+    let Ok(profile) = ColorProfile::new_from_slice(icc) else { return Ok(false) };
+    if profile.color_space != DataColorSpace::Rgb {
+        return Ok(false);
+    }
+    let srgb = ColorProfile::new_srgb();
+    let Ok(transform) = profile.create_transform_8bit(layout, &srgb, layout, TransformOptions::default()) else {
+        return Ok(false);
+    };
+    if is_identity(&*transform, layout) {
+        return Ok(false);
+    }
+    let stride = img.stride();
+    let mut out = vec![0u8; stride];
+    for (y, row) in img.data_mut().chunks_exact_mut(stride).enumerate() {
+        stop.check_row(y)?;
+        transform.transform(row, &mut out).map_err(|e| Error::Internal(format!("colour transform to sRGB: {e}")))?;
+        row.copy_from_slice(&out);
+    }
+    Ok(true)
+}
+
+/// Whether the transform leaves a grid of colours (every channel at 0, 64, ..., 255) within
+/// one level: the profile is sRGB already, under whatever name.
+fn is_identity(t: &dyn moxcms::TransformExecutor<u8>, layout: Layout) -> bool {
+    let levels = [0u8, 64, 128, 192, 255];
+    let n = if layout == Layout::Rgba { 4 } else { 3 };
+    let mut src = Vec::with_capacity(levels.len().pow(3) * n);
+    for r in levels {
+        for g in levels {
+            for b in levels {
+                src.extend_from_slice(&[r, g, b, 255][..n]);
+            }
+        }
+    }
+    let mut dst = vec![0u8; src.len()];
+    t.transform(&src, &mut dst).is_ok() && src.iter().zip(&dst).all(|(a, b)| a.abs_diff(*b) <= 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(p: ColorProfile) -> Vec<u8> {
+        p.encode().unwrap()
+    }
+
+    #[test]
+    fn wide_gamut_reds_become_srgb_reds_and_srgb_stays() {
+        // Display P3's pure red is outside sRGB: it maps to sRGB red (clipped).
+        let mut img = Raster::from_fn(2, 1, Channels::Rgb, |x, _, p| {
+            p.copy_from_slice(if x == 0 { &[255, 0, 0] } else { &[128, 128, 128] })
+        });
+        assert!(to_srgb(&mut img, &profile(ColorProfile::new_display_p3()), &Stop::new()).unwrap());
+        let (red, grey) = (img.pixel(0, 0).to_vec(), img.pixel(1, 0).to_vec());
+        assert_eq!(red[0], 255, "{red:?}");
+        assert!(red[1] < 10 && red[2] < 10, "{red:?}");
+        // Neutral greys stay neutral (same white point, the same tone curve as sRGB).
+        assert!(grey.iter().all(|v| v.abs_diff(128) <= 1), "{grey:?}");
+        // A mid green in Adobe RGB is more saturated than the same numbers in sRGB.
+        let mut g = Raster::from_fn(1, 1, Channels::Rgba, |_, _, p| p.copy_from_slice(&[60, 160, 60, 200]));
+        assert!(to_srgb(&mut g, &profile(ColorProfile::new_adobe_rgb()), &Stop::new()).unwrap());
+        let px = g.pixel(0, 0);
+        assert!(px[1] > 160 && px[0] < 60, "{px:?}");
+        assert_eq!(px[3], 200, "alpha untouched");
+        // sRGB itself, a grey image, and profiles that are not profiles change nothing.
+        let before = img.clone();
+        assert!(!to_srgb(&mut img, &profile(ColorProfile::new_srgb()), &Stop::new()).unwrap());
+        assert!(!to_srgb(&mut img, b"not a profile at all", &Stop::new()).unwrap());
+        assert!(!to_srgb(&mut img, &[0u8; 200], &Stop::new()).unwrap());
+        assert_eq!(img, before);
+        let mut grey_img = Raster::from_fn(1, 1, Channels::Gray, |_, _, p| p[0] = 9);
+        assert!(!to_srgb(&mut grey_img, &profile(ColorProfile::new_display_p3()), &Stop::new()).unwrap());
+    }
+}
