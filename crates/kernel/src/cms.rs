@@ -7,8 +7,18 @@
 //!
 //! A profile that does not parse, is not RGB, or already describes sRGB (its transform maps a
 //! grid of test colours onto themselves within one level) leaves the pixels as they are.
+//!
+//! CMYK JPEGs with a CMYK profile (print files) are decoded to their CMYK values and
+//! converted through the profile ([`cmyk_to_srgb`]); Adobe's files store the inks inverted
+//! (an APP14 "Adobe" marker says so), which is undone first. Without a profile they keep the
+//! decoder's plain conversion.
 
-use moxcms::{ColorProfile, DataColorSpace, Layout, TransformOptions};
+/// Relative colorimetric: what libvips' `icc_transform` does by default.
+fn options() -> TransformOptions {
+    TransformOptions { rendering_intent: RenderingIntent::RelativeColorimetric, ..TransformOptions::default() }
+}
+
+use moxcms::{ColorProfile, DataColorSpace, Layout, RenderingIntent, TransformOptions};
 
 use crate::{Channels, Error, Raster, Stop};
 
@@ -33,7 +43,7 @@ pub fn to_srgb(img: &mut Raster, icc: &[u8], stop: &Stop) -> Result<bool, Error>
         return Ok(false);
     }
     let srgb = ColorProfile::new_srgb();
-    let Ok(transform) = profile.create_transform_8bit(layout, &srgb, layout, TransformOptions::default()) else {
+    let Ok(transform) = profile.create_transform_8bit(layout, &srgb, layout, options()) else {
         return Ok(false);
     };
     if is_identity(&*transform, layout) {
@@ -47,6 +57,40 @@ pub fn to_srgb(img: &mut Raster, icc: &[u8], stop: &Stop) -> Result<bool, Error>
         row.copy_from_slice(&out);
     }
     Ok(true)
+}
+
+/// CMYK samples (4 a pixel, `inverted` as Adobe stores them) of a `width x height` image
+/// through the CMYK profile `icc` to an sRGB raster; `None` when `icc` is not a usable CMYK
+/// profile (the caller converts without it).
+pub fn cmyk_to_srgb(
+    mut cmyk: Vec<u8>,
+    width: u32,
+    height: u32,
+    icc: &[u8],
+    inverted: bool,
+    stop: &Stop,
+) -> Option<Result<Raster, Error>> {
+    if icc.len() > MAX_PROFILE {
+        return None;
+    }
+    let profile = ColorProfile::new_from_slice(icc).ok()?;
+    if profile.color_space != DataColorSpace::Cmyk {
+        return None;
+    }
+    let transform =
+        profile.create_transform_8bit(Layout::Rgba, &ColorProfile::new_srgb(), Layout::Rgb, options()).ok()?;
+    Some((|| {
+        let w = width as usize;
+        let mut out = Raster::new(width, height, Channels::Rgb);
+        for (y, (src, dst)) in cmyk.chunks_exact_mut(w * 4).zip(out.data_mut().chunks_exact_mut(w * 3)).enumerate() {
+            stop.check_row(y)?;
+            if inverted {
+                src.iter_mut().for_each(|v| *v = 255 - *v);
+            }
+            transform.transform(src, dst).map_err(|e| Error::Internal(format!("colour transform from CMYK: {e}")))?;
+        }
+        Ok(out)
+    })())
 }
 
 /// Whether the transform leaves a grid of colours (every channel at 0, 64, ..., 255) within

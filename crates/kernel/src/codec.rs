@@ -310,6 +310,37 @@ impl Codecs {
         Err(Error::Op { op, reason: format!("the image has only {seen} frame{}", if seen == 1 { "" } else { "s" }) })
     }
 
+    /// A CMYK or YCCK JPEG with a CMYK profile: its ink values (libjpeg-turbo turns YCCK
+    /// into CMYK), through the profile to sRGB. `None` without a usable CMYK profile: the
+    /// caller falls back to the plain conversion.
+    #[cfg(feature = "turbojpeg")]
+    fn decode_cmyk(&mut self, input: &[u8], probe: &Probe, limits: &Limits) -> Option<Result<Raster, TurboFail>> {
+        let icc = probe.icc.as_deref()?;
+        let err = |e: turbojpeg::Error| TurboFail::Error(decode_err(Format::Jpeg, e));
+        let (w, h) = (probe.width as usize, probe.height as usize);
+        if (w as u64) * (h as u64) > limits.max_pixels {
+            return Some(Err(TurboFail::Error(decode_err(Format::Jpeg, "over the pixel limit"))));
+        }
+        let dec = self.dec.as_mut()?;
+        if let Err(e) = dec.set_scaling_factor(turbojpeg::ScalingFactor::ONE) {
+            return Some(Err(err(e)));
+        }
+        let mut cmyk = vec![0u8; w * h * 4];
+        let image = turbojpeg::Image {
+            pixels: &mut cmyk[..],
+            width: w,
+            pitch: w * 4,
+            height: h,
+            format: turbojpeg::PixelFormat::CMYK,
+        };
+        if let Err(e) = dec.decompress(input, image) {
+            return Some(Err(err(e)));
+        }
+        let inverted = crate::meta::jpeg_segments(input).any(|(m, body)| m == 0xEE && body.starts_with(b"Adobe"));
+        crate::cms::cmyk_to_srgb(cmyk, probe.width, probe.height, icc, inverted, &crate::Stop::new())
+            .map(|r| r.map_err(TurboFail::Error))
+    }
+
     #[cfg(feature = "turbojpeg")]
     fn decode_turbo(
         &mut self,
@@ -328,7 +359,9 @@ impl Codecs {
         same_header(Format::Jpeg, probe, dims.0, dims.1).map_err(TurboFail::Error)?;
         let (pf, channels) = match header.colorspace {
             turbojpeg::Colorspace::Gray => (turbojpeg::PixelFormat::GRAY, Channels::Gray),
-            turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK => return Err(TurboFail::Unsupported),
+            turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK => {
+                return self.decode_cmyk(input, probe, limits).ok_or(TurboFail::Unsupported)?;
+            }
             _ => (turbojpeg::PixelFormat::RGB, Channels::Rgb),
         };
         let m = if header.is_lossless { 8 } else { jpeg_scale(probe.width, probe.height, need) };

@@ -124,3 +124,48 @@ fn tempfile_dir() -> std::path::PathBuf {
     assert!(Path::new(&d).is_dir());
     d
 }
+
+/// A CMYK JPEG as print work flows make them: libvips' `icc_export` to its built-in CMYK
+/// press profile (a LUT profile of about 1 MB, embedded; inks stored inverted under an Adobe
+/// marker). pixq converts it through that profile to sRGB like `icc_transform` does (inks
+/// read the wrong way round would be tens of Delta E off). Through libjpeg-turbo only: the
+/// pure-Rust fallback build keeps the plain conversion.
+#[cfg(feature = "turbojpeg")]
+#[test]
+fn cmyk_jpegs_come_out_through_their_profile_like_libvips() {
+    if !vips_available() {
+        eprintln!("skipped: no vips");
+        return;
+    }
+    let dir = tempfile_dir();
+    let src = dir.join("srgb.png");
+    std::fs::write(&src, pixq_kernel::png::encode(&pattern(), 1, None, &Stop::new()).unwrap()).unwrap();
+    let cmyk = dir.join("cmyk.jpg");
+    let o = Command::new("vips")
+        .arg("icc_export")
+        .arg(&src)
+        .arg(format!("{}[Q=95]", cmyk.display()))
+        .args(["--output-profile", "cmyk"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "vips icc_export: {}", String::from_utf8_lossy(&o.stderr));
+    let reference = dir.join("cmyk-vips.png");
+    let o = Command::new("vips").arg("icc_transform").arg(&cmyk).arg(&reference).arg("srgb").output().unwrap();
+    assert!(o.status.success(), "vips icc_transform: {}", String::from_utf8_lossy(&o.stderr));
+    let want = rgb_of(&std::fs::read(&reference).unwrap());
+    let input = std::fs::read(&cmyk).unwrap();
+    assert!(input.windows(5).any(|w| w == b"Adobe"), "an Adobe CMYK JPEG");
+
+    let mut p = Processor::new(Default::default());
+    let out = p.process(&input, &Pipeline::parse("format:png").unwrap()).unwrap();
+    let got = rgb_of(&out.bytes);
+    assert_eq!(got.len(), want.len());
+    let des: Vec<f64> = got.chunks(3).zip(want.chunks(3)).map(|(a, b)| delta_e(a, b)).collect();
+    let mean = des.iter().sum::<f64>() / des.len() as f64;
+    let max = des.iter().cloned().fold(0.0, f64::max);
+    eprintln!("cmyk: Delta E against libvips: mean {mean:.2}, max {max:.2}");
+    assert!(mean < 1.0 && max < 4.0, "cmyk: Delta E mean {mean:.2}, max {max:.2}");
+    // Thumbnails and other outputs of it go the same way (no CMYK profile on any output).
+    let thumb = p.process(&input, &Pipeline::parse("thumbnail:48,keep-icc").unwrap()).unwrap();
+    assert_eq!(pixq_kernel::meta::read_jpeg_meta(&thumb.bytes).icc, None, "a CMYK profile on an RGB output");
+}
