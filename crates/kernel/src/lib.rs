@@ -132,6 +132,49 @@ impl Processor {
         &self.limits
     }
 
+    /// Encodes; with `max-bytes` on a JPEG or lossy WebP output that is too large, searches
+    /// (by halving) for the highest quality below the asked one whose file fits, and gives
+    /// the quality-1 file when none does.
+    fn encode_within(
+        &mut self,
+        img: &Raster,
+        format: Format,
+        spec: &OutputSpec,
+        icc: Option<&[u8]>,
+        stop: &Stop,
+    ) -> Result<Vec<u8>, Error> {
+        let first = self.codecs.encode(img, format, spec, icc, stop)?;
+        let lossy = format == Format::Jpeg || (format == Format::Webp && !spec.lossless);
+        let Some(max) = spec.max_bytes.map(|m| m as usize).filter(|m| lossy && first.len() > *m) else {
+            return Ok(first);
+        };
+        let asked = spec.quality.unwrap_or(if format == Format::Webp {
+            OutputSpec::DEFAULT_WEBP_QUALITY
+        } else {
+            OutputSpec::DEFAULT_QUALITY
+        });
+        let (mut lo, mut hi) = (1u8, asked.saturating_sub(1).max(1));
+        let (mut best, mut smallest) = (None, first);
+        while lo <= hi {
+            stop.check()?;
+            let q = lo + (hi - lo) / 2;
+            let bytes = self.codecs.encode(img, format, &OutputSpec { quality: Some(q), ..*spec }, icc, stop)?;
+            if bytes.len() <= max {
+                best = Some(bytes);
+                lo = q + 1;
+            } else {
+                if bytes.len() < smallest.len() {
+                    smallest = bytes;
+                }
+                if q == 1 {
+                    break;
+                }
+                hi = q - 1;
+            }
+        }
+        Ok(best.unwrap_or(smallest))
+    }
+
     /// Decodes `input`, applies EXIF orientation and every op, and encodes the result.
     pub fn process(&mut self, input: &[u8], pipeline: &Pipeline) -> Result<Output, Error> {
         self.process_with(input, pipeline, &Stop::new())
@@ -189,7 +232,7 @@ impl Processor {
         // The profile goes out only with `keep-icc` (the pixels were converted to sRGB
         // otherwise), and only onto an output of its colour space.
         let icc = probe.icc.as_deref().filter(|p| pipeline.output.keep_icc && meta::icc_fits(p, img.channels()));
-        let bytes = self.codecs.encode(&img, format, &pipeline.output, icc, stop)?;
+        let bytes = self.encode_within(&img, format, &pipeline.output, icc, stop)?;
         let t3 = Instant::now();
         Ok(Output {
             bytes,

@@ -182,8 +182,13 @@ pub fn plan(input_len: usize, probe: &Probe, pipeline: &Pipeline, limits: &Limit
         Format::Gif => img + 5 * (px * 4) + (64 << 10),
         Format::Tiff | Format::Bmp => img + 2 * (px * 4) + (64 << 10),
     };
-    peak.see(input + img + encode, || format!("encoding {w}x{h} as {format}"));
-    ns += px as f64
+    // `max-bytes` keeps the best and the smallest file of its search besides the encoder's
+    // own buffers, and encodes up to 8 times (a halving search over the quality).
+    let (search_bytes, encodes) =
+        if pipeline.output.max_bytes.is_some() { (2 * (px * 4 + (64 << 10)), 8.0) } else { (0, 1.0) };
+    peak.see(input + img + encode + search_bytes, || format!("encoding {w}x{h} as {format}"));
+    ns += encodes
+        * px as f64
         * match format {
             Format::Jpeg => 6.0,
             Format::Png => 25.0,

@@ -95,3 +95,38 @@ fn progressive_and_quality_change_the_jpeg() {
     let small = run("format:png,compression:9");
     assert!(small.len() <= fast.len());
 }
+
+/// `max-bytes:N`: the highest quality whose file fits N, for JPEG and lossy WebP; the
+/// quality-1 file when nothing fits; refused where there is no quality to lower.
+#[test]
+fn max_bytes_finds_the_highest_quality_that_fits() {
+    let input = common::png(&common::photo_like(640, 480));
+    let l = Limits::default();
+    let run = |s: &str| process(&input, &Pipeline::parse(s).unwrap(), &l).unwrap().bytes;
+    for (format, default_q) in [("jpeg", 85), ("webp", 80)] {
+        let full = run(&format!("format:{format}"));
+        let floor = run(&format!("format:{format},quality:1"));
+        let max = (full.len() + floor.len()) / 2;
+        let fitted = run(&format!("format:{format},max-bytes:{max}"));
+        assert!(fitted.len() <= max, "{format}: {} > {max}", fitted.len());
+        // The highest that fits: some quality between them gives exactly these bytes, and
+        // the next one up does not fit.
+        let q = (1..default_q).rev().find(|q| run(&format!("format:{format},quality:{q}")) == fitted);
+        let q = q.unwrap_or_else(|| panic!("{format}: the result is no quality's file"));
+        assert!(run(&format!("format:{format},quality:{}", q + 1)).len() > max, "{format}: q{} fits too", q + 1);
+        // Already small enough: the file at the asked quality, untouched.
+        assert!(run(&format!("format:{format},max-bytes:{}", full.len())) == full, "{format}: changed");
+        // Unreachable: the smallest file the search met (sizes are not monotonic at the
+        // very lowest qualities, so that can be quality 2's rather than 1's).
+        let tiny = run(&format!("format:{format},max-bytes:1024"));
+        assert!(tiny.len() <= floor.len() && tiny.len() < fitted.len(), "{format}: {} bytes", tiny.len());
+    }
+    for bad in ["format:png,max-bytes:5000", "format:webp,lossless,max-bytes:5000", "format:gif,max-bytes:5000"] {
+        let e = Pipeline::parse(bad).unwrap_err().to_string();
+        assert!(e.contains("max-bytes is for JPEG and lossy WebP"), "{bad}: {e}");
+    }
+    assert!(Pipeline::parse("max-bytes:100").unwrap_err().to_string().contains("1024..=100000000"));
+    let p = Pipeline::parse("thumbnail:100,max-bytes:20000").unwrap();
+    assert_eq!(p.canonical(), "thumbnail:100,max-bytes:20000");
+    assert_eq!(Pipeline::parse(&p.canonical()).unwrap(), p);
+}

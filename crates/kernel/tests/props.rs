@@ -71,15 +71,21 @@ fn output() -> impl Strategy<Value = OutputSpec> {
         proptest::option::of(0u8..=9),
         any::<bool>(),
         any::<bool>(),
+        proptest::option::of(1024u32..1_000_000),
     )
-        .prop_map(|(format, quality, progressive, compression, lossless, keep_icc)| OutputSpec {
-            format,
-            quality,
-            progressive,
-            compression,
-            // `lossless` is only valid with format:webp.
-            lossless: lossless && format == Some(Format::Webp),
-            keep_icc,
+        .prop_map(|(format, quality, progressive, compression, lossless, keep_icc, max_bytes)| {
+            // `lossless` is only valid with format:webp, `max-bytes` with lossy outputs.
+            let lossless = lossless && format == Some(Format::Webp);
+            let lossy = matches!(format, None | Some(Format::Jpeg)) || (format == Some(Format::Webp) && !lossless);
+            OutputSpec {
+                format,
+                quality,
+                progressive,
+                compression,
+                lossless,
+                keep_icc,
+                max_bytes: max_bytes.filter(|_| lossy),
+            }
         })
 }
 

@@ -205,6 +205,9 @@ pub struct OutputSpec {
     /// Keep the input's ICC profile (and its colours as they are) instead of converting to
     /// sRGB and dropping it.
     pub keep_icc: bool,
+    /// Largest output in bytes for JPEG and lossy WebP: the highest quality (up to `quality`)
+    /// whose file fits; the smallest file (quality 1) when none does.
+    pub max_bytes: Option<u32>,
 }
 
 impl OutputSpec {
@@ -269,6 +272,7 @@ impl Pipeline {
         let mut p = Pipeline::default();
         let mut seen_output: Vec<&'static str> = Vec::new();
         let mut lossless_step: Option<(usize, String)> = None;
+        let mut max_bytes_step: Option<(usize, String)> = None;
         if s.trim().is_empty() {
             return Ok(p);
         }
@@ -298,12 +302,29 @@ impl Pipeline {
                     if spec.name() == "lossless" {
                         lossless_step = Some((step.index, step.text.to_string()));
                     }
+                    if spec.name() == "max-bytes" {
+                        max_bytes_step = Some((step.index, step.text.to_string()));
+                    }
                 }
                 Parsed::Frame(n) => {
                     if p.frame.replace(n).is_some() {
                         return Err(step.err(format!("'{}' given twice", step.name)));
                     }
                 }
+            }
+        }
+        if let Some((index, text)) = max_bytes_step {
+            let lossy = match p.output.format {
+                None | Some(Format::Jpeg) => true,
+                Some(Format::Webp) => !p.output.lossless,
+                Some(_) => false,
+            };
+            if !lossy {
+                return Err(ParseError {
+                    step: index,
+                    text,
+                    reason: "max-bytes is for JPEG and lossy WebP outputs (it lowers the quality)".into(),
+                });
             }
         }
         if let Some((index, text)) = lossless_step
@@ -337,6 +358,9 @@ impl Pipeline {
         }
         if o.keep_icc {
             parts.push("keep-icc".into());
+        }
+        if let Some(n) = o.max_bytes {
+            parts.push(format!("max-bytes:{n}"));
         }
         parts.join(",")
     }

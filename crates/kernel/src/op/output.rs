@@ -1,5 +1,5 @@
 //! Steps that set how the result is written rather than its pixels: `format`, `quality`,
-//! `lossless`, `progressive`, `compression`, `keep-icc`, and `frame` (which frame of an animation to
+//! `lossless`, `progressive`, `compression`, `keep-icc`, `max-bytes`, and `frame` (which frame of an animation to
 //! decode). Their canonical forms are written by `Pipeline::canonical`, output settings last
 //! in a fixed order.
 
@@ -62,6 +62,18 @@ pub(super) const KEEP_ICC: Spec = Spec {
     args: (0, 0),
     parse: |_, out| {
         out.keep_icc = true;
+        Ok(Parsed::Output)
+    },
+};
+
+pub(super) const MAX_BYTES: Spec = Spec {
+    names: &["max-bytes"],
+    syntax: "max-bytes:N",
+    about: "JPEG or lossy WebP of at most N bytes: the highest quality that fits (1024..=100000000)",
+    example: "max-bytes:50000",
+    args: (1, 1),
+    parse: |s, out| {
+        out.max_bytes = Some(s.u32_in(0, "bytes", 1024, 100_000_000)?);
         Ok(Parsed::Output)
     },
 };

@@ -80,6 +80,7 @@ pub const STEPS: &[Spec] = &[
     output::LOSSLESS,
     output::PROGRESSIVE,
     output::KEEP_ICC,
+    output::MAX_BYTES,
     output::COMPRESSION,
     output::FRAME,
 ];
