@@ -106,7 +106,7 @@ impl Operation for Thumbnail {
     }
 }
 
-/// `smartcrop:W:H`: the most interesting box of that aspect ratio, resized to W x H.
+/// `smartcrop:W:H`: the box of that aspect ratio where attention gathers, resized to W x H.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SmartCrop {
     /// Output width.
@@ -118,7 +118,7 @@ pub struct SmartCrop {
 pub(super) const SMARTCROP: Spec = Spec {
     names: &["smartcrop"],
     syntax: "smartcrop:W:H",
-    about: "crop the most detailed region of aspect W:H and resize to W x H",
+    about: "crop to where attention gathers (edges, skin, colour) at aspect W:H and resize to W x H",
     example: "smartcrop:300:300",
     args: (2, 2),
     parse: |s, _| {
