@@ -9,6 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pixq-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# No incremental caches: a suite run rebuilds each changed crate whole anyway, and the caches
+# grew the shared target dir by about 15 GB (a full disk failed a run).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 TOOLS="${PIXQ_TOOLS_DIR:-$HOME/.cache/pixq-tools}"
 
 bash scripts/setup.sh
