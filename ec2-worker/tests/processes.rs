@@ -314,7 +314,15 @@ async fn metrics_scraped_during_a_run_show_what_it_did() {
     let addr = rx.recv_timeout(Duration::from_secs(20)).expect("the worker logged no metrics address");
     let (code, body) = http_get(&addr, "/healthz");
     assert_eq!((code, body.as_str()), (200, "ok\n"));
-    let before = http_get(&addr, "/metrics").1;
+    // The server is up before the worker loop has set its lanes (a few milliseconds later).
+    let t = Instant::now();
+    let before = loop {
+        let m = http_get(&addr, "/metrics").1;
+        if sample(&m, "pixq_lanes") > 0.0 || t.elapsed() > Duration::from_secs(10) {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(sample(&before, "pixq_jobs_total{outcome=\"done\"}"), 0.0);
     assert_eq!(sample(&before, "pixq_lanes"), 2.0);
 
