@@ -44,6 +44,19 @@ async fn stack(cfg: &aws_config::SdkConfig) -> Stack {
     Stack { sqs, queue, store: Arc::new(store), bucket }
 }
 
+/// S3 notifies the stack's queue of every object created in its bucket.
+async fn notify_uploads(cfg: &aws_config::SdkConfig, s: &Stack) {
+    let s3 = pixq_jobs::aws::s3_client(cfg, true);
+    let arn = queue_arn(&s.sqs, s.queue.url()).await;
+    let qc = QueueConfiguration::builder().queue_arn(arn).events(S3Event::S3ObjectCreated).build().unwrap();
+    s3.put_bucket_notification_configuration()
+        .bucket(&s.bucket)
+        .notification_configuration(NotificationConfiguration::builder().queue_configurations(qc).build())
+        .send()
+        .await
+        .unwrap();
+}
+
 /// Receives up to `n` messages from the real queue and turns them into the SQS event Lambda
 /// would deliver (same JSON shape).
 async fn event_from_queue(s: &Stack, n: usize) -> SqsEvent {
@@ -183,15 +196,7 @@ async fn records_that_cannot_finish_in_time_are_reported_failed() {
 async fn an_s3_upload_notification_becomes_a_processed_output() {
     let Some(cfg) = local_aws().await else { return };
     let s = stack(&cfg).await;
-    let s3 = pixq_jobs::aws::s3_client(&cfg, true);
-    let arn = queue_arn(&s.sqs, s.queue.url()).await;
-    let qc = QueueConfiguration::builder().queue_arn(arn).events(S3Event::S3ObjectCreated).build().unwrap();
-    s3.put_bucket_notification_configuration()
-        .bucket(&s.bucket)
-        .notification_configuration(NotificationConfiguration::builder().queue_configurations(qc).build())
-        .send()
-        .await
-        .unwrap();
+    notify_uploads(&cfg, &s).await;
     s.store.put(&s.bucket, "inputs/my photo+1.jpg", jpeg(320, 240, 6), "image/jpeg").await.unwrap();
     let p = processor(&s, "thumbnail:80,format:png");
     // The queue may also hold S3's s3:TestEvent; both are handled and acknowledged.
@@ -264,15 +269,7 @@ async fn a_drop_in_too_large_for_the_function_is_forwarded_and_done_on_the_heavy
     let s = stack(&cfg).await;
     let heavy_pair = pixq_testkit::queue_with_dlq(&cfg, false, 3).await;
     let heavy = Arc::new(SqsQueue::open(s.sqs.clone(), &heavy_pair.url, None).await.unwrap());
-    let s3 = pixq_jobs::aws::s3_client(&cfg, true);
-    let arn = queue_arn(&s.sqs, s.queue.url()).await;
-    let qc = QueueConfiguration::builder().queue_arn(arn).events(S3Event::S3ObjectCreated).build().unwrap();
-    s3.put_bucket_notification_configuration()
-        .bucket(&s.bucket)
-        .notification_configuration(NotificationConfiguration::builder().queue_configurations(qc).build())
-        .send()
-        .await
-        .unwrap();
+    notify_uploads(&cfg, &s).await;
     // 24 MP, full-size rotate: about 285 MB at its peak, over a 256 MB function's budget.
     s.store.put(&s.bucket, "uploads/big.jpg", jpeg(6000, 4000, 1), "image/jpeg").await.unwrap();
     s.store.put(&s.bucket, "uploads/small.jpg", jpeg(300, 200, 2), "image/jpeg").await.unwrap();
