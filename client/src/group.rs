@@ -130,6 +130,22 @@ pub async fn down(group: Option<&str>, outputs: &StackOutputs, sdk: &aws_config:
     Ok(0)
 }
 
+/// The group's desired capacity and its in-service instances now: what `pixq process` and
+/// `pixq submit` say about the heavy jobs they queued.
+pub async fn capacity(group: &str) -> anyhow::Result<(i32, usize)> {
+    let sdk = pixq_jobs::aws::sdk_config().await;
+    let d = AutoScaling::new(&sdk)
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(group)
+        .send()
+        .await
+        .map_err(|e| anyhow!("DescribeAutoScalingGroups {group}: {}", describe(&e)))?;
+    let g = d.auto_scaling_groups().first().ok_or_else(|| anyhow!("no Auto Scaling group named {group}"))?;
+    let in_service =
+        g.instances().iter().filter(|i| i.lifecycle_state().is_some_and(|s| s.as_str() == "InService")).count();
+    Ok((g.desired_capacity().unwrap_or(0), in_service))
+}
+
 /// `pixq ec2 status`.
 pub async fn status(
     group: Option<&str>,

@@ -104,7 +104,7 @@ pub async fn run(cli: &Global, command: JobsCommand) -> anyhow::Result<i32> {
                 b.location,
                 b.worker_hint
             );
-            routed.report(&m);
+            eprint!("{}", routed.report(&m, routing.group()).await);
             println!("{}", m.batch);
             Ok(0)
         }
@@ -204,14 +204,22 @@ async fn submit(
 enum Routing {
     /// Every job here.
     One(Arc<dyn Queue>),
+    /// Every job on the heavy queue (`--route ec2`); `group` is the stack's worker group.
+    Heavy { queue: Arc<dyn Queue>, group: Option<String> },
     /// Each job where it fits.
-    Split { light: Arc<dyn Queue>, heavy: Arc<dyn Queue>, fit: FunctionFit, limits: pixq_jobs::kernel::Limits },
+    Split {
+        light: Arc<dyn Queue>,
+        heavy: Arc<dyn Queue>,
+        fit: FunctionFit,
+        limits: pixq_jobs::kernel::Limits,
+        group: Option<String>,
+    },
 }
 
 impl Routing {
     fn queue(&self, route: Option<Route>) -> &Arc<dyn Queue> {
         match (self, route) {
-            (Routing::One(q), _) => q,
+            (Routing::One(q), _) | (Routing::Heavy { queue: q, .. }, _) => q,
             (Routing::Split { heavy, .. }, Some(Route::Ec2)) => heavy,
             (Routing::Split { light, .. }, _) => light,
         }
@@ -220,7 +228,16 @@ impl Routing {
     fn route(&self, bytes: &[u8], pipeline: &Pipeline) -> Option<pixq_jobs::route::Routed> {
         match self {
             Routing::One(_) => None,
+            Routing::Heavy { .. } => Some(pixq_jobs::route::Routed { route: Route::Ec2, reason: "--route ec2".into() }),
             Routing::Split { fit, limits, .. } => Some(fit.route_input(bytes, pipeline, limits)),
+        }
+    }
+
+    /// The heavy queue's worker group, when jobs can go there.
+    fn group(&self) -> Option<&str> {
+        match self {
+            Routing::One(_) => None,
+            Routing::Heavy { group, .. } | Routing::Split { group, .. } => group.as_deref(),
         }
     }
 }
@@ -239,7 +256,9 @@ async fn routing(cli: &Global, b: &Backend, choice: RouteChoice) -> anyhow::Resu
     };
     Ok(Arc::new(match choice {
         RouteChoice::Only(Route::Lambda) => Routing::One(b.queue.clone()),
-        RouteChoice::Only(Route::Ec2) => Routing::One(open_heavy().await.context("--route ec2")?),
+        RouteChoice::Only(Route::Ec2) => {
+            Routing::Heavy { queue: open_heavy().await.context("--route ec2")?, group: stack.worker_group.clone() }
+        }
         RouteChoice::Auto if stack.heavy_queue_url.is_none() => Routing::One(b.queue.clone()),
         RouteChoice::Auto => {
             let (memory_mb, timeout) = match (stack.processor_memory_mb, stack.processor_timeout_secs) {
@@ -257,6 +276,7 @@ async fn routing(cli: &Global, b: &Backend, choice: RouteChoice) -> anyhow::Resu
                 heavy: open_heavy().await.context("opening the heavy queue for --route auto")?,
                 fit: FunctionFit { memory_mb, timeout: Duration::from_secs(timeout) },
                 limits: pixq_jobs::kernel::Limits::default(),
+                group: stack.worker_group.clone(),
             }
         }
     }))
@@ -272,26 +292,84 @@ struct Routed {
 }
 
 impl Routed {
-    /// Says where the jobs went, and what to expect of the heavy queue.
-    fn report(&self, m: &BatchManifest) {
+    /// Where the jobs went, and what to expect of the heavy queue's workers (`group`), as
+    /// lines for stderr (none when every job went to the function).
+    async fn report(&self, m: &BatchManifest, group: Option<&str>) -> String {
+        use std::fmt::Write;
+        let mut t = String::new();
         if self.ec2.is_empty() {
-            return;
+            return t;
         }
-        eprintln!(
+        let fleet = Fleet::probe(group).await;
+        let _ = writeln!(
+            t,
             "routed: {} jobs to the Lambda function, {} to the EC2 workers' heavy queue:",
             self.lambda,
             self.ec2.len()
         );
         for (i, why) in self.ec2.iter().take(5) {
-            eprintln!("  {}: {why}", m.jobs[*i].source);
+            let _ = writeln!(t, "  {}: {why}", m.jobs[*i].source);
         }
         if self.ec2.len() > 5 {
-            eprintln!("  ... and {} more", self.ec2.len() - 5);
+            let _ = writeln!(t, "  ... and {} more", self.ec2.len() - 5);
         }
-        eprintln!(
-            "  the worker group scales out from zero about 2 to 4 minutes after jobs wait (alarm, launch, boot); \
-             `pixq ec2 status` shows it, `pixq ec2 up --desired N` starts workers at once"
-        );
+        let _ = writeln!(t, "  {}", fleet.describe());
+        t
+    }
+}
+
+/// What the heavy queue's Auto Scaling group is doing when heavy jobs are queued.
+#[derive(Debug)]
+enum Fleet {
+    /// Its size could not be read (why).
+    Unknown(String),
+    /// Its desired capacity and in-service instances (read with the `ec2` feature).
+    #[cfg_attr(not(feature = "ec2"), allow(dead_code))]
+    Size { group: String, desired: i32, in_service: usize },
+}
+
+/// How long the group takes to leave zero: the from-zero alarm (one or two 1-minute
+/// periods), the instance launch and its boot (the loader fetching the worker).
+const SCALE_OUT_FROM_ZERO: &str = "about 2 to 4 minutes (alarm, launch, boot)";
+
+impl Fleet {
+    /// Reads the group's size, when there is a group and this pixq can ask.
+    async fn probe(group: Option<&str>) -> Fleet {
+        let Some(group) = group else {
+            return Fleet::Unknown("the stack outputs name no WorkerGroupName".into());
+        };
+        #[cfg(feature = "ec2")]
+        {
+            match crate::group::capacity(group).await {
+                Ok((desired, in_service)) => Fleet::Size { group: group.to_string(), desired, in_service },
+                Err(e) => Fleet::Unknown(format!("{e:#}")),
+            }
+        }
+        #[cfg(not(feature = "ec2"))]
+        {
+            Fleet::Unknown(format!("group {group}: this pixq is built without the `ec2` feature"))
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Fleet::Size { group, desired: 0, in_service: 0 } => format!(
+                "the worker group {group} is at zero: it scales out {SCALE_OUT_FROM_ZERO} after jobs wait; \
+                 `pixq ec2 up --desired N` starts workers at once"
+            ),
+            Fleet::Size { group, desired, in_service: 0 } => format!(
+                "the worker group {group} is starting {desired} worker(s): launch and boot take 1 to 3 minutes; \
+                 `pixq ec2 status` shows them"
+            ),
+            Fleet::Size { group, desired, in_service } => format!(
+                "the worker group {group} has {in_service} worker(s) in service (desired {desired}); \
+                 it scales on the queue's backlog per worker"
+            ),
+            Fleet::Unknown(why) => format!(
+                "the worker group's size is unknown ({why}); from zero it scales out {SCALE_OUT_FROM_ZERO} \
+                 after jobs wait; `pixq ec2 status` shows it"
+            ),
+        }
     }
 }
 
@@ -506,7 +584,10 @@ async fn process(
                 submitting = None;
                 t_submit = Some(started.elapsed());
                 match r.context("submit task failed").and_then(|r| r) {
-                    Ok(routed) => bar.suspend(|| routed.report(&manifest)),
+                    Ok(routed) => {
+                        let said = routed.report(&manifest, routing.group()).await;
+                        bar.suspend(|| eprint!("{said}"));
+                    }
                     Err(e) => {
                         shutdown.cancel();
                         if let Some(w) = worker { let _ = w.await; }
@@ -562,7 +643,7 @@ async fn process(
         if stopped.is_some() {
             t.abort();
         } else {
-            t.await.context("submit task failed")??.report(&manifest);
+            eprint!("{}", t.await.context("submit task failed")??.report(&manifest, routing.group()).await);
         }
     }
     let t_submit = t_submit.unwrap_or(t_done);

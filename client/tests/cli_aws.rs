@@ -143,6 +143,7 @@ async fn auto_routing_sends_what_the_function_cannot_take_to_the_heavy_queue() {
     let batch = String::from_utf8_lossy(&o.stdout).trim().to_string();
     assert!(t.contains("routed: 3 jobs to the Lambda function, 1 to the EC2 workers' heavy queue"), "{t}");
     assert!(t.contains("big-60mp.jpg: estimated peak") && t.contains("over the function's 416 MB budget"), "{t}");
+    assert!(t.contains("the worker group's size is unknown (the stack outputs name no WorkerGroupName)"), "{t}");
     let sqs = pixq_jobs::aws::sqs_client(&cfg);
     let lq = pixq_jobs::queue::sqs::SqsQueue::open(sqs.clone(), &light.url, None).await.unwrap();
     let hq = std::sync::Arc::new(pixq_jobs::queue::sqs::SqsQueue::open(sqs, &heavy.url, None).await.unwrap());

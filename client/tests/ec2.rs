@@ -58,9 +58,7 @@ async fn stack(cfg: &aws_config::SdkConfig) -> Stack {
 
 /// The pixq-worker binary `cargo test --workspace` built next to pixq.
 fn worker_binary() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_pixq")).with_file_name("pixq-worker");
-    assert!(p.is_file(), "{} is missing: build it first (cargo build -p pixq-worker)", p.display());
-    p
+    pixq_testkit::workspace_binary("pixq-worker")
 }
 
 /// Credentials pixq runs with here (the local server checks none): distinctive, so the test
@@ -465,18 +463,37 @@ async fn group_stack(cfg: &aws_config::SdkConfig, st: &Stack) -> (String, PathBu
         .await
         .unwrap();
     let mut outputs: serde_json::Value = serde_json::from_slice(&std::fs::read(&st.outputs).unwrap()).unwrap();
-    outputs.as_array_mut().unwrap().push(serde_json::json!({"OutputKey": "WorkerGroupName", "OutputValue": group}));
+    let light = pixq_testkit::queue_with_dlq(cfg, false, 3).await;
+    let more = outputs.as_array_mut().unwrap();
+    more.push(serde_json::json!({"OutputKey": "WorkerGroupName", "OutputValue": group}));
+    more.push(serde_json::json!({"OutputKey": "JobsQueueUrl", "OutputValue": light.url}));
     let path = st.dir.path().join("stack-group.json");
     std::fs::write(&path, outputs.to_string()).unwrap();
     (group, path)
 }
 
 fn pixq_with(outputs: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["ec2"];
+    all.extend_from_slice(args);
+    pixq_jobs_with(outputs, &all)
+}
+
+fn pixq_jobs_with(outputs: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pixq"))
-        .args(["--target", "aws", "--stack-outputs", outputs.to_str().unwrap(), "ec2"])
+        .args(["--target", "aws", "--stack-outputs", outputs.to_str().unwrap()])
         .args(args)
         .output()
         .expect("run pixq")
+}
+
+/// `pixq submit --route ec2` of one sample: what it says of the worker group.
+fn submit_heavy(outputs: &Path) -> String {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/coffee.jpg");
+    let o = pixq_jobs_with(outputs, &["submit", sample.to_str().unwrap(), "--ops", "rotate:90", "--route", "ec2"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("0 jobs to the Lambda function, 1 to the EC2 workers' heavy queue"), "{t}");
+    t
 }
 
 async fn describe_group(cfg: &aws_config::SdkConfig, group: &str) -> aws_sdk_autoscaling::types::AutoScalingGroup {
@@ -563,6 +580,10 @@ async fn the_group_goes_up_and_down_and_its_instances_boot_the_released_worker()
         assert!(i.tags().iter().any(|t| t.key() == Some("pixq:fleet") && t.value() == Some(group.as_str())), "{i:?}");
     }
 
+    // Heavy jobs queued while the group runs: the client says so.
+    let t = submit_heavy(&outputs);
+    assert!(t.contains(&format!("the worker group {group} has 2 worker(s) in service (desired 2)")), "{t}");
+
     // Down: to zero.
     let o = pixq_with(&outputs, &["down"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -573,6 +594,10 @@ async fn the_group_goes_up_and_down_and_its_instances_boot_the_released_worker()
     let o = pixq_with(&outputs, &["status"]);
     assert!(text(&o).contains("desired 0 (min 0, max 3), 0 instances"), "{}", text(&o));
     assert!(text(&o).contains("jobs wait and no worker runs"), "{}", text(&o));
+    // Heavy jobs queued at zero: the client says the group is at zero and how long it takes.
+    let t = submit_heavy(&outputs);
+    assert!(t.contains(&format!("the worker group {group} is at zero: it scales out about 2 to 4 minutes")), "{t}");
+    assert!(t.contains("`pixq ec2 up --desired N` starts workers at once"), "{t}");
     let o = pixq_with(&outputs, &["status", "--group", "no-such-group"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("no Auto Scaling group named no-such-group"), "{}", text(&o));

@@ -259,8 +259,8 @@ async fn lambda_and_local_worker_write_byte_identical_outputs() {
 }
 
 /// A drop-in upload too large for the function: the function plans it from the header,
-/// forwards the job to the heavy queue instead of decoding it (the message is done), and a
-/// worker there (the shared worker loop, as `pixq-worker` runs it on EC2) processes it; the
+/// forwards the job to the heavy queue instead of decoding it (the message is done), and the
+/// `pixq-worker` binary there processes it; the
 /// record says where it ran and why it was forwarded. A small upload in the same batch of
 /// records runs in the function.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,18 +297,37 @@ async fn a_drop_in_too_large_for_the_function_is_forwarded_and_done_on_the_heavy
     let c = heavy.counts().await.unwrap();
     assert_eq!(c.visible, 1, "{c:?}");
 
-    // The heavy queue's worker: no forwarding there, a budget of its own.
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let worker_cfg = pixq_jobs::worker::WorkerConfig {
-        concurrency: 1,
-        wait: Duration::from_millis(200),
-        idle_stop: Some(Duration::from_secs(3)),
-        memory_mb: 2048,
-        process: pixq_jobs::process::ProcessConfig { runtime: "ec2".into(), ..Default::default() },
-        ..Default::default()
+    // The heavy queue's worker: the `pixq-worker` binary as EC2 runs it (no forwarding
+    // there, a budget of its own), until the queue has stayed empty.
+    let mut worker = std::process::Command::new(pixq_testkit::workspace_binary("pixq-worker"))
+        .env("PIXQ_TARGET", "aws")
+        .env("PIXQ_QUEUE_URL", &heavy_pair.url)
+        .env("PIXQ_DLQ_URL", &heavy_pair.dlq_url)
+        .env("PIXQ_BUCKET", &s.bucket)
+        .env("PIXQ_MEMORY_MB", "2048")
+        .env("PIXQ_WAIT_SECS", "1")
+        .env("PIXQ_IDLE_STOP_SECS", "3")
+        .env("PIXQ_EMF", "false")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = worker.try_wait().unwrap() {
+            break st;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            let _ = worker.kill();
+            panic!("pixq-worker did not stop idle");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let stats = pixq_jobs::worker::run(heavy.clone(), s.store.clone(), worker_cfg, shutdown).await;
-    assert_eq!(stats.snapshot()[1], 1, "the heavy worker finished one job: {:?}", stats.snapshot());
+    let mut logs = String::new();
+    std::io::Read::read_to_string(worker.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    assert!(status.success(), "pixq-worker: {status}: {logs}");
+    let c = heavy.counts().await.unwrap();
+    assert_eq!((c.visible, c.in_flight), (0, 0), "the heavy queue is drained: {c:?} {logs}");
     let results = s.store.list(&s.bucket, "results/s3-").await.unwrap();
     assert_eq!(results.len(), 2, "{results:?}");
     let mut big = None;

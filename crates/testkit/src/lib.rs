@@ -86,3 +86,14 @@ pub async fn queue_with_dlq(cfg: &aws_config::SdkConfig, fifo: bool, max_receive
         .to_string();
     QueuePair { url, dlq_url }
 }
+
+/// A binary of the workspace that `cargo test --workspace` built beside this test's own
+/// (`target/<profile>/NAME`; tests run from `target/<profile>/deps/`). Panics with what to
+/// build when it is missing.
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps/<test>");
+    let p = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(p.is_file(), "{} is missing: build it first (cargo build --workspace)", p.display());
+    p
+}
