@@ -183,26 +183,70 @@ impl Processor {
     /// [`Processor::process`] that ends early with `Error::Cancelled` or `Error::TimedOut`
     /// when `stop` fires (checked between steps and every few rows inside long ones).
     pub fn process_with(&mut self, input: &[u8], pipeline: &Pipeline, stop: &Stop) -> Result<Output, Error> {
+        let mut outs = self.process_variants(input, &[pipeline], stop)?;
+        outs.pop().ok_or_else(|| Error::Internal("no output".into()))
+    }
+
+    /// Several outputs from one decode (a job's variants, e.g. a small and a large
+    /// thumbnail): the image is decoded once at the shrink-on-load size the most demanding
+    /// variant needs ([`plan::plan_variants`]), converted and oriented once, and each
+    /// pipeline runs on its own copy. Output `i` is what `process_with(input, pipelines[i])`
+    /// gives in size and format; its pixels may differ slightly when the shared decode is
+    /// larger than that variant alone would have decoded (its resample then starts from more
+    /// pixels). The pipelines must agree on `frame` and `keep-icc` (see
+    /// [`op::variants::Variant`]). The first output's timings carry the decode.
+    pub fn process_variants(&mut self, input: &[u8], pipelines: &[&Pipeline], stop: &Stop) -> Result<Vec<Output>, Error> {
         let t0 = Instant::now();
-        let probe = codec::probe(input, &self.limits)?;
-        let plan = plan::plan(input.len(), &probe, pipeline, &self.limits)?;
-        stop.check()?;
-        let mut decoded = match pipeline.frame {
-            Some(n) if n > 0 => self.codecs.decode_frame(input, &probe, &self.limits, n, stop)?,
-            _ => self.codecs.decode(input, &probe, &self.limits, plan.decode_need)?,
+        let Some(first) = pipelines.first() else {
+            return Ok(Vec::new());
         };
+        let probe = codec::probe(input, &self.limits)?;
+        let (union, plans) = plan::plan_variants(input.len(), &probe, pipelines, &self.limits)?;
+        stop.check()?;
+        let decoded = match first.frame {
+            Some(n) if n > 0 => self.codecs.decode_frame(input, &probe, &self.limits, n, stop)?,
+            _ => self.codecs.decode(input, &probe, &self.limits, union.decode_need)?,
+        };
+        let mut shared = Some(self.prepare(decoded, &probe, first.output.keep_icc, stop)?);
+        let mut decode_time = t0.elapsed();
+        let mut outs = Vec::with_capacity(pipelines.len());
+        for (i, (pipeline, plan)) in pipelines.iter().zip(&plans).enumerate() {
+            let img = if i + 1 == pipelines.len() {
+                shared.take().expect("held until the last variant")
+            } else {
+                shared.clone().expect("held until the last variant")
+            };
+            let mut out = self.finish(img, &probe, pipeline, plan, stop)?;
+            out.timings.decode = std::mem::take(&mut decode_time);
+            outs.push(out);
+        }
+        Ok(outs)
+    }
+
+    /// The decoded image in sRGB (unless the profile is kept) and upright.
+    fn prepare(&mut self, mut decoded: Raster, probe: &Probe, keep_icc: bool, stop: &Stop) -> Result<Raster, Error> {
         // Colours to sRGB (on the smallest raster there is: after shrink-on-load), unless
         // the pipeline keeps the profile.
-        if let Some(icc) = probe.icc.as_deref().filter(|_| !pipeline.output.keep_icc) {
+        if let Some(icc) = probe.icc.as_deref().filter(|_| !keep_icc) {
             cms::to_srgb(&mut decoded, icc, stop)?;
         }
-        let mut img = if probe.orientation == Orientation::Normal {
+        Ok(if probe.orientation == Orientation::Normal {
             decoded
         } else {
             ops::geometry::orient(&decoded, probe.orientation)
-        };
-        let t1 = Instant::now();
+        })
+    }
 
+    /// Runs `pipeline`'s steps on the prepared image and encodes the result.
+    fn finish(
+        &mut self,
+        mut img: Raster,
+        probe: &Probe,
+        pipeline: &Pipeline,
+        plan: &Plan,
+        stop: &Stop,
+    ) -> Result<Output, Error> {
+        let t1 = Instant::now();
         let mut smart_crop = None;
         // Each step makes the size its plan computed (the first one from the source as
         // declared, so shrink-on-load never changes output dimensions), checked after it.
@@ -239,9 +283,9 @@ impl Processor {
             format,
             width: img.width(),
             height: img.height(),
-            source: probe,
+            source: probe.clone(),
             smart_crop,
-            timings: Timings { decode: t1 - t0, ops: t2 - t1, encode: t3 - t2 },
+            timings: Timings { decode: Duration::ZERO, ops: t2 - t1, encode: t3 - t2 },
         })
     }
 }

@@ -54,6 +54,8 @@ pub struct Plan {
     /// whole source, even at a reduced DCT scale), each step's pixels, encoding. An order
     /// of magnitude for routing, not a promise.
     pub cpu_ns: u64,
+    /// The decoding's share of `cpu_ns` (done once for all the variants of a job).
+    pub decode_ns: u64,
 }
 
 impl Plan {
@@ -100,18 +102,69 @@ impl Peak {
 /// step whose output would exceed `limits.max_output_dimension`, and a crop that misses the
 /// image.
 pub fn plan(input_len: usize, probe: &Probe, pipeline: &Pipeline, limits: &Limits) -> Result<Plan, Error> {
+    plan_decoded_for(input_len, probe, pipeline, limits, own_need(probe, pipeline))
+}
+
+/// The size `pipeline` needs from the decoder (stored orientation), `None` for all of it.
+fn own_need(probe: &Probe, pipeline: &Pipeline) -> Option<(u64, u64)> {
+    if pipeline.frame.is_some_and(|n| n > 0) {
+        return None;
+    }
+    let (ow, oh) = probe.oriented_dims();
+    shrink_need(&pipeline.ops, ow, oh).map(|(a, b)| if probe.orientation.swaps_dimensions() { (b, a) } else { (a, b) })
+}
+
+/// The plans of several pipelines run on one decode (a job's variants): the decode covers
+/// what every variant needs (the largest shrink-on-load size, or the whole image when one
+/// variant starts with a step that does not only shrink). Returns each variant's plan at
+/// that decode, and their union: every variant's steps in order, the first variant's output,
+/// the time with the decoding counted once, and the peak of the largest variant while the
+/// shared decoded image is held for the next ones.
+pub fn plan_variants(
+    input_len: usize,
+    probe: &Probe,
+    pipelines: &[&Pipeline],
+    limits: &Limits,
+) -> Result<(Plan, Vec<Plan>), Error> {
+    let needs: Vec<_> = pipelines.iter().map(|p| own_need(probe, p)).collect();
+    let need = if needs.iter().any(Option::is_none) {
+        None
+    } else {
+        needs.iter().flatten().copied().reduce(|a, b| (a.0.max(b.0), a.1.max(b.1)))
+    };
+    let plans = pipelines
+        .iter()
+        .map(|p| plan_decoded_for(input_len, probe, p, limits, need))
+        .collect::<Result<Vec<_>, _>>()?;
+    let first = plans.first().ok_or_else(|| Error::Internal("a job with no variant".into()))?;
+    let mut union = first.clone();
+    if plans.len() == 1 {
+        return Ok((union, plans));
+    }
+    let ch = if pipelines[0].frame.is_some_and(|n| n > 0) { Channels::Rgba } else { probe.channels };
+    let held = bytes(u64::from(first.decoded.0), u64::from(first.decoded.1), ch);
+    union.steps = plans.iter().flat_map(|p| p.steps.iter().copied()).collect();
+    union.cpu_ns = plans.iter().map(|p| p.cpu_ns - p.decode_ns).sum::<u64>() + first.decode_ns;
+    let (i, top) = plans.iter().enumerate().max_by_key(|(_, p)| p.peak_bytes).expect("not empty");
+    union.peak_bytes = top.peak_bytes + held;
+    union.peak_at = format!("{} in variant {}, the shared decode held", top.peak_at, i + 1);
+    Ok((union, plans))
+}
+
+/// [`plan`] with the decoder asked for `decode_need`.
+fn plan_decoded_for(
+    input_len: usize,
+    probe: &Probe,
+    pipeline: &Pipeline,
+    limits: &Limits,
+    decode_need: Option<(u64, u64)>,
+) -> Result<Plan, Error> {
     // Held through the whole job: the input, the ICC profile, codec state.
     let input = input_len as u64 + OVERHEAD + probe.icc.as_ref().map_or(0, |p| p.len() as u64);
     let (ow, oh) = probe.oriented_dims();
     let mut peak = Peak { bytes: 0, at: String::new() };
 
     // Decode (and orientation).
-    let decode_need = if pipeline.frame.is_some_and(|n| n > 0) {
-        None
-    } else {
-        shrink_need(&pipeline.ops, ow, oh)
-            .map(|(a, b)| if probe.orientation.swaps_dimensions() { (b, a) } else { (a, b) })
-    };
     let mut ch = probe.channels;
     let source_px = f64::from(probe.width) * f64::from(probe.height);
     let mut ns = 0.0;
@@ -145,6 +198,7 @@ pub fn plan(input_len: usize, probe: &Probe, pipeline: &Pipeline, limits: &Limit
         // The conversion to sRGB (see `cms`), on the decoded raster.
         ns += decoded_px * 4.0;
     }
+    let decode_ns = ns as u64;
     let (mut w, mut h) = if probe.orientation.swaps_dimensions() { (decoded.1, decoded.0) } else { decoded };
     if probe.orientation != Orientation::Normal {
         peak.see(input + 2 * bytes(u64::from(w), u64::from(h), ch), || format!("orienting {w}x{h}"));
@@ -206,5 +260,6 @@ pub fn plan(input_len: usize, probe: &Probe, pipeline: &Pipeline, limits: &Limit
         peak_bytes: peak.bytes,
         peak_at: peak.at,
         cpu_ns: ns as u64,
+        decode_ns,
     })
 }

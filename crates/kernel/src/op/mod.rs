@@ -19,6 +19,7 @@ mod resizing;
 mod spec;
 mod tone;
 
+pub mod variants;
 pub use cropping::{Aspect, Crop, Pad};
 pub use filters::{Blur, Pixelate, Sharpen};
 pub(crate) use operation::Operation;
