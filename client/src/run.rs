@@ -10,11 +10,11 @@ use anyhow::{Context, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use pixq_jobs::backend::{Lane, Target};
 use pixq_jobs::batch::{self, BatchManifest, BatchStatus, ManifestEntry};
-use pixq_jobs::kernel::Pipeline;
+use pixq_jobs::kernel::{Pipeline, Recipe};
 use pixq_jobs::process::ProcessConfig;
 use pixq_jobs::queue::Queue;
 use pixq_jobs::queue::QueueConfig;
-use pixq_jobs::schema::{Job, ObjectRef, OutputLocation, Status};
+use pixq_jobs::schema::{Job, ObjectRef, OutputInfo, OutputLocation, Status};
 use pixq_jobs::store::ObjectStore;
 use pixq_jobs::worker::{self, Event, WorkerConfig};
 use pixq_jobs::{ids, keys};
@@ -97,7 +97,7 @@ pub async fn run(cli: &Global, command: JobsCommand) -> anyhow::Result<i32> {
         JobsCommand::Submit { paths, ops, route } => {
             let files = inputs::collect(&paths)?;
             let routing = routing(cli, &b, route).await?;
-            let (m, routed) = submit(&b, &routing, &files, &parse_pipeline(&ops)?).await?;
+            let (m, routed) = submit(&b, &routing, &files, &parse_recipe(&ops)?).await?;
             eprintln!(
                 "submitted {} jobs to {}; workers: `{}` (or the deployed stack)",
                 m.jobs.len(),
@@ -118,18 +118,24 @@ pub async fn run(cli: &Global, command: JobsCommand) -> anyhow::Result<i32> {
             if !overwrite {
                 let by_job: HashMap<&str, _> = st.results.iter().map(|r| (r.job_id.as_str(), r)).collect();
                 let mut names = Vec::new();
-                for (job, name) in entry_names(&manifest) {
-                    let path = out.join(&name);
-                    let output =
-                        by_job.get(job.as_str()).filter(|r| r.status == Status::Ok).and_then(|r| r.outputs.first());
-                    if let Some(o) = output.filter(|o| path.symlink_metadata().is_ok_and(|m| m.len() == o.bytes)) {
-                        let bytes = b.store.get(&o.object.bucket, &o.object.key).await?;
-                        if same_file_bytes(&path, &bytes) {
-                            done.insert(job);
-                            continue;
+                for (job, files) in entry_files(&manifest) {
+                    let outputs = by_job.get(job.as_str()).filter(|r| r.status == Status::Ok).map(|r| &r.outputs);
+                    let mut placed = 0;
+                    for (i, name) in files.iter().enumerate() {
+                        let path = out.join(name);
+                        let output = outputs.and_then(|o| o.get(i));
+                        if let Some(o) = output.filter(|o| path.symlink_metadata().is_ok_and(|m| m.len() == o.bytes)) {
+                            let bytes = b.store.get(&o.object.bucket, &o.object.key).await?;
+                            if same_file_bytes(&path, &bytes) {
+                                placed += 1;
+                                continue;
+                            }
                         }
+                        names.push(name.clone());
                     }
-                    names.push(name);
+                    if placed == files.len() {
+                        done.insert(job);
+                    }
                 }
                 refuse_existing(&out, &names)?;
             }
@@ -153,8 +159,17 @@ pub fn print_ops() {
     }
 }
 
-fn parse_pipeline(ops: &str) -> anyhow::Result<Pipeline> {
-    Pipeline::parse(ops).map_err(|e| anyhow!("bad --ops: {e}"))
+fn parse_recipe(ops: &str) -> anyhow::Result<Recipe> {
+    Recipe::parse(ops).map_err(|e| anyhow!("bad --ops: {e}"))
+}
+
+/// The file names of every job's outputs in `--out`: one, or one per variant in order.
+fn entry_files(m: &BatchManifest) -> Vec<(String, Vec<String>)> {
+    entry_names(m)
+        .into_iter()
+        .zip(&m.jobs)
+        .map(|((job, name), e)| (job, if e.variant_files.is_empty() { vec![name] } else { e.variant_files.clone() }))
+        .collect()
 }
 
 /// The output name of every job of a manifest (assigned at submit; computed the same way
@@ -189,12 +204,12 @@ async fn submit(
     b: &Backend,
     routing: &Arc<Routing>,
     files: &[PathBuf],
-    pipeline: &Pipeline,
+    recipe: &Recipe,
 ) -> anyhow::Result<(BatchManifest, Routed)> {
-    let manifest = plan_batch(b, files, pipeline);
+    let manifest = plan_batch(b, files, recipe);
     batch::write_manifest(b.store.as_ref(), &b.bucket, &manifest).await.context("writing the batch manifest")?;
     let routed =
-        upload_and_enqueue(b.store.clone(), routing.clone(), files.to_vec(), manifest.clone(), pipeline.clone(), true)
+        upload_and_enqueue(b.store.clone(), routing.clone(), files.to_vec(), manifest.clone(), recipe.clone(), true)
             .await?;
     Ok((manifest, routed))
 }
@@ -225,11 +240,11 @@ impl Routing {
         }
     }
 
-    fn route(&self, bytes: &[u8], pipeline: &Pipeline) -> Option<pixq_jobs::route::Routed> {
+    fn route(&self, bytes: &[u8], recipe: &Recipe) -> Option<pixq_jobs::route::Routed> {
         match self {
             Routing::One(_) => None,
             Routing::Heavy { .. } => Some(pixq_jobs::route::Routed { route: Route::Ec2, reason: "--route ec2".into() }),
-            Routing::Split { fit, limits, .. } => Some(fit.route_input(bytes, pipeline, limits)),
+            Routing::Split { fit, limits, .. } => Some(fit.route_input(bytes, &recipe.pipelines(), limits)),
         }
     }
 
@@ -375,9 +390,19 @@ impl Fleet {
 
 /// A batch decided from the file list alone: its id, and per file the job id, the input key
 /// and the output name. Nothing is read or written yet.
-fn plan_batch(b: &Backend, files: &[PathBuf], pipeline: &Pipeline) -> BatchManifest {
-    let exts: Vec<String> = files.iter().map(|f| inputs::output_ext(pipeline, f)).collect();
-    let names = inputs::output_names(files, &exts);
+fn plan_batch(b: &Backend, files: &[PathBuf], recipe: &Recipe) -> BatchManifest {
+    // Variants: each job's files share a stem (names made unique over one extension, then
+    // the extension dropped) and are `<stem>.<variant>.<ext>`.
+    let variants = recipe.variants();
+    let exts: Vec<String> = if variants.is_empty() {
+        files.iter().map(|f| inputs::output_ext(recipe.first(), f)).collect()
+    } else {
+        vec!["v".to_string(); files.len()]
+    };
+    let names: Vec<String> = inputs::output_names(files, &exts)
+        .into_iter()
+        .map(|n| if variants.is_empty() { n } else { n.strip_suffix(".v").unwrap_or(&n).to_string() })
+        .collect();
     let batch = ids::new_batch_id();
     let jobs = files
         .iter()
@@ -393,11 +418,15 @@ fn plan_batch(b: &Backend, files: &[PathBuf], pipeline: &Pipeline) -> BatchManif
                 job_id: format!("{batch}-{i:06}"),
                 source: f.display().to_string(),
                 input: ObjectRef { bucket: b.bucket.clone(), key },
+                variant_files: variants
+                    .iter()
+                    .map(|v| format!("{output_name}.{}.{}", v.name, inputs::output_ext(&v.pipeline, f)))
+                    .collect(),
                 output_name: Some(output_name),
             }
         })
         .collect();
-    BatchManifest { batch, pipeline: pipeline.canonical(), created_at_ms: pixq_jobs::clock::now_ms(), jobs }
+    BatchManifest { batch, pipeline: recipe.canonical(), created_at_ms: pixq_jobs::clock::now_ms(), jobs }
 }
 
 /// Inputs read, hashed and uploaded per chunk (32 at a time, so the embedded store commits
@@ -408,7 +437,7 @@ async fn upload_and_enqueue(
     routing: Arc<Routing>,
     files: Vec<PathBuf>,
     manifest: BatchManifest,
-    pipeline: Pipeline,
+    recipe: Recipe,
     progress: bool,
 ) -> anyhow::Result<Routed> {
     let mut routed = Routed::default();
@@ -423,7 +452,7 @@ async fn upload_and_enqueue(
         for (j, e) in entries.iter().enumerate() {
             let i = c * CHUNK + j;
             let (store, key, f, slots) = (store.clone(), e.input.key.clone(), files[i].clone(), slots.clone());
-            let (bucket, routing, pipeline) = (bucket.clone(), routing.clone(), pipeline.clone());
+            let (bucket, routing, recipe) = (bucket.clone(), routing.clone(), recipe.clone());
             uploads.spawn(async move {
                 let _slot = slots.acquire_owned().await.expect("semaphore never closed");
                 // A large file on the store's own disk is linked unread; the worker hashes it
@@ -439,7 +468,7 @@ async fn upload_and_enqueue(
                 }
                 let bytes = read_input(&f).await.with_context(|| format!("reading {}", f.display()))?;
                 let digest = keys::content_digest(&bytes);
-                let route = routing.route(&bytes, &pipeline);
+                let route = routing.route(&bytes, &recipe);
                 store
                     .put(&bucket, &key, bytes, "application/octet-stream")
                     .await
@@ -463,7 +492,7 @@ async fn upload_and_enqueue(
         let (mut light, mut heavy) = (Vec::new(), Vec::new());
         for (i, digest, route) in digests {
             let e = &manifest.jobs[i];
-            let job = batch::new_job(&manifest.batch, i, e.input.clone(), digest, &pipeline, &output);
+            let job = batch::new_recipe_job(&manifest.batch, i, e.input.clone(), digest, &recipe, &output);
             match route {
                 Some(r) if r.route == Route::Ec2 => {
                     routed.ec2.push((i, r.reason));
@@ -526,13 +555,12 @@ async fn process(
 ) -> anyhow::Result<i32> {
     let (workers, timeout, how_overwrite) = (how.workers, how.timeout, how.overwrite);
     let started = Instant::now();
-    let pipeline = parse_pipeline(ops)?;
+    let recipe = parse_recipe(ops)?;
     let files = inputs::collect(paths)?;
-    let manifest = plan_batch(b, &files, &pipeline);
-    let names: HashMap<String, String> =
-        manifest.jobs.iter().map(|e| (e.job_id.clone(), e.output_name.clone().unwrap_or_default())).collect();
+    let manifest = plan_batch(b, &files, &recipe);
+    let names: HashMap<String, Vec<String>> = entry_files(&manifest).into_iter().collect();
     if !how.overwrite {
-        refuse_existing(out, &names.values().cloned().collect::<Vec<_>>())?;
+        refuse_existing(out, &names.values().flatten().cloned().collect::<Vec<_>>())?;
     }
     tokio::fs::create_dir_all(out).await.with_context(|| format!("creating {}", out.display()))?;
     let t_collect = started.elapsed();
@@ -563,7 +591,7 @@ async fn process(
         routing.clone(),
         files.clone(),
         manifest.clone(),
-        pipeline.clone(),
+        recipe.clone(),
         false,
     )));
     let mut t_submit = None;
@@ -597,13 +625,13 @@ async fn process(
                 }
             }
             ev = rx.recv(), if worker.is_some() => match ev {
-                Some(Event::Done { job, output, .. }) if ours.contains(&job) => {
-                    if let (Some(o), Some(name)) = (output, names.get(&job)) {
-                        let (store, out, name, slots) = (b.store.clone(), out.to_path_buf(), name.clone(), fetch_slots.clone());
+                Some(Event::Done { job, outputs, .. }) if ours.contains(&job) => {
+                    if let Some(files) = names.get(&job).filter(|_| !outputs.is_empty()) {
+                        let (store, out, files, slots) = (b.store.clone(), out.to_path_buf(), files.clone(), fetch_slots.clone());
                         let job = job.clone();
                         fetching.spawn(async move {
                             let _slot = slots.acquire_owned().await.expect("semaphore never closed");
-                            (job, fetch_one(store, o, out, name, how_overwrite).await)
+                            (job, fetch_job(store, &outputs, out, &files, how_overwrite).await)
                         });
                     }
                     ok.insert(job);
@@ -655,10 +683,10 @@ async fn process(
     let mut fetch_error = None;
     while let Some(r) = fetching.join_next().await {
         match r.context("fetch task failed").and_then(|(job, r)| r.map(|r| (job, r))) {
-            Ok((job, None)) => {
+            Ok((job, taken)) if taken.is_empty() => {
                 placed.insert(job);
             }
-            Ok((_, Some(name))) => refused.push(name),
+            Ok((_, taken)) => refused.extend(taken),
             Err(e) => fetch_error = fetch_error.or(Some(e)),
         }
     }
@@ -724,12 +752,15 @@ async fn process(
             .collect();
         let v = serde_json::json!({
             "batch": manifest.batch, "images": total, "seconds": secs, "ok": st.ok(), "reused": st.reused(),
-            "failed": st.failed(), "written": written, "out": out.display().to_string(), "failures": failures,
+            "failed": st.failed(), "written": written, "files_per_image": recipe.pipelines().len(),
+            "out": out.display().to_string(), "failures": failures,
             "timeline": timeline,
         });
         println!("{v}");
         return Ok(if st.failed() > 0 { 1 } else { 0 });
     }
+    let per_image = recipe.pipelines().len();
+    let written = if per_image > 1 { format!("{written} x {per_image} variants") } else { written.to_string() };
     println!(
         "pixq: {total} images in {secs:.1}s ({:.1}/s): {} ok ({} reused from earlier runs), {} failed; {written} written to {}",
         total as f64 / secs.max(1e-9),
@@ -779,25 +810,25 @@ async fn fetch(
     let mut written = 0;
     let slots = Arc::new(tokio::sync::Semaphore::new(FETCHES));
     let mut tasks = tokio::task::JoinSet::new();
-    for (job, name) in entry_names(manifest) {
+    for (job, files) in entry_files(manifest) {
         if skip.contains(&job) {
             continue;
         }
-        let Some(o) = by_job.get(job.as_str()).filter(|r| r.status == Status::Ok).and_then(|r| r.outputs.first())
-        else {
+        let Some(r) = by_job.get(job.as_str()).filter(|r| r.status == Status::Ok && !r.outputs.is_empty()) else {
             continue;
         };
-        let (store, object, out, slots) = (b.store.clone(), o.object.clone(), out.to_path_buf(), slots.clone());
+        let (store, outputs, out, slots) = (b.store.clone(), r.outputs.clone(), out.to_path_buf(), slots.clone());
         tasks.spawn(async move {
             let _slot = slots.acquire_owned().await.expect("semaphore never closed");
-            fetch_one(store, object, out, name, overwrite).await
+            fetch_job(store, &outputs, out, &files, overwrite).await
         });
     }
     while let Some(r) = tasks.join_next().await {
-        match r.context("fetch task failed")?? {
-            None => written += 1,
-            Some(name) => refused.push(name),
+        let taken = r.context("fetch task failed")??;
+        if taken.is_empty() {
+            written += 1;
         }
+        refused.extend(taken);
     }
     refused.sort();
     if let Some(first) = refused.first() {
@@ -810,6 +841,24 @@ async fn fetch(
         );
     }
     Ok(written)
+}
+
+/// Copies a job's outputs into `out` as `files` (records list a job's outputs in the order
+/// of its variants, as the manifest lists their files); returns the names that were taken.
+async fn fetch_job(
+    store: Arc<dyn ObjectStore>,
+    outputs: &[OutputInfo],
+    out: PathBuf,
+    files: &[String],
+    overwrite: bool,
+) -> anyhow::Result<Vec<String>> {
+    let mut taken = Vec::new();
+    for (o, name) in outputs.iter().zip(files) {
+        if let Some(name) = fetch_one(store.clone(), o.object.clone(), out.clone(), name.clone(), overwrite).await? {
+            taken.push(name);
+        }
+    }
+    Ok(taken)
 }
 
 /// Copies one output into `out` as `name`: `Ok(None)` when placed, `Ok(Some(name))` when the
@@ -926,13 +975,13 @@ async fn status(b: &Backend, batch: &str, json: bool) -> anyhow::Result<i32> {
     };
     let c = b.queue.counts().await?;
     if json {
-        let files: Vec<serde_json::Value> = entry_names(&m)
+        let files: Vec<serde_json::Value> = entry_files(&m)
             .iter()
             .zip(&m.jobs)
-            .map(|((job, name), e)| {
+            .map(|((job, files), e)| {
                 let r = by_job.get(job.as_str());
                 serde_json::json!({
-                    "job": job, "source": e.source, "output": name, "state": state_of(job),
+                    "job": job, "source": e.source, "output": files[0], "outputs": files, "state": state_of(job),
                     "reason": r.and_then(|r| r.reason.clone()),
                     "ran_on": r.and_then(|r| r.runtime.clone()),
                     "forwarded": r.and_then(|r| r.forwarded.clone()),
@@ -957,7 +1006,8 @@ async fn status(b: &Backend, batch: &str, json: bool) -> anyhow::Result<i32> {
         st.failed(),
         m.pipeline
     );
-    for ((job, name), e) in entry_names(&m).iter().zip(&m.jobs) {
+    for ((job, files), e) in entry_files(&m).iter().zip(&m.jobs) {
+        let name = files.join(", ");
         let r = by_job.get(job.as_str());
         let ran_on = r.and_then(|r| r.runtime.as_deref()).map(|w| format!("  (on {w})")).unwrap_or_default();
         println!("  {:<12} {} -> {name}{ran_on}", state_of(job), e.source);

@@ -8,7 +8,7 @@ use clap::Parser;
 use pixq_jobs::backend::ConnectArgs;
 use pixq_jobs::backend::{Lane, Target};
 use pixq_jobs::events::S3EventDefaults;
-use pixq_jobs::kernel::Pipeline;
+use pixq_jobs::kernel::Recipe;
 use pixq_jobs::process::ProcessConfig;
 use pixq_jobs::queue::Queue;
 use pixq_jobs::queue::QueueConfig;
@@ -145,7 +145,7 @@ pub async fn build(a: &Args) -> anyhow::Result<Built> {
 
 fn s3_defaults(pipeline: &str, bucket: String) -> anyhow::Result<S3EventDefaults> {
     Ok(S3EventDefaults {
-        pipeline: Pipeline::parse(pipeline).map_err(|e| anyhow!("--s3-events-pipeline: {e}"))?,
+        recipe: Recipe::parse(pipeline).map_err(|e| anyhow!("--s3-events-pipeline: {e}"))?,
         output: OutputLocation { bucket, prefix: "outputs/".into() },
     })
 }

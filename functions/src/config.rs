@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use pixq_jobs::events::S3EventDefaults;
-use pixq_jobs::kernel::{Limits, Pipeline};
+use pixq_jobs::kernel::{Limits, Recipe};
 use pixq_jobs::process::ProcessConfig;
 use pixq_jobs::records::BatchConfig;
 use pixq_jobs::route::FunctionFit;
@@ -84,7 +84,7 @@ impl Config {
         let mut allowed_buckets = vec![output.bucket.clone()];
         allowed_buckets.extend(or("PIXQ_ALLOWED_BUCKETS", "").split(',').filter(|b| !b.is_empty()).map(String::from));
         let pipeline_text = or("PIXQ_S3_EVENTS_PIPELINE", "thumbnail:1024");
-        let pipeline = Pipeline::parse(&pipeline_text).map_err(|e| ConfigError::Invalid {
+        let pipeline = Recipe::parse(&pipeline_text).map_err(|e| ConfigError::Invalid {
             name: "PIXQ_S3_EVENTS_PIPELINE",
             value: pipeline_text.clone(),
             reason: e.to_string(),
@@ -130,7 +130,7 @@ impl Config {
                 allowed_buckets,
                 forward,
             },
-            s3_events: Some(S3EventDefaults { pipeline, output }),
+            s3_events: Some(S3EventDefaults { recipe: pipeline, output }),
             ..defaults
         };
         Ok(Config {
@@ -170,7 +170,7 @@ mod tests {
             (to.target, to.queue_url.as_deref(), to.bucket.as_deref()),
             (pixq_jobs::backend::Target::Aws, Some("http://q"), Some("b"))
         );
-        assert_eq!(c.batch.s3_events.unwrap().pipeline.canonical(), "thumbnail:1024");
+        assert_eq!(c.batch.s3_events.unwrap().recipe.canonical(), "thumbnail:1024");
         assert_eq!(c.dlq_url, None);
     }
 

@@ -99,7 +99,7 @@ fn processor(s: &Stack, pipeline: &str) -> Processor {
     let output = OutputLocation { bucket: s.bucket.clone(), prefix: "outputs/".into() };
     let mut config = BatchConfig { concurrency: 2, ..BatchConfig::default() };
     config.process.runtime = "lambda".into();
-    config.s3_events = Some(S3EventDefaults { pipeline: Pipeline::parse(pipeline).unwrap(), output });
+    config.s3_events = Some(S3EventDefaults { recipe: pixq_jobs::kernel::Recipe::parse(pipeline).unwrap(), output });
     Processor {
         queue: s.queue.clone(),
         store: s.store.clone(),

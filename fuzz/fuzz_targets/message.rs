@@ -16,7 +16,7 @@ use pixq_kernel::Pipeline;
 static TRACE: LazyLock<bool> = LazyLock::new(|| std::env::var_os("PIXQ_FUZZ_TRACE").is_some());
 
 static DEFAULTS: LazyLock<S3EventDefaults> = LazyLock::new(|| S3EventDefaults {
-    pipeline: Pipeline::parse("thumbnail:256").unwrap(),
+    recipe: pixq_kernel::Recipe::parse("thumbnail:256").unwrap(),
     output: OutputLocation { bucket: "out".into(), prefix: "outputs/".into() },
 });
 

@@ -1,11 +1,11 @@
 //! Client-side helpers: build and enqueue jobs, follow a batch through its result records.
 
-use pixq_kernel::Pipeline;
+use pixq_kernel::{Pipeline, Recipe};
 
 use crate::clock::now_ms;
 use crate::keys;
 use crate::queue::{Queue, QueueError, SendOptions};
-use crate::schema::{Job, JobResult, ObjectRef, OutputLocation, SCHEMA_VERSION, Status};
+use crate::schema::{Job, JobResult, ObjectRef, OutputLocation, SCHEMA_VERSION, Status, VARIANTS_SCHEMA_VERSION};
 use crate::store::{ObjectStore, StoreError};
 
 /// Builds a job for an uploaded input.
@@ -17,13 +17,27 @@ pub fn new_job(
     pipeline: &Pipeline,
     output: &OutputLocation,
 ) -> Job {
+    new_recipe_job(batch, index, input, input_digest, &Recipe::One(pipeline.clone()), output)
+}
+
+/// [`new_job`] for what a recipe makes: one pipeline, or variants from one decode.
+pub fn new_recipe_job(
+    batch: &str,
+    index: usize,
+    input: ObjectRef,
+    input_digest: Option<String>,
+    recipe: &Recipe,
+    output: &OutputLocation,
+) -> Job {
+    let variants = recipe.variants().to_vec();
     Job {
-        schema: SCHEMA_VERSION,
+        schema: if variants.is_empty() { SCHEMA_VERSION } else { VARIANTS_SCHEMA_VERSION },
         id: format!("{batch}-{index:06}"),
         batch: batch.to_string(),
         input,
         input_digest,
-        pipeline: pipeline.clone(),
+        pipeline: recipe.first().clone(),
+        variants,
         output: output.clone(),
         submitted_at_ms: now_ms(),
         forwarded: None,
@@ -115,9 +129,13 @@ pub struct ManifestEntry {
     pub source: String,
     /// Where the input was uploaded.
     pub input: ObjectRef,
-    /// The output's file name for `--out`, assigned from the whole input list at submit.
+    /// The output's file name for `--out`, assigned from the whole input list at submit
+    /// (for a job with variants: the stem its variants' files share).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_name: Option<String>,
+    /// For a job with variants: each variant's file name, `<stem>.<variant>.<ext>`, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variant_files: Vec<String>,
 }
 
 /// Key of a batch manifest.

@@ -6,18 +6,18 @@
 //! `userIdentity`, `requestParameters` and `sequencer`. Object keys in events are
 //! form-URL-encoded (`+` is a space, `%2F` a slash), on AWS too.
 
-use pixq_kernel::Pipeline;
+use pixq_kernel::{Pipeline, Recipe};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::keys;
-use crate::schema::{Job, ObjectRef, OutputLocation, SCHEMA_VERSION, SchemaError};
+use crate::schema::{Job, ObjectRef, OutputLocation, SCHEMA_VERSION, SchemaError, VARIANTS_SCHEMA_VERSION};
 
 /// How S3 notifications become jobs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct S3EventDefaults {
-    /// Pipeline applied to every created object.
-    pub pipeline: Pipeline,
+    /// What every created object makes: one pipeline or variants (`PIXQ_S3_EVENTS_PIPELINE`).
+    pub recipe: Recipe,
     /// Where outputs and records go.
     pub output: OutputLocation,
 }
@@ -57,6 +57,7 @@ fn salvage(v: &serde_json::Value, reason: String) -> Option<Refused> {
         input: ObjectRef { bucket: s("/input/bucket").unwrap_or_default(), key: s("/input/key").unwrap_or_default() },
         input_digest: None,
         pipeline: Pipeline::default(),
+        variants: Vec::new(),
         output: OutputLocation { bucket, prefix: s("/output/prefix").unwrap_or_default() },
         submitted_at_ms: v.pointer("/submitted_at_ms").and_then(serde_json::Value::as_i64).unwrap_or(0),
         forwarded: None,
@@ -170,12 +171,13 @@ pub fn parse_message(body: &str, s3: Option<&S3EventDefaults>) -> Result<Incomin
         let day: String = r.time.chars().filter(char::is_ascii_digit).take(8).collect();
         let batch = if day.len() == 8 { format!("s3-{day}") } else { "s3-events".to_string() };
         let job = Job {
-            schema: SCHEMA_VERSION,
             id,
             batch,
             input: ObjectRef { bucket: r.s3.bucket.name, key },
             input_digest: etag.map(|e| format!("etag:{e}")),
-            pipeline: defaults.pipeline.clone(),
+            schema: if defaults.recipe.variants().is_empty() { SCHEMA_VERSION } else { VARIANTS_SCHEMA_VERSION },
+            pipeline: defaults.recipe.first().clone(),
+            variants: defaults.recipe.variants().to_vec(),
             output: defaults.output.clone(),
             submitted_at_ms: crate::clock::now_ms(),
             forwarded: None,
@@ -199,7 +201,7 @@ mod tests {
 
     fn defaults() -> S3EventDefaults {
         S3EventDefaults {
-            pipeline: Pipeline::parse("thumbnail:256").unwrap(),
+            recipe: Recipe::parse("thumbnail:256").unwrap(),
             output: OutputLocation { bucket: "out".into(), prefix: "outputs/".into() },
         }
     }

@@ -214,15 +214,16 @@ const INLINE_PIXELS: u64 = 256 * 256;
 fn run_kernel(
     limits: Limits,
     input: &[u8],
-    pipeline: &pixq_kernel::Pipeline,
+    pipelines: &[pixq_kernel::Pipeline],
     stop: &Stop,
-) -> Result<pixq_kernel::Output, pixq_kernel::Error> {
+) -> Result<Vec<pixq_kernel::Output>, pixq_kernel::Error> {
     PROCESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().map(|p| *p.limits() != limits).unwrap_or(true) {
             *slot = Some(Processor::new(limits));
         }
-        slot.as_mut().expect("just set").process_with(input, pipeline, stop)
+        let pipelines: Vec<&pixq_kernel::Pipeline> = pipelines.iter().collect();
+        slot.as_mut().expect("just set").process_variants(input, &pipelines, stop)
     })
 }
 
@@ -273,7 +274,7 @@ fn base_result(job: &Job, cfg: &ProcessConfig, attempt: u32, status: Status) -> 
         source_size: None,
         outputs: Vec::new(),
         reused: false,
-        pipeline: job.pipeline.canonical(),
+        pipeline: job.canonical(),
         kernel_version: pixq_kernel::KERNEL_VERSION.to_string(),
         timings: StageTimings { queue_wait_ms: (now_ms() - job.submitted_at_ms).max(0) as f64, ..Default::default() },
         attempts: attempt,
@@ -325,19 +326,52 @@ pub async fn record_provisional(
     write_result(store, job, r).await.map(|_| ())
 }
 
-/// An output already written for this digest, if any.
-/// The record of a job answered by an output an identical earlier job made.
-fn reused(job: &Job, cfg: &ProcessConfig, attempt: u32, out: OutputInfo) -> JobResult {
+/// The record of a job answered by outputs an identical earlier job made.
+fn reused(job: &Job, cfg: &ProcessConfig, attempt: u32, outs: Vec<OutputInfo>) -> JobResult {
     let mut r = base_result(job, cfg, attempt, Status::Ok);
     r.reused = true;
-    r.outputs.push(out);
+    r.outputs = outs;
     r
 }
 
-async fn existing_output(store: &dyn ObjectStore, job: &Job, digest: &str) -> Result<Option<OutputInfo>, StoreError> {
+/// The content address of each output of `job` made from the input with `input_digest`.
+/// One output: by its pipeline (the same key whoever asks). A variant: by the whole list of
+/// variants and its name, since its pixels depend on the decode the variants share.
+fn output_digests(job: &Job, input_digest: &str) -> Vec<String> {
+    let k = pixq_kernel::KERNEL_VERSION;
+    if job.variants.is_empty() {
+        return vec![keys::output_digest(input_digest, &job.pipeline.canonical(), k)];
+    }
+    let all = job.canonical();
+    job.variants.iter().map(|v| keys::output_digest(input_digest, &format!("{all}#{}", v.name), k)).collect()
+}
+
+/// The outputs already written for every one of `digests`, or `None` when any is missing.
+async fn existing_outputs(
+    store: &dyn ObjectStore,
+    job: &Job,
+    digests: &[String],
+) -> Result<Option<Vec<OutputInfo>>, StoreError> {
+    let mut outs = Vec::with_capacity(digests.len());
+    for (i, (digest, pipeline)) in digests.iter().zip(job.pipelines()).enumerate() {
+        let Some(mut o) = existing_output(store, job, digest, pipeline.output.format).await? else {
+            return Ok(None);
+        };
+        o.variant = job.variants.get(i).map(|v| v.name.clone());
+        outs.push(o);
+    }
+    Ok(Some(outs))
+}
+
+/// An output already written for this digest, if any.
+async fn existing_output(
+    store: &dyn ObjectStore,
+    job: &Job,
+    digest: &str,
+    want: Option<pixq_kernel::Format>,
+) -> Result<Option<OutputInfo>, StoreError> {
     let stem = keys::output_key_stem(&job.output.prefix, digest);
     let found = store.list(&job.output.bucket, &stem).await?;
-    let want = job.pipeline.output.format;
     for m in found {
         let ext = &m.key[stem.len()..];
         let Ok(format) = ext.parse::<pixq_kernel::Format>() else { continue };
@@ -348,6 +382,7 @@ async fn existing_output(store: &dyn ObjectStore, job: &Job, digest: &str) -> Re
                 width: None,
                 height: None,
                 bytes: m.size,
+                variant: None,
             }));
         }
     }
@@ -446,9 +481,9 @@ async fn run(
 
     // 1. An identical job (same input bytes, pipeline, kernel) already produced the output.
     if let Some(digest) = &job.input_digest {
-        let digest = keys::output_digest(digest, &job.pipeline.canonical(), pixq_kernel::KERNEL_VERSION);
-        if let Some(out) = existing_output(store, job, &digest).await.at("looking for an existing output")? {
-            return Ok(reused(job, cfg, attempt, out));
+        let digests = output_digests(job, digest);
+        if let Some(outs) = existing_outputs(store, job, &digests).await.at("looking for an existing output")? {
+            return Ok(reused(job, cfg, attempt, outs));
         }
     }
 
@@ -498,18 +533,18 @@ async fn run(
         },
     };
     let download_ms = ms_since(t);
-    let digest = keys::output_digest(&digest_of_input, &job.pipeline.canonical(), pixq_kernel::KERNEL_VERSION);
+    let digests = output_digests(job, &digest_of_input);
     // A job that came without a digest (an S3 notification, a local file linked unread) is
     // looked up now: an identical earlier job already made this output.
     if job.input_digest.is_none()
-        && let Some(out) = existing_output(store, job, &digest).await.at("looking for an existing output")?
+        && let Some(outs) = existing_outputs(store, job, &digests).await.at("looking for an existing output")?
     {
-        return Ok(reused(job, cfg, attempt, out));
+        return Ok(reused(job, cfg, attempt, outs));
     }
 
     // 4. Plan from the header (every step's size, the peak memory), admission under the
     //    memory budget, then the kernel under the time limit.
-    let (_, plan) = pixq_kernel::plan(&bytes, &job.pipeline, &cfg.limits)?;
+    let (_, plan) = pixq_kernel::plan_all(&bytes, &job.pipelines(), &cfg.limits)?;
     if let Some(fit) = &cfg.forward
         && job.forwarded.is_none()
     {
@@ -521,13 +556,13 @@ async fn run(
     plan.check_budget(admission.budget_bytes())?;
     let admitted = admission.admit(plan.peak_bytes, cancel).await.ok_or(JobError::Released)?;
     let input_bytes = bytes.len() as u64;
-    let (limits, pipeline) = (cfg.limits, job.pipeline.clone());
+    let (limits, pipelines) = (cfg.limits, job.pipelines().into_iter().cloned().collect::<Vec<_>>());
     let stop = Stop::new().with_time_limit(cfg.job_timeout);
     let _cancel_kernel = CancelOnDrop(stop.clone());
     // The admission goes with the kernel and ends with it (even if this task is dropped
     // meanwhile): the output is written while the next job computes.
     let kernel = move || {
-        let out = run_kernel(limits, &bytes, &pipeline, &stop);
+        let out = run_kernel(limits, &bytes, &pipelines, &stop);
         drop((admitted, bytes));
         out
     };
@@ -535,7 +570,7 @@ async fn run(
     // rather than paying two thread hand-offs that cost more than the work.
     let px = |(w, h): (u32, u32)| u64::from(w) * u64::from(h);
     let largest = plan.steps.iter().map(|&(w, h, _)| px((w, h))).chain([px(plan.decoded), px(plan.output)]).max();
-    let out = if largest.unwrap_or(0) <= INLINE_PIXELS {
+    let outs = if largest.unwrap_or(0) <= INLINE_PIXELS {
         let started = Instant::now();
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(kernel));
         tracing::trace!(us = started.elapsed().as_micros() as u64, "kernel ran in place");
@@ -551,27 +586,32 @@ async fn run(
         }
     };
 
-    // 5. The output; the caller writes the record after it (a record never points at a
+    // 5. The outputs; the caller writes the record after them (a record never points at a
     //    missing output).
     let t = Instant::now();
-    let key = format!("{}{}", keys::output_key_stem(&job.output.prefix, &digest), out.format.extension());
-    let size = out.bytes.len() as u64;
-    store.put(&job.output.bucket, &key, out.bytes, out.format.mime()).await.at("writing the output")?;
-    let upload_ms = ms_since(t);
+    if outs.len() != digests.len() {
+        return permanent(format!("the kernel made {} outputs for {} variants", outs.len(), digests.len()));
+    }
     let mut r = base_result(job, cfg, attempt, Status::Ok);
     r.input_bytes = Some(input_bytes);
-    r.source_size = Some((out.source.width, out.source.height));
-    r.outputs.push(OutputInfo {
-        object: ObjectRef { bucket: job.output.bucket.clone(), key },
-        format: out.format,
-        width: Some(out.width),
-        height: Some(out.height),
-        bytes: size,
-    });
+    for (i, (out, digest)) in outs.into_iter().zip(&digests).enumerate() {
+        let key = format!("{}{}", keys::output_key_stem(&job.output.prefix, digest), out.format.extension());
+        let size = out.bytes.len() as u64;
+        store.put(&job.output.bucket, &key, out.bytes, out.format.mime()).await.at("writing the output")?;
+        r.source_size = Some((out.source.width, out.source.height));
+        r.outputs.push(OutputInfo {
+            object: ObjectRef { bucket: job.output.bucket.clone(), key },
+            format: out.format,
+            width: Some(out.width),
+            height: Some(out.height),
+            bytes: size,
+            variant: job.variants.get(i).map(|v| v.name.clone()),
+        });
+        r.timings.decode_ms += out.timings.decode.as_secs_f64() * 1000.0;
+        r.timings.ops_ms += out.timings.ops.as_secs_f64() * 1000.0;
+        r.timings.encode_ms += out.timings.encode.as_secs_f64() * 1000.0;
+    }
     r.timings.download_ms = download_ms;
-    r.timings.decode_ms = out.timings.decode.as_secs_f64() * 1000.0;
-    r.timings.ops_ms = out.timings.ops.as_secs_f64() * 1000.0;
-    r.timings.encode_ms = out.timings.encode.as_secs_f64() * 1000.0;
-    r.timings.upload_ms = upload_ms;
+    r.timings.upload_ms = ms_since(t);
     Ok(r)
 }

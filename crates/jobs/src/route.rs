@@ -139,8 +139,8 @@ impl FunctionFit {
     /// Routes an image by its header: the plan needs no decoding. An image whose header
     /// does not plan (broken, refused by the limits) goes to the function, which records
     /// the failure at once.
-    pub fn route_input(&self, input: &[u8], pipeline: &Pipeline, limits: &Limits) -> Routed {
-        match pixq_kernel::plan(input, pipeline, limits) {
+    pub fn route_input(&self, input: &[u8], pipelines: &[&Pipeline], limits: &Limits) -> Routed {
+        match pixq_kernel::plan_all(input, pipelines, limits) {
             Ok((_, plan)) => self.route(&plan),
             Err(e) => Routed { route: Route::Lambda, reason: format!("not planned ({e}): the function records it") },
         }

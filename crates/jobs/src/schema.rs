@@ -4,13 +4,17 @@
 //! 256 KiB). Unknown fields are ignored (newer producers may add some); an unknown schema
 //! version or a missing field is refused with a reason.
 
-use pixq_kernel::{Format, Pipeline};
+use pixq_kernel::{Format, Pipeline, Recipe, Variant};
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{self, KeyError};
 
 /// Schema version this code writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// Schema version of a job with variants: a worker that knows only version 1 refuses it
+/// (a recorded failure) instead of making the first variant alone.
+pub const VARIANTS_SCHEMA_VERSION: u32 = 2;
 
 /// Where an object lives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,8 +49,12 @@ pub struct Job {
     /// worker find an existing output without downloading the input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_digest: Option<String>,
-    /// Operations and output settings.
+    /// Operations and output settings (with variants: the first variant's).
     pub pipeline: Pipeline,
+    /// Named outputs from one decode (schema [`VARIANTS_SCHEMA_VERSION`]); empty for a job
+    /// with one output.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<Variant>,
     /// Output bucket and prefix.
     pub output: OutputLocation,
     /// When the job was submitted, ms since the Unix epoch.
@@ -80,7 +88,7 @@ impl Job {
         // Read the version first so a future schema gets a version error, not a shape error.
         let v: serde_json::Value = serde_json::from_str(body)?;
         match v.get("schema").and_then(serde_json::Value::as_u64) {
-            Some(n) if n == u64::from(SCHEMA_VERSION) => {}
+            Some(n) if n == u64::from(SCHEMA_VERSION) || n == u64::from(VARIANTS_SCHEMA_VERSION) => {}
             Some(found) => return Err(SchemaError::Version { found }),
             None => {
                 return Err(SchemaError::Json(serde::de::Error::custom("missing field `schema` (the schema version)")));
@@ -88,7 +96,48 @@ impl Job {
         }
         let job: Job = serde_json::from_value(v)?;
         job.validate()?;
+        job.check_variants().map_err(|e| SchemaError::Json(serde::de::Error::custom(e)))?;
         Ok(job)
+    }
+
+    /// Variants need schema 2 and schema 2 needs variants; their names and shared settings
+    /// follow the kernel's rules, and `pipeline` is the first variant's.
+    fn check_variants(&self) -> Result<(), String> {
+        let v2 = self.schema == VARIANTS_SCHEMA_VERSION;
+        if self.variants.is_empty() {
+            return if v2 { Err("a schema 2 job lists its variants".into()) } else { Ok(()) };
+        }
+        if !v2 {
+            return Err(format!("a job with variants is schema {VARIANTS_SCHEMA_VERSION}"));
+        }
+        pixq_kernel::op::variants::check(&self.variants).map_err(|e| e.to_string())?;
+        if self.pipeline != self.variants[0].pipeline {
+            return Err("`pipeline` must be the first variant's".into());
+        }
+        Ok(())
+    }
+
+    /// What the job makes.
+    pub fn recipe(&self) -> Recipe {
+        if self.variants.is_empty() {
+            Recipe::One(self.pipeline.clone())
+        } else {
+            Recipe::Variants(self.variants.clone())
+        }
+    }
+
+    /// Each output's pipeline, in order.
+    pub fn pipelines(&self) -> Vec<&Pipeline> {
+        if self.variants.is_empty() { vec![&self.pipeline] } else { self.variants.iter().map(|v| &v.pipeline).collect() }
+    }
+
+    /// The canonical string of what the job makes (its pipeline's, or `name=...;name=...`).
+    pub fn canonical(&self) -> String {
+        if self.variants.is_empty() {
+            self.pipeline.canonical()
+        } else {
+            pixq_kernel::op::variants::canonical(&self.variants)
+        }
     }
 
     /// Serialises the job.
@@ -135,6 +184,9 @@ pub struct OutputInfo {
     pub height: Option<u32>,
     /// Size in bytes.
     pub bytes: u64,
+    /// The variant it is, for a job with variants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
 }
 
 /// Milliseconds per stage.
@@ -217,6 +269,7 @@ pub(crate) mod tests {
             input: ObjectRef { bucket: "pixq".into(), key: "inputs/b1/a.jpg".into() },
             input_digest: Some("sha256:00".into()),
             pipeline: Pipeline::parse("thumbnail:64,format:png").unwrap(),
+            variants: Vec::new(),
             output: OutputLocation { bucket: "pixq".into(), prefix: "outputs/".into() },
             submitted_at_ms: 1,
             forwarded: None,
@@ -247,6 +300,33 @@ pub(crate) mod tests {
         assert!(e.to_string().contains("'..'"), "{e}");
         let e = Job::from_json(r#"{"id": "x"}"#).unwrap_err();
         assert!(e.to_string().contains("schema"), "{e}");
+    }
+
+    #[test]
+    fn variants_round_trip_as_schema_2_and_inconsistent_ones_are_refused() {
+        let vs = pixq_kernel::op::variants::parse("s=thumbnail:64;l=thumbnail:512,format:webp").unwrap();
+        let j = Job { schema: VARIANTS_SCHEMA_VERSION, pipeline: vs[0].pipeline.clone(), variants: vs, ..job() };
+        let back = Job::from_json(&j.to_json()).unwrap();
+        assert_eq!(back, j);
+        assert_eq!(back.pipelines().len(), 2);
+        assert_eq!(back.canonical(), "s=thumbnail:64;l=thumbnail:512,format:webp");
+        let v: serde_json::Value = serde_json::from_str(&j.to_json()).unwrap();
+        let refused = |f: &dyn Fn(&mut serde_json::Value), want: &str| {
+            let mut w = v.clone();
+            f(&mut w);
+            let e = Job::from_json(&w.to_string()).unwrap_err().to_string();
+            assert!(e.contains(want), "{want}: {e}");
+        };
+        refused(&|w| w["schema"] = 1.into(), "is schema 2");
+        refused(&|w| w["variants"] = serde_json::json!([]), "lists its variants");
+        refused(&|w| w["variants"][1]["name"] = "s".into(), "given twice");
+        refused(&|w| w["variants"][1]["name"] = "../x".into(), "variant name");
+        refused(&|w| w["variants"][1]["name"] = "".into(), "1 to 32");
+        refused(&|w| w["pipeline"] = serde_json::json!({"ops": []}), "first variant's");
+        refused(&|w| w["variants"][1]["pipeline"]["output"]["keep_icc"] = true.into(), "keep-icc");
+        refused(&|w| w["variants"][1]["pipeline"]["ops"][0] = serde_json::json!({"op": "wobble"}), "wobble");
+        let many: Vec<serde_json::Value> = (0..17).map(|i| serde_json::json!({"name": format!("v{i}"), "pipeline": v["pipeline"]})).collect();
+        refused(&|w| w["variants"] = serde_json::Value::Array(many.clone()), "1 to 16 variants");
     }
 
     #[test]

@@ -58,8 +58,8 @@ pub enum Event {
         batch: String,
         /// Answered from an existing output.
         reused: bool,
-        /// Where the (first) output is, so a caller can collect it at once.
-        output: Option<crate::schema::ObjectRef>,
+        /// Its outputs (one per variant), so a caller can collect them at once.
+        outputs: Vec<crate::schema::OutputInfo>,
     },
     /// Dead-lettered with a failed result record.
     Failed {
@@ -225,7 +225,7 @@ pub async fn settle(s: &Settle<'_>, msg: &Message) -> Disposition {
                     job: job.id.clone(),
                     batch: job.batch.clone(),
                     reused: r.reused,
-                    output: r.outputs.first().map(|o| o.object.clone()),
+                    outputs: r.outputs.clone(),
                 });
             }
             Outcome::Poison(reason) => {

@@ -48,6 +48,7 @@ pub use error::{Error, ParseError};
 pub use format::Format;
 pub use limits::Limits;
 pub use meta::Orientation;
+pub use op::variants::{Recipe, Variant};
 pub use op::{Op, OutputSpec, Pipeline};
 pub use ops::geometry::Rect;
 pub use plan::Plan;
@@ -119,6 +120,14 @@ pub fn plan(input: &[u8], pipeline: &Pipeline, limits: &Limits) -> Result<(Probe
     let probe = codec::probe(input, limits)?;
     let plan = plan::plan(input.len(), &probe, pipeline, limits)?;
     Ok((probe, plan))
+}
+
+/// [`plan`] for a job's variants run on one decode: their union (see
+/// [`plan::plan_variants`]). With one pipeline it is that pipeline's plan.
+pub fn plan_all(input: &[u8], pipelines: &[&Pipeline], limits: &Limits) -> Result<(Probe, Plan), Error> {
+    let probe = codec::probe(input, limits)?;
+    let (union, _) = plan::plan_variants(input.len(), &probe, pipelines, limits)?;
+    Ok((probe, union))
 }
 
 impl Processor {

@@ -347,6 +347,7 @@ pub async fn start(State(app): AppState, Path(batch): Path<String>, headers: Hea
         let input = ObjectRef { bucket: app.bucket.clone(), key: f.key.clone() };
         let job = batch::new_job(&batch, i, input.clone(), d.clone(), &pipeline, &output);
         entries.push(ManifestEntry {
+            variant_files: Vec::new(),
             job_id: job.id.clone(),
             source: f.name.clone(),
             input,

@@ -127,6 +127,7 @@ pub async fn image(
         input: ObjectRef { bucket: app.bucket.clone(), key: source_key },
         input_digest: Some(input_digest),
         pipeline,
+        variants: Vec::new(),
         output: OutputLocation { bucket: app.bucket.clone(), prefix: "outputs/".into() },
         submitted_at_ms: now_ms(),
         forwarded: None,

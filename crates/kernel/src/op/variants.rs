@@ -103,6 +103,60 @@ pub fn canonical(variants: &[Variant]) -> String {
     variants.iter().map(|v| format!("{}={}", v.name, v.pipeline.canonical())).collect::<Vec<_>>().join(";")
 }
 
+/// What one job makes: one pipeline, or named variants from one decode.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recipe {
+    /// One output.
+    One(Pipeline),
+    /// Named outputs (checked by [`check`]).
+    Variants(Vec<Variant>),
+}
+
+impl Recipe {
+    /// Parses `--ops`: variants when written `name=steps;...`, else one pipeline.
+    pub fn parse(s: &str) -> Result<Recipe, ParseError> {
+        if is_variants(s) { parse(s).map(Recipe::Variants) } else { Pipeline::parse(s).map(Recipe::One) }
+    }
+
+    /// Each output's pipeline, in order.
+    pub fn pipelines(&self) -> Vec<&Pipeline> {
+        match self {
+            Recipe::One(p) => vec![p],
+            Recipe::Variants(v) => v.iter().map(|v| &v.pipeline).collect(),
+        }
+    }
+
+    /// The first output's pipeline.
+    pub fn first(&self) -> &Pipeline {
+        match self {
+            Recipe::One(p) => p,
+            Recipe::Variants(v) => &v[0].pipeline,
+        }
+    }
+
+    /// The variants (empty for one pipeline).
+    pub fn variants(&self) -> &[Variant] {
+        match self {
+            Recipe::One(_) => &[],
+            Recipe::Variants(v) => v,
+        }
+    }
+
+    /// The canonical string ([`Pipeline::canonical`] or [`canonical`]).
+    pub fn canonical(&self) -> String {
+        match self {
+            Recipe::One(p) => p.canonical(),
+            Recipe::Variants(v) => canonical(v),
+        }
+    }
+}
+
+impl From<Pipeline> for Recipe {
+    fn from(p: Pipeline) -> Recipe {
+        Recipe::One(p)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
