@@ -406,3 +406,65 @@ fn json_output_completions_and_exit_codes() {
     assert_eq!(o.status.code(), Some(124), "{stdout}\n{stderr}");
     assert!(stderr.contains("timed out") && stderr.contains("pixq fetch"), "{stderr}");
 }
+
+/// Variants: one job per image, every variant's file as `<stem>.<variant>.<ext>` (stems
+/// kept apart when two inputs share one), a second run reuses them all, `pixq fetch`
+/// writes the same files, and bad variant lists are refused before anything is queued.
+#[test]
+fn variants_come_out_as_named_files_from_one_job_per_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let (home, input, out) = (dir.path().join("home"), dir.path().join("in"), dir.path().join("out"));
+    std::fs::create_dir(&input).unwrap();
+    std::fs::copy(samples().join("coffee.jpg"), input.join("a.jpg")).unwrap();
+    std::fs::copy(samples().join("astronaut.png"), input.join("a.png")).unwrap();
+    let ops = "small=thumbnail:120;large=thumbnail:400,format:webp;grey=grayscale,thumbnail:64,format:png";
+    let o = pixq(&home, &["process", input.to_str().unwrap(), "--ops", ops, "--out", out.to_str().unwrap()]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("2 images") && stdout.contains("2 x 3 variants written"), "{stdout}");
+    let mut names: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["a-2.grey.png", "a-2.large.webp", "a-2.small.png", "a.grey.png", "a.large.webp", "a.small.jpg"]);
+    use pixq_jobs::kernel::Format;
+    assert_eq!(image_dims(&out.join("a.small.jpg")).2, Format::Jpeg);
+    assert_eq!(image_dims(&out.join("a.large.webp")).0.max(image_dims(&out.join("a.large.webp")).1), 400);
+    assert_eq!(image_dims(&out.join("a-2.grey.png")).0.max(image_dims(&out.join("a-2.grey.png")).1), 64);
+    let batch = stdout.lines().find_map(|l| l.strip_prefix("batch ")).unwrap().to_string();
+
+    // Status lists every file of a job.
+    let o = pixq(&home, &["status", &batch]);
+    let (stdout, _) = text(&o);
+    assert!(stdout.contains("a.small.jpg, a.large.webp, a.grey.png"), "{stdout}");
+
+    // Again: all reused; fetch writes the same bytes.
+    let out2 = dir.path().join("out2");
+    let o = pixq(&home, &["process", input.to_str().unwrap(), "--ops", ops, "--out", out2.to_str().unwrap()]);
+    assert!(text(&o).0.contains("2 ok (2 reused"), "{:?}", text(&o));
+    let out3 = dir.path().join("out3");
+    let o = pixq(&home, &["fetch", &batch, "--out", out3.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    for n in &names {
+        let first = std::fs::read(out.join(n)).unwrap();
+        assert_eq!(first, std::fs::read(out2.join(n)).unwrap(), "{n}");
+        assert_eq!(first, std::fs::read(out3.join(n)).unwrap(), "{n}");
+    }
+    // A file in the way of one variant: refused, nothing replaced.
+    let out4 = dir.path().join("out4");
+    std::fs::create_dir(&out4).unwrap();
+    std::fs::write(out4.join("a.large.webp"), b"mine").unwrap();
+    let o = pixq(&home, &["process", input.to_str().unwrap(), "--ops", ops, "--out", out4.to_str().unwrap()]);
+    assert_ne!(o.status.code(), Some(0));
+    assert_eq!(std::fs::read(out4.join("a.large.webp")).unwrap(), b"mine");
+
+    for (bad, why) in [
+        ("small=thumbnail:120;small=thumbnail:400", "given twice"),
+        ("../up=thumbnail:120", "variant name"),
+        ("small=thumbnail:120;thumbnail:400", "name=steps"),
+        ("a=thumbnail:0", "in variant 'a'"),
+    ] {
+        let o = pixq(&home, &["process", input.to_str().unwrap(), "--ops", bad, "--out", out4.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {:?}", text(&o));
+        assert!(text(&o).1.contains(why), "{bad}: {:?}", text(&o));
+    }
+}

@@ -230,6 +230,16 @@ mod tests {
     }
 
     #[test]
+    fn uploads_become_variant_jobs_when_the_default_has_variants() {
+        let d = S3EventDefaults { recipe: Recipe::parse("s=thumbnail:320;l=thumbnail:1600").unwrap(), ..defaults() };
+        let Incoming::Jobs(j, _) = parse_message(&event("uploads/a.jpg"), Some(&d)).unwrap() else { panic!() };
+        assert_eq!((j[0].schema, j[0].variants.len()), (2, 2));
+        assert_eq!(j[0].canonical(), "s=thumbnail:320;l=thumbnail:1600");
+        // What the worker reads back is the same, valid job.
+        assert_eq!(Job::from_json(&j[0].to_json()).unwrap(), j[0]);
+    }
+
+    #[test]
     fn test_events_and_own_outputs_are_ignored() {
         let t = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2026-11-30T00:00:00Z","Bucket":"in"}"#;
         assert!(matches!(parse_message(t, Some(&defaults())).unwrap(), Incoming::Ignore(_)));

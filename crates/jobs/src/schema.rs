@@ -128,7 +128,11 @@ impl Job {
 
     /// Each output's pipeline, in order.
     pub fn pipelines(&self) -> Vec<&Pipeline> {
-        if self.variants.is_empty() { vec![&self.pipeline] } else { self.variants.iter().map(|v| &v.pipeline).collect() }
+        if self.variants.is_empty() {
+            vec![&self.pipeline]
+        } else {
+            self.variants.iter().map(|v| &v.pipeline).collect()
+        }
     }
 
     /// The canonical string of what the job makes (its pipeline's, or `name=...;name=...`).
@@ -325,7 +329,8 @@ pub(crate) mod tests {
         refused(&|w| w["pipeline"] = serde_json::json!({"ops": []}), "first variant's");
         refused(&|w| w["variants"][1]["pipeline"]["output"]["keep_icc"] = true.into(), "keep-icc");
         refused(&|w| w["variants"][1]["pipeline"]["ops"][0] = serde_json::json!({"op": "wobble"}), "wobble");
-        let many: Vec<serde_json::Value> = (0..17).map(|i| serde_json::json!({"name": format!("v{i}"), "pipeline": v["pipeline"]})).collect();
+        let many: Vec<serde_json::Value> =
+            (0..17).map(|i| serde_json::json!({"name": format!("v{i}"), "pipeline": v["pipeline"]})).collect();
         refused(&|w| w["variants"] = serde_json::Value::Array(many.clone()), "1 to 16 variants");
     }
 

@@ -715,3 +715,65 @@ async fn a_dropped_job_stops_its_kernel_and_frees_its_lane() {
     let next = tokio::time::timeout(Duration::from_secs(10), adm.admit(1, &probe)).await;
     assert!(next.is_ok(), "the dropped job's kernel kept its lane: it did not stop");
 }
+
+/// A job with variants: one record listing every output under its variant's name, each
+/// output at its own content address; an identical job reuses them all; one missing output
+/// makes the job run again; a single-output job with the same pipeline as a variant gets
+/// its own key (the variant's pixels depend on the decode the variants share).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variants_make_named_outputs_in_one_record_and_are_reused_together() {
+    let e = env(5);
+    let s = e.store.as_ref();
+    let bytes = jpeg(1600, 1200);
+    let recipe = pixq_jobs::kernel::Recipe::parse("small=thumbnail:100;large=thumbnail:600,format:webp").unwrap();
+    let out = OutputLocation { bucket: BUCKET.into(), prefix: "outputs/".into() };
+    let digest = Some(keys::content_digest(&bytes));
+    s.put(BUCKET, "inputs/v/a.jpg", bytes.clone(), "image/jpeg").await.unwrap();
+    let input = ObjectRef { bucket: BUCKET.into(), key: "inputs/v/a.jpg".into() };
+    let job = batch::new_recipe_job("v1", 0, input.clone(), digest.clone(), &recipe, &out);
+    assert_eq!(job.schema, 2);
+    // Through the queue and the worker loop, as every runtime runs it.
+    batch::enqueue(e.queue.as_ref(), std::slice::from_ref(&job), false).await.unwrap();
+    let (q, st) = (e.queue.clone(), e.store.clone());
+    run_until(q, st, fast_cfg(), async || batch_status(s, BUCKET, "v1").await.unwrap().ok() == 1).await;
+    let r = batch_status(s, BUCKET, "v1").await.unwrap().results.remove(0);
+    assert_eq!(r.pipeline, "small=thumbnail:100;large=thumbnail:600,format:webp");
+    let named: Vec<_> = r
+        .outputs
+        .iter()
+        .map(|o| (o.variant.as_deref().unwrap(), o.format, o.width.unwrap(), o.height.unwrap()))
+        .collect();
+    assert_eq!(named, [("small", Format::Jpeg, 100, 75), ("large", Format::Webp, 600, 450)]);
+    assert_ne!(r.outputs[0].object.key, r.outputs[1].object.key);
+    for o in &r.outputs {
+        let b = s.get(BUCKET, &o.object.key).await.unwrap();
+        assert_eq!(b.len() as u64, o.bytes);
+        let img = pixq_jobs::kernel::decode(&b, &Default::default()).unwrap();
+        assert_eq!((Some(img.width()), Some(img.height())), (o.width, o.height));
+    }
+
+    let cfg = ProcessConfig::default();
+    let adm = Admission::new(256);
+    let never = CancellationToken::new();
+    let run = async |j: &Job| match pixq_jobs::process::process(j, 1, s, &cfg, &adm, &never).await {
+        pixq_jobs::process::Outcome::Done(r) => r,
+        o => panic!("{o:?}"),
+    };
+    // The same job again: both outputs reused, named.
+    let again = run(&batch::new_recipe_job("v2", 0, input.clone(), digest.clone(), &recipe, &out)).await;
+    assert!(again.reused);
+    assert_eq!(
+        again.outputs.iter().map(|o| o.object.clone()).collect::<Vec<_>>(),
+        r.outputs.iter().map(|o| o.object.clone()).collect::<Vec<_>>()
+    );
+    assert_eq!(again.outputs[1].variant.as_deref(), Some("large"));
+    // One output gone: the job runs again and writes both.
+    s.delete_many(BUCKET, std::slice::from_ref(&r.outputs[1].object.key)).await.unwrap();
+    let rerun = run(&batch::new_recipe_job("v3", 0, input.clone(), digest.clone(), &recipe, &out)).await;
+    assert!(!rerun.reused);
+    assert!(s.head(BUCKET, &r.outputs[1].object.key).await.unwrap().is_some());
+    // The small variant's pipeline as a job of its own: another key.
+    let alone = run(&batch::new_job("v4", 0, input, digest, &recipe.pipelines()[0].clone(), &out)).await;
+    assert_ne!(alone.outputs[0].object.key, r.outputs[0].object.key);
+    assert_eq!(alone.outputs[0].variant, None);
+}

@@ -204,7 +204,12 @@ impl Processor {
     /// larger than that variant alone would have decoded (its resample then starts from more
     /// pixels). The pipelines must agree on `frame` and `keep-icc` (see
     /// [`op::variants::Variant`]). The first output's timings carry the decode.
-    pub fn process_variants(&mut self, input: &[u8], pipelines: &[&Pipeline], stop: &Stop) -> Result<Vec<Output>, Error> {
+    pub fn process_variants(
+        &mut self,
+        input: &[u8],
+        pipelines: &[&Pipeline],
+        stop: &Stop,
+    ) -> Result<Vec<Output>, Error> {
         let t0 = Instant::now();
         let Some(first) = pipelines.first() else {
             return Ok(Vec::new());

@@ -132,10 +132,8 @@ pub fn plan_variants(
     } else {
         needs.iter().flatten().copied().reduce(|a, b| (a.0.max(b.0), a.1.max(b.1)))
     };
-    let plans = pipelines
-        .iter()
-        .map(|p| plan_decoded_for(input_len, probe, p, limits, need))
-        .collect::<Result<Vec<_>, _>>()?;
+    let plans =
+        pipelines.iter().map(|p| plan_decoded_for(input_len, probe, p, limits, need)).collect::<Result<Vec<_>, _>>()?;
     let first = plans.first().ok_or_else(|| Error::Internal("a job with no variant".into()))?;
     let mut union = first.clone();
     if plans.len() == 1 {

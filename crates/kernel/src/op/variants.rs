@@ -66,10 +66,8 @@ pub fn parse(s: &str) -> Result<Vec<Variant>, ParseError> {
         };
         let name = name.trim();
         check_name(name).map_err(|r| err(i + 1, part, r))?;
-        let pipeline = Pipeline::parse(steps).map_err(|e| ParseError {
-            reason: format!("in variant '{name}': {}", e.reason),
-            ..e
-        })?;
+        let pipeline = Pipeline::parse(steps)
+            .map_err(|e| ParseError { reason: format!("in variant '{name}': {}", e.reason), ..e })?;
         out.push(Variant { name: name.to_string(), pipeline });
     }
     check(&out)?;
