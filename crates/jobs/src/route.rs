@@ -195,7 +195,7 @@ mod tests {
         ];
         let mut wrong = Vec::new();
         for (what, input, ops, fit, want) in table {
-            let r = fit.route_input(input, &Pipeline::parse(ops).unwrap(), &limits);
+            let r = fit.route_input(input, &[&Pipeline::parse(ops).unwrap()], &limits);
             assert!(!r.reason.is_empty());
             if r.route != *want {
                 wrong.push(format!("{what}: {} ({})", r.route, r.reason));
@@ -203,9 +203,9 @@ mod tests {
         }
         assert!(wrong.is_empty(), "routed elsewhere:\n{}", wrong.join("\n"));
         // The reasons carry the figures.
-        let r = tiny.route_input(&huge, &Pipeline::parse("rotate:90").unwrap(), &limits);
+        let r = tiny.route_input(&huge, &[&Pipeline::parse("rotate:90").unwrap()], &limits);
         assert!(r.reason.contains("over the function's 416 MB budget (memory size 512 MB)"), "{}", r.reason);
-        let r = default.route_input(&photo, &Pipeline::parse("blur:40").unwrap(), &limits);
+        let r = default.route_input(&photo, &[&Pipeline::parse("blur:40").unwrap()], &limits);
         assert!(r.reason.contains("over its 60 s timeout"), "{}", r.reason);
     }
 

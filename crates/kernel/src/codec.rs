@@ -73,7 +73,14 @@ fn sniff(input: &[u8], limits: &Limits) -> Result<Format, Error> {
     if input.len() as u64 > limits.max_input_bytes {
         return Err(Error::InputTooLarge { size: input.len() as u64, max: limits.max_input_bytes });
     }
-    Format::sniff(input).ok_or(Error::UnknownFormat)
+    match Format::sniff(input) {
+        Some(Format::Avif) => Err(Error::Decode {
+            format: Format::Avif,
+            reason: "AVIF is written, not read: convert it to JPEG, PNG or WebP first".into(),
+        }),
+        Some(f) => Ok(f),
+        None => Err(Error::UnknownFormat),
+    }
 }
 
 /// What a header read may allocate: the header itself and ancillary data such as an ICC
@@ -447,6 +454,7 @@ impl Codecs {
                     None => out,
                 })
             }
+            Format::Avif => encode_avif(img, spec, stop),
             Format::Gif | Format::Tiff | Format::Bmp => {
                 let dynimg = to_dynamic(img);
                 let dynimg =
@@ -545,4 +553,50 @@ mod tests {
         assert_eq!(jpeg_scale(4000, 3000, Some((100, 75))), 1);
         assert_eq!(jpeg_scale(4000, 3000, Some((5000, 10))), 8);
     }
+}
+
+/// AVIF through ravif (rav1e): 8-bit 4:2:0 YCbCr, one thread (a worker runs one encode per
+/// lane), `quality` (default 60) and `speed` 1-10 (default 6). Grey images are widened to
+/// RGB (AVIF's monochrome profile is not written by ravif). No ICC profile: the parser
+/// refuses `keep-icc` with AVIF, and otherwise the pixels are sRGB already.
+#[cfg(feature = "avif")]
+fn encode_avif(img: &Raster, spec: &OutputSpec, stop: &crate::Stop) -> Result<Vec<u8>, Error> {
+    use ravif::{BitDepth, Encoder, Img, RGB8, RGBA8};
+    stop.check()?;
+    let err = |e: ravif::Error| Error::Encode { format: Format::Avif, reason: e.to_string() };
+    let q = f32::from(spec.quality.unwrap_or(OutputSpec::DEFAULT_AVIF_QUALITY));
+    let enc = Encoder::new()
+        .with_quality(q)
+        .with_alpha_quality(q)
+        .with_speed(spec.speed.unwrap_or(OutputSpec::DEFAULT_AVIF_SPEED))
+        .with_bit_depth(BitDepth::Eight)
+        .with_num_threads(Some(1));
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let out = match img.channels() {
+        Channels::Gray | Channels::Rgb => {
+            let rgb = if img.channels() == Channels::Gray {
+                crate::ops::color::convert(img, Channels::Rgb)
+            } else {
+                img.clone()
+            };
+            let px: Vec<RGB8> = rgb.data().chunks_exact(3).map(|p| RGB8::new(p[0], p[1], p[2])).collect();
+            enc.encode_rgb(Img::new(&px[..], w, h)).map_err(err)?
+        }
+        Channels::GrayAlpha | Channels::Rgba => {
+            let rgba = if img.channels() == Channels::GrayAlpha {
+                crate::ops::color::convert(img, Channels::Rgba)
+            } else {
+                img.clone()
+            };
+            let px: Vec<RGBA8> = rgba.data().chunks_exact(4).map(|p| RGBA8::new(p[0], p[1], p[2], p[3])).collect();
+            enc.encode_rgba(Img::new(&px[..], w, h)).map_err(err)?
+        }
+    };
+    stop.check()?;
+    Ok(out.avif_file)
+}
+
+#[cfg(not(feature = "avif"))]
+fn encode_avif(_: &Raster, _: &OutputSpec, _: &crate::Stop) -> Result<Vec<u8>, Error> {
+    Err(Error::Encode { format: Format::Avif, reason: "this build has no AVIF encoder (cargo feature `avif`)".into() })
 }

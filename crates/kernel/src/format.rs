@@ -20,11 +20,17 @@ pub enum Format {
     Tiff,
     /// Windows bitmap.
     Bmp,
+    /// AVIF (AV1 in HEIF): written, not read.
+    Avif,
 }
 
 impl Format {
     /// Every format, in a stable order.
-    pub const ALL: [Format; 6] = [Format::Jpeg, Format::Png, Format::Webp, Format::Gif, Format::Tiff, Format::Bmp];
+    pub const ALL: [Format; 7] =
+        [Format::Jpeg, Format::Png, Format::Webp, Format::Gif, Format::Tiff, Format::Bmp, Format::Avif];
+
+    /// The formats this build decodes (AVIF is output only).
+    pub const READ: [Format; 6] = [Format::Jpeg, Format::Png, Format::Webp, Format::Gif, Format::Tiff, Format::Bmp];
 
     /// Sniffs the format from the first bytes of a file.
     pub fn sniff(bytes: &[u8]) -> Option<Format> {
@@ -35,6 +41,7 @@ impl Format {
             [b'G', b'I', b'F', b'8', b'7' | b'9', b'a', ..] => Some(Format::Gif),
             [b'I', b'I', 42, 0, ..] | [b'M', b'M', 0, 42, ..] => Some(Format::Tiff),
             [b'B', b'M', ..] if bytes.len() >= 26 => Some(Format::Bmp),
+            [_, _, _, _, b'f', b't', b'y', b'p', b'a', b'v', b'i', b'f' | b's', ..] => Some(Format::Avif),
             _ => None,
         }
     }
@@ -48,6 +55,7 @@ impl Format {
             Format::Gif => "gif",
             Format::Tiff => "tiff",
             Format::Bmp => "bmp",
+            Format::Avif => "avif",
         }
     }
 
@@ -60,6 +68,7 @@ impl Format {
             Format::Gif => "image/gif",
             Format::Tiff => "image/tiff",
             Format::Bmp => "image/bmp",
+            Format::Avif => "image/avif",
         }
     }
 
@@ -76,6 +85,7 @@ impl Format {
             Format::Gif => image::ImageFormat::Gif,
             Format::Tiff => image::ImageFormat::Tiff,
             Format::Bmp => image::ImageFormat::Bmp,
+            Format::Avif => image::ImageFormat::Avif,
         }
     }
 }
@@ -89,6 +99,7 @@ impl fmt::Display for Format {
             Format::Gif => "gif",
             Format::Tiff => "tiff",
             Format::Bmp => "bmp",
+            Format::Avif => "avif",
         })
     }
 }
@@ -103,7 +114,10 @@ impl FromStr for Format {
             "gif" => Format::Gif,
             "tiff" | "tif" => Format::Tiff,
             "bmp" => Format::Bmp,
-            other => return Err(format!("unknown format '{other}' (expected jpeg, png, webp, gif, tiff or bmp)")),
+            "avif" => Format::Avif,
+            other => {
+                return Err(format!("unknown format '{other}' (expected jpeg, png, webp, avif, gif, tiff or bmp)"));
+            }
         })
     }
 }

@@ -153,15 +153,11 @@ impl Processor {
         stop: &Stop,
     ) -> Result<Vec<u8>, Error> {
         let first = self.codecs.encode(img, format, spec, icc, stop)?;
-        let lossy = format == Format::Jpeg || (format == Format::Webp && !spec.lossless);
+        let lossy = format == Format::Jpeg || format == Format::Avif || (format == Format::Webp && !spec.lossless);
         let Some(max) = spec.max_bytes.map(|m| m as usize).filter(|m| lossy && first.len() > *m) else {
             return Ok(first);
         };
-        let asked = spec.quality.unwrap_or(if format == Format::Webp {
-            OutputSpec::DEFAULT_WEBP_QUALITY
-        } else {
-            OutputSpec::DEFAULT_QUALITY
-        });
+        let asked = spec.quality.unwrap_or(OutputSpec::default_quality(format));
         let (mut lo, mut hi) = (1u8, asked.saturating_sub(1).max(1));
         let (mut best, mut smallest) = (None, first);
         while lo <= hi {

@@ -233,6 +233,10 @@ fn plan_decoded_for(
         // The `image` encoders: a copy, an RGBA copy, the quantiser's buffers, the file.
         Format::Gif => img + 5 * (px * 4) + (64 << 10),
         Format::Tiff | Format::Bmp => img + 2 * (px * 4) + (64 << 10),
+        // Our RGB(A) pixel copy, then rav1e: the source frame in 4:2:0 planes at 16 bits a
+        // sample, the reconstruction, its reference and analysis buffers (about 30 bytes a
+        // pixel measured at speed 6), and the file.
+        Format::Avif => img + px * 4 + px * 30 + (4 << 20),
     };
     // `max-bytes` keeps the best and the smallest file of its search besides the encoder's
     // own buffers, and encodes up to 8 times (a halving search over the quality).
@@ -247,6 +251,7 @@ fn plan_decoded_for(
             Format::Webp => 60.0,
             Format::Gif => 80.0,
             Format::Tiff | Format::Bmp => 3.0,
+            Format::Avif => 400.0,
         };
 
     Ok(Plan {

@@ -435,6 +435,8 @@ fn the_estimate_covers_what_real_pipelines_allocate() {
         "flip:v,gamma:2,format:tiff",
         "blur:4,format:bmp",
         "resize:2000:0,format:webp,lossless",
+        "resize:1200:0,format:avif",
+        "thumbnail:300,format:avif,speed:9,max-bytes:4096",
     ];
     let limits = Limits::default();
     for (name, bytes) in &inputs {
@@ -452,6 +454,32 @@ fn the_estimate_covers_what_real_pipelines_allocate() {
                 plan.peak_at
             );
         }
+    }
+}
+
+/// Variants from one decode stay within their union plan (the largest variant with the
+/// shared decode held).
+#[test]
+fn the_estimate_covers_variants_sharing_a_decode() {
+    let photo = common::jpeg(&common::photo_like(1600, 1200), 90);
+    let limits = Limits::default();
+    for list in [
+        "s=thumbnail:100;m=thumbnail:400;l=thumbnail:900",
+        "s=thumbnail:100;g=grayscale,blur:2,format:png;big=resize:2400:0",
+        "a=thumbnail:200,format:webp;b=thumbnail:600,format:avif",
+    ] {
+        let vs = pixq_kernel::op::variants::parse(list).unwrap();
+        let pipelines: Vec<&Pipeline> = vs.iter().map(|v| &v.pipeline).collect();
+        let (_, plan) = pixq_kernel::plan_all(&photo, &pipelines, &limits).unwrap();
+        let mut proc = Processor::new(limits);
+        let (outs, peak) = measured(|| proc.process_variants(&photo, &pipelines, &Stop::new()));
+        assert_eq!(outs.unwrap_or_else(|e| panic!("{list}: {e}")).len(), vs.len());
+        assert!(
+            peak <= plan.peak_bytes,
+            "{list}: used {peak} bytes, over the estimate of {} ({})",
+            plan.peak_bytes,
+            plan.peak_at
+        );
     }
 }
 

@@ -209,6 +209,8 @@ pub struct OutputSpec {
     /// Largest output in bytes for JPEG and lossy WebP: the highest quality (up to `quality`)
     /// whose file fits; the smallest file (quality 1) when none does.
     pub max_bytes: Option<u32>,
+    /// AVIF encoder speed 1 (smallest file, slowest) ..= 10 (fastest); `None`: 6.
+    pub speed: Option<u8>,
 }
 
 impl OutputSpec {
@@ -218,6 +220,19 @@ impl OutputSpec {
     pub const DEFAULT_COMPRESSION: u8 = 6;
     /// Default lossy WebP quality.
     pub const DEFAULT_WEBP_QUALITY: u8 = 80;
+    /// Default AVIF quality (ravif's 0-100 scale).
+    pub const DEFAULT_AVIF_QUALITY: u8 = 60;
+    /// Default AVIF encoder speed: a queue worker's trade of file size for time.
+    pub const DEFAULT_AVIF_SPEED: u8 = 6;
+
+    /// The quality used when none is given, for a lossy format.
+    pub fn default_quality(format: Format) -> u8 {
+        match format {
+            Format::Webp => Self::DEFAULT_WEBP_QUALITY,
+            Format::Avif => Self::DEFAULT_AVIF_QUALITY,
+            _ => Self::DEFAULT_QUALITY,
+        }
+    }
 }
 
 /// Parsed pipeline: operations in order plus output settings.
@@ -274,6 +289,8 @@ impl Pipeline {
         let mut seen_output: Vec<&'static str> = Vec::new();
         let mut lossless_step: Option<(usize, String)> = None;
         let mut max_bytes_step: Option<(usize, String)> = None;
+        let mut speed_step: Option<(usize, String)> = None;
+        let mut keep_icc_step: Option<(usize, String)> = None;
         if s.trim().is_empty() {
             return Ok(p);
         }
@@ -306,6 +323,12 @@ impl Pipeline {
                     if spec.name() == "max-bytes" {
                         max_bytes_step = Some((step.index, step.text.to_string()));
                     }
+                    if spec.name() == "speed" {
+                        speed_step = Some((step.index, step.text.to_string()));
+                    }
+                    if spec.name() == "keep-icc" {
+                        keep_icc_step = Some((step.index, step.text.to_string()));
+                    }
                 }
                 Parsed::Frame(n) => {
                     if p.frame.replace(n).is_some() {
@@ -318,15 +341,30 @@ impl Pipeline {
             let lossy = match p.output.format {
                 None | Some(Format::Jpeg) => true,
                 Some(Format::Webp) => !p.output.lossless,
+                Some(Format::Avif) => true,
                 Some(_) => false,
             };
             if !lossy {
                 return Err(ParseError {
                     step: index,
                     text,
-                    reason: "max-bytes is for JPEG and lossy WebP outputs (it lowers the quality)".into(),
+                    reason: "max-bytes is for JPEG, lossy WebP and AVIF outputs (it lowers the quality)".into(),
                 });
             }
+        }
+        if let Some((index, text)) = speed_step
+            && p.output.format != Some(Format::Avif)
+        {
+            return Err(ParseError { step: index, text, reason: "speed is for AVIF: add format:avif".into() });
+        }
+        if let Some((index, text)) = keep_icc_step
+            && p.output.format == Some(Format::Avif)
+        {
+            return Err(ParseError {
+                step: index,
+                text,
+                reason: "keep-icc cannot go with format:avif (AVIF is written in sRGB, without a profile)".into(),
+            });
         }
         if let Some((index, text)) = lossless_step
             && p.output.format != Some(Format::Webp)
@@ -362,6 +400,9 @@ impl Pipeline {
         }
         if let Some(n) = o.max_bytes {
             parts.push(format!("max-bytes:{n}"));
+        }
+        if let Some(s) = o.speed {
+            parts.push(format!("speed:{s}"));
         }
         parts.join(",")
     }

@@ -9,7 +9,7 @@ use super::spec::{Parsed, Spec};
 pub(super) const FORMAT: Spec = Spec {
     names: &["format"],
     syntax: "format:F",
-    about: "output format jpeg|png|webp|gif|tiff|bmp (default: the input's); webp is lossy",
+    about: "output format jpeg|png|webp|avif|gif|tiff|bmp (default: the input's); webp and avif are lossy",
     example: "format:webp",
     args: (1, 1),
     parse: |s, out| {
@@ -21,7 +21,7 @@ pub(super) const FORMAT: Spec = Spec {
 pub(super) const QUALITY: Spec = Spec {
     names: &["quality"],
     syntax: "quality:Q",
-    about: "JPEG quality 1..100 (default 85), lossy WebP quality (default 80)",
+    about: "JPEG quality 1..100 (default 85), lossy WebP quality (default 80), AVIF quality (default 60)",
     example: "quality:80",
     args: (1, 1),
     parse: |s, out| {
@@ -69,11 +69,23 @@ pub(super) const KEEP_ICC: Spec = Spec {
 pub(super) const MAX_BYTES: Spec = Spec {
     names: &["max-bytes"],
     syntax: "max-bytes:N",
-    about: "JPEG or lossy WebP of at most N bytes: the highest quality that fits (1024..=100000000)",
+    about: "JPEG, lossy WebP or AVIF of at most N bytes: the highest quality that fits (1024..=100000000)",
     example: "max-bytes:50000",
     args: (1, 1),
     parse: |s, out| {
         out.max_bytes = Some(s.u32_in(0, "bytes", 1024, 100_000_000)?);
+        Ok(Parsed::Output)
+    },
+};
+
+pub(super) const SPEED: Spec = Spec {
+    names: &["speed"],
+    syntax: "speed:S",
+    about: "AVIF encoder speed 1 (smallest file, slowest) ..= 10 (fastest), default 6 (with format:avif)",
+    example: "format:avif,speed:8",
+    args: (1, 1),
+    parse: |s, out| {
+        out.speed = Some(s.u32_in(0, "speed", 1, 10)? as u8);
         Ok(Parsed::Output)
     },
 };

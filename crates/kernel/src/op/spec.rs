@@ -81,6 +81,7 @@ pub const STEPS: &[Spec] = &[
     output::PROGRESSIVE,
     output::KEEP_ICC,
     output::MAX_BYTES,
+    output::SPEED,
     output::COMPRESSION,
     output::FRAME,
 ];
