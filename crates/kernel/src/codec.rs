@@ -541,20 +541,6 @@ fn to_dynamic(img: &Raster) -> image::DynamicImage {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scale_is_the_smallest_that_still_covers_the_need() {
-        assert_eq!(jpeg_scale(4000, 3000, None), 8);
-        assert_eq!(jpeg_scale(4000, 3000, Some((2048, 1536))), 5);
-        assert_eq!(jpeg_scale(4000, 3000, Some((1024, 768))), 3);
-        assert_eq!(jpeg_scale(4000, 3000, Some((100, 75))), 1);
-        assert_eq!(jpeg_scale(4000, 3000, Some((5000, 10))), 8);
-    }
-}
-
 /// AVIF through ravif (rav1e): 8-bit 4:2:0 YCbCr, one thread (a worker runs one encode per
 /// lane), `quality` (default 60) and `speed` 1-10 (default 6). Grey images are widened to
 /// RGB (AVIF's monochrome profile is not written by ravif). No ICC profile: the parser
@@ -599,4 +585,18 @@ fn encode_avif(img: &Raster, spec: &OutputSpec, stop: &crate::Stop) -> Result<Ve
 #[cfg(not(feature = "avif"))]
 fn encode_avif(_: &Raster, _: &OutputSpec, _: &crate::Stop) -> Result<Vec<u8>, Error> {
     Err(Error::Encode { format: Format::Avif, reason: "this build has no AVIF encoder (cargo feature `avif`)".into() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_is_the_smallest_that_still_covers_the_need() {
+        assert_eq!(jpeg_scale(4000, 3000, None), 8);
+        assert_eq!(jpeg_scale(4000, 3000, Some((2048, 1536))), 5);
+        assert_eq!(jpeg_scale(4000, 3000, Some((1024, 768))), 3);
+        assert_eq!(jpeg_scale(4000, 3000, Some((100, 75))), 1);
+        assert_eq!(jpeg_scale(4000, 3000, Some((5000, 10))), 8);
+    }
 }
