@@ -72,19 +72,24 @@ fn output() -> impl Strategy<Value = OutputSpec> {
         any::<bool>(),
         any::<bool>(),
         proptest::option::of(1024u32..1_000_000),
+        proptest::option::of(1u8..=10),
     )
-        .prop_map(|(format, quality, progressive, compression, lossless, keep_icc, max_bytes)| {
-            // `lossless` is only valid with format:webp, `max-bytes` with lossy outputs.
+        .prop_map(|(format, quality, progressive, compression, lossless, keep_icc, max_bytes, speed)| {
+            // `lossless` is only valid with format:webp, `max-bytes` with lossy outputs,
+            // `speed` with AVIF, `keep-icc` with anything else.
             let lossless = lossless && format == Some(Format::Webp);
-            let lossy = matches!(format, None | Some(Format::Jpeg)) || (format == Some(Format::Webp) && !lossless);
+            let avif = format == Some(Format::Avif);
+            let lossy = matches!(format, None | Some(Format::Jpeg) | Some(Format::Avif))
+                || (format == Some(Format::Webp) && !lossless);
             OutputSpec {
                 format,
                 quality,
                 progressive,
                 compression,
                 lossless,
-                keep_icc,
+                keep_icc: keep_icc && !avif,
                 max_bytes: max_bytes.filter(|_| lossy),
+                speed: speed.filter(|_| avif),
             }
         })
 }
