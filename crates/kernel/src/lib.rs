@@ -226,7 +226,7 @@ impl Processor {
             } else {
                 shared.clone().expect("held until the last variant")
             };
-            let mut out = self.finish(img, &probe, pipeline, plan, stop)?;
+            let mut out = self.finish(img, &probe, input.len(), pipeline, plan, stop)?;
             out.timings.decode = std::mem::take(&mut decode_time);
             outs.push(out);
         }
@@ -252,16 +252,21 @@ impl Processor {
         &mut self,
         mut img: Raster,
         probe: &Probe,
+        input_len: usize,
         pipeline: &Pipeline,
         plan: &Plan,
         stop: &Stop,
     ) -> Result<Output, Error> {
         let t1 = Instant::now();
         let mut smart_crop = None;
+        let mut steps = std::borrow::Cow::Borrowed(&plan.steps[..]);
         // Each step makes the size its plan computed (the first one from the source as
         // declared, so shrink-on-load never changes output dimensions), checked after it.
-        for (i, (op, want)) in pipeline.ops.iter().zip(&plan.steps).enumerate() {
+        // A content-sized step (`trim`) makes at most its planned size; the steps after it
+        // are planned again from what it made, within the memory the job was admitted on.
+        for (i, op) in pipeline.ops.iter().enumerate() {
             stop.check()?;
+            let want = steps.get(i).copied().ok_or_else(|| Error::Internal(format!("no plan for step {}", i + 1)))?;
             let mut cx = op::operation::Apply {
                 want: (want.0, want.1),
                 resizer: &mut self.resizer,
@@ -269,7 +274,30 @@ impl Processor {
                 stop,
             };
             img = op.operation().apply(img, &mut cx)?;
-            if (img.width(), img.height(), img.channels()) != *want {
+            let got = (img.width(), img.height(), img.channels());
+            if op.operation().content_sized() && got != want && got.0 <= want.0 && got.1 <= want.1 && got.2 == want.2 {
+                let (rest, peak) = plan::replan(&pipeline.ops[i + 1..], got, pipeline, probe, input_len, &self.limits)?;
+                if peak.bytes > plan.peak_bytes {
+                    return Err(Error::OverBudget {
+                        needed_mb: peak.bytes.div_ceil(1 << 20),
+                        budget_mb: plan.peak_mb(),
+                        detail: format!(
+                            "after step {} '{op}' made {}x{}, {} (the job was admitted for its plan)",
+                            i + 1,
+                            got.0,
+                            got.1,
+                            peak.at
+                        ),
+                    });
+                }
+                let mut s = steps.into_owned();
+                s.truncate(i);
+                s.push(got);
+                s.extend(rest);
+                steps = std::borrow::Cow::Owned(s);
+                continue;
+            }
+            if got != want {
                 return Err(Error::Internal(format!(
                     "step {} '{op}' made {}x{} {:?}, its plan said {want:?}",
                     i + 1,

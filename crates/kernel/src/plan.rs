@@ -84,9 +84,9 @@ fn shrink_need(ops: &[Op], w: u32, h: u32) -> Option<(u64, u64)> {
     Some((m(nw), m(nh)))
 }
 
-struct Peak {
-    bytes: u64,
-    at: String,
+pub(crate) struct Peak {
+    pub(crate) bytes: u64,
+    pub(crate) at: String,
 }
 
 impl Peak {
@@ -204,55 +204,13 @@ fn plan_decoded_for(
 
     // Steps. The first sizes itself from the declared source (shrink-on-load never changes
     // output dimensions); the rest from the image in hand.
-    let mut steps = Vec::with_capacity(pipeline.ops.len());
-    for (i, op) in pipeline.ops.iter().enumerate() {
-        let (lw, lh) = if i == 0 { (ow, oh) } else { (w, h) };
-        let before = bytes(u64::from(w), u64::from(h), ch);
-        let sizing = Sizing { op, lw, lh, w, h, ch, limits };
-        let Shape { w: nw, h: nh, ch: nch, scratch, in_place } = op.operation().plan(&sizing)?;
-        let after = if in_place { 0 } else { bytes(u64::from(nw), u64::from(nh), nch) };
-        peak.see(input + before + after + scratch, || format!("step {} '{op}' on {w}x{h}", i + 1));
-        let px = f64::from(w) * f64::from(h) + f64::from(nw) * f64::from(nh);
-        ns += px * op.operation().ns_per_px();
-        (w, h, ch) = (nw, nh, nch);
-        steps.push((w, h, ch));
-    }
+    let steps = plan_steps(&pipeline.ops, Some((ow, oh)), (w, h, ch), limits, input, &mut peak, &mut ns)?;
+    (w, h, ch) = steps.last().copied().unwrap_or((w, h, ch));
 
     // Encode.
     let format = pipeline.output.format.unwrap_or(probe.format);
-    let img = bytes(u64::from(w), u64::from(h), ch);
-    let px = u64::from(w) * u64::from(h);
     let icc = probe.icc.as_ref().map_or(0, |p| p.len() as u64);
-    let encode = match format {
-        // A flattened copy without alpha, libjpeg-turbo's buffer and our copy of it.
-        Format::Jpeg => px * 3 + 2 * (px * 3 + (64 << 10)) + icc,
-        // Compressed data can exceed the raw rows slightly; it is held twice (stream, file).
-        Format::Png => 2 * (img + img / 64 + (64 << 10)) + icc,
-        // Our RGB(A) copy, libwebp's YUV planes and output, and the muxed copy.
-        Format::Webp => px * 4 + px * 4 + 2 * (px * 4 + (64 << 10)) + icc,
-        // The `image` encoders: a copy, an RGBA copy, the quantiser's buffers, the file.
-        Format::Gif => img + 5 * (px * 4) + (64 << 10),
-        Format::Tiff | Format::Bmp => img + 2 * (px * 4) + (64 << 10),
-        // Our RGB(A) pixel copy, then rav1e: the source frame in 4:2:0 planes at 16 bits a
-        // sample, the reconstruction, its reference and analysis buffers (about 30 bytes a
-        // pixel measured at speed 6), and the file.
-        Format::Avif => img + px * 4 + px * 30 + (4 << 20),
-    };
-    // `max-bytes` keeps the best and the smallest file of its search besides the encoder's
-    // own buffers, and encodes up to 8 times (a halving search over the quality).
-    let (search_bytes, encodes) =
-        if pipeline.output.max_bytes.is_some() { (2 * (px * 4 + (64 << 10)), 8.0) } else { (0, 1.0) };
-    peak.see(input + img + encode + search_bytes, || format!("encoding {w}x{h} as {format}"));
-    ns += encodes
-        * px as f64
-        * match format {
-            Format::Jpeg => 6.0,
-            Format::Png => 25.0,
-            Format::Webp => 60.0,
-            Format::Gif => 80.0,
-            Format::Tiff | Format::Bmp => 3.0,
-            Format::Avif => 400.0,
-        };
+    plan_encode(format, &pipeline.output, (w, h, ch), icc, input, &mut peak, &mut ns);
 
     Ok(Plan {
         decode_need,
@@ -265,4 +223,101 @@ fn plan_decoded_for(
         cpu_ns: ns as u64,
         decode_ns,
     })
+}
+
+/// The steps' sizes from an image of `start` (size and layout) in hand, adding each step's
+/// memory to `peak` and its time to `ns`. `declared` is the size the first step's own rule
+/// is computed from (the declared source, so shrink-on-load never changes output sizes).
+fn plan_steps(
+    ops: &[Op],
+    declared: Option<(u32, u32)>,
+    start: (u32, u32, Channels),
+    limits: &Limits,
+    input: u64,
+    peak: &mut Peak,
+    ns: &mut f64,
+) -> Result<Vec<(u32, u32, Channels)>, Error> {
+    let (mut w, mut h, mut ch) = start;
+    let mut steps = Vec::with_capacity(ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        let (lw, lh) = match declared {
+            Some(d) if i == 0 => d,
+            _ => (w, h),
+        };
+        let before = bytes(u64::from(w), u64::from(h), ch);
+        let sizing = Sizing { op, lw, lh, w, h, ch, limits };
+        let Shape { w: nw, h: nh, ch: nch, scratch, in_place } = op.operation().plan(&sizing)?;
+        let after = if in_place { 0 } else { bytes(u64::from(nw), u64::from(nh), nch) };
+        peak.see(input + before + after + scratch, || format!("step {} '{op}' on {w}x{h}", i + 1));
+        let px = f64::from(w) * f64::from(h) + f64::from(nw) * f64::from(nh);
+        *ns += px * op.operation().ns_per_px();
+        (w, h, ch) = (nw, nh, nch);
+        steps.push((w, h, ch));
+    }
+    Ok(steps)
+}
+
+/// The encoder's memory (into `peak`) and time (into `ns`) for an image of `img`.
+fn plan_encode(
+    format: Format,
+    spec: &crate::OutputSpec,
+    img: (u32, u32, Channels),
+    icc: u64,
+    input: u64,
+    peak: &mut Peak,
+    ns: &mut f64,
+) {
+    let (w, h, ch) = img;
+    let raster = bytes(u64::from(w), u64::from(h), ch);
+    let px = u64::from(w) * u64::from(h);
+    let encode = match format {
+        // A flattened copy without alpha, libjpeg-turbo's buffer and our copy of it.
+        Format::Jpeg => px * 3 + 2 * (px * 3 + (64 << 10)) + icc,
+        // Compressed data can exceed the raw rows slightly; it is held twice (stream, file).
+        Format::Png => 2 * (raster + raster / 64 + (64 << 10)) + icc,
+        // Our RGB(A) copy, libwebp's YUV planes and output, and the muxed copy.
+        Format::Webp => px * 4 + px * 4 + 2 * (px * 4 + (64 << 10)) + icc,
+        // The `image` encoders: a copy, an RGBA copy, the quantiser's buffers, the file.
+        Format::Gif => raster + 5 * (px * 4) + (64 << 10),
+        Format::Tiff | Format::Bmp => raster + 2 * (px * 4) + (64 << 10),
+        // Our RGB(A) pixel copy, then rav1e: the source frame in 4:2:0 planes at 16 bits a
+        // sample, the reconstruction, its reference and analysis buffers (about 30 bytes a
+        // pixel measured at speed 6), and the file.
+        Format::Avif => raster + px * 4 + px * 30 + (4 << 20),
+    };
+    // `max-bytes` keeps the best and the smallest file of its search besides the encoder's
+    // own buffers, and encodes up to 8 times (a halving search over the quality).
+    let (search_bytes, encodes) = if spec.max_bytes.is_some() { (2 * (px * 4 + (64 << 10)), 8.0) } else { (0, 1.0) };
+    peak.see(input + raster + encode + search_bytes, || format!("encoding {w}x{h} as {format}"));
+    *ns += encodes
+        * px as f64
+        * match format {
+            Format::Jpeg => 6.0,
+            Format::Png => 25.0,
+            Format::Webp => 60.0,
+            Format::Gif => 80.0,
+            Format::Tiff | Format::Bmp => 3.0,
+            Format::Avif => 400.0,
+        };
+}
+
+/// The steps after a content-sized one (`trim`), planned again from the image it made:
+/// their sizes, and the peak of them and the encoder, to hold against the peak the job
+/// was admitted on.
+pub(crate) fn replan(
+    ops: &[Op],
+    img: (u32, u32, Channels),
+    pipeline: &Pipeline,
+    probe: &Probe,
+    input_len: usize,
+    limits: &Limits,
+) -> Result<(Vec<(u32, u32, Channels)>, Peak), Error> {
+    let icc = probe.icc.as_ref().map_or(0, |p| p.len() as u64);
+    let input = input_len as u64 + OVERHEAD + icc;
+    let (mut peak, mut ns) = (Peak { bytes: 0, at: String::new() }, 0.0);
+    let steps = plan_steps(ops, None, img, limits, input, &mut peak, &mut ns)?;
+    let last = steps.last().copied().unwrap_or(img);
+    let format = pipeline.output.format.unwrap_or(probe.format);
+    plan_encode(format, &pipeline.output, last, icc, input, &mut peak, &mut ns);
+    Ok((steps, peak))
 }

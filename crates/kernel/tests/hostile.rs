@@ -437,6 +437,7 @@ fn the_estimate_covers_what_real_pipelines_allocate() {
         "resize:2000:0,format:webp,lossless",
         "resize:1200:0,format:avif",
         "thumbnail:300,format:avif,speed:9,max-bytes:4096",
+        "trim,thumbnail:200",
     ];
     let limits = Limits::default();
     for (name, bytes) in &inputs {

@@ -123,7 +123,7 @@ fn max_bytes_finds_the_highest_quality_that_fits() {
     }
     for bad in ["format:png,max-bytes:5000", "format:webp,lossless,max-bytes:5000", "format:gif,max-bytes:5000"] {
         let e = Pipeline::parse(bad).unwrap_err().to_string();
-        assert!(e.contains("max-bytes is for JPEG and lossy WebP"), "{bad}: {e}");
+        assert!(e.contains("max-bytes is for JPEG, lossy WebP and AVIF"), "{bad}: {e}");
     }
     assert!(Pipeline::parse("max-bytes:100").unwrap_err().to_string().contains("1024..=100000000"));
     let p = Pipeline::parse("thumbnail:100,max-bytes:20000").unwrap();

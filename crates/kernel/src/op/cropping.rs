@@ -61,6 +61,48 @@ impl Operation for Crop {
     }
 }
 
+/// `trim[:T]`: removes the uniform border whose colour is the top-left pixel's, within a
+/// tolerance of `T` per channel (alpha included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trim {
+    /// Largest difference per channel still counted as the border's colour.
+    pub threshold: u8,
+}
+
+pub(super) const TRIM: Spec = Spec {
+    names: &["trim"],
+    syntax: "trim[:T]",
+    about: "remove the uniform border (the top-left pixel's colour, within T per channel, default 10)",
+    example: "trim:20",
+    args: (0, 1),
+    parse: |s, _| {
+        let threshold = if s.args.is_empty() { 10 } else { s.u32_in(0, "threshold", 0, 255)? as u8 };
+        Ok(Parsed::Op(Op::Trim(Trim { threshold })))
+    },
+};
+
+impl Operation for Trim {
+    fn canonical(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "trim:{}", self.threshold)
+    }
+
+    fn plan(&self, s: &Sizing<'_>) -> Result<Shape, Error> {
+        // At most the input: the real size is known once the border is found.
+        Ok(s.shape(s.w, s.h, s.ch))
+    }
+
+    fn content_sized(&self) -> bool {
+        true
+    }
+
+    fn apply(&self, img: Raster, cx: &mut Apply<'_>) -> Result<Raster, Error> {
+        match geometry::trim_box(&img, self.threshold, cx.stop)? {
+            Some(b) if (b.width, b.height) != (img.width(), img.height()) => geometry::crop(&img, b),
+            _ => Ok(img),
+        }
+    }
+}
+
 /// `aspect:W:H[:gravity]`: the largest box of that aspect ratio, placed by gravity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Aspect {

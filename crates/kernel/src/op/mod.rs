@@ -20,7 +20,7 @@ mod spec;
 mod tone;
 
 pub mod variants;
-pub use cropping::{Aspect, Crop, Pad};
+pub use cropping::{Aspect, Crop, Pad, Trim};
 pub use filters::{Blur, Pixelate, Sharpen};
 pub(crate) use operation::Operation;
 pub use orienting::{Flip, Rotate};
@@ -151,6 +151,8 @@ pub enum Op {
     Saturation(Saturation),
     /// `pixelate:N`.
     Pixelate(Pixelate),
+    /// `trim[:T]`.
+    Trim(Trim),
     /// `pad:T:R:B:L[:rrggbb[aa]]`.
     Pad(Pad),
 }
@@ -177,6 +179,7 @@ impl Op {
             Op::Threshold(s) => s,
             Op::Saturation(s) => s,
             Op::Pixelate(s) => s,
+            Op::Trim(s) => s,
             Op::Pad(s) => s,
         }
     }

@@ -29,6 +29,14 @@ pub(crate) trait Operation {
     /// The pixels: turns `img` into the image the plan described (`cx.want`).
     fn apply(&self, img: Raster, cx: &mut Apply<'_>) -> Result<Raster, Error>;
 
+    /// Whether the output size depends on the pixels (`trim`): the plan then counts the
+    /// input's size for it, an upper bound, and the processor plans the steps after it
+    /// again from the image it made (refusing the job if they would need more memory than
+    /// the plan it was admitted on).
+    fn content_sized(&self) -> bool {
+        false
+    }
+
     /// Rough time on one core per pixel of the step's input and output, nanoseconds: the
     /// plan's time estimate (routing sends what a function could not finish elsewhere).
     /// Most steps touch each pixel a few times; filters override it with their taps.

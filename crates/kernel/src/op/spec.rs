@@ -61,6 +61,7 @@ pub const STEPS: &[Spec] = &[
     cropping::CROP,
     cropping::ASPECT,
     cropping::PAD,
+    cropping::TRIM,
     resizing::SMARTCROP,
     orienting::ROTATE,
     orienting::FLIP,

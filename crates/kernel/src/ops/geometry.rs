@@ -32,6 +32,52 @@ pub fn crop(src: &Raster, rect: Rect) -> Result<Raster, Error> {
     Raster::from_vec(w, h, src.channels(), data)
 }
 
+/// The box inside the uniform border of `img`: the border's colour is the top-left
+/// pixel's, and a pixel belongs to it when every channel (alpha too) is within `threshold`
+/// of it. `None` when the whole image is that colour (nothing to keep apart from it).
+pub fn trim_box(img: &Raster, threshold: u8, stop: &crate::Stop) -> Result<Option<Rect>, Error> {
+    let (w, h, n) = (img.width() as usize, img.height() as usize, img.channels().count());
+    let bg: Vec<u8> = img.pixel(0, 0).to_vec();
+    let near = |p: &[u8]| p.iter().zip(&bg).all(|(a, b)| a.abs_diff(*b) <= threshold);
+    let row_is_bg = |y: usize| img.row(y as u32).chunks_exact(n).all(near);
+    let mut top = 0;
+    while top < h && row_is_bg(top) {
+        if top % 64 == 0 {
+            stop.check()?;
+        }
+        top += 1;
+    }
+    if top == h {
+        return Ok(None);
+    }
+    let mut bottom = h - 1;
+    while bottom > top && row_is_bg(bottom) {
+        if bottom % 64 == 0 {
+            stop.check()?;
+        }
+        bottom -= 1;
+    }
+    // Columns: the leftmost and rightmost content pixel over the rows kept.
+    let (mut left, mut right) = (w, 0);
+    for y in top..=bottom {
+        if y % 64 == 0 {
+            stop.check()?;
+        }
+        let row = img.row(y as u32);
+        if let Some(x) = row.chunks_exact(n).position(|p| !near(p)) {
+            left = left.min(x);
+            let last = row.chunks_exact(n).rposition(|p| !near(p)).unwrap_or(x);
+            right = right.max(last);
+        }
+    }
+    Ok(Some(Rect {
+        x: left as u32,
+        y: top as u32,
+        width: (right - left + 1) as u32,
+        height: (bottom - top + 1) as u32,
+    }))
+}
+
 /// The error for a crop box that misses the image.
 pub(crate) fn crop_outside(rect: Rect, width: u32, height: u32) -> Error {
     Error::Op {
