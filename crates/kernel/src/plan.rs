@@ -32,6 +32,9 @@ const DECODE_NS_PER_PX: f64 = 6.0;
 /// allocates about 4 MB of tables for any image).
 const OVERHEAD: u64 = 8 << 20;
 
+/// A step's output: width, height, layout.
+pub type StepSize = (u32, u32, Channels);
+
 /// What a pipeline will do to one image, computed before decoding it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -311,7 +314,7 @@ pub(crate) fn replan(
     probe: &Probe,
     input_len: usize,
     limits: &Limits,
-) -> Result<(Vec<(u32, u32, Channels)>, Peak), Error> {
+) -> Result<(Vec<StepSize>, Peak), Error> {
     let icc = probe.icc.as_ref().map_or(0, |p| p.len() as u64);
     let input = input_len as u64 + OVERHEAD + icc;
     let (mut peak, mut ns) = (Peak { bytes: 0, at: String::new() }, 0.0);
