@@ -89,12 +89,17 @@ pub struct Output {
     pub timings: Timings,
 }
 
+/// Images that steps lay on the picture (`watermark:NAME`), by name, as encoded files. The
+/// kernel reads no store: its caller fetches them (the jobs layer from `watermarks/NAME`).
+pub type Overlays = std::collections::BTreeMap<String, Vec<u8>>;
+
 /// Bytes-to-bytes processing with reusable state (resizer buffers, codec handles).
 #[derive(Debug)]
 pub struct Processor {
     limits: Limits,
     resizer: ops::resize::Resizer,
     codecs: codec::Codecs,
+    overlays: Overlays,
 }
 
 /// Processes one image with a fresh [`Processor`].
@@ -133,7 +138,17 @@ pub fn plan_all(input: &[u8], pipelines: &[&Pipeline], limits: &Limits) -> Resul
 impl Processor {
     /// A processor enforcing `limits`.
     pub fn new(limits: Limits) -> Processor {
-        Processor { limits, resizer: ops::resize::Resizer::new(), codecs: codec::Codecs::default() }
+        Processor {
+            limits,
+            resizer: ops::resize::Resizer::new(),
+            codecs: codec::Codecs::default(),
+            overlays: Overlays::new(),
+        }
+    }
+
+    /// Sets the images `watermark` steps lay on pictures, until set again.
+    pub fn set_overlays(&mut self, overlays: Overlays) {
+        self.overlays = overlays;
     }
 
     /// The limits in force.
@@ -272,6 +287,7 @@ impl Processor {
                 resizer: &mut self.resizer,
                 smart: &mut smart_crop,
                 stop,
+                overlays: &self.overlays,
             };
             img = op.operation().apply(img, &mut cx)?;
             let got = (img.width(), img.height(), img.channels());

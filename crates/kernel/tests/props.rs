@@ -59,6 +59,20 @@ fn op() -> impl Strategy<Value = Op> {
         (0u32..100).prop_map(|f| Op::Saturation(op::Saturation { factor: f as f32 / 10.0 })),
         (1u32..40).prop_map(|size| Op::Pixelate(op::Pixelate { size })),
         any::<u8>().prop_map(|threshold| Op::Trim(op::Trim { threshold })),
+        ("[a-z0-9_-]{1,12}", 0usize..9, 0u32..=100, 0u32..=100).prop_map(|(name, g, o, s)| {
+            let gravity = [
+                Gravity::Center,
+                Gravity::North,
+                Gravity::South,
+                Gravity::East,
+                Gravity::West,
+                Gravity::NorthEast,
+                Gravity::NorthWest,
+                Gravity::SouthEast,
+                Gravity::SouthWest,
+            ][g];
+            Op::Watermark(op::Watermark { name, gravity, opacity: o as f32 / 100.0, scale: s as f32 / 100.0 })
+        }),
         (0u32..20, 0u32..20, 0u32..20, 0u32..20, any::<[u8; 4]>())
             .prop_map(|(top, right, bottom, left, c)| Op::Pad(op::Pad { top, right, bottom, left, colour: Rgba(c) })),
     ]

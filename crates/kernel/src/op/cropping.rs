@@ -1,11 +1,12 @@
-//! Steps that cut a box out of the image or add one around it: `crop`, `aspect`, `pad`. Each has its spec, canonical
-//! form, size rule and pixels here; the algorithms are in `ops::geometry`.
+//! Steps that cut a box out of the image, add one around it or lay one on it: `crop`,
+//! `aspect`, `pad`, `trim`, `watermark`. Each has its spec, canonical form, size rule and
+//! pixels here; the algorithms are in `ops::geometry`.
 
 use super::operation::{Apply, Operation, Shape, Sizing, bytes};
 use super::spec::{GRAVITIES, MAX_SIDE, Parsed, Spec, name_of, parse_colour};
 use super::{Gravity, Op, Rgba};
 use crate::ops::geometry;
-use crate::{Error, Raster, Rect};
+use crate::{Channels, Error, Raster, Rect};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -100,6 +101,130 @@ impl Operation for Trim {
             Some(b) if (b.width, b.height) != (img.width(), img.height()) => geometry::crop(&img, b),
             _ => Ok(img),
         }
+    }
+}
+
+/// Largest watermark image, in pixels: logos and marks, not photos.
+pub const WATERMARK_MAX_PIXELS: u64 = 2_000_000;
+
+/// Largest watermark file, in bytes.
+pub const WATERMARK_MAX_BYTES: u64 = 8 << 20;
+
+/// Longest watermark name.
+pub const WATERMARK_MAX_NAME: usize = 64;
+
+/// `watermark:NAME[:gravity[:opacity[:scale]]]`: the image named `NAME` (given to the
+/// kernel by the caller: the jobs layer reads it from `watermarks/NAME` in the store) laid
+/// on the picture by gravity, its alpha times `opacity`, `scale` times the picture's width
+/// wide (0: its own size), never larger than the picture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Watermark {
+    /// Name: 1-64 of `a-z`, `0-9`, `-`, `_`.
+    pub name: String,
+    /// Placement.
+    #[serde(default)]
+    pub gravity: Gravity,
+    /// 0 (invisible) ..= 1 (its own alpha).
+    pub opacity: f32,
+    /// Width as a fraction of the picture's (0 < s <= 1), or 0 for its own size.
+    pub scale: f32,
+}
+
+/// Checks a watermark name.
+pub fn check_watermark_name(name: &str) -> Result<(), String> {
+    let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
+    if name.is_empty() || name.len() > WATERMARK_MAX_NAME || !name.chars().all(ok) {
+        return Err(format!(
+            "watermark name '{}' must be 1 to {WATERMARK_MAX_NAME} of a-z, 0-9, '-' and '_'",
+            name.escape_default()
+        ));
+    }
+    Ok(())
+}
+
+pub(super) const WATERMARK: Spec = Spec {
+    names: &["watermark"],
+    syntax: "watermark:NAME[:gravity[:opacity[:scale]]]",
+    about: "lay the image watermarks/NAME on the picture: gravity (default southeast), opacity 0..1 (default 1), \
+            scale 0..1 of the picture's width (default 0: its own size)",
+    example: "watermark:logo:southeast:0.6:0.2",
+    args: (1, 4),
+    parse: |s, _| {
+        let name = s.args[0].trim().to_string();
+        check_watermark_name(&name).map_err(|r| s.err(r))?;
+        let gravity = if s.args.len() > 1 { s.choice(1, "gravity", GRAVITIES)? } else { Gravity::SouthEast };
+        let opacity = if s.args.len() > 2 { s.f32_in(2, "opacity", 0.0, 1.0, false)? } else { 1.0 };
+        let scale = if s.args.len() > 3 { s.f32_in(3, "scale", 0.0, 1.0, false)? } else { 0.0 };
+        Ok(Parsed::Op(Op::Watermark(Watermark { name, gravity, opacity, scale })))
+    },
+};
+
+impl Watermark {
+    /// The layout of the picture after it: colour (a grey picture becomes RGB).
+    fn out_channels(ch: Channels) -> Channels {
+        match ch {
+            Channels::Gray => Channels::Rgb,
+            Channels::GrayAlpha => Channels::Rgba,
+            c => c,
+        }
+    }
+}
+
+impl Operation for Watermark {
+    fn canonical(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let g = name_of(GRAVITIES, self.gravity);
+        write!(f, "watermark:{}:{g}:{}:{}", self.name, self.opacity, self.scale)
+    }
+
+    fn plan(&self, s: &Sizing<'_>) -> Result<Shape, Error> {
+        // The mark's file decoded, as RGBA, and resampled (at most the picture's size).
+        let mark =
+            3 * bytes(WATERMARK_MAX_PIXELS, 1, Channels::Rgba) + bytes(u64::from(s.w), u64::from(s.h), Channels::Rgba);
+        let ch = Watermark::out_channels(s.ch);
+        let shape = s.shape(s.w, s.h, ch).with_scratch(mark + WATERMARK_MAX_BYTES);
+        Ok(if ch == s.ch { shape.in_place() } else { shape })
+    }
+
+    fn apply(&self, img: Raster, cx: &mut Apply<'_>) -> Result<Raster, Error> {
+        let op = || format!("watermark:{}", self.name);
+        let bytes = cx.overlays.get(&self.name).ok_or_else(|| Error::Op {
+            op: op(),
+            reason: format!(
+                "no watermark image named '{}' was given (it is read from watermarks/{})",
+                self.name, self.name
+            ),
+        })?;
+        let limits = crate::Limits::default().max_pixels(WATERMARK_MAX_PIXELS).max_input_bytes(WATERMARK_MAX_BYTES);
+        let mark =
+            crate::decode(bytes, &limits).map_err(|e| Error::Op { op: op(), reason: format!("its image: {e}") })?;
+        let mark = crate::ops::color::convert(&mark, Channels::Rgba);
+        let (w, h) = (img.width(), img.height());
+        let (mw, mh) = (u64::from(mark.width()), u64::from(mark.height()));
+        let (mut tw, mut th) = if self.scale > 0.0 {
+            let tw = ((f64::from(self.scale) * f64::from(w)).round() as u64).max(1);
+            (tw, (tw * mh).div_ceil(mw).max(1))
+        } else {
+            (mw, mh)
+        };
+        // Never larger than the picture.
+        if tw > u64::from(w) || th > u64::from(h) {
+            let k = (f64::from(w) / tw as f64).min(f64::from(h) / th as f64);
+            (tw, th) = (((tw as f64 * k) as u64).max(1), ((th as f64 * k) as u64).max(1));
+        }
+        let mark = if (tw, th) == (mw, mh) {
+            mark
+        } else {
+            cx.resizer.resize(&mark, tw as u32, th as u32, super::Filter::Lanczos3, false)?
+        };
+        let mut base = match img.channels() {
+            Channels::Gray | Channels::GrayAlpha => {
+                crate::ops::color::convert(&img, Watermark::out_channels(img.channels()))
+            }
+            _ => img,
+        };
+        let (x, y) = geometry::place(w, h, mark.width(), mark.height(), self.gravity);
+        geometry::composite(&mut base, &mark, x, y, self.opacity, cx.stop)?;
+        Ok(base)
     }
 }
 

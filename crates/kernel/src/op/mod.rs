@@ -20,7 +20,7 @@ mod spec;
 mod tone;
 
 pub mod variants;
-pub use cropping::{Aspect, Crop, Pad, Trim};
+pub use cropping::{Aspect, Crop, Pad, Trim, Watermark, check_watermark_name};
 pub use filters::{Blur, Pixelate, Sharpen};
 pub(crate) use operation::Operation;
 pub use orienting::{Flip, Rotate};
@@ -153,6 +153,8 @@ pub enum Op {
     Pixelate(Pixelate),
     /// `trim[:T]`.
     Trim(Trim),
+    /// `watermark:NAME[:gravity[:opacity[:scale]]]`.
+    Watermark(Watermark),
     /// `pad:T:R:B:L[:rrggbb[aa]]`.
     Pad(Pad),
 }
@@ -180,6 +182,7 @@ impl Op {
             Op::Saturation(s) => s,
             Op::Pixelate(s) => s,
             Op::Trim(s) => s,
+            Op::Watermark(s) => s,
             Op::Pad(s) => s,
         }
     }

@@ -124,6 +124,8 @@ pub(crate) struct Apply<'a> {
     pub smart: &'a mut Option<Rect>,
     /// Cancellation and time limit, for steps that loop over rows.
     pub stop: &'a Stop,
+    /// Images steps lay on the picture (`watermark`), by name, as files.
+    pub overlays: &'a crate::Overlays,
 }
 
 /// Bytes of a `w x h` image in layout `c`.

@@ -62,6 +62,7 @@ pub const STEPS: &[Spec] = &[
     cropping::ASPECT,
     cropping::PAD,
     cropping::TRIM,
+    cropping::WATERMARK,
     resizing::SMARTCROP,
     orienting::ROTATE,
     orienting::FLIP,

@@ -93,7 +93,13 @@ pub fn aspect_box(width: u32, height: u32, aw: u32, ah: u32, gravity: Gravity) -
     } else {
         (width, (u64::from(width) * u64::from(ah) / u64::from(aw)).max(1) as u32)
     };
-    let (free_x, free_y) = (width - w, height - h);
+    let (x, y) = place(width, height, w, h, gravity);
+    Rect { x, y, width: w, height: h }
+}
+
+/// Where a `w x h` box goes inside `width x height` (it fits) by gravity.
+pub fn place(width: u32, height: u32, w: u32, h: u32, gravity: Gravity) -> (u32, u32) {
+    let (free_x, free_y) = (width.saturating_sub(w), height.saturating_sub(h));
     let x = match gravity {
         Gravity::West | Gravity::NorthWest | Gravity::SouthWest => 0,
         Gravity::East | Gravity::NorthEast | Gravity::SouthEast => free_x,
@@ -104,7 +110,45 @@ pub fn aspect_box(width: u32, height: u32, aw: u32, ah: u32, gravity: Gravity) -
         Gravity::South | Gravity::SouthEast | Gravity::SouthWest => free_y,
         _ => free_y / 2,
     };
-    Rect { x, y, width: w, height: h }
+    (x, y)
+}
+
+/// Blends `over` (RGBA) onto `base` (RGB or RGBA) at `(x, y)` with its alpha times
+/// `opacity`; the part of `over` outside `base` is clipped.
+pub fn composite(
+    base: &mut Raster,
+    over: &Raster,
+    x: u32,
+    y: u32,
+    opacity: f32,
+    stop: &crate::Stop,
+) -> Result<(), Error> {
+    let n = base.channels().count();
+    debug_assert!(matches!(base.channels(), Channels::Rgb | Channels::Rgba) && over.channels() == Channels::Rgba);
+    let w = over.width().min(base.width().saturating_sub(x)) as usize;
+    let h = over.height().min(base.height().saturating_sub(y));
+    let stride = base.stride();
+    for oy in 0..h {
+        if oy % 64 == 0 {
+            stop.check()?;
+        }
+        let src = &over.row(oy)[..w * 4];
+        let start = (y + oy) as usize * stride + x as usize * n;
+        let dst = &mut base.data_mut()[start..start + w * n];
+        for (d, s) in dst.chunks_exact_mut(n).zip(src.chunks_exact(4)) {
+            let a = f32::from(s[3]) / 255.0 * opacity;
+            if a <= 0.0 {
+                continue;
+            }
+            for c in 0..3 {
+                d[c] = (f32::from(s[c]) * a + f32::from(d[c]) * (1.0 - a)).round() as u8;
+            }
+            if n == 4 {
+                d[3] = ((a + f32::from(d[3]) / 255.0 * (1.0 - a)) * 255.0).round() as u8;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Generic pixel remap for the eight axis-aligned transforms, walked in tiles so both the
