@@ -154,6 +154,27 @@ pub enum JobsCommand {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// The marks `watermark:NAME` steps lay on pictures (stored at `watermarks/NAME`).
+    Watermark {
+        /// add or list.
+        #[command(subcommand)]
+        action: WatermarkAction,
+    },
+}
+
+/// Watermark actions.
+#[derive(Debug, Subcommand)]
+pub enum WatermarkAction {
+    /// Store an image (PNG with alpha works best; at most 2 MP and 8 MB) as the mark NAME;
+    /// replaces an earlier one (outputs made with it keep their own keys).
+    Add {
+        /// Name used in `watermark:NAME` (a-z, 0-9, '-', '_').
+        name: String,
+        /// The image file.
+        file: PathBuf,
+    },
+    /// List the stored marks.
+    List,
 }
 
 /// EC2 worker actions.

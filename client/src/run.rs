@@ -20,7 +20,7 @@ use pixq_jobs::worker::{self, Event, WorkerConfig};
 use pixq_jobs::{ids, keys};
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{DlqAction, Global, JobsCommand};
+use crate::args::{DlqAction, Global, JobsCommand, WatermarkAction};
 use crate::inputs;
 use pixq_jobs::route::{FunctionFit, Route, RouteChoice};
 
@@ -149,6 +149,7 @@ pub async fn run(cli: &Global, command: JobsCommand) -> anyhow::Result<i32> {
             Ok(if st.failed() > 0 || pending > 0 { 1 } else { 0 })
         }
         JobsCommand::Dlq { action } => dlq(b.queue.as_ref(), action, json).await,
+        JobsCommand::Watermark { action } => watermark(&b, action, json).await,
     }
 }
 
@@ -1021,6 +1022,46 @@ async fn status(b: &Backend, batch: &str, json: bool) -> anyhow::Result<i32> {
         c.visible, c.in_flight, c.delayed, c.dead
     );
     Ok(0)
+}
+
+/// `pixq watermark add|list`.
+async fn watermark(b: &Backend, action: WatermarkAction, json: bool) -> anyhow::Result<i32> {
+    use pixq_jobs::kernel::op::{WATERMARK_MAX_BYTES, WATERMARK_MAX_PIXELS, check_watermark_name};
+    match action {
+        WatermarkAction::Add { name, file } => {
+            check_watermark_name(&name).map_err(|e| anyhow!("{e}"))?;
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            // Refused here what every job would refuse: too big, not an image, too many pixels.
+            let limits = pixq_jobs::kernel::Limits::default()
+                .max_input_bytes(WATERMARK_MAX_BYTES)
+                .max_pixels(WATERMARK_MAX_PIXELS);
+            let probe = pixq_jobs::kernel::codec::probe(&bytes, &limits)
+                .map_err(|e| anyhow!("{} cannot be a watermark: {e}", file.display()))?;
+            let key = format!("watermarks/{name}");
+            b.store.put(&b.bucket, &key, bytes, probe.format.mime()).await.with_context(|| format!("storing {key}"))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"name": name, "key": key, "width": probe.width, "height": probe.height})
+                );
+            } else {
+                println!("watermark {name}: {}x{} {} at {}/{key}", probe.width, probe.height, probe.format, b.bucket);
+            }
+            Ok(0)
+        }
+        WatermarkAction::List => {
+            let marks = b.store.list(&b.bucket, "watermarks/").await?;
+            for m in &marks {
+                let name = m.key.trim_start_matches("watermarks/");
+                if json {
+                    println!("{}", serde_json::json!({"name": name, "bytes": m.size}));
+                } else {
+                    println!("{name}  {} bytes", m.size);
+                }
+            }
+            Ok(0)
+        }
+    }
 }
 
 async fn dlq(queue: &dyn Queue, action: DlqAction, json: bool) -> anyhow::Result<i32> {

@@ -468,3 +468,62 @@ fn variants_come_out_as_named_files_from_one_job_per_image() {
         assert!(text(&o).1.contains(why), "{bad}: {:?}", text(&o));
     }
 }
+
+/// `pixq watermark add|list` and a pipeline that uses the mark; bad marks are refused when
+/// they are added.
+#[test]
+fn watermarks_are_added_listed_and_laid_on_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (home, out) = (dir.path().join("home"), dir.path().join("out"));
+    use pixq_jobs::kernel::{Channels, Format, OutputSpec, Raster};
+    let mark = Raster::from_fn(30, 10, Channels::Rgba, |_, _, p| p.copy_from_slice(&[0, 255, 0, 255]));
+    let mark_path = dir.path().join("mark.png");
+    std::fs::write(&mark_path, pixq_jobs::kernel::encode(&mark, Format::Png, &OutputSpec::default()).unwrap()).unwrap();
+    let o = pixq(&home, &["watermark", "add", "logo", mark_path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(text(&o).0.contains("watermark logo: 30x10 png"), "{:?}", text(&o));
+    let o = pixq(&home, &["watermark", "list"]);
+    assert!(text(&o).0.starts_with("logo "), "{:?}", text(&o));
+
+    let o = pixq(
+        &home,
+        &[
+            "process",
+            samples().join("coffee.jpg").to_str().unwrap(),
+            "--ops",
+            "thumbnail:200,watermark:logo:northwest,format:png",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let img = pixq_jobs::kernel::decode(&std::fs::read(out.join("coffee.png")).unwrap(), &Default::default()).unwrap();
+    assert_eq!(img.pixel(3, 3), &[0, 255, 0]);
+
+    // A job naming a mark that was never added: a recorded failure that says where to put it.
+    let o = pixq(
+        &home,
+        &[
+            "process",
+            samples().join("coffee.jpg").to_str().unwrap(),
+            "--ops",
+            "watermark:nope",
+            "--out",
+            dir.path().join("out2").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert!(text(&o).0.contains("watermark 'nope' not found"), "{:?}", text(&o));
+
+    let junk = dir.path().join("junk.png");
+    std::fs::write(&junk, b"not an image").unwrap();
+    for (args, why) in [
+        (vec!["watermark", "add", "Logo", mark_path.to_str().unwrap()], "must be 1 to 64"),
+        (vec!["watermark", "add", "../x", mark_path.to_str().unwrap()], "must be 1 to 64"),
+        (vec!["watermark", "add", "junk", junk.to_str().unwrap()], "cannot be a watermark"),
+    ] {
+        let o = pixq(&home, &args);
+        assert_ne!(o.status.code(), Some(0), "{args:?}");
+        assert!(text(&o).1.contains(why), "{args:?}: {:?}", text(&o));
+    }
+}

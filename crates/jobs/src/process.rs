@@ -215,6 +215,7 @@ fn run_kernel(
     limits: Limits,
     input: &[u8],
     pipelines: &[pixq_kernel::Pipeline],
+    overlays: pixq_kernel::Overlays,
     stop: &Stop,
 ) -> Result<Vec<pixq_kernel::Output>, pixq_kernel::Error> {
     PROCESSOR.with(|cell| {
@@ -222,9 +223,60 @@ fn run_kernel(
         if slot.as_ref().map(|p| *p.limits() != limits).unwrap_or(true) {
             *slot = Some(Processor::new(limits));
         }
+        let p = slot.as_mut().expect("just set");
         let pipelines: Vec<&pixq_kernel::Pipeline> = pipelines.iter().collect();
-        slot.as_mut().expect("just set").process_variants(input, &pipelines, stop)
+        let marked = !overlays.is_empty();
+        if marked {
+            p.set_overlays(overlays);
+        }
+        let out = p.process_variants(input, &pipelines, stop);
+        if marked {
+            p.set_overlays(pixq_kernel::Overlays::new());
+        }
+        out
     })
+}
+
+/// The marks the job's `watermark` steps name, from `watermarks/NAME` in its output bucket.
+async fn fetch_overlays(store: &dyn ObjectStore, job: &Job) -> Result<pixq_kernel::Overlays, JobError> {
+    use pixq_kernel::op::WATERMARK_MAX_BYTES;
+    let mut out = pixq_kernel::Overlays::new();
+    let bucket = &job.output.bucket;
+    for p in job.pipelines() {
+        for op in &p.ops {
+            let pixq_kernel::Op::Watermark(w) = op else { continue };
+            if out.contains_key(&w.name) {
+                continue;
+            }
+            let key = format!("watermarks/{}", w.name);
+            let missing = || {
+                JobError::Permanent(format!(
+                    "watermark '{}' not found: put its image at {bucket}/{key} (`pixq watermark add {} FILE`)",
+                    w.name, w.name
+                ))
+            };
+            let meta = store.head(bucket, &key).await.at("reading a watermark's metadata")?.ok_or_else(missing)?;
+            let too_big = |n: u64| {
+                JobError::Permanent(format!(
+                    "watermark '{}' is {n} bytes, over the limit of {WATERMARK_MAX_BYTES} bytes",
+                    w.name
+                ))
+            };
+            if meta.size > WATERMARK_MAX_BYTES {
+                return Err(too_big(meta.size));
+            }
+            let bytes = match store.get(bucket, &key).await {
+                Ok(b) => b,
+                Err(StoreError::NotFound { .. }) => return Err(missing()),
+                Err(e) => return Err(JobError::store("downloading a watermark", e)),
+            };
+            if bytes.len() as u64 > WATERMARK_MAX_BYTES {
+                return Err(too_big(bytes.len() as u64));
+            }
+            out.insert(w.name.clone(), bytes);
+        }
+    }
+    Ok(out)
 }
 
 /// Cancels the kernel's [`Stop`] when dropped: if the future running a job is dropped (the
@@ -337,13 +389,20 @@ fn reused(job: &Job, cfg: &ProcessConfig, attempt: u32, outs: Vec<OutputInfo>) -
 /// The content address of each output of `job` made from the input with `input_digest`.
 /// One output: by its pipeline (the same key whoever asks). A variant: by the whole list of
 /// variants and its name, since its pixels depend on the decode the variants share.
-fn output_digests(job: &Job, input_digest: &str) -> Vec<String> {
+/// The bytes of the marks `watermark` steps lay on it count too: a new mark under the same
+/// name makes new outputs.
+fn output_digests(job: &Job, input_digest: &str, overlays: &pixq_kernel::Overlays) -> Vec<String> {
     let k = pixq_kernel::KERNEL_VERSION;
+    let marks: Vec<String> = overlays.iter().map(|(n, b)| format!("{n}={}", keys::content_digest(b))).collect();
+    let with_marks = |s: String| if marks.is_empty() { s } else { format!("{s}|watermarks:{}", marks.join(",")) };
     if job.variants.is_empty() {
-        return vec![keys::output_digest(input_digest, &job.pipeline.canonical(), k)];
+        return vec![keys::output_digest(input_digest, &with_marks(job.pipeline.canonical()), k)];
     }
     let all = job.canonical();
-    job.variants.iter().map(|v| keys::output_digest(input_digest, &format!("{all}#{}", v.name), k)).collect()
+    job.variants
+        .iter()
+        .map(|v| keys::output_digest(input_digest, &with_marks(format!("{all}#{}", v.name)), k))
+        .collect()
 }
 
 /// The outputs already written for every one of `digests`, or `None` when any is missing.
@@ -479,9 +538,13 @@ async fn run(
         return permanent(format!("input bucket '{}' is not one this worker reads from", job.input.bucket));
     }
 
+    // 0. The marks `watermark` steps lay on the picture (small files; their bytes are part
+    //    of the outputs' content addresses).
+    let overlays = fetch_overlays(store, job).await?;
+
     // 1. An identical job (same input bytes, pipeline, kernel) already produced the output.
     if let Some(digest) = &job.input_digest {
-        let digests = output_digests(job, digest);
+        let digests = output_digests(job, digest, &overlays);
         if let Some(outs) = existing_outputs(store, job, &digests).await.at("looking for an existing output")? {
             return Ok(reused(job, cfg, attempt, outs));
         }
@@ -533,7 +596,7 @@ async fn run(
         },
     };
     let download_ms = ms_since(t);
-    let digests = output_digests(job, &digest_of_input);
+    let digests = output_digests(job, &digest_of_input, &overlays);
     // A job that came without a digest (an S3 notification, a local file linked unread) is
     // looked up now: an identical earlier job already made this output.
     if job.input_digest.is_none()
@@ -562,7 +625,7 @@ async fn run(
     // The admission goes with the kernel and ends with it (even if this task is dropped
     // meanwhile): the output is written while the next job computes.
     let kernel = move || {
-        let out = run_kernel(limits, &bytes, &pipelines, &stop);
+        let out = run_kernel(limits, &bytes, &pipelines, overlays, &stop);
         drop((admitted, bytes));
         out
     };

@@ -777,3 +777,56 @@ async fn variants_make_named_outputs_in_one_record_and_are_reused_together() {
     assert_ne!(alone.outputs[0].object.key, r.outputs[0].object.key);
     assert_eq!(alone.outputs[0].variant, None);
 }
+
+/// `watermark:NAME`: the mark is read from `watermarks/NAME` in the output bucket; a
+/// missing one is a recorded failure naming where to put it; its bytes are part of the
+/// output's key, so a new mark under the same name makes a new output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watermarks_come_from_the_store_and_their_bytes_key_the_output() {
+    let e = env(5);
+    let s = e.store.as_ref();
+    let mark = |rgb: [u8; 3]| {
+        let r = Raster::from_fn(20, 10, Channels::Rgba, |_, _, p| p.copy_from_slice(&[rgb[0], rgb[1], rgb[2], 255]));
+        pixq_jobs::kernel::encode(&r, Format::Png, &OutputSpec::default()).unwrap()
+    };
+    let ops = "thumbnail:100,watermark:logo:northwest,format:png";
+    let cfg = ProcessConfig::default();
+    let adm = Admission::new(256);
+    let never = CancellationToken::new();
+    let job = |batch: &'static str| upload_job(s, batch, 0, "a.jpg", Some(jpeg(200, 100)), ops);
+
+    let missing = job("w0").await;
+    match pixq_jobs::process::process(&missing, 1, s, &cfg, &adm, &never).await {
+        pixq_jobs::process::Outcome::Poison(why) => {
+            assert!(why.contains("watermark 'logo' not found") && why.contains("watermarks/logo"), "{why}")
+        }
+        o => panic!("{o:?}"),
+    }
+
+    s.put(BUCKET, "watermarks/logo", mark([255, 0, 0]), "image/png").await.unwrap();
+    let run = async |j: &Job| match pixq_jobs::process::process(j, 1, s, &cfg, &adm, &never).await {
+        pixq_jobs::process::Outcome::Done(r) => r,
+        o => panic!("{o:?}"),
+    };
+    let first = run(&job("w1").await).await;
+    assert!(!first.reused);
+    let out = s.get(BUCKET, &first.outputs[0].object.key).await.unwrap();
+    let img = pixq_jobs::kernel::decode(&out, &Default::default()).unwrap();
+    assert_eq!(img.pixel(5, 5), &[255, 0, 0]);
+    // The same mark: reused.
+    assert!(run(&job("w2").await).await.reused);
+    // Another mark under the same name: another output.
+    s.put(BUCKET, "watermarks/logo", mark([0, 0, 255]), "image/png").await.unwrap();
+    let blue = run(&job("w3").await).await;
+    assert!(!blue.reused);
+    assert_ne!(blue.outputs[0].object.key, first.outputs[0].object.key);
+    let img =
+        pixq_jobs::kernel::decode(&s.get(BUCKET, &blue.outputs[0].object.key).await.unwrap(), &Default::default());
+    assert_eq!(img.unwrap().pixel(5, 5), &[0, 0, 255]);
+    // A mark over the size limit fails the job with the figures.
+    s.put(BUCKET, "watermarks/logo", vec![0u8; 9 << 20], "image/png").await.unwrap();
+    match pixq_jobs::process::process(&job("w4").await, 1, s, &cfg, &adm, &never).await {
+        pixq_jobs::process::Outcome::Poison(why) => assert!(why.contains("over the limit"), "{why}"),
+        o => panic!("{o:?}"),
+    }
+}

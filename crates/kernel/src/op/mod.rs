@@ -20,7 +20,10 @@ mod spec;
 mod tone;
 
 pub mod variants;
-pub use cropping::{Aspect, Crop, Pad, Trim, Watermark, check_watermark_name};
+pub use cropping::{
+    Aspect, Crop, Pad, Trim, WATERMARK_MAX_BYTES, WATERMARK_MAX_NAME, WATERMARK_MAX_PIXELS, Watermark,
+    check_watermark_name,
+};
 pub use filters::{Blur, Pixelate, Sharpen};
 pub(crate) use operation::Operation;
 pub use orienting::{Flip, Rotate};
