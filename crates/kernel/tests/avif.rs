@@ -1,5 +1,6 @@
 //! AVIF output: valid files (checked by libvips' decoder when it is installed), quality and
 //! speed honoured, `max-bytes` met, alpha kept, AVIF input refused with a reason.
+#![cfg(feature = "avif")]
 
 mod common;
 

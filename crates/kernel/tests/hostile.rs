@@ -435,9 +435,11 @@ fn the_estimate_covers_what_real_pipelines_allocate() {
         "flip:v,gamma:2,format:tiff",
         "blur:4,format:bmp",
         "resize:2000:0,format:webp,lossless",
-        "resize:1200:0,format:avif",
-        "thumbnail:300,format:avif,speed:9,max-bytes:4096",
         "trim,thumbnail:200",
+        #[cfg(feature = "avif")]
+        "resize:1200:0,format:avif",
+        #[cfg(feature = "avif")]
+        "thumbnail:300,format:avif,speed:9,max-bytes:4096",
     ];
     let limits = Limits::default();
     for (name, bytes) in &inputs {
@@ -467,6 +469,7 @@ fn the_estimate_covers_variants_sharing_a_decode() {
     for list in [
         "s=thumbnail:100;m=thumbnail:400;l=thumbnail:900",
         "s=thumbnail:100;g=grayscale,blur:2,format:png;big=resize:2400:0",
+        #[cfg(feature = "avif")]
         "a=thumbnail:200,format:webp;b=thumbnail:600,format:avif",
     ] {
         let vs = pixq_kernel::op::variants::parse(list).unwrap();

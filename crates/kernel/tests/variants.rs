@@ -53,11 +53,14 @@ fn thumbnails_share_the_shrink_on_load_of_the_largest() {
     let (union, plans) = pixq_kernel::plan::plan_variants(src.len(), &probe, &pipelines, &Limits::default()).unwrap();
     let large_alone = pixq_kernel::plan::plan(src.len(), &probe, &vs[2].pipeline, &Limits::default()).unwrap();
     let small_alone = pixq_kernel::plan::plan(src.len(), &probe, &vs[0].pipeline, &Limits::default()).unwrap();
-    // One decode at what the largest needs (a reduced DCT scale), not the full image.
+    // One decode at what the largest needs (a reduced DCT scale with libjpeg-turbo; the
+    // pure-Rust decoder always decodes in full), not the full image.
     assert_eq!(union.decoded, large_alone.decoded);
-    assert!(union.decoded.0 < 4000, "{:?}", union.decoded);
     assert!(plans.iter().all(|p| p.decoded == union.decoded));
-    assert!(small_alone.decoded.0 < union.decoded.0);
+    if cfg!(feature = "turbojpeg") {
+        assert!(union.decoded.0 < 4000, "{:?}", union.decoded);
+        assert!(small_alone.decoded.0 < union.decoded.0);
+    }
     // Time: one decode, three resamples; less than three jobs.
     let alone: u64 = vs
         .iter()
