@@ -8,13 +8,5 @@
 #   PIXQ_PIXQ=path/to/pixq bench/avif.sh
 # Needs Debian's libvips-tools (with libheif and libaom).
 set -euo pipefail
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pixq-target}"
-BENCH_DIR="${PIXQ_BENCH_DIR:-$HOME/.cache/pixq-bench}"
-[ -d "$BENCH_DIR/large" ] || PIXQ_BENCH_DIR="$BENCH_DIR" bash "$REPO/bench/make-corpus.sh"
-PIXQ="${PIXQ_PIXQ:-}"
-if [ -z "$PIXQ" ]; then
-    (cd "$REPO" && cargo build -q --release -p pixq-cli --no-default-features)
-    PIXQ="$CARGO_TARGET_DIR/release/pixq"
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/pixq-release.sh"
 exec python3 "$REPO/bench/avif.py" "$PIXQ" "$BENCH_DIR/large"

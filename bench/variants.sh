@@ -7,15 +7,7 @@
 #   bench/variants.sh                     # builds pixq (release), makes the corpus if missing
 #   PIXQ_PIXQ=path/to/pixq bench/variants.sh
 set -euo pipefail
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pixq-target}"
-BENCH_DIR="${PIXQ_BENCH_DIR:-$HOME/.cache/pixq-bench}"
-[ -d "$BENCH_DIR/large" ] || PIXQ_BENCH_DIR="$BENCH_DIR" bash "$REPO/bench/make-corpus.sh"
-PIXQ="${PIXQ_PIXQ:-}"
-if [ -z "$PIXQ" ]; then
-    (cd "$REPO" && cargo build -q --release -p pixq-cli --no-default-features)
-    PIXQ="$CARGO_TARGET_DIR/release/pixq"
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/pixq-release.sh"
 CPU="${PIXQ_BENCH_CPU:-0}"
 REPEATS="${PIXQ_BENCH_REPEATS:-3}"
 WORK="$(mktemp -d)"
