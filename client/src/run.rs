@@ -158,6 +158,14 @@ pub fn print_ops() {
     for s in pixq_jobs::kernel::op::STEPS {
         println!("  {:<28} {}\n  {:<28} e.g. {}\n", s.syntax, s.about, "", s.example);
     }
+    println!(
+        "Variants: name=steps;name=steps... makes several named outputs from one decode, \
+         fetched as <stem>.<name>.<ext>.\n\
+         Animated GIF/WebP stay animated in GIF or WebP output (delays and loop count kept; \
+         at most {} frames and {} MP over all frames); frame:N or another format takes one frame.",
+        pixq_jobs::kernel::Limits::default().max_frames,
+        pixq_jobs::kernel::Limits::default().max_animation_pixels / 1_000_000
+    );
 }
 
 fn parse_recipe(ops: &str) -> anyhow::Result<Recipe> {

@@ -164,6 +164,7 @@ fn submit_then_status_shows_pending_and_ops_lists_steps() {
     for step in ["resize:W:H", "thumbnail:N", "smartcrop:W:H", "sobel", "format:F"] {
         assert!(stdout.contains(step), "{step} missing from `pixq ops`");
     }
+    assert!(stdout.contains("Animated GIF/WebP stay animated") && stdout.contains("1000 frames"), "{stdout}");
 }
 
 /// Runs pixq with a small tmpfs mounted on `mount` (a private mount in a user namespace, so

@@ -37,6 +37,8 @@ pub struct Probe {
     pub orientation: Orientation,
     /// Embedded ICC profile.
     pub icc: Option<Vec<u8>>,
+    /// Frame and loop counts of an animated GIF or WebP (`None` for a still image).
+    pub animation: Option<crate::anim::Animation>,
 }
 
 impl Probe {
@@ -46,7 +48,7 @@ impl Probe {
     }
 }
 
-fn decode_err(format: Format, e: impl std::fmt::Display) -> Error {
+pub(crate) fn decode_err(format: Format, e: impl std::fmt::Display) -> Error {
     Error::Decode { format, reason: e.to_string() }
 }
 
@@ -167,7 +169,17 @@ pub fn probe(input: &[u8], limits: &Limits) -> Result<Probe, Error> {
         limits.check_dimensions(width, height)?;
         let JpegMeta { orientation, icc } = read_jpeg_meta(input);
         let native_bytes = u64::from(width) * u64::from(height) * native;
-        return Ok(Probe { format, width, height, channels, native_bytes, shrinkable, orientation, icc });
+        return Ok(Probe {
+            format,
+            width,
+            height,
+            channels,
+            native_bytes,
+            shrinkable,
+            orientation,
+            icc,
+            animation: None,
+        });
     }
     // The probe reads the header without the decoders' strict side limits, so an oversized
     // image gets our typed limit error with its declared size.
@@ -185,7 +197,8 @@ pub fn probe(input: &[u8], limits: &Limits) -> Result<Probe, Error> {
     let native_bytes = dec.total_bytes();
     let orientation = dec.orientation().map(|o| Orientation::from_exif(u16::from(o.to_exif()))).unwrap_or_default();
     let icc = dec.icc_profile().ok().flatten().filter(|p| !p.is_empty() && p.len() <= crate::meta::MAX_ICC);
-    Ok(Probe { format, width, height, channels, native_bytes, shrinkable: false, orientation, icc })
+    let animation = crate::anim::scan(input, format);
+    Ok(Probe { format, width, height, channels, native_bytes, shrinkable: false, orientation, icc, animation })
 }
 
 /// A decoder's limit refusal as our typed limit error (the sides are checked by the decoder
@@ -280,6 +293,27 @@ impl Codecs {
         Ok(from_dynamic(img))
     }
 
+    /// The frames of an animated GIF or WebP, each composed on the full canvas (RGBA), with
+    /// the decoder's guards: an allocation cap sized from the checked header, and a header
+    /// that matches the probe.
+    pub fn frames<'a>(&mut self, input: &'a [u8], probe: &Probe, limits: &Limits) -> Result<image::Frames<'a>, Error> {
+        use image::AnimationDecoder;
+        let lim_err = |e: image::ImageError| limit_or_decode(probe.format, limits, e);
+        Ok(match probe.format {
+            Format::Gif => {
+                let d = image::codecs::gif::GifDecoder::new(Cursor::new(input)).map_err(lim_err)?;
+                guarded(d, probe, limits)?.into_frames()
+            }
+            Format::Webp => {
+                let d = image::codecs::webp::WebPDecoder::new(Cursor::new(input)).map_err(lim_err)?;
+                guarded(d, probe, limits)?.into_frames()
+            }
+            other => {
+                return Err(Error::Op { op: "frame".into(), reason: format!("{other} images have a single frame") });
+            }
+        })
+    }
+
     /// Decodes frame `n` (0-based) of an animated GIF or WebP. Frames before it are decoded
     /// and dropped one at a time (each is at most the canvas the header declared, which the
     /// limits already allowed), so memory stays at one frame.
@@ -291,26 +325,17 @@ impl Codecs {
         n: u32,
         stop: &crate::Stop,
     ) -> Result<Raster, Error> {
-        use image::AnimationDecoder;
         let op = format!("frame:{n}");
-        let lim_err = |e: image::ImageError| limit_or_decode(probe.format, limits, e);
-        let frames: image::Frames<'_> = match probe.format {
-            Format::Gif => {
-                let d = image::codecs::gif::GifDecoder::new(Cursor::new(input)).map_err(lim_err)?;
-                guarded(d, probe, limits)?.into_frames()
-            }
-            Format::Webp => {
-                let d = image::codecs::webp::WebPDecoder::new(Cursor::new(input)).map_err(lim_err)?;
-                guarded(d, probe, limits)?.into_frames()
-            }
-            other => return Err(Error::Op { op, reason: format!("{other} images have a single frame") }),
-        };
+        let frames = self.frames(input, probe, limits).map_err(|e| match e {
+            Error::Op { reason, .. } => Error::Op { op: op.clone(), reason },
+            e => e,
+        })?;
         let mut seen = 0;
         for frame in frames {
             stop.check()?;
             let frame = frame.map_err(|e| decode_err(probe.format, e))?;
             if seen == n {
-                return Ok(from_dynamic(image::DynamicImage::ImageRgba8(frame.into_buffer())));
+                return Ok(frame_raster(frame));
             }
             seen += 1;
         }
@@ -507,6 +532,17 @@ impl Codecs {
 enum TurboFail {
     Unsupported,
     Error(Error),
+}
+
+/// A decoded animation frame as a raster (RGBA).
+pub(crate) fn frame_raster(frame: image::Frame) -> Raster {
+    from_dynamic(image::DynamicImage::ImageRgba8(frame.into_buffer()))
+}
+
+/// A decoded frame's delay in milliseconds (rounded down).
+pub(crate) fn frame_delay_ms(frame: &image::Frame) -> u32 {
+    let (n, d) = frame.delay().numer_denom_ms();
+    n.checked_div(d).unwrap_or(0)
 }
 
 fn from_dynamic(img: image::DynamicImage) -> Raster {

@@ -56,6 +56,17 @@ pub enum Error {
         /// Configured limit.
         max: u32,
     },
+    /// An animation declares more frames, or more pixels over all its frames, than
+    /// `Limits::max_frames` or `Limits::max_animation_pixels` allow.
+    #[error("animation of {frames} frames ({pixels} pixels over all frames) is over the limit of {limit}")]
+    AnimationTooLarge {
+        /// Frames the file declares.
+        frames: u32,
+        /// Frames x canvas.
+        pixels: u64,
+        /// The limit it is over.
+        limit: String,
+    },
     /// An operation would produce an image with a side over `Limits::max_output_dimension`.
     #[error("step '{op}' would make a {width}x{height} image, a side is over the limit of {max}")]
     OutputTooLarge {
@@ -127,6 +138,7 @@ impl Error {
             Error::InputTooLarge { .. }
                 | Error::TooManyPixels { .. }
                 | Error::DimensionTooLarge { .. }
+                | Error::AnimationTooLarge { .. }
                 | Error::OutputTooLarge { .. }
                 | Error::OverBudget { .. }
                 | Error::TimedOut { .. }

@@ -28,6 +28,7 @@
 //! assert_eq!((out.width, out.height, out.format), (32, 24, Format::Jpeg));
 //! ```
 
+pub mod anim;
 pub mod cms;
 pub mod codec;
 mod error;
@@ -57,7 +58,7 @@ pub use stop::Stop;
 
 /// Version of the pixel semantics. It is hashed into content-addressed output keys, so bump
 /// it whenever the same input and pipeline could give different bytes.
-pub const KERNEL_VERSION: &str = concat!("k4-", env!("CARGO_PKG_VERSION"));
+pub const KERNEL_VERSION: &str = concat!("k5-", env!("CARGO_PKG_VERSION"));
 
 /// Time spent per stage.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -228,6 +229,21 @@ impl Processor {
         let probe = codec::probe(input, &self.limits)?;
         let (union, plans) = plan::plan_variants(input.len(), &probe, pipelines, &self.limits)?;
         stop.check()?;
+        if plans.iter().any(|p| p.frames > 1) {
+            // An animation is decoded frame by frame for each variant that writes one; a
+            // variant that writes a still takes its frame on its own.
+            return pipelines
+                .iter()
+                .zip(&plans)
+                .map(|(pipeline, plan)| {
+                    if plan.frames > 1 {
+                        self.animate(input, &probe, pipeline, plan, stop)
+                    } else {
+                        self.process_variants(input, &[pipeline], stop).map(|mut o| o.remove(0))
+                    }
+                })
+                .collect();
+        }
         let decoded = match first.frame {
             Some(n) if n > 0 => self.codecs.decode_frame(input, &probe, &self.limits, n, stop)?,
             _ => self.codecs.decode(input, &probe, &self.limits, union.decode_need)?,
@@ -248,6 +264,68 @@ impl Processor {
         Ok(outs)
     }
 
+    /// Writes an animation: each frame decoded (composed on the canvas), converted to sRGB
+    /// (an animated output carries no profile), oriented, run through the steps and encoded
+    /// before the next is decoded. Delays and the loop count are kept. Frames after the
+    /// first crop where the first one's `smartcrop` did, so the subject does not jump.
+    fn animate(
+        &mut self,
+        input: &[u8],
+        probe: &Probe,
+        pipeline: &Pipeline,
+        plan: &Plan,
+        stop: &Stop,
+    ) -> Result<Output, Error> {
+        let plays = probe.animation.map_or(0, |a| a.plays);
+        let mut timings = Timings::default();
+        let mut t = Instant::now();
+        let frames = self.codecs.frames(input, probe, &self.limits)?;
+        let (mut writer, mut pins, mut smart_crop, mut seen) = (None, Vec::new(), None, 0u32);
+        for frame in frames {
+            stop.check()?;
+            let frame = frame.map_err(|e| codec::decode_err(probe.format, e))?;
+            seen += 1;
+            if seen > plan.frames {
+                return Err(codec::decode_err(
+                    probe.format,
+                    format!("the decoder finds more frames than the {} the file's blocks declare", plan.frames),
+                ));
+            }
+            let delay = codec::frame_delay_ms(&frame);
+            let img = self.prepare(codec::frame_raster(frame), probe, false, stop)?;
+            let now = Instant::now();
+            timings.decode += now - t;
+            t = now;
+            let (img, chosen) = self.run_steps(img, probe, input.len(), pipeline, plan, stop, &mut pins)?;
+            smart_crop = smart_crop.or(chosen);
+            let now = Instant::now();
+            timings.ops += now - t;
+            t = now;
+            let w = match &mut writer {
+                Some(w) => w,
+                None => {
+                    writer.insert(anim::Writer::new(plan.format, img.width(), img.height(), plays, &pipeline.output)?)
+                }
+            };
+            w.add(&img, delay)?;
+            let now = Instant::now();
+            timings.encode += now - t;
+            t = now;
+        }
+        let writer = writer.ok_or_else(|| codec::decode_err(probe.format, "the animation has no frame"))?;
+        let bytes = writer.finish()?;
+        timings.encode += t.elapsed();
+        Ok(Output {
+            bytes,
+            format: plan.format,
+            width: plan.output.0,
+            height: plan.output.1,
+            source: probe.clone(),
+            smart_crop,
+            timings,
+        })
+    }
+
     /// The decoded image in sRGB (unless the profile is kept) and upright.
     fn prepare(&mut self, mut decoded: Raster, probe: &Probe, keep_icc: bool, stop: &Stop) -> Result<Raster, Error> {
         // Colours to sRGB (on the smallest raster there is: after shrink-on-load), unless
@@ -262,8 +340,11 @@ impl Processor {
         })
     }
 
-    /// Runs `pipeline`'s steps on the prepared image and encodes the result.
-    fn finish(
+    /// Runs `pipeline`'s steps on a prepared image (or one frame of an animation). Returns
+    /// the image and the box the last `smartcrop` chose. `pins` is empty for the first (or
+    /// only) frame, and gets the box each step chose; later frames take those boxes.
+    #[allow(clippy::too_many_arguments)]
+    fn run_steps(
         &mut self,
         mut img: Raster,
         probe: &Probe,
@@ -271,8 +352,9 @@ impl Processor {
         pipeline: &Pipeline,
         plan: &Plan,
         stop: &Stop,
-    ) -> Result<Output, Error> {
-        let t1 = Instant::now();
+        pins: &mut Vec<Option<Rect>>,
+    ) -> Result<(Raster, Option<Rect>), Error> {
+        let record = pins.is_empty();
         let mut smart_crop = None;
         let mut steps = std::borrow::Cow::Borrowed(&plan.steps[..]);
         // Each step makes the size its plan computed (the first one from the source as
@@ -282,14 +364,20 @@ impl Processor {
         for (i, op) in pipeline.ops.iter().enumerate() {
             stop.check()?;
             let want = steps.get(i).copied().ok_or_else(|| Error::Internal(format!("no plan for step {}", i + 1)))?;
+            let mut chosen = None;
             let mut cx = op::operation::Apply {
                 want: (want.0, want.1),
                 resizer: &mut self.resizer,
-                smart: &mut smart_crop,
+                smart: &mut chosen,
+                pinned: if record { None } else { pins.get(i).copied().flatten() },
                 stop,
                 overlays: &self.overlays,
             };
             img = op.operation().apply(img, &mut cx)?;
+            if record {
+                pins.push(chosen);
+            }
+            smart_crop = chosen.or(smart_crop);
             let got = (img.width(), img.height(), img.channels());
             if op.operation().content_sized() && got != want && got.0 <= want.0 && got.1 <= want.1 && got.2 == want.2 {
                 let (rest, peak) = plan::replan(&pipeline.ops[i + 1..], got, pipeline, probe, input_len, &self.limits)?;
@@ -323,6 +411,21 @@ impl Processor {
                 )));
             }
         }
+        Ok((img, smart_crop))
+    }
+
+    /// Runs `pipeline`'s steps on the prepared image and encodes the result.
+    fn finish(
+        &mut self,
+        img: Raster,
+        probe: &Probe,
+        input_len: usize,
+        pipeline: &Pipeline,
+        plan: &Plan,
+        stop: &Stop,
+    ) -> Result<Output, Error> {
+        let t1 = Instant::now();
+        let (img, smart_crop) = self.run_steps(img, probe, input_len, pipeline, plan, stop, &mut Vec::new())?;
         let t2 = Instant::now();
         stop.check()?;
 

@@ -18,6 +18,14 @@ pub struct Limits {
     pub max_dimension: u32,
     /// Longest side any step may produce (stops `resize:100000:100000`).
     pub max_output_dimension: u32,
+    /// Most frames of an animation processed as one (animated GIF or WebP output), and the
+    /// highest frame `frame:N` may pick. 1,000: 40 s at 25 frames a second.
+    pub max_frames: u32,
+    /// Most pixels over all the frames of an animation processed as one (frames x canvas):
+    /// the work of an animation grows with it, as a still's grows with `max_pixels`.
+    /// 500 MP: 1,000 frames of 720x640, or 240 frames of 1920x1080 (imgproxy counts the
+    /// same sum against its source resolution limit).
+    pub max_animation_pixels: u64,
 }
 
 impl Default for Limits {
@@ -27,6 +35,8 @@ impl Default for Limits {
             max_pixels: 120_000_000,
             max_dimension: 50_000,
             max_output_dimension: 16_384,
+            max_frames: 1_000,
+            max_animation_pixels: 500_000_000,
         }
     }
 }
@@ -51,6 +61,37 @@ impl Limits {
     pub fn max_output_dimension(mut self, v: u32) -> Self {
         self.max_output_dimension = v;
         self
+    }
+
+    /// Sets `max_frames`.
+    pub fn max_frames(mut self, v: u32) -> Self {
+        self.max_frames = v;
+        self
+    }
+    /// Sets `max_animation_pixels`.
+    pub fn max_animation_pixels(mut self, v: u64) -> Self {
+        self.max_animation_pixels = v;
+        self
+    }
+
+    /// Checks an animation of `frames` frames of `width` x `height` against the limits.
+    pub fn check_animation(&self, frames: u32, width: u32, height: u32) -> Result<(), crate::Error> {
+        let pixels = u64::from(frames) * u64::from(width) * u64::from(height);
+        if frames > self.max_frames {
+            return Err(crate::Error::AnimationTooLarge {
+                frames,
+                pixels,
+                limit: format!("{} frames", self.max_frames),
+            });
+        }
+        if pixels > self.max_animation_pixels {
+            return Err(crate::Error::AnimationTooLarge {
+                frames,
+                pixels,
+                limit: format!("{} pixels over all frames", self.max_animation_pixels),
+            });
+        }
+        Ok(())
     }
 
     /// Checks declared dimensions against the limits.

@@ -192,20 +192,23 @@ pub fn jpeg_with_icc(jpeg: Vec<u8>, icc: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Appends a RIFF chunk: its four-character code, its size, its payload padded to an even
+/// length.
+pub(crate) fn riff_chunk(out: &mut Vec<u8>, fourcc: &[u8], payload: &[u8]) {
+    out.extend_from_slice(fourcc);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(payload);
+    if payload.len() % 2 == 1 {
+        out.push(0);
+    }
+}
+
 /// Puts an ICC profile into a freshly encoded WebP: the extended format (a `VP8X` header
 /// chunk with the ICC flag, then `ICCP` before the image chunks), keeping an existing `VP8X`
 /// (libwebp writes one for images with alpha). Anything that is not a WebP is returned as is.
 pub fn webp_with_icc(webp: Vec<u8>, icc: &[u8], width: u32, height: u32, alpha: bool) -> Vec<u8> {
     if icc.is_empty() || webp.len() < 20 || &webp[..4] != b"RIFF" || &webp[8..12] != b"WEBP" {
         return webp;
-    }
-    fn chunk(out: &mut Vec<u8>, fourcc: &[u8; 4], payload: &[u8]) {
-        out.extend_from_slice(fourcc);
-        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        out.extend_from_slice(payload);
-        if payload.len() % 2 == 1 {
-            out.push(0);
-        }
     }
     let body = &webp[12..];
     let mut chunks = Vec::with_capacity(body.len() + icc.len() + 32);
@@ -214,15 +217,15 @@ pub fn webp_with_icc(webp: Vec<u8>, icc: &[u8], width: u32, height: u32, alpha: 
         let end = (8 + size + size % 2).min(body.len());
         chunks.extend_from_slice(&body[..end]);
         chunks[8] |= 0x20;
-        chunk(&mut chunks, b"ICCP", icc);
+        riff_chunk(&mut chunks, b"ICCP", icc);
         chunks.extend_from_slice(&body[end..]);
     } else {
         let mut vp8x = [0u8; 10];
         vp8x[0] = 0x20 | if alpha { 0x10 } else { 0 };
         vp8x[4..7].copy_from_slice(&(width.saturating_sub(1)).to_le_bytes()[..3]);
         vp8x[7..10].copy_from_slice(&(height.saturating_sub(1)).to_le_bytes()[..3]);
-        chunk(&mut chunks, b"VP8X", &vp8x);
-        chunk(&mut chunks, b"ICCP", icc);
+        riff_chunk(&mut chunks, b"VP8X", &vp8x);
+        riff_chunk(&mut chunks, b"ICCP", icc);
         chunks.extend_from_slice(body);
     }
     let mut out = Vec::with_capacity(12 + chunks.len());

@@ -59,6 +59,9 @@ pub struct Plan {
     pub cpu_ns: u64,
     /// The decoding's share of `cpu_ns` (done once for all the variants of a job).
     pub decode_ns: u64,
+    /// Frames processed: an animation's frame count when it is written as an animation
+    /// (see [`animation`]), else 1. The steps' sizes are each frame's; time counts them all.
+    pub frames: u32,
 }
 
 impl Plan {
@@ -78,6 +81,28 @@ impl Plan {
         }
         Ok(())
     }
+}
+
+/// The animation `pipeline` writes from the image `probe` describes: the input is animated,
+/// no `frame:N` picks one frame, and the output format holds animations (GIF, WebP).
+/// Anything else decodes one frame (the first unless `frame:N` says).
+pub fn animation(probe: &Probe, pipeline: &Pipeline) -> Option<crate::anim::Animation> {
+    let format = pipeline.output.format.unwrap_or(probe.format);
+    probe.animation.filter(|_| pipeline.frame.is_none() && crate::anim::animatable(format))
+}
+
+/// The steps that cannot run on every frame of an animation alike, refused before any work.
+fn check_animated(pipeline: &Pipeline) -> Result<(), Error> {
+    let refuse = |op: String, why: &str| {
+        Err(Error::Op { op, reason: format!("{why}; pick one frame with frame:N, or write a still format") })
+    };
+    if let Some(op) = pipeline.ops.iter().find(|op| op.operation().content_sized()) {
+        return refuse(op.to_string(), "its size depends on each frame's pixels, and an animation has one size");
+    }
+    if let Some(m) = pipeline.output.max_bytes {
+        return refuse(format!("max-bytes:{m}"), "the quality search is for still images");
+    }
+    Ok(())
 }
 
 /// Size the first op needs from the decoder, in oriented coordinates, if it only shrinks.
@@ -110,7 +135,7 @@ pub fn plan(input_len: usize, probe: &Probe, pipeline: &Pipeline, limits: &Limit
 
 /// The size `pipeline` needs from the decoder (stored orientation), `None` for all of it.
 fn own_need(probe: &Probe, pipeline: &Pipeline) -> Option<(u64, u64)> {
-    if pipeline.frame.is_some_and(|n| n > 0) {
+    if pipeline.frame.is_some_and(|n| n > 0) || animation(probe, pipeline).is_some() {
         return None;
     }
     let (ow, oh) = probe.oriented_dims();
@@ -142,10 +167,16 @@ pub fn plan_variants(
     if plans.len() == 1 {
         return Ok((union, plans));
     }
-    let ch = if pipelines[0].frame.is_some_and(|n| n > 0) { Channels::Rgba } else { probe.channels };
+    let ch =
+        if pipelines[0].frame.is_some_and(|n| n > 0) || first.frames > 1 { Channels::Rgba } else { probe.channels };
     let held = bytes(u64::from(first.decoded.0), u64::from(first.decoded.1), ch);
     union.steps = plans.iter().flat_map(|p| p.steps.iter().copied()).collect();
-    union.cpu_ns = plans.iter().map(|p| p.cpu_ns - p.decode_ns).sum::<u64>() + first.decode_ns;
+    union.cpu_ns = if plans.iter().any(|p| p.frames > 1) {
+        // Animations decode on their own, each variant again.
+        plans.iter().map(|p| p.cpu_ns).sum()
+    } else {
+        plans.iter().map(|p| p.cpu_ns - p.decode_ns).sum::<u64>() + first.decode_ns
+    };
     let (i, top) = plans.iter().enumerate().max_by_key(|(_, p)| p.peak_bytes).expect("not empty");
     union.peak_bytes = top.peak_bytes + held;
     union.peak_at = format!("{} in variant {}, the shared decode held", top.peak_at, i + 1);
@@ -161,19 +192,45 @@ fn plan_decoded_for(
     decode_need: Option<(u64, u64)>,
 ) -> Result<Plan, Error> {
     // Held through the whole job: the input, the ICC profile, codec state.
-    let input = input_len as u64 + OVERHEAD + probe.icc.as_ref().map_or(0, |p| p.len() as u64);
+    let mut input = input_len as u64 + OVERHEAD + probe.icc.as_ref().map_or(0, |p| p.len() as u64);
     let (ow, oh) = probe.oriented_dims();
     let mut peak = Peak { bytes: 0, at: String::new() };
+    let canvas = bytes(u64::from(probe.width), u64::from(probe.height), Channels::Rgba);
+    let animated = animation(probe, pipeline);
+    if let Some(a) = animated {
+        limits.check_animation(a.frames, probe.width, probe.height)?;
+        check_animated(pipeline)?;
+        // The decoder keeps its canvas, the previous frame and what it read of the file
+        // (within its allocation cap, `codec::decode_alloc`) from one frame to the next.
+        input += 2 * canvas + 2 * crate::codec::DECODE_SLACK;
+    }
+    if let Some(n) = pipeline.frame.filter(|&n| n > 0) {
+        if let Some(a) = probe.animation.filter(|a| n >= a.frames) {
+            let s = if a.frames == 1 { "" } else { "s" };
+            return Err(Error::Op {
+                op: format!("frame:{n}"),
+                reason: format!("the image has only {} frame{s}", a.frames),
+            });
+        }
+        if n >= limits.max_frames {
+            let frames = n.saturating_add(1);
+            return Err(Error::AnimationTooLarge {
+                frames,
+                pixels: u64::from(frames) * u64::from(probe.width) * u64::from(probe.height),
+                limit: format!("{} frames (frame:{n} decodes the frames before it)", limits.max_frames),
+            });
+        }
+    }
 
     // Decode (and orientation).
     let mut ch = probe.channels;
     let source_px = f64::from(probe.width) * f64::from(probe.height);
     let mut ns = 0.0;
-    let decoded = if pipeline.frame.is_some_and(|n| n > 0) {
+    let decoded = if pipeline.frame.is_some_and(|n| n > 0) || animated.is_some() {
         // Animated frames are composed on an RGBA canvas: the canvas, the frame, the copy.
         ch = Channels::Rgba;
-        let canvas = bytes(u64::from(probe.width), u64::from(probe.height), Channels::Rgba);
-        peak.see(input + 3 * canvas, || format!("decoding a frame of {}x{}", probe.width, probe.height));
+        let slack = if animated.is_some() { 0 } else { 2 * crate::codec::DECODE_SLACK };
+        peak.see(input + 3 * canvas + slack, || format!("decoding a frame of {}x{}", probe.width, probe.height));
         (probe.width, probe.height)
     } else if probe.shrinkable {
         let m = crate::codec::jpeg_scale(probe.width, probe.height, decode_need);
@@ -213,7 +270,18 @@ fn plan_decoded_for(
     // Encode.
     let format = pipeline.output.format.unwrap_or(probe.format);
     let icc = probe.icc.as_ref().map_or(0, |p| p.len() as u64);
+    let frames = animated.map_or(1, |a| a.frames);
+    if frames > 1 {
+        // An animation is written frame by frame: the file so far (at most about 3 bytes a
+        // pixel lossless, well under 1 lossy or GIF, held while its buffer doubles), and the
+        // previous frame's RGBA pixels besides each frame's own encode.
+        let px = u64::from(w) * u64::from(h);
+        let per_px = if pipeline.output.lossless { 6 } else { 2 };
+        input += u64::from(frames) * px * per_px + px * 4;
+    }
     plan_encode(format, &pipeline.output, (w, h, ch), icc, input, &mut peak, &mut ns);
+    // Every frame is decoded, stepped and encoded.
+    ns *= f64::from(frames);
 
     Ok(Plan {
         decode_need,
@@ -224,7 +292,8 @@ fn plan_decoded_for(
         peak_bytes: peak.bytes,
         peak_at: peak.at,
         cpu_ns: ns as u64,
-        decode_ns,
+        decode_ns: decode_ns * u64::from(frames),
+        frames,
     })
 }
 

@@ -460,6 +460,95 @@ fn the_estimate_covers_what_real_pipelines_allocate() {
     }
 }
 
+/// Animations written frame by frame stay within their plan: the decoder's canvases, each
+/// frame's steps and encode, and the file growing frame after frame.
+#[test]
+fn the_estimate_covers_animations() {
+    let (w, h) = (320u32, 240u32);
+    let frames: Vec<Vec<u8>> = (0..6u32)
+        .map(|k| {
+            let r = common::photo_like(w + k * 7, h);
+            let r = pixq_kernel::ops::geometry::crop(&r, pixq_kernel::Rect { x: k * 7, y: 0, width: w, height: h })
+                .unwrap();
+            pixq_kernel::ops::color::convert(&r, pixq_kernel::Channels::Rgba).into_vec()
+        })
+        .collect();
+    let mut gif = Vec::new();
+    {
+        let mut enc = gif::Encoder::new(&mut gif, w as u16, h as u16, &[]).unwrap();
+        enc.set_repeat(gif::Repeat::Infinite).unwrap();
+        for f in &frames {
+            let mut px = f.clone();
+            enc.write_frame(&gif::Frame::from_rgba_speed(w as u16, h as u16, &mut px, 10)).unwrap();
+        }
+    }
+    let cfg = webp::WebPConfig::new().unwrap();
+    let mut enc = webp::AnimEncoder::new(w, h, &cfg);
+    for (k, f) in frames.iter().enumerate() {
+        enc.add_frame(webp::AnimFrame::from_rgba(f, w, h, k as i32 * 100));
+    }
+    let webp = enc.try_encode().unwrap().to_vec();
+    let limits = Limits::default();
+    for (name, bytes) in [("gif", &gif), ("webp", &webp)] {
+        for p in [
+            "thumbnail:200",
+            "resize:900:700:fill,blur:2",
+            "format:webp",
+            "format:webp,lossless",
+            "rotate:90,grayscale,format:gif",
+            "smartcrop:100:100,format:gif",
+            "pixelate:8,format:webp,quality:50",
+        ] {
+            let pipeline = Pipeline::parse(p).unwrap();
+            let (_, plan) = pixq_kernel::plan(bytes, &pipeline, &limits).unwrap();
+            assert_eq!(plan.frames, 6, "{name} / {p}");
+            let mut proc = Processor::new(limits);
+            let (out, peak) = measured(|| proc.process(bytes, &pipeline));
+            let out = out.unwrap_or_else(|e| panic!("{name} / {p}: {e}"));
+            assert_eq!((out.width, out.height), plan.output, "{name} / {p}");
+            assert_eq!(pixq_kernel::anim::scan(&out.bytes, out.format).map(|a| a.frames), Some(6), "{name} / {p}");
+            assert!(
+                peak <= plan.peak_bytes,
+                "{name} / {p}: used {peak} bytes, over the estimate of {} ({})",
+                plan.peak_bytes,
+                plan.peak_at
+            );
+        }
+    }
+}
+
+/// Every byte of an animated WebP's container (RIFF sizes, VP8X canvas, ANIM, ANMF offsets,
+/// sizes and durations) and of an animated GIF's blocks set to extremes, and cuts: a clear
+/// error or an output within the plan, never a panic.
+#[test]
+fn animation_block_mutations() {
+    let cfg = webp::WebPConfig::new().unwrap();
+    let frames: Vec<Vec<u8>> =
+        (0..4u8).map(|k| (0..40 * 30u32).flat_map(|i| [(i % 251) as u8, k * 60, 90, 255]).collect()).collect();
+    let mut enc = webp::AnimEncoder::new(40, 30, &cfg);
+    for (k, f) in frames.iter().enumerate() {
+        enc.add_frame(webp::AnimFrame::from_rgba(f, 40, 30, k as i32 * 80));
+    }
+    let webp = enc.try_encode().unwrap().to_vec();
+    let gif = gif_frames(40, 30, 4);
+    for (name, base) in [("webp", &webp), ("gif", &gif)] {
+        let head = base.len().min(120);
+        for at in 0..head {
+            for v in [0x00u8, 0xFF] {
+                let mut k = base.clone();
+                k[at] = v;
+                check(&format!("animated {name} byte {at} = {v:#x}"), &k, "thumbnail:16");
+                if v == 0xFF {
+                    check(&format!("animated {name} byte {at} = {v:#x}, frame 2"), &k, "frame:2,format:png");
+                }
+            }
+        }
+        for cut in (12..base.len()).step_by(base.len() / 16 + 1) {
+            check(&format!("animated {name} cut at {cut}"), &base[..cut], "format:webp");
+        }
+    }
+}
+
 /// Variants from one decode stay within their union plan (the largest variant with the
 /// shared decode held).
 #[test]

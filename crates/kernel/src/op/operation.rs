@@ -122,6 +122,9 @@ pub(crate) struct Apply<'a> {
     pub resizer: &'a mut Resizer,
     /// Where `smartcrop` reports the box it chose.
     pub smart: &'a mut Option<Rect>,
+    /// The box `smartcrop` must use instead of looking for one: an animation's frames all
+    /// take the box found on its first frame.
+    pub pinned: Option<Rect>,
     /// Cancellation and time limit, for steps that loop over rows.
     pub stop: &'a Stop,
     /// Images steps lay on the picture (`watermark`), by name, as files.

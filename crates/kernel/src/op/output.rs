@@ -105,7 +105,7 @@ pub(super) const COMPRESSION: Spec = Spec {
 pub(super) const FRAME: Spec = Spec {
     names: &["frame"],
     syntax: "frame:N",
-    about: "decode frame N (0-based) of an animated GIF/WebP instead of the first",
+    about: "write frame N (0-based) of an animated GIF/WebP as a still (without it, an animation stays animated in GIF/WebP output and gives its first frame in other formats)",
     example: "frame:3",
     args: (1, 1),
     parse: |s, _| Ok(Parsed::Frame(s.u32_in(0, "frame", 0, MAX_FRAME)?)),

@@ -144,7 +144,7 @@ impl Operation for SmartCrop {
 
     fn apply(&self, img: Raster, cx: &mut Apply<'_>) -> Result<Raster, Error> {
         let (w, h) = cx.want;
-        let b = smartcrop::smart_box(&img, w, h);
+        let b = cx.pinned.unwrap_or_else(|| smartcrop::smart_box(&img, w, h));
         *cx.smart = Some(b);
         let cropped = geometry::crop(&img, b)?;
         cx.resizer.resize(&cropped, w, h, Filter::Lanczos3, false)
