@@ -470,6 +470,35 @@ fn variants_come_out_as_named_files_from_one_job_per_image() {
     }
 }
 
+/// An animated GIF through the whole command: animated GIF and animated WebP out (frames,
+/// loop kept), a still where the format holds no animation, and a missing frame as a
+/// recorded failure.
+#[test]
+fn animations_stay_animated_through_the_whole_command() {
+    use pixq_jobs::kernel::{Format, anim::scan};
+    let dir = tempfile::tempdir().unwrap();
+    let (home, input, out) = (dir.path().join("home"), dir.path().join("in"), dir.path().join("out"));
+    std::fs::create_dir(&input).unwrap();
+    std::fs::copy(samples().join("chelsea-pan.gif"), input.join("pan.gif")).unwrap();
+    let ops = "gif=thumbnail:80;webp=thumbnail:80,format:webp;still=thumbnail:80,format:png";
+    let o = pixq(&home, &["process", input.to_str().unwrap(), "--ops", ops, "--out", out.to_str().unwrap()]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+    for (name, format) in [("pan.gif.gif", Format::Gif), ("pan.webp.webp", Format::Webp)] {
+        let bytes = std::fs::read(out.join(name)).unwrap();
+        let a = scan(&bytes, format).unwrap_or_else(|| panic!("{name} is not animated"));
+        assert_eq!((a.frames, a.plays), (4, 0), "{name}");
+        assert_eq!(image_dims(&out.join(name)), (80, 60, format), "{name}");
+    }
+    assert_eq!(image_dims(&out.join("pan.still.png")), (80, 60, Format::Png));
+    // A frame the file does not have: a recorded failure naming what it has.
+    let out2 = dir.path().join("out2");
+    let o = pixq(&home, &["process", input.to_str().unwrap(), "--ops", "frame:5", "--out", out2.to_str().unwrap()]);
+    let (stdout, stderr) = text(&o);
+    assert_ne!(o.status.code(), Some(0), "{stdout}");
+    assert!(format!("{stdout}{stderr}").contains("only 4 frames"), "{stdout}\n{stderr}");
+}
+
 /// `pixq watermark add|list` and a pipeline that uses the mark; bad marks are refused when
 /// they are added.
 #[test]
