@@ -11,6 +11,12 @@
 #                     8-bit PNG, zlib level 6, adaptive row filters   (large/)
 #   P3                rotate 90, brightness +10 / contrast 1.2, JPEG q85 (large/)
 #   M                 peak RSS (/usr/bin/time -v) of a 1024 px thumbnail of huge/
+# Whole-command scenarios (the `pixq` binary, release build; minutes each, so not in the
+# default set; `all` runs every scenario):
+#   AVIF              bench/avif.sh: 1600 px AVIF against libvips' heifsave at matched size
+#   V                 bench/variants.sh: variants from one decode against separate jobs
+#   ANIM              bench/anim.sh: animated GIF -> GIF / WebP thumbnails against
+#                     libvips and ImageMagick
 #
 # Method: each tool first runs once untimed (warm-up: page cache, lazy init),
 # then the tools take turns, PIXQ_BENCH_REPEATS times, so that noise on a shared
@@ -48,6 +54,7 @@ trap 'rm -rf "$LOG_DIR"' EXIT
 
 SCENARIOS=("$@")
 [ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(P1-large P1-web P2 P3 M)
+[ "${SCENARIOS[*]}" != all ] || SCENARIOS=(P1-large P1-web P2 P3 M AVIF V ANIM)
 
 say() { printf '%s\n' "$*"; }
 hr() { say "------------------------------------------------------------------"; }
@@ -253,7 +260,14 @@ for s in "${SCENARIOS[@]}"; do
             fi
             say "  peak RSS (MB): pixq kbench=$M_PIXQ  vipsthumbnail=$M_VIPS  pyvips incl. Python=$M_PYVIPS"
             ;;
-        *) say "unknown scenario '$s' (P1-large P1-web P2 P3 M)" ;;
+        AVIF | V | ANIM)
+            script=avif.sh
+            [ "$s" = V ] && script=variants.sh
+            [ "$s" = ANIM ] && script=anim.sh
+            say "$s: bench/$script (whole command)"
+            bash "$REPO/bench/$script" 2>&1 | sed 's/^/  /' | tee "$LOG_DIR/$s.txt"
+            ;;
+        *) say "unknown scenario '$s' (P1-large P1-web P2 P3 M AVIF V ANIM, or all)" ;;
     esac
 done
 
@@ -279,5 +293,13 @@ for s in "${SCENARIOS[@]}"; do
         say "  M: peak RSS in MB (lower is better; ratio <1: pixq leaner) of a 1024 px thumbnail of huge/;"
         say "     libvips = vipsthumbnail (C); pyvips in-process incl. Python: $M_PYVIPS MB"
     fi
+done
+for s in "${SCENARIOS[@]}"; do
+    case "$s" in
+        AVIF | V | ANIM)
+            say "$s (whole command):"
+            grep -E 'ratio|/' "$LOG_DIR/$s.txt" | grep -vE '^ *(making|building)' | sed 's/^ */  /'
+            ;;
+    esac
 done
 [ -n "$KBENCH" ] || say "NOTE: pixq was not measured (kbench missing or failed to build; see above)"

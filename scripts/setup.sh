@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One-time machine set-up for building pixq: the C toolchain pieces libjpeg-turbo needs
-# (cmake, nasm), curl/file/python3-venv for the test tools, and a Rust toolchain. Safe to run again: it installs only what is missing.
+# One-time machine set-up for building pixq: the C toolchain pieces libjpeg-turbo and
+# libheif need (cmake, nasm, pkg-config, the HEVC and AV1 decoders libde265 and dav1d),
+# curl/file/python3-venv for the test tools, and a Rust toolchain. Safe to run again: it installs only what is missing.
 set -euo pipefail
 
 need=()
@@ -10,6 +11,12 @@ command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v file >/dev/null 2>&1 || need+=(file)
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
+# AVIF and HEIC input (the CLI's `heif` feature): libheif is built from source, linked to
+# these decoders.
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+for lib in libde265-dev libdav1d-dev; do
+  dpkg -s "$lib" >/dev/null 2>&1 || need+=("$lib")
+done
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]} (Debian packages)"
   sudo_cmd=""

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use pixq_jobs::kernel::{Format, Pipeline};
 
-const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "tif", "tiff", "bmp"];
+const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "tif", "tiff", "bmp", "heic", "heif", "avif"];
 
 fn is_image_name(p: &Path) -> bool {
     p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
@@ -54,7 +54,7 @@ pub fn output_ext(pipeline: &Pipeline, path: &Path) -> String {
     let mut head = [0u8; 32];
     let n = std::fs::File::open(path).and_then(|mut f| std::io::Read::read(&mut f, &mut head)).unwrap_or(0);
     match Format::sniff(&head[..n]) {
-        Some(f) => f.extension().to_string(),
+        Some(f) => f.default_output().extension().to_string(),
         None => path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_else(|| "img".into()),
     }
 }

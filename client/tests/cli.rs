@@ -49,14 +49,28 @@ fn process_the_samples_then_again_without_recomputing() {
     );
     let (stdout, stderr) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
-    assert!(stdout.contains("5 ok (0 reused"), "{stdout}");
+    assert!(stdout.contains("8 ok (0 reused"), "{stdout}");
     let mut names: Vec<String> =
         std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
-    assert_eq!(names, ["astronaut.png", "chelsea-orient6.png", "chelsea.png", "coffee.png", "rocket.png"]);
+    assert_eq!(
+        names,
+        [
+            "astronaut.png",
+            "chelsea-av1.png",
+            "chelsea-hevc.png",
+            "chelsea-orient6.png",
+            "chelsea-pan.png",
+            "chelsea.png",
+            "coffee.png",
+            "rocket.png"
+        ]
+    );
     for n in &names {
         let (w, h, f) = image_dims(&out.join(n));
-        assert_eq!((w.max(h), f), (200, pixq_jobs::kernel::Format::Png), "{n}");
+        // The animation's first frame is 160x120: thumbnails do not enlarge.
+        let want = if n == "chelsea-pan.png" { 160 } else { 200 };
+        assert_eq!((w.max(h), f), (want, pixq_jobs::kernel::Format::Png), "{n}");
     }
     // EXIF orientation applied: the rotated sample comes out landscape like its twin.
     assert_eq!(image_dims(&out.join("chelsea-orient6.png")).0, 200);
@@ -69,7 +83,7 @@ fn process_the_samples_then_again_without_recomputing() {
     );
     let (stdout, stderr) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
-    assert!(stdout.contains("5 ok (5 reused"), "second run recomputed something: {stdout}");
+    assert!(stdout.contains("8 ok (8 reused"), "second run recomputed something: {stdout}");
     for n in &names {
         assert_eq!(std::fs::read(out.join(n)).unwrap(), std::fs::read(out2.join(n)).unwrap(), "{n}");
     }
@@ -236,10 +250,12 @@ fn a_full_disk_is_a_clear_error_and_loses_nothing() {
     let o = pixq(&home, &["fetch", batch, "--out", out.to_str().unwrap()]);
     let (stdout, stderr) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
-    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 5, "{stdout}");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 8, "{stdout}");
     for e in std::fs::read_dir(&out).unwrap() {
         let p = e.unwrap().path();
-        assert_eq!(image_dims(&p).0.max(image_dims(&p).1), 300, "{}", p.display());
+        // Thumbnails do not enlarge: the 160x120 animation stays that size.
+        let want = if p.ends_with("chelsea-pan.png") { 160 } else { 300 };
+        assert_eq!(image_dims(&p).0.max(image_dims(&p).1), want, "{}", p.display());
     }
 }
 
@@ -497,6 +513,24 @@ fn animations_stay_animated_through_the_whole_command() {
     let (stdout, stderr) = text(&o);
     assert_ne!(o.status.code(), Some(0), "{stdout}");
     assert!(format!("{stdout}{stderr}").contains("only 4 frames"), "{stdout}\n{stderr}");
+}
+
+/// HEIC and AVIF photos (as phones and cameras write them) through the whole command: a
+/// HEIC comes out as JPEG by default, an AVIF as AVIF.
+#[test]
+fn heic_and_avif_photos_come_out_with_their_default_formats() {
+    use pixq_jobs::kernel::Format;
+    let dir = tempfile::tempdir().unwrap();
+    let (home, input, out) = (dir.path().join("home"), dir.path().join("in"), dir.path().join("out"));
+    std::fs::create_dir(&input).unwrap();
+    std::fs::copy(samples().join("chelsea-hevc.heic"), input.join("IMG_0001.HEIC")).unwrap();
+    std::fs::copy(samples().join("chelsea-av1.avif"), input.join("b.avif")).unwrap();
+    let o =
+        pixq(&home, &["process", input.to_str().unwrap(), "--ops", "thumbnail:100", "--out", out.to_str().unwrap()]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_eq!(image_dims(&out.join("IMG_0001.jpg")), (100, 67, Format::Jpeg));
+    assert_eq!(image_dims(&out.join("b.avif")).2, Format::Avif);
 }
 
 /// `pixq watermark add|list` and a pipeline that uses the mark; bad marks are refused when

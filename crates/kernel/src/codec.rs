@@ -76,9 +76,11 @@ fn sniff(input: &[u8], limits: &Limits) -> Result<Format, Error> {
         return Err(Error::InputTooLarge { size: input.len() as u64, max: limits.max_input_bytes });
     }
     match Format::sniff(input) {
-        Some(Format::Avif) => Err(Error::Decode {
-            format: Format::Avif,
-            reason: "AVIF is written, not read: convert it to JPEG, PNG or WebP first".into(),
+        Some(f) if !Format::READ.contains(&f) => Err(Error::Decode {
+            format: f,
+            reason: "this build reads no AVIF or HEIC (cargo feature `heif`: on in the `pixq` CLI, off in the \
+                     Lambda and, by default, the EC2 worker): convert it to JPEG, PNG or WebP first"
+                .into(),
         }),
         Some(f) => Ok(f),
         None => Err(Error::UnknownFormat),
@@ -117,10 +119,11 @@ fn image_reader<'a>(
     format: Format,
     limits: &Limits,
     alloc: u64,
-) -> image::ImageReader<Cursor<&'a [u8]>> {
-    let mut reader = image::ImageReader::with_format(Cursor::new(input), format.to_image_format());
+) -> Result<image::ImageReader<Cursor<&'a [u8]>>, Error> {
+    let f = format.to_image_format().ok_or_else(|| decode_err(format, "not a format the image crate decodes"))?;
+    let mut reader = image::ImageReader::with_format(Cursor::new(input), f);
     reader.limits(image_limits(limits, alloc));
-    reader
+    Ok(reader)
 }
 
 fn channels_of(ct: image::ColorType) -> Channels {
@@ -181,11 +184,15 @@ pub fn probe(input: &[u8], limits: &Limits) -> Result<Probe, Error> {
             animation: None,
         });
     }
+    #[cfg(feature = "heif")]
+    if matches!(format, Format::Avif | Format::Heic) {
+        return crate::heif::probe(input, format, limits);
+    }
     // The probe reads the header without the decoders' strict side limits, so an oversized
     // image gets our typed limit error with its declared size.
     let mut il = image_limits(limits, HEADER_ALLOC);
     (il.max_image_width, il.max_image_height) = (None, None);
-    let mut reader = image::ImageReader::with_format(Cursor::new(input), format.to_image_format());
+    let mut reader = image_reader(input, format, limits, HEADER_ALLOC)?;
     reader.limits(il);
     let mut dec = reader.into_decoder().map_err(|e| limit_or_decode(format, limits, e))?;
     let (width, height) = dec.dimensions();
@@ -280,8 +287,12 @@ impl Codecs {
             }
         }
         let _ = need;
+        #[cfg(feature = "heif")]
+        if matches!(probe.format, Format::Avif | Format::Heic) {
+            return crate::heif::decode(input, probe, limits);
+        }
         use image::ImageDecoder;
-        let dec = image_reader(input, probe.format, limits, decode_alloc(probe))
+        let dec = image_reader(input, probe.format, limits, decode_alloc(probe))?
             .into_decoder()
             .map_err(|e| limit_or_decode(probe.format, limits, e))?;
         let dec = guarded(dec, probe, limits)?;
@@ -485,9 +496,11 @@ impl Codecs {
                 let dynimg =
                     if format == Format::Gif { image::DynamicImage::ImageRgba8(dynimg.to_rgba8()) } else { dynimg };
                 let mut out = Cursor::new(Vec::new());
-                dynimg.write_to(&mut out, format.to_image_format()).map_err(|e| enc_err(&e))?;
+                let f = format.to_image_format().ok_or_else(|| enc_err(&"no encoder"))?;
+                dynimg.write_to(&mut out, f).map_err(|e| enc_err(&e))?;
                 Ok(out.into_inner())
             }
+            Format::Heic => Err(enc_err(&"HEIC is read, not written: write jpeg, webp or avif")),
         }
     }
 

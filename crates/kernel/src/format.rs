@@ -20,17 +20,33 @@ pub enum Format {
     Tiff,
     /// Windows bitmap.
     Bmp,
-    /// AVIF (AV1 in HEIF): written, not read.
+    /// AVIF (AV1 in HEIF): written (feature `avif`), and read with feature `heif`.
     Avif,
+    /// HEIC (HEVC in HEIF, as phones take photos): read with feature `heif`, not written;
+    /// its default output is JPEG.
+    Heic,
 }
 
 impl Format {
     /// Every format, in a stable order.
-    pub const ALL: [Format; 7] =
+    pub const ALL: [Format; 8] =
+        [Format::Jpeg, Format::Png, Format::Webp, Format::Gif, Format::Tiff, Format::Bmp, Format::Avif, Format::Heic];
+
+    /// The formats this build decodes (AVIF and HEIC with the `heif` feature).
+    #[cfg(feature = "heif")]
+    pub const READ: [Format; 8] = Format::ALL;
+    /// The formats this build decodes (AVIF and HEIC with the `heif` feature).
+    #[cfg(not(feature = "heif"))]
+    pub const READ: [Format; 6] = [Format::Jpeg, Format::Png, Format::Webp, Format::Gif, Format::Tiff, Format::Bmp];
+
+    /// The formats pixq writes (HEIC is read only).
+    pub const WRITE: [Format; 7] =
         [Format::Jpeg, Format::Png, Format::Webp, Format::Gif, Format::Tiff, Format::Bmp, Format::Avif];
 
-    /// The formats this build decodes (AVIF is output only).
-    pub const READ: [Format; 6] = [Format::Jpeg, Format::Png, Format::Webp, Format::Gif, Format::Tiff, Format::Bmp];
+    /// The output format when the pipeline names none: the input's, or JPEG for a HEIC.
+    pub fn default_output(self) -> Format {
+        if self == Format::Heic { Format::Jpeg } else { self }
+    }
 
     /// Sniffs the format from the first bytes of a file.
     pub fn sniff(bytes: &[u8]) -> Option<Format> {
@@ -41,9 +57,29 @@ impl Format {
             [b'G', b'I', b'F', b'8', b'7' | b'9', b'a', ..] => Some(Format::Gif),
             [b'I', b'I', 42, 0, ..] | [b'M', b'M', 0, 42, ..] => Some(Format::Tiff),
             [b'B', b'M', ..] if bytes.len() >= 26 => Some(Format::Bmp),
-            [_, _, _, _, b'f', b't', b'y', b'p', b'a', b'v', b'i', b'f' | b's', ..] => Some(Format::Avif),
+            [_, _, _, _, b'f', b't', b'y', b'p', ..] => Self::sniff_heif(bytes),
             _ => None,
         }
+    }
+
+    /// An ISO-BMFF file by its `ftyp` box: AVIF or HEIC by the major brand, or for the
+    /// generic HEIF brands (`mif1`, `msf1`) by the compatible brands listed after it.
+    fn sniff_heif(bytes: &[u8]) -> Option<Format> {
+        let size = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+        let brand = |b: &[u8]| match b {
+            b"avif" | b"avis" => Some(Format::Avif),
+            b"heic" | b"heix" | b"heim" | b"heis" | b"hevc" | b"hevx" | b"hevm" | b"hevs" => Some(Format::Heic),
+            _ => None,
+        };
+        if let Some(f) = brand(bytes.get(8..12)?) {
+            return Some(f);
+        }
+        if !matches!(bytes.get(8..12)?, b"mif1" | b"msf1") {
+            return None;
+        }
+        // Compatible brands follow the major brand and the minor version.
+        let end = size.clamp(16, bytes.len().min(256));
+        bytes.get(16..end)?.chunks_exact(4).find_map(brand)
     }
 
     /// The usual file extension, without a dot.
@@ -56,6 +92,7 @@ impl Format {
             Format::Tiff => "tiff",
             Format::Bmp => "bmp",
             Format::Avif => "avif",
+            Format::Heic => "heic",
         }
     }
 
@@ -69,6 +106,7 @@ impl Format {
             Format::Tiff => "image/tiff",
             Format::Bmp => "image/bmp",
             Format::Avif => "image/avif",
+            Format::Heic => "image/heic",
         }
     }
 
@@ -77,16 +115,18 @@ impl Format {
         !matches!(self, Format::Jpeg)
     }
 
-    pub(crate) fn to_image_format(self) -> image::ImageFormat {
-        match self {
+    /// The `image` crate's name for the formats it decodes or encodes for pixq (AVIF and
+    /// HEIC go through ravif and libheif instead).
+    pub(crate) fn to_image_format(self) -> Option<image::ImageFormat> {
+        Some(match self {
             Format::Jpeg => image::ImageFormat::Jpeg,
             Format::Png => image::ImageFormat::Png,
             Format::Webp => image::ImageFormat::WebP,
             Format::Gif => image::ImageFormat::Gif,
             Format::Tiff => image::ImageFormat::Tiff,
             Format::Bmp => image::ImageFormat::Bmp,
-            Format::Avif => image::ImageFormat::Avif,
-        }
+            Format::Avif | Format::Heic => return None,
+        })
     }
 }
 
@@ -100,6 +140,7 @@ impl fmt::Display for Format {
             Format::Tiff => "tiff",
             Format::Bmp => "bmp",
             Format::Avif => "avif",
+            Format::Heic => "heic",
         })
     }
 }
@@ -115,6 +156,7 @@ impl FromStr for Format {
             "tiff" | "tif" => Format::Tiff,
             "bmp" => Format::Bmp,
             "avif" => Format::Avif,
+            "heic" | "heif" => Format::Heic,
             other => {
                 return Err(format!("unknown format '{other}' (expected jpeg, png, webp, avif, gif, tiff or bmp)"));
             }
@@ -143,6 +185,33 @@ mod tests {
             assert_eq!(f.to_string().parse::<Format>().unwrap(), f);
             assert_eq!(f.extension().parse::<Format>().unwrap(), f);
         }
-        assert!("heic".parse::<Format>().is_err());
+        assert_eq!("HEIF".parse::<Format>(), Ok(Format::Heic));
+        assert!("jxl".parse::<Format>().is_err());
+    }
+
+    #[test]
+    fn heif_files_are_told_apart_by_their_brands() {
+        let ftyp = |major: &[u8; 4], compat: &[&[u8; 4]]| {
+            let mut b = ((16 + 4 * compat.len()) as u32).to_be_bytes().to_vec();
+            b.extend_from_slice(b"ftyp");
+            b.extend_from_slice(major);
+            b.extend_from_slice(&[0, 0, 0, 0]);
+            compat.iter().for_each(|c| b.extend_from_slice(*c));
+            b
+        };
+        assert_eq!(Format::sniff(&ftyp(b"avif", &[b"mif1"])), Some(Format::Avif));
+        assert_eq!(Format::sniff(&ftyp(b"heic", &[b"mif1", b"heic"])), Some(Format::Heic));
+        assert_eq!(Format::sniff(&ftyp(b"mif1", &[b"mif1", b"avif"])), Some(Format::Avif));
+        assert_eq!(Format::sniff(&ftyp(b"mif1", &[b"heic"])), Some(Format::Heic));
+        // Other ISO-BMFF files (MP4 video, a bare generic HEIF) are not images pixq reads.
+        assert_eq!(Format::sniff(&ftyp(b"isom", &[b"avc1"])), None);
+        assert_eq!(Format::sniff(&ftyp(b"mif1", &[b"mif1"])), None);
+        // A size field that lies does not read past the bytes.
+        let mut lying = ftyp(b"mif1", &[b"heic"]);
+        lying[..4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(Format::sniff(&lying), Some(Format::Heic));
+        assert_eq!(Format::sniff(&lying[..14]), None);
+        assert_eq!(Format::Heic.default_output(), Format::Jpeg);
+        assert_eq!(Format::Avif.default_output(), Format::Avif);
     }
 }

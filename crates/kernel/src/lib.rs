@@ -33,6 +33,8 @@ pub mod cms;
 pub mod codec;
 mod error;
 mod format;
+#[cfg(feature = "heif")]
+mod heif;
 mod limits;
 pub mod meta;
 pub mod op;

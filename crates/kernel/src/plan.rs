@@ -87,7 +87,7 @@ impl Plan {
 /// no `frame:N` picks one frame, and the output format holds animations (GIF, WebP).
 /// Anything else decodes one frame (the first unless `frame:N` says).
 pub fn animation(probe: &Probe, pipeline: &Pipeline) -> Option<crate::anim::Animation> {
-    let format = pipeline.output.format.unwrap_or(probe.format);
+    let format = pipeline.output.format.unwrap_or(probe.format.default_output());
     probe.animation.filter(|_| pipeline.frame.is_none() && crate::anim::animatable(format))
 }
 
@@ -268,7 +268,7 @@ fn plan_decoded_for(
     (w, h, ch) = steps.last().copied().unwrap_or((w, h, ch));
 
     // Encode.
-    let format = pipeline.output.format.unwrap_or(probe.format);
+    let format = pipeline.output.format.unwrap_or(probe.format.default_output());
     let icc = probe.icc.as_ref().map_or(0, |p| p.len() as u64);
     let frames = animated.map_or(1, |a| a.frames);
     if frames > 1 {
@@ -351,7 +351,7 @@ fn plan_encode(
         Format::Webp => px * 4 + px * 4 + 2 * (px * 4 + (64 << 10)) + icc,
         // The `image` encoders: a copy, an RGBA copy, the quantiser's buffers, the file.
         Format::Gif => raster + 5 * (px * 4) + (64 << 10),
-        Format::Tiff | Format::Bmp => raster + 2 * (px * 4) + (64 << 10),
+        Format::Tiff | Format::Bmp | Format::Heic => raster + 2 * (px * 4) + (64 << 10),
         // Our RGB(A) pixel copy, then rav1e: the source frame in 4:2:0 planes at 16 bits a
         // sample, the reconstruction, its reference and analysis buffers (about 30 bytes a
         // pixel measured at speed 6), and the file.
@@ -368,7 +368,7 @@ fn plan_encode(
             Format::Png => 25.0,
             Format::Webp => 60.0,
             Format::Gif => 80.0,
-            Format::Tiff | Format::Bmp => 3.0,
+            Format::Tiff | Format::Bmp | Format::Heic => 3.0,
             // rav1e at speed 6 took 1,500 ns a pixel with its x86-64 assembly and 3,800
             // without (the arm64 build) on the bench photos; routing plans for the function,
             // so the slower figure, scaled by the speed setting.
@@ -406,7 +406,7 @@ pub(crate) fn replan(
     let (mut peak, mut ns) = (Peak { bytes: 0, at: String::new() }, 0.0);
     let steps = plan_steps(ops, None, img, limits, input, &mut peak, &mut ns)?;
     let last = steps.last().copied().unwrap_or(img);
-    let format = pipeline.output.format.unwrap_or(probe.format);
+    let format = pipeline.output.format.unwrap_or(probe.format.default_output());
     plan_encode(format, &pipeline.output, last, icc, input, &mut peak, &mut ns);
     Ok((steps, peak))
 }

@@ -285,7 +285,7 @@ pub async fn upload(
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!(
-                "'{}' is not an image pixq reads (JPEG, PNG, WebP, GIF, TIFF, BMP; decided from its bytes)",
+                "'{}' is not an image pixq reads (JPEG, PNG, WebP, GIF, TIFF, BMP, AVIF, HEIC; decided from its bytes)",
                 f.name
             ),
         ));
@@ -378,7 +378,8 @@ pub async fn start(State(app): AppState, Path(batch): Path<String>, headers: Hea
 fn output_name(name: &str, pipeline: &Pipeline, input_ext: &str, index: usize) -> String {
     let safe = safe_name(name);
     let stem = safe.rsplit_once('.').map(|(s, _)| s).filter(|s| !s.is_empty()).unwrap_or(&safe);
-    let ext = pipeline.output.format.map(|f| f.extension()).unwrap_or(input_ext);
+    let input = input_ext.parse::<Format>().ok().map(|f| f.default_output().extension());
+    let ext = pipeline.output.format.map(|f| f.extension()).or(input).unwrap_or(input_ext);
     format!("{index:04}-{stem}.{ext}")
 }
 

@@ -9,11 +9,15 @@ use super::spec::{Parsed, Spec};
 pub(super) const FORMAT: Spec = Spec {
     names: &["format"],
     syntax: "format:F",
-    about: "output format jpeg|png|webp|avif|gif|tiff|bmp (default: the input's); webp and avif are lossy",
+    about: "output format jpeg|png|webp|avif|gif|tiff|bmp (default: the input's, JPEG for a HEIC); webp and avif are lossy",
     example: "format:webp",
     args: (1, 1),
     parse: |s, out| {
-        out.format = Some(s.args[0].trim().parse().map_err(|e: String| s.err(e))?);
+        let f: crate::Format = s.args[0].trim().parse().map_err(|e: String| s.err(e))?;
+        if !crate::Format::WRITE.contains(&f) {
+            return Err(s.err(format!("{f} is read, not written: write jpeg, webp or avif")));
+        }
+        out.format = Some(f);
         Ok(Parsed::Output)
     },
 };

@@ -1,0 +1,92 @@
+//! HEIC and AVIF input through libheif (cargo feature `heif`): libheif 1.23 built from the
+//! sources libheif-sys embeds, with the system's libde265 (HEVC) and dav1d (AV1) decoders.
+//! Only the primary image is read (an image sequence gives its first picture), with
+//! libheif's own transformations (rotation, mirror, crop) applied, so the EXIF orientation
+//! is not applied again.
+//!
+//! The header is read by libheif itself (the same parser that decodes), under libheif's
+//! security limits set from ours (pixels, memory block size, colour profile size), and our
+//! limits are checked on the dimensions it reports before any pixel is decoded. The decode
+//! re-reads the file and refuses a primary image of another size than the probe saw.
+
+use libheif_rs::{ColorSpace, HeifContext, ImageHandle, LibHeif, RgbChroma, SecurityLimits};
+
+use crate::codec::{Probe, decode_err};
+use crate::{Channels, Error, Format, Limits, Orientation, Raster};
+
+/// libheif's security limits from ours: no image over our pixel limit, no memory block over
+/// the input size limit (a box claiming more than the file can hold), small profiles.
+fn context<'a>(input: &'a [u8], format: Format, limits: &Limits) -> Result<HeifContext<'a>, Error> {
+    let err = |e: libheif_rs::HeifError| decode_err(format, e);
+    let mut ctx = HeifContext::new().map_err(err)?;
+    let mut sl = SecurityLimits::new();
+    sl.set_max_image_size_pixels(limits.max_pixels);
+    sl.set_max_memory_block_size(limits.max_input_bytes);
+    sl.set_max_color_profile_size(crate::meta::MAX_ICC as u32);
+    ctx.set_security_limits(&sl).map_err(err)?;
+    // One decoding thread: a worker runs one job per lane.
+    ctx.set_max_decoding_threads(1);
+    ctx.read_bytes(input).map_err(err)?;
+    Ok(ctx)
+}
+
+fn primary(ctx: &HeifContext<'_>, format: Format) -> Result<ImageHandle, Error> {
+    ctx.primary_image_handle().map_err(|e| decode_err(format, e))
+}
+
+/// The header of a HEIC or AVIF file: the primary image's size (after libheif's
+/// transformations), alpha, and ICC profile.
+pub(crate) fn probe(input: &[u8], format: Format, limits: &Limits) -> Result<Probe, Error> {
+    let _lib = LibHeif::new();
+    let ctx = context(input, format, limits)?;
+    let handle = primary(&ctx, format)?;
+    let (width, height) = (handle.width(), handle.height());
+    if width == 0 || height == 0 {
+        return Err(decode_err(format, "the primary image declares a zero size"));
+    }
+    limits.check_dimensions(width, height)?;
+    let channels = if handle.has_alpha_channel() { Channels::Rgba } else { Channels::Rgb };
+    let icc = handle.color_profile_raw().map(|p| p.data).filter(|p| !p.is_empty() && p.len() <= crate::meta::MAX_ICC);
+    // libheif's YCbCr planes (up to 16 bits a sample, 4:4:4) and its interleaved RGB(A).
+    let native_bytes = u64::from(width) * u64::from(height) * (6 + channels.count() as u64);
+    Ok(Probe {
+        format,
+        width,
+        height,
+        channels,
+        native_bytes,
+        shrinkable: false,
+        orientation: Orientation::Normal,
+        icc,
+        animation: None,
+    })
+}
+
+/// Decodes the primary image to 8-bit RGB(A).
+pub(crate) fn decode(input: &[u8], probe: &Probe, limits: &Limits) -> Result<Raster, Error> {
+    let format = probe.format;
+    let lib = LibHeif::new();
+    let ctx = context(input, format, limits)?;
+    let handle = primary(&ctx, format)?;
+    if (handle.width(), handle.height()) != (probe.width, probe.height) {
+        return Err(decode_err(format, "inconsistent headers: the primary image changed size between reads"));
+    }
+    let chroma = if probe.channels == Channels::Rgba { RgbChroma::Rgba } else { RgbChroma::Rgb };
+    let img = lib.decode(&handle, ColorSpace::Rgb(chroma), None).map_err(|e| decode_err(format, e))?;
+    let planes = img.planes();
+    let plane = planes.interleaved.ok_or_else(|| decode_err(format, "libheif gave no interleaved plane"))?;
+    let n = probe.channels.count();
+    let (w, h) = (probe.width as usize, probe.height as usize);
+    if (plane.width, plane.height) != (probe.width, probe.height)
+        || plane.storage_bits_per_pixel as usize != 8 * n
+        || plane.stride < w * n
+        || plane.data.len() < plane.stride * (h - 1) + w * n
+    {
+        return Err(decode_err(format, "libheif's decoded image does not match its header"));
+    }
+    let mut data = Vec::with_capacity(w * h * n);
+    for row in plane.data.chunks(plane.stride).take(h) {
+        data.extend_from_slice(&row[..w * n]);
+    }
+    Raster::from_vec(probe.width, probe.height, probe.channels, data)
+}
