@@ -78,7 +78,7 @@ impl Format {
             return None;
         }
         // Compatible brands follow the major brand and the minor version.
-        let end = size.clamp(16, bytes.len().min(256));
+        let end = size.min(bytes.len()).min(256);
         bytes.get(16..end)?.chunks_exact(4).find_map(brand)
     }
 
@@ -211,6 +211,12 @@ mod tests {
         lying[..4].copy_from_slice(&u32::MAX.to_be_bytes());
         assert_eq!(Format::sniff(&lying), Some(Format::Heic));
         assert_eq!(Format::sniff(&lying[..14]), None);
+        // Every prefix of every brand layout: no panic, no read past the end.
+        for b in [ftyp(b"mif1", &[b"heic"]), ftyp(b"avif", &[]), lying.clone()] {
+            for n in 0..=b.len() {
+                let _ = Format::sniff(&b[..n]);
+            }
+        }
         assert_eq!(Format::Heic.default_output(), Format::Jpeg);
         assert_eq!(Format::Avif.default_output(), Format::Avif);
     }

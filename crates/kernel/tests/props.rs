@@ -80,7 +80,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn output() -> impl Strategy<Value = OutputSpec> {
     (
-        proptest::option::of(proptest::sample::select(Format::ALL.to_vec())),
+        proptest::option::of(proptest::sample::select(Format::WRITE.to_vec())),
         proptest::option::of(1u8..=100),
         any::<bool>(),
         proptest::option::of(0u8..=9),
