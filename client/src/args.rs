@@ -104,6 +104,12 @@ pub enum JobsCommand {
         /// Largest accepted source image, in megapixels.
         #[arg(long, env = "PIXQ_MAX_MEGAPIXELS", default_value_t = 120.0)]
         max_megapixels: f64,
+        /// Most frames of an animation written as one (animated GIF/WebP output).
+        #[arg(long, env = "PIXQ_MAX_FRAMES", default_value_t = 1_000)]
+        max_frames: u32,
+        /// Most megapixels over all the frames of an animation (frames x canvas).
+        #[arg(long, env = "PIXQ_MAX_ANIMATION_MEGAPIXELS", default_value_t = 500.0)]
+        max_animation_megapixels: f64,
         /// Longest one job's kernel may run, in seconds; an overrun is a recorded failure.
         #[arg(long, env = "PIXQ_JOB_TIMEOUT_SECS", default_value_t = 600)]
         job_timeout_secs: u64,

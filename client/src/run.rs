@@ -74,6 +74,8 @@ pub async fn run(cli: &Global, command: JobsCommand) -> anyhow::Result<i32> {
             keep_inputs,
             memory_mb,
             max_megapixels,
+            max_frames,
+            max_animation_megapixels,
             job_timeout_secs,
             route,
         } => {
@@ -84,7 +86,10 @@ pub async fn run(cli: &Global, command: JobsCommand) -> anyhow::Result<i32> {
                 overwrite,
                 memory_mb: memory_mb.unwrap_or_else(pixq_jobs::process::default_memory_mb),
                 process: ProcessConfig {
-                    limits: pixq_jobs::kernel::Limits::default().max_pixels((max_megapixels * 1e6) as u64),
+                    limits: pixq_jobs::kernel::Limits::default()
+                        .max_pixels((max_megapixels * 1e6) as u64)
+                        .max_frames(max_frames)
+                        .max_animation_pixels((max_animation_megapixels * 1e6) as u64),
                     job_timeout: Duration::from_secs(job_timeout_secs.max(1)),
                     ..ProcessConfig::default()
                 },

@@ -513,6 +513,16 @@ fn animations_stay_animated_through_the_whole_command() {
     let (stdout, stderr) = text(&o);
     assert_ne!(o.status.code(), Some(0), "{stdout}");
     assert!(format!("{stdout}{stderr}").contains("only 4 frames"), "{stdout}\n{stderr}");
+    // The frame limit, set lower than the file: a recorded failure naming the limit; the
+    // same file as a still is within it.
+    let out3 = dir.path().join("out3");
+    let args = ["process", input.to_str().unwrap(), "--max-frames", "3", "--out", out3.to_str().unwrap()];
+    let o = pixq(&home, &[&args[..], &["--ops", "thumbnail:40"]].concat());
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(format!("{stdout}{stderr}").contains("over the limit of 3 frames"), "{stdout}\n{stderr}");
+    let o = pixq(&home, &[&args[..], &["--ops", "thumbnail:40,format:png"]].concat());
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
 }
 
 /// HEIC and AVIF photos (as phones and cameras write them) through the whole command: a

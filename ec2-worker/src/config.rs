@@ -71,6 +71,12 @@ pub struct Args {
     /// Largest accepted source image, in megapixels.
     #[arg(long, env = "PIXQ_MAX_MEGAPIXELS", default_value_t = 120.0)]
     pub max_megapixels: f64,
+    /// Most frames of an animation written as one (animated GIF/WebP output).
+    #[arg(long, env = "PIXQ_MAX_FRAMES", default_value_t = 1_000)]
+    pub max_frames: u32,
+    /// Most megapixels over all the frames of an animation (frames x canvas).
+    #[arg(long, env = "PIXQ_MAX_ANIMATION_MEGAPIXELS", default_value_t = 500.0)]
+    pub max_animation_megapixels: f64,
     /// Buckets jobs may read and write (repeat, or comma-separated in the environment).
     /// Default: the local bucket, or on AWS --bucket / the stack's bucket when known.
     #[arg(long = "allowed-bucket", env = "PIXQ_ALLOWED_BUCKETS", value_delimiter = ',')]
@@ -111,7 +117,10 @@ pub async fn build(a: &Args) -> anyhow::Result<Built> {
         idle_stop: a.idle_stop_secs.map(Duration::from_secs),
         memory_mb: a.memory_mb.unwrap_or_else(pixq_jobs::process::default_memory_mb),
         process: ProcessConfig {
-            limits: pixq_jobs::kernel::Limits::default().max_pixels((a.max_megapixels * 1e6) as u64),
+            limits: pixq_jobs::kernel::Limits::default()
+                .max_pixels((a.max_megapixels * 1e6) as u64)
+                .max_frames(a.max_frames)
+                .max_animation_pixels((a.max_animation_megapixels * 1e6) as u64),
             worker_id: format!("pixq-worker-{runtime}-{}", std::process::id()),
             runtime: runtime.into(),
             emf: a.emf,

@@ -94,6 +94,13 @@ impl Config {
             let mp: f64 = parse("PIXQ_MAX_MEGAPIXELS", mp)?;
             limits = limits.max_pixels((mp * 1e6) as u64);
         }
+        if let Some(n) = var("PIXQ_MAX_FRAMES") {
+            limits = limits.max_frames(parse("PIXQ_MAX_FRAMES", n)?);
+        }
+        if let Some(mp) = var("PIXQ_MAX_ANIMATION_MEGAPIXELS") {
+            let mp: f64 = parse("PIXQ_MAX_ANIMATION_MEGAPIXELS", mp)?;
+            limits = limits.max_animation_pixels((mp * 1e6) as u64);
+        }
         // The function's memory size (set by Lambda) sizes the kernels' budget; its timeout
         // (passed by the template; `cargo lambda watch` sets AWS_LAMBDA_FUNCTION_TIMEOUT),
         // less the batch margin, is each job's time limit.
@@ -186,6 +193,12 @@ mod tests {
         assert!(e.contains("PIXQ_MAX_MEGAPIXELS"), "{e}");
         let ok = from(&[BASE[0], BASE[1], ("PIXQ_MAX_MEGAPIXELS", "61.5"), ("PIXQ_ALLOWED_BUCKETS", "x,y")]).unwrap();
         assert_eq!(ok.batch.process.limits.max_pixels, 61_500_000);
+        let e = from(&[BASE[0], BASE[1], ("PIXQ_MAX_FRAMES", "-3")]).unwrap_err().to_string();
+        assert!(e.contains("PIXQ_MAX_FRAMES"), "{e}");
         assert_eq!(ok.batch.process.allowed_buckets, ["b", "x", "y"]);
+        let anim =
+            from(&[BASE[0], BASE[1], ("PIXQ_MAX_FRAMES", "50"), ("PIXQ_MAX_ANIMATION_MEGAPIXELS", "2.5")]).unwrap();
+        let limits = anim.batch.process.limits;
+        assert_eq!((limits.max_frames, limits.max_animation_pixels), (50, 2_500_000));
     }
 }
