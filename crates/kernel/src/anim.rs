@@ -302,12 +302,7 @@ impl WebpAnimation {
         anim[4..6].copy_from_slice(&(self.plays as u16).to_le_bytes());
         crate::meta::riff_chunk(&mut body, b"ANIM", &anim);
         body.extend_from_slice(&self.frames);
-        let mut out = Vec::with_capacity(12 + body.len());
-        out.extend_from_slice(b"RIFF");
-        out.extend_from_slice(&((4 + body.len()) as u32).to_le_bytes());
-        out.extend_from_slice(b"WEBP");
-        out.extend_from_slice(&body);
-        out
+        crate::meta::riff_webp(&body)
     }
 }
 

@@ -228,11 +228,16 @@ pub fn webp_with_icc(webp: Vec<u8>, icc: &[u8], width: u32, height: u32, alpha: 
         riff_chunk(&mut chunks, b"ICCP", icc);
         chunks.extend_from_slice(body);
     }
+    riff_webp(&chunks)
+}
+
+/// A WebP file around `chunks`: the RIFF header with its size, then the chunks.
+pub(crate) fn riff_webp(chunks: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(12 + chunks.len());
     out.extend_from_slice(b"RIFF");
     out.extend_from_slice(&((4 + chunks.len()) as u32).to_le_bytes());
     out.extend_from_slice(b"WEBP");
-    out.extend_from_slice(&chunks);
+    out.extend_from_slice(chunks);
     out
 }
 

@@ -441,23 +441,30 @@ fn the_estimate_covers_what_real_pipelines_allocate() {
         #[cfg(feature = "avif")]
         "thumbnail:300,format:avif,speed:9,max-bytes:4096",
     ];
-    let limits = Limits::default();
     for (name, bytes) in &inputs {
         for p in pipelines {
-            let pipeline = Pipeline::parse(p).unwrap();
-            let (_, plan) = pixq_kernel::plan(bytes, &pipeline, &limits).unwrap();
-            let mut proc = Processor::new(limits);
-            let (out, peak) = measured(|| proc.process(bytes, &pipeline));
-            let out = out.unwrap_or_else(|e| panic!("{name} / {p}: {e}"));
-            assert_eq!((out.width, out.height), plan.output, "{name} / {p}");
-            assert!(
-                peak <= plan.peak_bytes,
-                "{name} / {p}: used {peak} bytes, over the estimate of {} ({})",
-                plan.peak_bytes,
-                plan.peak_at
-            );
+            within_plan(name, bytes, p);
         }
     }
+}
+
+/// Runs `p` on `bytes` with default limits under the counting allocator: it succeeds, makes
+/// the planned size and stays under the planned peak. Returns the plan and the output.
+fn within_plan(name: &str, bytes: &[u8], p: &str) -> (pixq_kernel::Plan, pixq_kernel::Output) {
+    let limits = Limits::default();
+    let pipeline = Pipeline::parse(p).unwrap();
+    let (_, plan) = pixq_kernel::plan(bytes, &pipeline, &limits).unwrap();
+    let mut proc = Processor::new(limits);
+    let (out, peak) = measured(|| proc.process(bytes, &pipeline));
+    let out = out.unwrap_or_else(|e| panic!("{name} / {p}: {e}"));
+    assert_eq!((out.width, out.height), plan.output, "{name} / {p}");
+    assert!(
+        peak <= plan.peak_bytes,
+        "{name} / {p}: used {peak} bytes, over the estimate of {} ({})",
+        plan.peak_bytes,
+        plan.peak_at
+    );
+    (plan, out)
 }
 
 /// Animations written frame by frame stay within their plan: the decoder's canvases, each
@@ -488,7 +495,6 @@ fn the_estimate_covers_animations() {
         enc.add_frame(webp::AnimFrame::from_rgba(f, w, h, k as i32 * 100));
     }
     let webp = enc.try_encode().unwrap().to_vec();
-    let limits = Limits::default();
     for (name, bytes) in [("gif", &gif), ("webp", &webp)] {
         for p in [
             "thumbnail:200",
@@ -499,20 +505,9 @@ fn the_estimate_covers_animations() {
             "smartcrop:100:100,format:gif",
             "pixelate:8,format:webp,quality:50",
         ] {
-            let pipeline = Pipeline::parse(p).unwrap();
-            let (_, plan) = pixq_kernel::plan(bytes, &pipeline, &limits).unwrap();
+            let (plan, out) = within_plan(name, bytes, p);
             assert_eq!(plan.frames, 6, "{name} / {p}");
-            let mut proc = Processor::new(limits);
-            let (out, peak) = measured(|| proc.process(bytes, &pipeline));
-            let out = out.unwrap_or_else(|e| panic!("{name} / {p}: {e}"));
-            assert_eq!((out.width, out.height), plan.output, "{name} / {p}");
             assert_eq!(pixq_kernel::anim::scan(&out.bytes, out.format).map(|a| a.frames), Some(6), "{name} / {p}");
-            assert!(
-                peak <= plan.peak_bytes,
-                "{name} / {p}: used {peak} bytes, over the estimate of {} ({})",
-                plan.peak_bytes,
-                plan.peak_at
-            );
         }
     }
 }
