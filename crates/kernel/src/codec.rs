@@ -289,7 +289,7 @@ impl Codecs {
         let _ = need;
         #[cfg(feature = "heif")]
         if matches!(probe.format, Format::Avif | Format::Heic) {
-            return crate::heif::decode(input, probe, limits);
+            return crate::heif::decode(input, probe);
         }
         use image::ImageDecoder;
         let dec = image_reader(input, probe.format, limits, decode_alloc(probe))?

@@ -5,25 +5,23 @@
 //! is not applied again.
 //!
 //! The header is read by libheif itself (the same parser that decodes), under libheif's
-//! security limits set from ours (pixels, memory block size, colour profile size), and our
-//! limits are checked on the dimensions it reports before any pixel is decoded. The decode
-//! re-reads the file and refuses a primary image of another size than the probe saw.
+//! default security limits, and our limits are checked on the dimensions it reports before
+//! any pixel is decoded. The decode re-reads the file and refuses a primary image of another
+//! size than the probe saw.
 
-use libheif_rs::{ColorSpace, HeifContext, ImageHandle, LibHeif, RgbChroma, SecurityLimits};
+use libheif_rs::{ColorSpace, HeifContext, ImageHandle, LibHeif, RgbChroma};
 
 use crate::codec::{Probe, decode_err};
 use crate::{Channels, Error, Format, Limits, Orientation, Raster};
 
-/// libheif's security limits from ours: no image over our pixel limit, no memory block over
-/// the input size limit (a box claiming more than the file can hold), small profiles.
-fn context<'a>(input: &'a [u8], format: Format, limits: &Limits) -> Result<HeifContext<'a>, Error> {
+/// A context on `input` under libheif's own default security limits (image size, memory
+/// blocks, tiles, items). They are not replaced by ours: libheif-rs' limits struct is the
+/// 1.19 layout while the embedded libheif is 1.23 and reads fields past its end (a clean
+/// run saw a memory limit of 1 byte). Ours are checked on the header before decoding, and
+/// the input is already within `max_input_bytes`.
+fn context(input: &[u8], format: Format) -> Result<HeifContext<'_>, Error> {
     let err = |e: libheif_rs::HeifError| decode_err(format, e);
     let mut ctx = HeifContext::new().map_err(err)?;
-    let mut sl = SecurityLimits::new();
-    sl.set_max_image_size_pixels(limits.max_pixels);
-    sl.set_max_memory_block_size(limits.max_input_bytes);
-    sl.set_max_color_profile_size(crate::meta::MAX_ICC as u32);
-    ctx.set_security_limits(&sl).map_err(err)?;
     // One decoding thread: a worker runs one job per lane.
     ctx.set_max_decoding_threads(1);
     ctx.read_bytes(input).map_err(err)?;
@@ -38,7 +36,7 @@ fn primary(ctx: &HeifContext<'_>, format: Format) -> Result<ImageHandle, Error> 
 /// transformations), alpha, and ICC profile.
 pub(crate) fn probe(input: &[u8], format: Format, limits: &Limits) -> Result<Probe, Error> {
     let _lib = LibHeif::new();
-    let ctx = context(input, format, limits)?;
+    let ctx = context(input, format)?;
     let handle = primary(&ctx, format)?;
     let (width, height) = (handle.width(), handle.height());
     if width == 0 || height == 0 {
@@ -63,10 +61,10 @@ pub(crate) fn probe(input: &[u8], format: Format, limits: &Limits) -> Result<Pro
 }
 
 /// Decodes the primary image to 8-bit RGB(A).
-pub(crate) fn decode(input: &[u8], probe: &Probe, limits: &Limits) -> Result<Raster, Error> {
+pub(crate) fn decode(input: &[u8], probe: &Probe) -> Result<Raster, Error> {
     let format = probe.format;
     let lib = LibHeif::new();
-    let ctx = context(input, format, limits)?;
+    let ctx = context(input, format)?;
     let handle = primary(&ctx, format)?;
     if (handle.width(), handle.height()) != (probe.width, probe.height) {
         return Err(decode_err(format, "inconsistent headers: the primary image changed size between reads"));
