@@ -8,17 +8,22 @@
 //! A profile that does not parse, is not RGB, or already describes sRGB (its transform maps a
 //! grid of test colours onto themselves within one level) leaves the pixels as they are.
 //!
-//! CMYK JPEGs with a CMYK profile (print files) are decoded to their CMYK values and
-//! converted through the profile ([`cmyk_to_srgb`]); Adobe's files store the inks inverted
-//! (an APP14 "Adobe" marker says so), which is undone first. Without a profile they keep the
-//! decoder's plain conversion.
+//! CMYK JPEGs (print files) are decoded to their ink values and converted through their
+//! CMYK profile ([`cmyk_to_srgb`]), or, when they carry none (or one that is not a usable
+//! CMYK profile), through pixq's own model of a coated-paper press ([`press`]), as libvips
+//! falls back to its built-in CMYK profile. The inks are read as stored inverted, the way
+//! Adobe's software writes them (APP14 "Adobe" marker or not, as libvips and Pillow read them).
+
+pub mod press;
 
 /// Relative colorimetric: what libvips' `icc_transform` does by default.
 fn options() -> TransformOptions {
     TransformOptions { rendering_intent: RenderingIntent::RelativeColorimetric, ..TransformOptions::default() }
 }
 
-use moxcms::{ColorProfile, DataColorSpace, Layout, RenderingIntent, TransformOptions};
+use std::sync::{Arc, OnceLock};
+
+use moxcms::{ColorProfile, DataColorSpace, Layout, RenderingIntent, Transform8BitExecutor, TransformOptions};
 
 use crate::{Channels, Error, Raster, Stop};
 
@@ -60,16 +65,34 @@ pub fn to_srgb(img: &mut Raster, icc: &[u8], stop: &Stop) -> Result<bool, Error>
 }
 
 /// CMYK samples (4 a pixel, `inverted` as Adobe stores them) of a `width x height` image
-/// through the CMYK profile `icc` to an sRGB raster; `None` when `icc` is not a usable CMYK
-/// profile (the caller converts without it).
+/// through the CMYK profile `icc` to an sRGB raster; through [`press`]'s profile when `icc` is
+/// missing or not a usable CMYK profile.
 pub fn cmyk_to_srgb(
     mut cmyk: Vec<u8>,
     width: u32,
     height: u32,
-    icc: &[u8],
+    icc: Option<&[u8]>,
     inverted: bool,
     stop: &Stop,
-) -> Option<Result<Raster, Error>> {
+) -> Result<Raster, Error> {
+    let transform = match icc.and_then(cmyk_transform) {
+        Some(t) => t,
+        None => press_transform()?,
+    };
+    let w = width as usize;
+    let mut out = Raster::new(width, height, Channels::Rgb);
+    for (y, (src, dst)) in cmyk.chunks_exact_mut(w * 4).zip(out.data_mut().chunks_exact_mut(w * 3)).enumerate() {
+        stop.check_row(y)?;
+        if inverted {
+            src.iter_mut().for_each(|v| *v = 255 - *v);
+        }
+        transform.transform(src, dst).map_err(|e| Error::Internal(format!("colour transform from CMYK: {e}")))?;
+    }
+    Ok(out)
+}
+
+/// The transform from a CMYK profile's inks to sRGB; `None` when `icc` is not one.
+fn cmyk_transform(icc: &[u8]) -> Option<Arc<Transform8BitExecutor>> {
     if icc.len() > MAX_PROFILE {
         return None;
     }
@@ -77,20 +100,15 @@ pub fn cmyk_to_srgb(
     if profile.color_space != DataColorSpace::Cmyk {
         return None;
     }
-    let transform =
-        profile.create_transform_8bit(Layout::Rgba, &ColorProfile::new_srgb(), Layout::Rgb, options()).ok()?;
-    Some((|| {
-        let w = width as usize;
-        let mut out = Raster::new(width, height, Channels::Rgb);
-        for (y, (src, dst)) in cmyk.chunks_exact_mut(w * 4).zip(out.data_mut().chunks_exact_mut(w * 3)).enumerate() {
-            stop.check_row(y)?;
-            if inverted {
-                src.iter_mut().for_each(|v| *v = 255 - *v);
-            }
-            transform.transform(src, dst).map_err(|e| Error::Internal(format!("colour transform from CMYK: {e}")))?;
-        }
-        Ok(out)
-    })())
+    profile.create_transform_8bit(Layout::Rgba, &ColorProfile::new_srgb(), Layout::Rgb, options()).ok()
+}
+
+/// The built-in press profile's transform, made once per process.
+fn press_transform() -> Result<Arc<Transform8BitExecutor>, Error> {
+    static T: OnceLock<Option<Arc<Transform8BitExecutor>>> = OnceLock::new();
+    T.get_or_init(|| cmyk_transform(press::profile()))
+        .clone()
+        .ok_or_else(|| Error::Internal("the built-in CMYK profile does not load".into()))
 }
 
 /// Whether the transform leaves a grid of colours (every channel at 0, 64, ..., 255) within

@@ -37,6 +37,10 @@ pub struct Probe {
     pub orientation: Orientation,
     /// Embedded ICC profile.
     pub icc: Option<Vec<u8>>,
+    /// The file stores CMYK inks (a CMYK or YCCK JPEG): the decoder turns them into sRGB
+    /// itself, through `icc` when it is a CMYK profile or a built-in one, so no later step
+    /// reads `icc` as the colour space of the decoded pixels.
+    pub inks: bool,
     /// Frame and loop counts of an animated GIF or WebP (`None` for a still image).
     pub animation: Option<crate::anim::Animation>,
 }
@@ -172,6 +176,10 @@ pub fn probe(input: &[u8], limits: &Limits) -> Result<Probe, Error> {
         limits.check_dimensions(width, height)?;
         let JpegMeta { orientation, icc } = read_jpeg_meta(input);
         let native_bytes = u64::from(width) * u64::from(height) * native;
+        // Four components in the frame header: CMYK or YCCK.
+        let inks = crate::meta::jpeg_segments(input)
+            .find(|(m, _)| matches!(m, 0xC0..=0xCF) && !matches!(m, 0xC4 | 0xC8 | 0xCC))
+            .is_some_and(|(_, body)| body.get(5) == Some(&4));
         return Ok(Probe {
             format,
             width,
@@ -181,6 +189,7 @@ pub fn probe(input: &[u8], limits: &Limits) -> Result<Probe, Error> {
             shrinkable,
             orientation,
             icc,
+            inks,
             animation: None,
         });
     }
@@ -205,7 +214,18 @@ pub fn probe(input: &[u8], limits: &Limits) -> Result<Probe, Error> {
     let orientation = dec.orientation().map(|o| Orientation::from_exif(u16::from(o.to_exif()))).unwrap_or_default();
     let icc = dec.icc_profile().ok().flatten().filter(|p| !p.is_empty() && p.len() <= crate::meta::MAX_ICC);
     let animation = crate::anim::scan(input, format);
-    Ok(Probe { format, width, height, channels, native_bytes, shrinkable: false, orientation, icc, animation })
+    Ok(Probe {
+        format,
+        width,
+        height,
+        channels,
+        native_bytes,
+        shrinkable: false,
+        orientation,
+        icc,
+        inks: false,
+        animation,
+    })
 }
 
 /// A decoder's limit refusal as our typed limit error (the sides are checked by the decoder
@@ -228,7 +248,7 @@ fn jpeg_header(input: &[u8]) -> Result<JpegHeader, Error> {
     let h = turbojpeg::read_header(input).map_err(|e| decode_err(Format::Jpeg, e))?;
     let (channels, native, shrinkable) = match h.colorspace {
         turbojpeg::Colorspace::Gray => (Channels::Gray, 1, !h.is_lossless),
-        // CMYK/YCCK decode through the pure-Rust decoder: 4 bytes a pixel, then RGB.
+        // CMYK/YCCK decode to their ink values (4 bytes a pixel), then through a profile to RGB.
         turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK => (Channels::Rgb, 4, false),
         _ => (Channels::Rgb, 3, !h.is_lossless),
     };
@@ -279,12 +299,7 @@ impl Codecs {
     ) -> Result<Raster, Error> {
         #[cfg(feature = "turbojpeg")]
         if probe.format == Format::Jpeg {
-            match self.decode_turbo(input, probe, limits, need) {
-                Ok(r) => return Ok(r),
-                // CMYK/YCCK: libjpeg-turbo cannot convert those to RGB; the pure-Rust decoder can.
-                Err(TurboFail::Unsupported) => {}
-                Err(TurboFail::Error(e)) => return Err(e),
-            }
+            return self.decode_turbo(input, probe, limits, need);
         }
         let _ = need;
         #[cfg(feature = "heif")]
@@ -353,21 +368,21 @@ impl Codecs {
         Err(Error::Op { op, reason: format!("the image has only {seen} frame{}", if seen == 1 { "" } else { "s" }) })
     }
 
-    /// A CMYK or YCCK JPEG with a CMYK profile: its ink values (libjpeg-turbo turns YCCK
-    /// into CMYK), through the profile to sRGB. `None` without a usable CMYK profile: the
-    /// caller falls back to the plain conversion.
+    /// A CMYK or YCCK JPEG: its ink values (libjpeg-turbo turns YCCK into CMYK), through
+    /// its CMYK profile, or pixq's built-in one, to sRGB.
     #[cfg(feature = "turbojpeg")]
-    fn decode_cmyk(&mut self, input: &[u8], probe: &Probe, limits: &Limits) -> Option<Result<Raster, TurboFail>> {
-        let icc = probe.icc.as_deref()?;
-        let err = |e: turbojpeg::Error| TurboFail::Error(decode_err(Format::Jpeg, e));
+    fn decode_cmyk(
+        dec: &mut turbojpeg::Decompressor,
+        input: &[u8],
+        probe: &Probe,
+        limits: &Limits,
+    ) -> Result<Raster, Error> {
+        let err = |e: turbojpeg::Error| decode_err(Format::Jpeg, e);
         let (w, h) = (probe.width as usize, probe.height as usize);
         if (w as u64) * (h as u64) > limits.max_pixels {
-            return Some(Err(TurboFail::Error(decode_err(Format::Jpeg, "over the pixel limit"))));
+            return Err(decode_err(Format::Jpeg, "over the pixel limit"));
         }
-        let dec = self.dec.as_mut()?;
-        if let Err(e) = dec.set_scaling_factor(turbojpeg::ScalingFactor::ONE) {
-            return Some(Err(err(e)));
-        }
+        dec.set_scaling_factor(turbojpeg::ScalingFactor::ONE).map_err(err)?;
         let mut cmyk = vec![0u8; w * h * 4];
         let image = turbojpeg::Image {
             pixels: &mut cmyk[..],
@@ -376,12 +391,11 @@ impl Codecs {
             height: h,
             format: turbojpeg::PixelFormat::CMYK,
         };
-        if let Err(e) = dec.decompress(input, image) {
-            return Some(Err(err(e)));
-        }
-        let inverted = crate::meta::jpeg_segments(input).any(|(m, body)| m == 0xEE && body.starts_with(b"Adobe"));
-        crate::cms::cmyk_to_srgb(cmyk, probe.width, probe.height, icc, inverted, &crate::Stop::new())
-            .map(|r| r.map_err(TurboFail::Error))
+        dec.decompress(input, image).map_err(err)?;
+        // Inks stored inverted, as Adobe's software writes them (and marks with an APP14
+        // "Adobe" segment): nearly every CMYK JPEG there is. Read so whether or not the marker
+        // is there, as libvips, Pillow and browsers do.
+        crate::cms::cmyk_to_srgb(cmyk, probe.width, probe.height, probe.icc.as_deref(), true, &crate::Stop::new())
     }
 
     #[cfg(feature = "turbojpeg")]
@@ -391,19 +405,19 @@ impl Codecs {
         probe: &Probe,
         limits: &Limits,
         need: Option<(u64, u64)>,
-    ) -> Result<Raster, TurboFail> {
-        let err = |e: turbojpeg::Error| TurboFail::Error(decode_err(Format::Jpeg, e));
+    ) -> Result<Raster, Error> {
+        let err = |e: turbojpeg::Error| decode_err(Format::Jpeg, e);
         if self.dec.is_none() {
             self.dec = Some(turbojpeg::Decompressor::new().map_err(err)?);
         }
         let dec = self.dec.as_mut().expect("just set");
         let header = dec.read_header(input).map_err(err)?;
         let dims = (u32::try_from(header.width).unwrap_or(u32::MAX), u32::try_from(header.height).unwrap_or(u32::MAX));
-        same_header(Format::Jpeg, probe, dims.0, dims.1).map_err(TurboFail::Error)?;
+        same_header(Format::Jpeg, probe, dims.0, dims.1)?;
         let (pf, channels) = match header.colorspace {
             turbojpeg::Colorspace::Gray => (turbojpeg::PixelFormat::GRAY, Channels::Gray),
             turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK => {
-                return self.decode_cmyk(input, probe, limits).ok_or(TurboFail::Unsupported)?;
+                return Self::decode_cmyk(dec, input, probe, limits);
             }
             _ => (turbojpeg::PixelFormat::RGB, Channels::Rgb),
         };
@@ -415,13 +429,13 @@ impl Codecs {
         // The buffer is sized from the checked header, and capped again here on its own.
         let bytes = (w as u64).saturating_mul(h as u64).saturating_mul(channels.count() as u64);
         if w as u64 > u64::from(probe.width) || h as u64 > u64::from(probe.height) || bytes > limits.max_pixels * 3 {
-            return Err(TurboFail::Error(decode_err(Format::Jpeg, "decoded size exceeds the checked header")));
+            return Err(decode_err(Format::Jpeg, "decoded size exceeds the checked header"));
         }
         let mut pixels = vec![0u8; w * h * channels.count()];
         let image =
             turbojpeg::Image { pixels: &mut pixels[..], width: w, pitch: w * channels.count(), height: h, format: pf };
         dec.decompress(input, image).map_err(err)?;
-        Raster::from_vec(w as u32, h as u32, channels, pixels).map_err(TurboFail::Error)
+        Raster::from_vec(w as u32, h as u32, channels, pixels)
     }
 
     /// Encodes a raster. JPEG drops alpha by compositing over white.
@@ -539,12 +553,6 @@ impl Codecs {
         enc.encode(img.data(), w, h, ct).map_err(|e| Error::Encode { format: Format::Jpeg, reason: e.to_string() })?;
         Ok(out)
     }
-}
-
-#[cfg(feature = "turbojpeg")]
-enum TurboFail {
-    Unsupported,
-    Error(Error),
 }
 
 /// A decoded animation frame as a raster (RGBA).

@@ -56,6 +56,7 @@ pub(crate) fn probe(input: &[u8], format: Format, limits: &Limits) -> Result<Pro
         shrinkable: false,
         orientation: Orientation::Normal,
         icc,
+        inks: false,
         animation: None,
     })
 }

@@ -60,7 +60,7 @@ pub use stop::Stop;
 
 /// Version of the pixel semantics. It is hashed into content-addressed output keys, so bump
 /// it whenever the same input and pipeline could give different bytes.
-pub const KERNEL_VERSION: &str = concat!("k5-", env!("CARGO_PKG_VERSION"));
+pub const KERNEL_VERSION: &str = concat!("k6-", env!("CARGO_PKG_VERSION"));
 
 /// Time spent per stage.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -332,7 +332,7 @@ impl Processor {
     fn prepare(&mut self, mut decoded: Raster, probe: &Probe, keep_icc: bool, stop: &Stop) -> Result<Raster, Error> {
         // Colours to sRGB (on the smallest raster there is: after shrink-on-load), unless
         // the pipeline keeps the profile.
-        if let Some(icc) = probe.icc.as_deref().filter(|_| !keep_icc) {
+        if let Some(icc) = probe.icc.as_deref().filter(|_| !keep_icc && !probe.inks) {
             cms::to_srgb(&mut decoded, icc, stop)?;
         }
         Ok(if probe.orientation == Orientation::Normal {
@@ -434,7 +434,10 @@ impl Processor {
         let format = plan.format;
         // The profile goes out only with `keep-icc` (the pixels were converted to sRGB
         // otherwise), and only onto an output of its colour space.
-        let icc = probe.icc.as_deref().filter(|p| pipeline.output.keep_icc && meta::icc_fits(p, img.channels()));
+        let icc = probe
+            .icc
+            .as_deref()
+            .filter(|p| pipeline.output.keep_icc && !probe.inks && meta::icc_fits(p, img.channels()));
         let bytes = self.encode_within(&img, format, &pipeline.output, icc, stop)?;
         let t3 = Instant::now();
         Ok(Output {

@@ -169,3 +169,133 @@ fn cmyk_jpegs_come_out_through_their_profile_like_libvips() {
     let thumb = p.process(&input, &Pipeline::parse("thumbnail:48,keep-icc").unwrap()).unwrap();
     assert_eq!(pixq_kernel::meta::read_jpeg_meta(&thumb.bytes).icc, None, "a CMYK profile on an RGB output");
 }
+
+/// The JPEG `bytes` without its segments of marker `0xFF<m>` for each `m` in `drop` (before
+/// the scan).
+#[cfg(feature = "turbojpeg")]
+fn without_segments(bytes: &[u8], drop: &[u8]) -> Vec<u8> {
+    let mut out = bytes[..2].to_vec();
+    let mut i = 2;
+    while bytes[i] == 0xFF && bytes[i + 1] != 0xDA {
+        let len = usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
+        if !drop.contains(&bytes[i + 1]) {
+            out.extend_from_slice(&bytes[i..i + 2 + len]);
+        }
+        i += 2 + len;
+    }
+    out.extend_from_slice(&bytes[i..]);
+    out
+}
+
+/// libvips' reading of a JPEG as sRGB (`icc_transform`, with `--input-profile` when given).
+#[cfg(feature = "turbojpeg")]
+fn vips_srgb(dir: &Path, name: &str, jpeg: &[u8], input_profile: Option<&Path>) -> Vec<u8> {
+    let src = dir.join(format!("{name}.jpg"));
+    std::fs::write(&src, jpeg).unwrap();
+    let dst = dir.join(format!("{name}-vips.png"));
+    let mut cmd = Command::new("vips");
+    cmd.arg("icc_transform").arg(&src).arg(&dst).arg("srgb");
+    if let Some(p) = input_profile {
+        cmd.arg("--input-profile").arg(p);
+    }
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "vips icc_transform {name}: {}", String::from_utf8_lossy(&o.stderr));
+    rgb_of(&std::fs::read(&dst).unwrap())
+}
+
+/// (mean, 95th percentile, max) Delta E between two sRGB rasters.
+#[cfg(feature = "turbojpeg")]
+fn delta_e_stats(a: &[u8], b: &[u8]) -> (f64, f64, f64) {
+    assert_eq!(a.len(), b.len());
+    let mut des: Vec<f64> = a.chunks(3).zip(b.chunks(3)).map(|(a, b)| delta_e(a, b)).collect();
+    des.sort_by(f64::total_cmp);
+    let mean = des.iter().sum::<f64>() / des.len() as f64;
+    (mean, des[des.len() * 95 / 100], des[des.len() - 1])
+}
+
+/// CMYK JPEGs without a profile, in every form the class takes: Adobe's inverted inks (as
+/// libvips and Photoshop write them), the same inks with the Adobe marker gone (still read
+/// as inverted, as libvips, Pillow and browsers read them), YCCK, CMYK from another encoder,
+/// and one whose profile is an RGB one.
+/// Each goes through pixq's built-in press profile: libvips reading the same file through that
+/// profile (lcms2) agrees within a Delta E of 1 on average (the profile is valid ICC and the
+/// inks are read the same way round), and libvips' own fallback, its built-in proofing
+/// profile, is within the distance of two presses; the plain conversion pixq did before is
+/// far off both.
+#[cfg(feature = "turbojpeg")]
+#[test]
+fn cmyk_jpegs_without_a_profile_come_out_through_a_built_in_press_profile() {
+    if !vips_available() {
+        eprintln!("skipped: no vips");
+        return;
+    }
+    let dir = tempfile_dir().join("no-profile");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ours = dir.join("pixq-press.icc");
+    std::fs::write(&ours, pixq_kernel::cms::press::profile()).unwrap();
+
+    let src = dir.join("srgb.png");
+    std::fs::write(&src, pixq_kernel::png::encode(&pattern(), 1, None, &Stop::new()).unwrap()).unwrap();
+    let tagged = dir.join("tagged.jpg");
+    let o = Command::new("vips")
+        .arg("icc_export")
+        .arg(&src)
+        .arg(format!("{}[Q=95]", tagged.display()))
+        .args(["--output-profile", "cmyk"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "vips icc_export: {}", String::from_utf8_lossy(&o.stderr));
+    let tagged = std::fs::read(&tagged).unwrap();
+    let adobe = without_segments(&tagged, &[0xE2]);
+    assert!(adobe.windows(5).any(|w| w == b"Adobe") && !adobe.windows(11).any(|w| w == b"ICC_PROFILE"));
+    let unmarked = without_segments(&adobe, &[0xEE]);
+    assert!(!unmarked.windows(5).any(|w| w == b"Adobe"));
+    // Inks from another encoder: the pattern's grey ramps and hues as CMYK numbers.
+    let inks: Vec<u8> = pattern()
+        .data()
+        .chunks(3)
+        .flat_map(|p| {
+            let k = 255 - *p.iter().max().unwrap();
+            let ink = |v: u8| if k == 255 { 0 } else { ((255 - v - k) as u32 * 255 / (255 - k) as u32) as u8 };
+            [ink(p[0]), ink(p[1]), ink(p[2]), k]
+        })
+        .collect();
+    let encode = |ct| {
+        let mut out = Vec::new();
+        jpeg_encoder::Encoder::new(&mut out, 95).encode(&inks, 96, 64, ct).unwrap();
+        out
+    };
+    let plain = encode(jpeg_encoder::ColorType::Cmyk);
+    let ycck = encode(jpeg_encoder::ColorType::CmykAsYcck);
+
+    let mut p = Processor::new(Default::default());
+    for (name, input) in [("adobe", &adobe), ("unmarked", &unmarked), ("plain", &plain), ("ycck", &ycck)] {
+        let got = rgb_of(&p.process(input, &Pipeline::parse("format:png").unwrap()).unwrap().bytes);
+        let through_ours = vips_srgb(&dir, name, input, Some(&ours));
+        let (mean, p95, max) = delta_e_stats(&got, &through_ours);
+        eprintln!("{name}: Delta E against libvips through pixq's profile: mean {mean:.2}, p95 {p95:.2}, max {max:.2}");
+        assert!(mean < 1.0 && max < 5.0, "{name}: mean {mean:.2}, max {max:.2}");
+        let vips_default = vips_srgb(&dir, &format!("{name}-default"), input, None);
+        let (mean, p95, max) = delta_e_stats(&got, &vips_default);
+        eprintln!("{name}: Delta E against libvips' built-in profile: mean {mean:.2}, p95 {p95:.2}, max {max:.2}");
+        assert!(mean < 7.0 && p95 < 13.0, "{name}: mean {mean:.2}, p95 {p95:.2}");
+        // The plain conversion (what `image` does, what pixq did) is much further off.
+        let naive = image::load_from_memory(input).unwrap().to_rgb8().into_raw();
+        let (naive_mean, ..) = delta_e_stats(&naive, &vips_default);
+        eprintln!("{name}: the plain conversion against libvips' built-in profile: mean {naive_mean:.2}");
+        assert!(naive_mean > 2.0 * mean, "{name}: plain {naive_mean:.2} vs pixq {mean:.2}");
+    }
+
+    // A profile that is no CMYK profile (an RGB one on a CMYK file) is passed over the same way.
+    let rgb_icc = aligned(ColorProfile::new_display_p3().encode().unwrap());
+    let mut app2 = b"ICC_PROFILE\0\x01\x01".to_vec();
+    app2.extend_from_slice(&rgb_icc);
+    let mut mislabelled = adobe[..2].to_vec();
+    mislabelled.extend_from_slice(&[0xFF, 0xE2]);
+    mislabelled.extend_from_slice(&((app2.len() + 2) as u16).to_be_bytes());
+    mislabelled.extend_from_slice(&app2);
+    mislabelled.extend_from_slice(&adobe[2..]);
+    let a = p.process(&adobe, &Pipeline::parse("format:png").unwrap()).unwrap();
+    let b = p.process(&mislabelled, &Pipeline::parse("format:png").unwrap()).unwrap();
+    assert_eq!(rgb_of(&a.bytes), rgb_of(&b.bytes), "an RGB profile on a CMYK file");
+}

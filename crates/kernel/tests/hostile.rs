@@ -423,6 +423,9 @@ fn the_estimate_covers_what_real_pipelines_allocate() {
         ("tiff", pixq_kernel::encode(&photo, Format::Tiff, &Default::default()).unwrap()),
         ("webp", pixq_kernel::encode(&photo, Format::Webp, &Default::default()).unwrap()),
         ("jpeg oriented", common::with_exif_orientation(&common::jpeg(&photo, 90), 6)),
+        // CMYK without a profile: the first one also builds the built-in press profile.
+        ("cmyk jpeg", cmyk_jpeg(&photo, jpeg_encoder::ColorType::Cmyk)),
+        ("ycck jpeg", cmyk_jpeg(&photo, jpeg_encoder::ColorType::CmykAsYcck)),
     ];
     let pipelines = [
         "thumbnail:200",
@@ -446,6 +449,23 @@ fn the_estimate_covers_what_real_pipelines_allocate() {
             within_plan(name, bytes, p);
         }
     }
+}
+
+/// An RGB raster as a CMYK (or YCCK) JPEG with no profile: grey component replacement in
+/// full, inverted inks under an Adobe marker (jpeg-encoder's way).
+fn cmyk_jpeg(img: &pixq_kernel::Raster, ct: jpeg_encoder::ColorType) -> Vec<u8> {
+    let inks: Vec<u8> = img
+        .data()
+        .chunks(3)
+        .flat_map(|p| {
+            let k = 255 - *p.iter().max().unwrap();
+            let ink = |v: u8| if k == 255 { 0 } else { (u32::from(255 - v - k) * 255 / u32::from(255 - k)) as u8 };
+            [ink(p[0]), ink(p[1]), ink(p[2]), k]
+        })
+        .collect();
+    let mut out = Vec::new();
+    jpeg_encoder::Encoder::new(&mut out, 90).encode(&inks, img.width() as u16, img.height() as u16, ct).unwrap();
+    out
 }
 
 /// Runs `p` on `bytes` with default limits under the counting allocator: it succeeds, makes
