@@ -472,22 +472,23 @@ async fn upload_and_enqueue(
                 // A large file on the store's own disk is linked unread; the worker hashes it
                 // once (and looks for an earlier output then). Everything else is read and
                 // hashed here, so the job carries its digest.
-                let large = std::fs::metadata(&f).is_ok_and(|m| m.len() > SMALL_FILE as u64);
-                if store.links_files() && large {
+                let size = std::fs::metadata(&f).map_or(0, |m| m.len());
+                if store.links_files() && size > SMALL_FILE as u64 {
                     store
                         .put_file(&bucket, &key, &f, "application/octet-stream")
                         .await
                         .with_context(|| format!("uploading {}", f.display()))?;
-                    return anyhow::Ok((i, None, None));
+                    return anyhow::Ok((i, size, None, None));
                 }
                 let bytes = read_input(&f).await.with_context(|| format!("reading {}", f.display()))?;
+                let bytes_len = bytes.len() as u64;
                 let digest = keys::content_digest(&bytes);
                 let route = routing.route(&bytes, &recipe);
                 store
                     .put(&bucket, &key, bytes, "application/octet-stream")
                     .await
                     .with_context(|| format!("uploading {}", f.display()))?;
-                anyhow::Ok((i, Some(digest), route))
+                anyhow::Ok((i, bytes_len, Some(digest), route))
             });
         }
         let mut digests = Vec::with_capacity(entries.len());
@@ -502,9 +503,11 @@ async fn upload_and_enqueue(
             digests.push(r);
             bar.inc(1);
         }
-        digests.sort_by_key(|d| d.0);
+        // Largest first (file size standing for work): the last jobs to start are the
+        // shortest, so lanes finish close together instead of one running a photo alone.
+        digests.sort_by_key(|d| (std::cmp::Reverse(d.1), d.0));
         let (mut light, mut heavy) = (Vec::new(), Vec::new());
-        for (i, digest, route) in digests {
+        for (i, _, digest, route) in digests {
             let e = &manifest.jobs[i];
             let job = batch::new_recipe_job(&manifest.batch, i, e.input.clone(), digest, &recipe, &output);
             match route {
@@ -578,7 +581,12 @@ async fn process(
     }
     tokio::fs::create_dir_all(out).await.with_context(|| format!("creating {}", out.display()))?;
     let t_collect = started.elapsed();
-    batch::write_manifest(b.store.as_ref(), &b.bucket, &manifest).await.context("writing the batch manifest")?;
+    // The manifest (for `pixq status` and `fetch` later) is written beside the first uploads,
+    // not before them: nothing in this run reads it.
+    let manifest_written = {
+        let (store, bucket, manifest) = (b.store.clone(), b.bucket.clone(), manifest.clone());
+        tokio::spawn(async move { batch::write_manifest(store.as_ref(), &bucket, &manifest).await })
+    };
     let total = manifest.jobs.len();
     let ours: HashSet<String> = manifest.jobs.iter().map(|j| j.job_id.clone()).collect();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -689,6 +697,7 @@ async fn process(
         }
     }
     let t_submit = t_submit.unwrap_or(t_done);
+    manifest_written.await.context("manifest task failed")?.context("writing the batch manifest")?;
     let t_stopped = started.elapsed();
     bar.finish_and_clear();
     // Outputs already placed while the batch ran.

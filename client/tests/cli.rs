@@ -181,6 +181,40 @@ fn submit_then_status_shows_pending_and_ops_lists_steps() {
     assert!(stdout.contains("Animated GIF/WebP stay animated") && stdout.contains("1000 frames"), "{stdout}");
 }
 
+/// Jobs are queued largest input first (file size standing for work), so the last jobs a
+/// batch starts are its shortest and the lanes finish together.
+#[test]
+fn a_batch_is_queued_largest_input_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let o = pixq(&home, &["submit", samples().to_str().unwrap(), "--ops", "thumbnail:100"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    let queue = pixq_jobs::local::LocalHome::new(&home).queue(Default::default()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut sizes = Vec::new();
+    loop {
+        let got = rt
+            .block_on(pixq_jobs::queue::Queue::receive(
+                &queue,
+                10,
+                std::time::Duration::from_secs(60),
+                std::time::Duration::ZERO,
+            ))
+            .unwrap();
+        if got.is_empty() {
+            break;
+        }
+        for m in got {
+            let job: pixq_jobs::schema::Job = serde_json::from_str(&m.body).unwrap();
+            // inputs/<batch>/<index>-<file name>
+            let name = job.input.key.rsplit('/').next().unwrap().split_once('-').unwrap().1.to_string();
+            sizes.push((std::fs::metadata(samples().join(&name)).unwrap().len(), name));
+        }
+    }
+    assert_eq!(sizes.len(), 8, "{sizes:?}");
+    assert!(sizes.windows(2).all(|w| w[0].0 >= w[1].0), "not largest first: {sizes:?}");
+}
+
 /// Runs pixq with a small tmpfs mounted on `mount` (a private mount in a user namespace, so
 /// no privileges are needed); the last line of stdout lists what was left on that disk.
 /// `None` when this machine does not allow that.

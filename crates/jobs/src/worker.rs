@@ -156,25 +156,28 @@ pub async fn run(
             }
         }
         // Receive is not raced against shutdown: a receive cut off mid-way would leave its
-        // messages hidden until their visibility lapses. The wait is short instead.
-        let msgs = match shared.queue.receive(permits.len(), shared.cfg.visibility, shared.cfg.wait).await {
-            Ok(m) => {
-                errors = 0;
-                shared.cfg.metrics.received.fetch_add(m.len() as u64, Ordering::Relaxed);
-                m
-            }
-            Err(e) => {
-                errors += 1;
-                shared.cfg.metrics.receive_errors.fetch_add(1, Ordering::Relaxed);
-                let nap = Duration::from_millis(100).saturating_mul(1 << errors.min(6)).min(Duration::from_secs(10));
-                warn!(error = %e, retry_in_ms = nap.as_millis() as u64, "receive failed");
-                tokio::select! {
-                    _ = tokio::time::sleep(nap) => {}
-                    _ = shutdown.cancelled() => break,
+        // messages hidden until their visibility lapses. Its wait for a first message ends
+        // with shutdown where the queue can tell a wait from a request (the embedded one).
+        let msgs =
+            match shared.queue.receive_until(permits.len(), shared.cfg.visibility, shared.cfg.wait, &shutdown).await {
+                Ok(m) => {
+                    errors = 0;
+                    shared.cfg.metrics.received.fetch_add(m.len() as u64, Ordering::Relaxed);
+                    m
                 }
-                continue;
-            }
-        };
+                Err(e) => {
+                    errors += 1;
+                    shared.cfg.metrics.receive_errors.fetch_add(1, Ordering::Relaxed);
+                    let nap =
+                        Duration::from_millis(100).saturating_mul(1 << errors.min(6)).min(Duration::from_secs(10));
+                    warn!(error = %e, retry_in_ms = nap.as_millis() as u64, "receive failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(nap) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                    continue;
+                }
+            };
         if msgs.is_empty() {
             if let Some(idle) = shared.cfg.idle_stop
                 && tracker.is_empty()

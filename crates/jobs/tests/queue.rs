@@ -210,6 +210,32 @@ async fn long_poll_returns_as_soon_as_a_message_arrives() {
     assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(2), "{took:?}");
 }
 
+/// A wait for a first message ends when the stop fires (a worker shutting down does not
+/// wait out its poll); a look already due still happens, so a message there is taken, not
+/// left hidden.
+#[tokio::test]
+async fn a_receive_stops_waiting_when_told_and_still_takes_what_is_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = SqliteQueue::open(&dir.path().join("q.db"), QueueConfig::default()).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        s.cancel();
+    });
+    // An hour's wait: only the stop can end it within the test's bound.
+    let got = tokio::time::timeout(Duration::from_secs(30), q.receive_until(1, VIS, Duration::from_secs(3600), &stop))
+        .await
+        .expect("the stop ended the wait")
+        .unwrap();
+    assert!(got.is_empty());
+    q.send("there", &SendOptions::default()).await.unwrap();
+    let got = q.receive_until(1, VIS, Duration::from_secs(3600), &stop).await.unwrap();
+    assert_eq!(got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["there"]);
+    // Hidden now, as any received message: the stopped receive really took it.
+    assert_eq!(q.counts().await.unwrap().in_flight, 1);
+}
+
 #[tokio::test]
 async fn batches_queues_and_size_limits() {
     let dir = tempfile::tempdir().unwrap();

@@ -116,6 +116,20 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     /// Receives up to `max` messages, hiding each for `visibility`. Waits up to `wait` for
     /// the first message and returns as soon as there is one.
     async fn receive(&self, max: usize, visibility: Duration, wait: Duration) -> Result<Vec<Message>, QueueError>;
+    /// As [`Queue::receive`], but stops waiting for a first message once `stop` fires. A
+    /// request already under way is never cut off (its messages would stay hidden until
+    /// their visibility lapsed): this default, for queues whose wait is one request (an SQS
+    /// long poll), waits it out; the embedded queue's wait is its own and ends at once.
+    async fn receive_until(
+        &self,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<Vec<Message>, QueueError> {
+        let _ = stop;
+        self.receive(max, visibility, wait).await
+    }
     /// Acknowledges a delivery: the message is gone.
     async fn delete(&self, receipt: &str) -> Result<(), QueueError>;
     /// Acknowledges several deliveries (SQS: DeleteMessageBatch, 10 per request).

@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::{Counts, DeadLetter, MAX_BODY_BYTES, Message, Queue, QueueError, SendOptions};
 use crate::clock::{Clock, SystemClock};
@@ -304,6 +305,16 @@ impl Queue for SqliteQueue {
     }
 
     async fn receive(&self, max: usize, visibility: Duration, wait: Duration) -> Result<Vec<Message>, QueueError> {
+        self.receive_until(max, visibility, wait, &CancellationToken::new()).await
+    }
+
+    async fn receive_until(
+        &self,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+        stop: &CancellationToken,
+    ) -> Result<Vec<Message>, QueueError> {
         let max = max.clamp(1, 10);
         let vis = ms(visibility);
         let deadline = tokio::time::Instant::now() + wait;
@@ -313,13 +324,15 @@ impl Queue for SqliteQueue {
             let notified = self.sent.notified();
             let got = self.with_conn(move |c, cfg, now| Self::receive_now(c, cfg, now, max, vis)).await?;
             let now = tokio::time::Instant::now();
-            if !got.is_empty() || now >= deadline {
+            if !got.is_empty() || now >= deadline || stop.is_cancelled() {
                 return Ok(got);
             }
             let nap = self.cfg.poll_interval.min(deadline - now);
+            // Only the wait is cut short: a look that has begun runs to its end above.
             tokio::select! {
                 _ = notified => {}
                 _ = tokio::time::sleep(nap) => {}
+                _ = stop.cancelled() => return Ok(Vec::new()),
             }
         }
     }
