@@ -444,8 +444,8 @@ fn plan_batch(b: &Backend, files: &[PathBuf], recipe: &Recipe) -> BatchManifest 
 }
 
 /// Inputs read, hashed and uploaded per chunk (32 at a time, so the embedded store commits
-/// them in groups), each chunk enqueued as soon as it is stored: workers start on the first
-/// images while later ones are still being read.
+/// them in groups), largest first, each chunk enqueued as soon as it is stored: workers start
+/// on the first images (a first chunk of four) while later ones are still being read.
 async fn upload_and_enqueue(
     store: Arc<dyn ObjectStore>,
     routing: Arc<Routing>,
@@ -456,15 +456,25 @@ async fn upload_and_enqueue(
 ) -> anyhow::Result<Routed> {
     let mut routed = Routed::default();
     const CHUNK: usize = 128;
+    const FIRST_CHUNK: usize = 4;
     let bucket = manifest.jobs.first().map(|e| e.input.bucket.clone()).unwrap_or_default();
     let output = OutputLocation { bucket: bucket.clone(), prefix: "outputs/".into() };
     let bar = if progress { bar(files.len() as u64, "uploading") } else { ProgressBar::hidden() };
     let slots = Arc::new(tokio::sync::Semaphore::new(32));
     let mut enqueued = 0;
-    for (c, entries) in manifest.jobs.chunks(CHUNK).enumerate() {
+    // Largest first over the whole batch (file size standing for work; a stat each, from
+    // the folder listing's cache): the last jobs to start are the shortest, so lanes finish
+    // close together instead of one running a photo alone. The first chunk is small, so the
+    // workers start after a few uploads rather than a whole chunk's.
+    let mut order: Vec<(u64, usize)> =
+        files.iter().enumerate().map(|(i, f)| (std::fs::metadata(f).map_or(0, |m| m.len()), i)).collect();
+    order.sort_by_key(|&(size, i)| (std::cmp::Reverse(size), i));
+    let first = FIRST_CHUNK.min(order.len());
+    let chunks = std::iter::once(&order[..first]).chain(order[first..].chunks(CHUNK));
+    for chunk in chunks.filter(|c| !c.is_empty()) {
         let mut uploads = tokio::task::JoinSet::new();
-        for (j, e) in entries.iter().enumerate() {
-            let i = c * CHUNK + j;
+        for &(_, i) in chunk {
+            let e = &manifest.jobs[i];
             let (store, key, f, slots) = (store.clone(), e.input.key.clone(), files[i].clone(), slots.clone());
             let (bucket, routing, recipe) = (bucket.clone(), routing.clone(), recipe.clone());
             uploads.spawn(async move {
@@ -491,7 +501,7 @@ async fn upload_and_enqueue(
                 anyhow::Ok((i, bytes_len, Some(digest), route))
             });
         }
-        let mut digests = Vec::with_capacity(entries.len());
+        let mut digests = Vec::with_capacity(chunk.len());
         while let Some(r) = uploads.join_next().await {
             let r = r.context("upload task failed")?.with_context(|| {
                 format!(
@@ -503,8 +513,7 @@ async fn upload_and_enqueue(
             digests.push(r);
             bar.inc(1);
         }
-        // Largest first (file size standing for work): the last jobs to start are the
-        // shortest, so lanes finish close together instead of one running a photo alone.
+        // In the batch's order (uploads finish in any order).
         digests.sort_by_key(|d| (std::cmp::Reverse(d.1), d.0));
         let (mut light, mut heavy) = (Vec::new(), Vec::new());
         for (i, _, digest, route) in digests {
