@@ -365,7 +365,7 @@ impl Codecs {
             }
             seen += 1;
         }
-        Err(Error::Op { op, reason: format!("the image has only {seen} frame{}", if seen == 1 { "" } else { "s" }) })
+        Err(Error::too_few_frames(op, seen))
     }
 
     /// A CMYK or YCCK JPEG: its ink values (libjpeg-turbo turns YCCK into CMYK), through

@@ -144,4 +144,10 @@ impl Error {
                 | Error::TimedOut { .. }
         )
     }
+
+    /// `frame:N` (step text `op`) past the end of an image of `frames` frames.
+    pub(crate) fn too_few_frames(op: String, frames: u32) -> Error {
+        let s = if frames == 1 { "" } else { "s" };
+        Error::Op { op, reason: format!("the image has only {frames} frame{s}") }
+    }
 }

@@ -295,14 +295,10 @@ impl Processor {
             }
             let delay = codec::frame_delay_ms(&frame);
             let img = self.prepare(codec::frame_raster(frame), probe, false, stop)?;
-            let now = Instant::now();
-            timings.decode += now - t;
-            t = now;
+            timings.decode += lap(&mut t);
             let (img, chosen) = self.run_steps(img, probe, input.len(), pipeline, plan, stop, &mut pins)?;
             smart_crop = smart_crop.or(chosen);
-            let now = Instant::now();
-            timings.ops += now - t;
-            t = now;
+            timings.ops += lap(&mut t);
             let w = match &mut writer {
                 Some(w) => w,
                 None => {
@@ -310,9 +306,7 @@ impl Processor {
                 }
             };
             w.add(&img, delay)?;
-            let now = Instant::now();
-            timings.encode += now - t;
-            t = now;
+            timings.encode += lap(&mut t);
         }
         let writer = writer.ok_or_else(|| codec::decode_err(probe.format, "the animation has no frame"))?;
         let bytes = writer.finish()?;
@@ -450,4 +444,12 @@ impl Processor {
             timings: Timings { decode: Duration::ZERO, ops: t2 - t1, encode: t3 - t2 },
         })
     }
+}
+
+/// The time since `t`, and `t` moved to now: one stage of a loop's timings.
+fn lap(t: &mut Instant) -> Duration {
+    let now = Instant::now();
+    let d = now - *t;
+    *t = now;
+    d
 }

@@ -206,11 +206,7 @@ fn plan_decoded_for(
     }
     if let Some(n) = pipeline.frame.filter(|&n| n > 0) {
         if let Some(a) = probe.animation.filter(|a| n >= a.frames) {
-            let s = if a.frames == 1 { "" } else { "s" };
-            return Err(Error::Op {
-                op: format!("frame:{n}"),
-                reason: format!("the image has only {} frame{s}", a.frames),
-            });
+            return Err(Error::too_few_frames(format!("frame:{n}"), a.frames));
         }
         if n >= limits.max_frames {
             let frames = n.saturating_add(1);
