@@ -29,6 +29,7 @@ pub mod clock;
 pub mod events;
 pub mod ids;
 pub mod keys;
+pub mod lanes;
 #[cfg(feature = "local")]
 pub mod local;
 pub mod metrics;

@@ -642,10 +642,11 @@ async fn run(
             Err(_) => return permanent("the image kernel panicked on this input".into()),
         }
     } else {
-        match tokio::task::spawn_blocking(kernel).await {
+        // On a lane thread: the one that finished last, so its decoder state and memory are
+        // warm (`lanes`).
+        match crate::lanes::LANES.run(kernel).await {
             Ok(out) => out?,
-            Err(e) if e.is_panic() => return permanent(format!("the image kernel panicked on this input: {e}")),
-            Err(e) => return Err(JobError::Transient(format!("kernel task was cancelled: {e}"))),
+            Err(p) => return permanent(format!("the image kernel panicked on this input: {}", p.0)),
         }
     };
 
