@@ -11,7 +11,10 @@ use std::any::Any;
 use std::sync::Mutex;
 use std::sync::mpsc::{Sender, channel};
 
-type Task = Box<dyn FnOnce() + Send>;
+/// A kernel to run; it returns the delivery of its answer, which the thread makes only after
+/// it is back among the idle ones (so the caller's next kernel finds it there).
+type Task = Box<dyn FnOnce() -> Deliver + Send>;
+type Deliver = Box<dyn FnOnce() + Send>;
 
 /// A set of lane threads.
 pub struct Lanes {
@@ -38,7 +41,9 @@ impl Lanes {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let mut task: Task = Box::new(move || {
             let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| Panicked(message(&*p)));
-            let _ = tx.send(out);
+            Box::new(move || {
+                let _ = tx.send(out);
+            })
         });
         loop {
             let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
@@ -60,11 +65,13 @@ impl Lanes {
     fn spawn(&'static self, first: Task) {
         let (tx, rx) = channel::<Task>();
         let spawned = std::thread::Builder::new().name("pixq-kernel".into()).spawn(move || {
-            first();
+            let mut task = first;
             loop {
+                let deliver = task();
                 self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(tx.clone());
+                deliver();
                 match rx.recv() {
-                    Ok(task) => task(),
+                    Ok(next) => task = next,
                     Err(_) => return,
                 }
             }
