@@ -138,17 +138,7 @@ fn cmyk_jpegs_come_out_through_their_profile_like_libvips() {
         return;
     }
     let dir = tempfile_dir();
-    let src = dir.join("srgb.png");
-    std::fs::write(&src, pixq_kernel::png::encode(&pattern(), 1, None, &Stop::new()).unwrap()).unwrap();
-    let cmyk = dir.join("cmyk.jpg");
-    let o = Command::new("vips")
-        .arg("icc_export")
-        .arg(&src)
-        .arg(format!("{}[Q=95]", cmyk.display()))
-        .args(["--output-profile", "cmyk"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "vips icc_export: {}", String::from_utf8_lossy(&o.stderr));
+    let cmyk = vips_cmyk_jpeg(&dir);
     let reference = dir.join("cmyk-vips.png");
     let o = Command::new("vips").arg("icc_transform").arg(&cmyk).arg(&reference).arg("srgb").output().unwrap();
     assert!(o.status.success(), "vips icc_transform: {}", String::from_utf8_lossy(&o.stderr));
@@ -168,6 +158,24 @@ fn cmyk_jpegs_come_out_through_their_profile_like_libvips() {
     // Thumbnails and other outputs of it go the same way (no CMYK profile on any output).
     let thumb = p.process(&input, &Pipeline::parse("thumbnail:48,keep-icc").unwrap()).unwrap();
     assert_eq!(pixq_kernel::meta::read_jpeg_meta(&thumb.bytes).icc, None, "a CMYK profile on an RGB output");
+}
+
+/// The test pattern as a CMYK JPEG made by libvips (`icc_export` to its built-in CMYK
+/// profile, embedded; Adobe's inverted inks), in `dir`; returns its path.
+#[cfg(feature = "turbojpeg")]
+fn vips_cmyk_jpeg(dir: &Path) -> std::path::PathBuf {
+    let src = dir.join("srgb.png");
+    std::fs::write(&src, pixq_kernel::png::encode(&pattern(), 1, None, &Stop::new()).unwrap()).unwrap();
+    let cmyk = dir.join("cmyk.jpg");
+    let o = Command::new("vips")
+        .arg("icc_export")
+        .arg(&src)
+        .arg(format!("{}[Q=95]", cmyk.display()))
+        .args(["--output-profile", "cmyk"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "vips icc_export: {}", String::from_utf8_lossy(&o.stderr));
+    cmyk
 }
 
 /// The JPEG `bytes` without its segments of marker `0xFF<m>` for each `m` in `drop` (before
@@ -234,18 +242,7 @@ fn cmyk_jpegs_without_a_profile_come_out_through_a_built_in_press_profile() {
     let ours = dir.join("pixq-press.icc");
     std::fs::write(&ours, pixq_kernel::cms::press::profile()).unwrap();
 
-    let src = dir.join("srgb.png");
-    std::fs::write(&src, pixq_kernel::png::encode(&pattern(), 1, None, &Stop::new()).unwrap()).unwrap();
-    let tagged = dir.join("tagged.jpg");
-    let o = Command::new("vips")
-        .arg("icc_export")
-        .arg(&src)
-        .arg(format!("{}[Q=95]", tagged.display()))
-        .args(["--output-profile", "cmyk"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "vips icc_export: {}", String::from_utf8_lossy(&o.stderr));
-    let tagged = std::fs::read(&tagged).unwrap();
+    let tagged = std::fs::read(vips_cmyk_jpeg(&dir)).unwrap();
     let adobe = without_segments(&tagged, &[0xE2]);
     assert!(adobe.windows(5).any(|w| w == b"Adobe") && !adobe.windows(11).any(|w| w == b"ICC_PROFILE"));
     let unmarked = without_segments(&adobe, &[0xEE]);
