@@ -283,16 +283,27 @@ fn cmyk_jpegs_without_a_profile_come_out_through_a_built_in_press_profile() {
         assert!(naive_mean > 2.0 * mean, "{name}: plain {naive_mean:.2} vs pixq {mean:.2}");
     }
 
-    // A profile that is no CMYK profile (an RGB one on a CMYK file) is passed over the same way.
-    let rgb_icc = aligned(ColorProfile::new_display_p3().encode().unwrap());
-    let mut app2 = b"ICC_PROFILE\0\x01\x01".to_vec();
-    app2.extend_from_slice(&rgb_icc);
-    let mut mislabelled = adobe[..2].to_vec();
-    mislabelled.extend_from_slice(&[0xFF, 0xE2]);
-    mislabelled.extend_from_slice(&((app2.len() + 2) as u16).to_be_bytes());
-    mislabelled.extend_from_slice(&app2);
-    mislabelled.extend_from_slice(&adobe[2..]);
-    let a = p.process(&adobe, &Pipeline::parse("format:png").unwrap()).unwrap();
-    let b = p.process(&mislabelled, &Pipeline::parse("format:png").unwrap()).unwrap();
-    assert_eq!(rgb_of(&a.bytes), rgb_of(&b.bytes), "an RGB profile on a CMYK file");
+    // A profile that is no usable CMYK profile is passed over the same way: an RGB one, bytes
+    // that are no profile, a CMYK header cut short, a CMYK header claiming tags past its end.
+    let mut cut = ColorProfile::new_display_p3().encode().unwrap()[..128].to_vec();
+    cut[16..20].copy_from_slice(b"CMYK");
+    let mut lying = cut.clone();
+    lying.extend_from_slice(&[0, 0, 0, 1, b'A', b'2', b'B', b'0', 0, 0, 0, 200, 0x7F, 0xFF, 0xFF, 0xFF]);
+    let plain = p.process(&adobe, &Pipeline::parse("format:png").unwrap()).unwrap();
+    for (name, icc) in [
+        ("an RGB profile", aligned(ColorProfile::new_display_p3().encode().unwrap())),
+        ("bytes that are no profile", vec![0xA5; 3000]),
+        ("a CMYK header cut short", cut),
+        ("a CMYK header with a tag past its end", lying),
+    ] {
+        let mut app2 = b"ICC_PROFILE\0\x01\x01".to_vec();
+        app2.extend_from_slice(&icc);
+        let mut mislabelled = adobe[..2].to_vec();
+        mislabelled.extend_from_slice(&[0xFF, 0xE2]);
+        mislabelled.extend_from_slice(&((app2.len() + 2) as u16).to_be_bytes());
+        mislabelled.extend_from_slice(&app2);
+        mislabelled.extend_from_slice(&adobe[2..]);
+        let b = p.process(&mislabelled, &Pipeline::parse("format:png").unwrap()).unwrap();
+        assert_eq!(rgb_of(&plain.bytes), rgb_of(&b.bytes), "{name} on a CMYK file");
+    }
 }
