@@ -290,18 +290,19 @@ pub fn jpeg_scale(width: u32, height: u32, need: Option<(u64, u64)>) -> u32 {
 impl Codecs {
     /// Decodes to a raster. `need` (stored orientation) lets JPEG shrink on load to the
     /// smallest M/8 scale that is still at least that big.
-    pub fn decode(
+    pub(crate) fn decode(
         &mut self,
         input: &[u8],
         probe: &Probe,
         limits: &Limits,
         need: Option<(u64, u64)>,
+        pool: &mut crate::raster::Pool,
     ) -> Result<Raster, Error> {
         #[cfg(feature = "turbojpeg")]
         if probe.format == Format::Jpeg {
-            return self.decode_turbo(input, probe, limits, need);
+            return self.decode_turbo(input, probe, limits, need, pool);
         }
-        let _ = need;
+        let _ = (need, pool);
         #[cfg(feature = "heif")]
         if matches!(probe.format, Format::Avif | Format::Heic) {
             return crate::heif::decode(input, probe);
@@ -405,6 +406,7 @@ impl Codecs {
         probe: &Probe,
         limits: &Limits,
         need: Option<(u64, u64)>,
+        pool: &mut crate::raster::Pool,
     ) -> Result<Raster, Error> {
         let err = |e: turbojpeg::Error| decode_err(Format::Jpeg, e);
         if self.dec.is_none() {
@@ -431,21 +433,25 @@ impl Codecs {
         if w as u64 > u64::from(probe.width) || h as u64 > u64::from(probe.height) || bytes > limits.max_pixels * 3 {
             return Err(decode_err(Format::Jpeg, "decoded size exceeds the checked header"));
         }
-        let mut pixels = vec![0u8; w * h * channels.count()];
+        // A kept buffer holds an earlier image's bytes: the decoder writes every scanline
+        // before it reports success, and a failure drops the buffer with the error.
+        let mut pixels = pool.take(w * h * channels.count());
         let image =
             turbojpeg::Image { pixels: &mut pixels[..], width: w, pitch: w * channels.count(), height: h, format: pf };
         dec.decompress(input, image).map_err(err)?;
         Raster::from_vec(w as u32, h as u32, channels, pixels)
     }
 
-    /// Encodes a raster. JPEG drops alpha by compositing over white.
-    pub fn encode(
+    /// Encodes a raster. JPEG drops alpha by compositing over white; libjpeg-turbo writes
+    /// into a buffer kept in `pool` when one is large enough.
+    pub(crate) fn encode(
         &mut self,
         img: &Raster,
         format: Format,
         spec: &OutputSpec,
         icc: Option<&[u8]>,
         stop: &crate::Stop,
+        pool: &mut crate::raster::Pool,
     ) -> Result<Vec<u8>, Error> {
         let enc_err = |e: &dyn std::fmt::Display| Error::Encode { format, reason: e.to_string() };
         match format {
@@ -463,7 +469,7 @@ impl Codecs {
                     _ => img,
                 };
                 let q = spec.quality.unwrap_or(OutputSpec::DEFAULT_QUALITY);
-                let jpeg = self.encode_jpeg(img, q, spec.progressive)?;
+                let jpeg = self.encode_jpeg(img, q, spec.progressive, pool)?;
                 Ok(match icc {
                     Some(p) => crate::meta::jpeg_with_icc(jpeg, p),
                     None => jpeg,
@@ -519,7 +525,13 @@ impl Codecs {
     }
 
     #[cfg(feature = "turbojpeg")]
-    fn encode_jpeg(&mut self, img: &Raster, quality: u8, progressive: bool) -> Result<Vec<u8>, Error> {
+    fn encode_jpeg(
+        &mut self,
+        img: &Raster,
+        quality: u8,
+        progressive: bool,
+        pool: &mut crate::raster::Pool,
+    ) -> Result<Vec<u8>, Error> {
         let err = |e: turbojpeg::Error| Error::Encode { format: Format::Jpeg, reason: e.to_string() };
         if self.enc.is_none() {
             self.enc = Some(turbojpeg::Compressor::new().map_err(err)?);
@@ -536,11 +548,28 @@ impl Codecs {
             height: img.height() as usize,
             format: if gray { turbojpeg::PixelFormat::GRAY } else { turbojpeg::PixelFormat::RGB },
         };
-        enc.compress_to_vec(image).map_err(err)
+        // libjpeg-turbo's worst-case output buffer, from a kept one when there is one (the
+        // plan counts on it: `plan::JPEG_ENCODE_BORROWS`); the file is copied out of it.
+        let need = enc.buf_len(image.width, image.height).map_err(err)?;
+        match pool.take_kept(need) {
+            Some(mut buf) => {
+                let n = enc.compress_to_slice(image, &mut buf[..]);
+                let out = n.map(|n| buf[..n].to_vec());
+                pool.give(buf);
+                out.map_err(err)
+            }
+            None => enc.compress_to_vec(image).map_err(err),
+        }
     }
 
     #[cfg(not(feature = "turbojpeg"))]
-    fn encode_jpeg(&mut self, img: &Raster, quality: u8, progressive: bool) -> Result<Vec<u8>, Error> {
+    fn encode_jpeg(
+        &mut self,
+        img: &Raster,
+        quality: u8,
+        progressive: bool,
+        _pool: &mut crate::raster::Pool,
+    ) -> Result<Vec<u8>, Error> {
         let mut out = Vec::new();
         let mut enc = jpeg_encoder::Encoder::new(&mut out, quality);
         enc.set_progressive(progressive);

@@ -112,13 +112,13 @@ pub fn process(input: &[u8], pipeline: &Pipeline, limits: &Limits) -> Result<Out
 
 /// Encodes a raster with default codec state (handy for tests and tools).
 pub fn encode(img: &Raster, format: Format, spec: &OutputSpec) -> Result<Vec<u8>, Error> {
-    codec::Codecs::default().encode(img, format, spec, None, &Stop::new())
+    codec::Codecs::default().encode(img, format, spec, None, &Stop::new(), &mut raster::Pool::default())
 }
 
 /// Decodes bytes to a raster with orientation applied (no operations).
 pub fn decode(input: &[u8], limits: &Limits) -> Result<Raster, Error> {
     let probe = codec::probe(input, limits)?;
-    let r = codec::Codecs::default().decode(input, &probe, limits, None)?;
+    let r = codec::Codecs::default().decode(input, &probe, limits, None, &mut raster::Pool::default())?;
     Ok(ops::geometry::orient(&r, probe.orientation))
 }
 
@@ -170,7 +170,7 @@ impl Processor {
         icc: Option<&[u8]>,
         stop: &Stop,
     ) -> Result<Vec<u8>, Error> {
-        let first = self.codecs.encode(img, format, spec, icc, stop)?;
+        let first = self.codecs.encode(img, format, spec, icc, stop, &mut self.resizer.pool)?;
         let lossy = format == Format::Jpeg || format == Format::Avif || (format == Format::Webp && !spec.lossless);
         let Some(max) = spec.max_bytes.map(|m| m as usize).filter(|m| lossy && first.len() > *m) else {
             return Ok(first);
@@ -181,7 +181,14 @@ impl Processor {
         while lo <= hi {
             stop.check()?;
             let q = lo + (hi - lo) / 2;
-            let bytes = self.codecs.encode(img, format, &OutputSpec { quality: Some(q), ..*spec }, icc, stop)?;
+            let bytes = self.codecs.encode(
+                img,
+                format,
+                &OutputSpec { quality: Some(q), ..*spec },
+                icc,
+                stop,
+                &mut self.resizer.pool,
+            )?;
             if bytes.len() <= max {
                 best = Some(bytes);
                 lo = q + 1;
@@ -248,7 +255,7 @@ impl Processor {
         }
         let decoded = match first.frame {
             Some(n) if n > 0 => self.codecs.decode_frame(input, &probe, &self.limits, n, stop)?,
-            _ => self.codecs.decode(input, &probe, &self.limits, union.decode_need)?,
+            _ => self.codecs.decode(input, &probe, &self.limits, union.decode_need, &mut self.resizer.pool)?,
         };
         let mut shared = Some(self.prepare(decoded, &probe, first.output.keep_icc, stop)?);
         let mut decode_time = t0.elapsed();
@@ -259,7 +266,8 @@ impl Processor {
             } else {
                 shared.clone().expect("held until the last variant")
             };
-            let mut out = self.finish(img, &probe, input.len(), pipeline, plan, stop)?;
+            let keep = pipelines.len() == 1 && plan.keeps_source;
+            let mut out = self.finish(img, &probe, input.len(), pipeline, plan, keep, stop)?;
             out.timings.decode = std::mem::take(&mut decode_time);
             outs.push(out);
         }
@@ -296,7 +304,7 @@ impl Processor {
             let delay = codec::frame_delay_ms(&frame);
             let img = self.prepare(codec::frame_raster(frame), probe, false, stop)?;
             timings.decode += lap(&mut t);
-            let (img, chosen) = self.run_steps(img, probe, input.len(), pipeline, plan, stop, &mut pins)?;
+            let (img, chosen) = self.run_steps(img, probe, input.len(), pipeline, plan, false, stop, &mut pins)?;
             smart_crop = smart_crop.or(chosen);
             timings.ops += lap(&mut t);
             let w = match &mut writer {
@@ -347,6 +355,7 @@ impl Processor {
         input_len: usize,
         pipeline: &Pipeline,
         plan: &Plan,
+        keep_source: bool,
         stop: &Stop,
         pins: &mut Vec<Option<Rect>>,
     ) -> Result<(Raster, Option<Rect>), Error> {
@@ -368,6 +377,7 @@ impl Processor {
                 pinned: if record { None } else { pins.get(i).copied().flatten() },
                 stop,
                 overlays: &self.overlays,
+                keep_source: i == 0 && keep_source,
             };
             img = op.operation().apply(img, &mut cx)?;
             if record {
@@ -411,6 +421,7 @@ impl Processor {
     }
 
     /// Runs `pipeline`'s steps on the prepared image and encodes the result.
+    #[allow(clippy::too_many_arguments)]
     fn finish(
         &mut self,
         img: Raster,
@@ -418,10 +429,12 @@ impl Processor {
         input_len: usize,
         pipeline: &Pipeline,
         plan: &Plan,
+        keep_source: bool,
         stop: &Stop,
     ) -> Result<Output, Error> {
         let t1 = Instant::now();
-        let (img, smart_crop) = self.run_steps(img, probe, input_len, pipeline, plan, stop, &mut Vec::new())?;
+        let (img, smart_crop) =
+            self.run_steps(img, probe, input_len, pipeline, plan, keep_source, stop, &mut Vec::new())?;
         let t2 = Instant::now();
         stop.check()?;
 
@@ -434,7 +447,7 @@ impl Processor {
             .filter(|p| pipeline.output.keep_icc && !probe.inks && meta::icc_fits(p, img.channels()));
         let bytes = self.encode_within(&img, format, &pipeline.output, icc, stop)?;
         let t3 = Instant::now();
-        Ok(Output {
+        let out = Output {
             bytes,
             format,
             width: img.width(),
@@ -442,7 +455,10 @@ impl Processor {
             source: probe.clone(),
             smart_crop,
             timings: Timings { decode: Duration::ZERO, ops: t2 - t1, encode: t3 - t2 },
-        })
+        };
+        // The job's last allocation is made: its image is kept for the next one.
+        self.resizer.recycle(img);
+        Ok(out)
     }
 }
 

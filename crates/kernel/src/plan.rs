@@ -62,6 +62,10 @@ pub struct Plan {
     /// Frames processed: an animation's frame count when it is written as an animation
     /// (see [`animation`]), else 1. The steps' sizes are each frame's; time counts them all.
     pub frames: u32,
+    /// Whether the image the first step consumes may be kept (for the processor's next
+    /// image) through the rest of the job and still stay within `peak_bytes`: every later
+    /// stage with that buffer added fits under the peak the first step (or the decode) set.
+    pub(crate) keeps_source: bool,
 }
 
 impl Plan {
@@ -260,6 +264,7 @@ fn plan_decoded_for(
 
     // Steps. The first sizes itself from the declared source (shrink-on-load never changes
     // output dimensions); the rest from the image in hand.
+    let oriented = (w, h, ch);
     let steps = plan_steps(&pipeline.ops, Some((ow, oh)), (w, h, ch), limits, input, &mut peak, &mut ns)?;
     (w, h, ch) = steps.last().copied().unwrap_or((w, h, ch));
 
@@ -278,6 +283,20 @@ fn plan_decoded_for(
     plan_encode(format, &pipeline.output, (w, h, ch), icc, input, &mut peak, &mut ns);
     // Every frame is decoded, stepped and encoded.
     ns *= f64::from(frames);
+    let keeps_source = frames == 1 && !steps.is_empty() && {
+        // The stages after the first step again, on their own, with the source held. A JPEG
+        // encoder writes into the held buffer when it is large enough, rather than allocate.
+        let (first, source) = (steps[0], bytes(u64::from(oriented.0), u64::from(oriented.1), oriented.2));
+        let (mut rest, mut enc) = (Peak { bytes: 0, at: String::new() }, Peak { bytes: 0, at: String::new() });
+        let mut ns_rest = 0.0;
+        let later = plan_steps(&pipeline.ops[1..], None, first, limits, input, &mut rest, &mut ns_rest)?;
+        let last = later.last().copied().unwrap_or(first);
+        plan_encode(format, &pipeline.output, last, icc, input, &mut enc, &mut ns_rest);
+        let buffer = jpeg_buffer(last.0, last.1);
+        let borrowed = JPEG_ENCODE_BORROWS && format == Format::Jpeg && source >= buffer;
+        let enc_held = if borrowed { enc.bytes - buffer } else { enc.bytes };
+        rest.bytes.max(enc_held) + source <= peak.bytes
+    };
 
     Ok(Plan {
         decode_need,
@@ -290,6 +309,7 @@ fn plan_decoded_for(
         cpu_ns: ns as u64,
         decode_ns: decode_ns * u64::from(frames),
         frames,
+        keeps_source,
     })
 }
 
@@ -325,6 +345,21 @@ fn plan_steps(
     Ok(steps)
 }
 
+/// The copy without alpha a JPEG encoder makes of an image with alpha.
+fn jpeg_flattened(px: u64, ch: Channels) -> u64 {
+    if ch.has_alpha() { px * 3 } else { 0 }
+}
+
+/// libjpeg-turbo's worst-case output buffer for a `w x h` image, over `tj3JPEGBufSize`
+/// (each side padded to 16, 3 bytes a pixel at most, 2 KB more).
+fn jpeg_buffer(w: u32, h: u32) -> u64 {
+    (u64::from(w) + 16) * (u64::from(h) + 16) * 3 + (64 << 10)
+}
+
+/// Whether the JPEG encoder writes into a buffer the processor keeps, when one is large
+/// enough, instead of allocating its worst-case buffer (libjpeg-turbo only).
+const JPEG_ENCODE_BORROWS: bool = cfg!(feature = "turbojpeg");
+
 /// The encoder's memory (into `peak`) and time (into `ns`) for an image of `img`.
 fn plan_encode(
     format: Format,
@@ -339,8 +374,9 @@ fn plan_encode(
     let raster = bytes(u64::from(w), u64::from(h), ch);
     let px = u64::from(w) * u64::from(h);
     let encode = match format {
-        // A flattened copy without alpha, libjpeg-turbo's buffer and our copy of it.
-        Format::Jpeg => px * 3 + 2 * (px * 3 + (64 << 10)) + icc,
+        // A flattened copy without alpha (of an image with alpha), libjpeg-turbo's buffer
+        // and our copy of it.
+        Format::Jpeg => jpeg_flattened(px, ch) + 2 * jpeg_buffer(w, h) + icc,
         // Compressed data can exceed the raw rows slightly; it is held twice (stream, file).
         Format::Png => 2 * (raster + raster / 64 + (64 << 10)) + icc,
         // Our RGB(A) copy, libwebp's YUV planes and output, and the muxed copy.

@@ -644,3 +644,53 @@ fn an_icc_profile_bomb_is_cheap() {
     let (_, peak) = measured(|| pixq_kernel::codec::probe(&bomb, &limits()));
     assert!(peak < 24 * MB, "probing it took {peak} bytes");
 }
+
+/// One processor runs job after job and keeps its largest pixel buffers between them. Each
+/// output is the bytes a fresh processor makes: a kept buffer's old pixels never show, also
+/// in a JPEG cut short after a whole one, a smaller image after a larger one and another
+/// pipeline in between. Each job stays within its plan, and the second of two like jobs
+/// allocates much less than the first: the decode and the thumbnail reuse kept buffers.
+#[test]
+fn a_reused_processor_gives_what_a_fresh_one_gives_within_each_plan() {
+    let big = common::jpeg(&common::photo_like(2400, 1600), 90);
+    let other = common::jpeg(&common::quadrants(1500, 1100), 85);
+    // Scan data garbled from a third of the way on (markers intact): the decoder stops at
+    // the first corrupt code (warnings are errors), its buffer goes with the error, and the
+    // jobs after it still match.
+    let mut cut = big.clone();
+    for i in (big.len() / 3..big.len() - 2).step_by(61) {
+        if cut[i] != 0xFF && cut[i - 1] != 0xFF && cut[i] ^ 0x35 != 0xFF {
+            cut[i] ^= 0x35;
+        }
+    }
+    let limits = Limits::default();
+    let mut proc = Processor::new(limits);
+    let mut peaks = Vec::new();
+    for (name, bytes, p) in [
+        ("big", &big, "thumbnail:600"),
+        ("big", &big, "thumbnail:600"),
+        ("other", &other, "thumbnail:600"),
+        ("cut", &cut, "thumbnail:600"),
+        ("big", &big, "resize:500:500:fill,sharpen:1"),
+        ("other", &other, "smartcrop:300:200"),
+        ("cut", &cut, "resize:640:480"),
+        ("big", &big, "thumbnail:1200,grayscale"),
+        ("other", &other, "thumbnail:2000"),
+    ] {
+        let pipeline = Pipeline::parse(p).unwrap();
+        let (_, plan) = pixq_kernel::plan(bytes, &pipeline, &limits).unwrap();
+        let (out, peak) = measured(|| proc.process(bytes, &pipeline));
+        let fresh = Processor::new(limits).process(bytes, &pipeline);
+        match (out, fresh) {
+            (Ok(a), Ok(b)) => assert!(a.bytes == b.bytes, "{name} / {p}: the reused processor made other bytes"),
+            (Err(a), Err(b)) if a.to_string() == b.to_string() => {}
+            (a, b) => {
+                panic!("{name} / {p}: reused {:?}, fresh {:?}", a.map(|o| o.bytes.len()), b.map(|o| o.bytes.len()))
+            }
+        }
+        assert!(peak <= plan.peak_bytes, "{name} / {p}: used {peak} bytes, over the estimate of {}", plan.peak_bytes);
+        peaks.push(peak);
+    }
+    // The photo decodes at 1/2 scale (1200x800, 2.9 MB), the thumbnail is 600x400.
+    assert!(peaks[1] + 2 * MB < peaks[0], "the second like job allocated {} bytes, the first {}", peaks[1], peaks[0]);
+}

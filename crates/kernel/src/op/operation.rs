@@ -129,6 +129,9 @@ pub(crate) struct Apply<'a> {
     pub stop: &'a Stop,
     /// Images steps lay on the picture (`watermark`), by name, as files.
     pub overlays: &'a crate::Overlays,
+    /// Whether a step that resamples may keep the image it consumes in the resizer's pool
+    /// for the next image (the plan says the rest of the job fits with it held).
+    pub keep_source: bool,
 }
 
 /// Bytes of a `w x h` image in layout `c`.

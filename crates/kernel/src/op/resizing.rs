@@ -65,7 +65,7 @@ impl Operation for Resize {
 
     fn apply(&self, img: Raster, cx: &mut Apply<'_>) -> Result<Raster, Error> {
         let (w, h) = cx.want;
-        cx.resizer.resize(&img, w, h, self.filter, self.fit == Fit::Cover)
+        cx.resizer.resize_owned(img, w, h, self.filter, self.fit == Fit::Cover, cx.keep_source)
     }
 }
 
@@ -102,7 +102,7 @@ impl Operation for Thumbnail {
 
     fn apply(&self, img: Raster, cx: &mut Apply<'_>) -> Result<Raster, Error> {
         let (w, h) = cx.want;
-        cx.resizer.resize(&img, w, h, Filter::Lanczos3, false)
+        cx.resizer.resize_owned(img, w, h, Filter::Lanczos3, false, cx.keep_source)
     }
 }
 
@@ -147,6 +147,9 @@ impl Operation for SmartCrop {
         let b = cx.pinned.unwrap_or_else(|| smartcrop::smart_box(&img, w, h));
         *cx.smart = Some(b);
         let cropped = geometry::crop(&img, b)?;
-        cx.resizer.resize(&cropped, w, h, Filter::Lanczos3, false)
+        if cx.keep_source {
+            cx.resizer.recycle(img);
+        }
+        cx.resizer.resize_owned(cropped, w, h, Filter::Lanczos3, false, false)
     }
 }

@@ -65,10 +65,12 @@ fn pixel_type(c: Channels) -> fir::PixelType {
 }
 
 /// A reusable resizer: keeps its scratch buffers between images, so a worker thread that
-/// holds one does not reallocate them per job.
+/// holds one does not reallocate them per job, and the processor's pool of pixel buffers
+/// (the decoder takes from it too).
 #[derive(Default)]
 pub struct Resizer {
     inner: fir::Resizer,
+    pub(crate) pool: crate::raster::Pool,
 }
 
 impl std::fmt::Debug for Resizer {
@@ -101,6 +103,32 @@ impl Resizer {
         Raster::from_vec(width, height, src.channels(), data)
     }
 
+    /// [`Resizer::resize`] of an image no longer needed afterwards; with `keep`, its buffer
+    /// is kept for the next image.
+    pub fn resize_owned(
+        &mut self,
+        src: Raster,
+        width: u32,
+        height: u32,
+        filter: Filter,
+        cover: bool,
+        keep: bool,
+    ) -> Result<Raster, Error> {
+        if (width, height) == (src.width(), src.height()) {
+            return Ok(src);
+        }
+        let out = self.resize(&src, width, height, filter, cover);
+        if keep {
+            self.recycle(src);
+        }
+        out
+    }
+
+    /// Keeps the buffer of an image no longer needed, for a later decode or resample.
+    pub(crate) fn recycle(&mut self, img: Raster) {
+        self.pool.give(img.into_vec());
+    }
+
     /// Resamples one packed plane of `pt` pixels.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn plane(
@@ -116,7 +144,9 @@ impl Resizer {
     ) -> Result<Vec<u8>, Error> {
         let internal = |e: &dyn std::fmt::Display| Error::Internal(format!("resize: {e}"));
         let src_img = fir::images::ImageRef::new(sw, sh, src, pt).map_err(|e| internal(&e))?;
-        let mut dst = fir::images::Image::new(width, height, pt);
+        // Every output pixel is written, so a kept buffer needs no clearing.
+        let buf = self.pool.take(width as usize * height as usize * pt.size());
+        let mut dst = fir::images::Image::from_vec_u8(width, height, buf, pt).map_err(|e| internal(&e))?;
         let mut opts = fir::ResizeOptions::new().resize_alg(alg(filter));
         if cover {
             opts = opts.fit_into_destination(None);
