@@ -461,6 +461,8 @@ async fn upload_and_enqueue(
     let output = OutputLocation { bucket: bucket.clone(), prefix: "outputs/".into() };
     let bar = if progress { bar(files.len() as u64, "uploading") } else { ProgressBar::hidden() };
     let slots = Arc::new(tokio::sync::Semaphore::new(32));
+    // Inputs the store commits together (the embedded store's pack): one write per chunk.
+    let small = store.small_object_max();
     let mut enqueued = 0;
     // Largest first over the whole batch (file size standing for work; a stat each, from
     // the folder listing's cache): the last jobs to start are the shortest, so lanes finish
@@ -488,20 +490,24 @@ async fn upload_and_enqueue(
                         .put_file(&bucket, &key, &f, "application/octet-stream")
                         .await
                         .with_context(|| format!("uploading {}", f.display()))?;
-                    return anyhow::Ok((i, size, None, None));
+                    return anyhow::Ok((i, size, None, None, None));
                 }
                 let bytes = read_input(&f).await.with_context(|| format!("reading {}", f.display()))?;
                 let bytes_len = bytes.len() as u64;
                 let digest = keys::content_digest(&bytes);
                 let route = routing.route(&bytes, &recipe);
+                if bytes.len() <= small {
+                    return anyhow::Ok((i, bytes_len, Some(digest), route, Some((key, bytes))));
+                }
                 store
                     .put(&bucket, &key, bytes, "application/octet-stream")
                     .await
                     .with_context(|| format!("uploading {}", f.display()))?;
-                anyhow::Ok((i, bytes_len, Some(digest), route))
+                anyhow::Ok((i, bytes_len, Some(digest), route, None))
             });
         }
         let mut digests = Vec::with_capacity(chunk.len());
+        let mut together = Vec::new();
         while let Some(r) = uploads.join_next().await {
             let r = r.context("upload task failed")?.with_context(|| {
                 format!(
@@ -510,8 +516,18 @@ async fn upload_and_enqueue(
                     manifest.jobs.len()
                 )
             })?;
-            digests.push(r);
+            let (i, len, digest, route, small) = r;
+            together.extend(small.map(|(key, bytes)| (key, bytes, "application/octet-stream")));
+            digests.push((i, len, digest, route));
             bar.inc(1);
+        }
+        if !together.is_empty() {
+            store.put_all(&bucket, together).await.with_context(|| {
+                format!(
+                    "uploading small inputs; {enqueued} of the batch's {} jobs were queued before",
+                    manifest.jobs.len()
+                )
+            })?;
         }
         // In the batch's order (uploads finish in any order).
         digests.sort_by_key(|d| (std::cmp::Reverse(d.1), d.0));

@@ -338,12 +338,30 @@ fn base_result(job: &Job, cfg: &ProcessConfig, attempt: u32, status: Status) -> 
     }
 }
 
-async fn write_result(store: &dyn ObjectStore, job: &Job, mut r: JobResult) -> Result<JobResult, StoreError> {
+async fn write_result(store: &dyn ObjectStore, job: &Job, r: JobResult) -> Result<JobResult, StoreError> {
+    write_result_after(store, job, r, Vec::new()).await
+}
+
+/// Writes the record after `outputs` not yet written (small ones, which a store may commit
+/// together with it: one transaction and one fsync instead of two).
+async fn write_result_after(
+    store: &dyn ObjectStore,
+    job: &Job,
+    mut r: JobResult,
+    outputs: Vec<Pending>,
+) -> Result<JobResult, StoreError> {
     r.finished_at_ms = now_ms();
     let body = serde_json::to_vec_pretty(&r).expect("a result always serialises");
-    store.put(&job.output.bucket, &keys::result_key(&job.batch, &job.id), body, "application/json").await?;
+    let t = Instant::now();
+    let mut objects = outputs;
+    objects.push((keys::result_key(&job.batch, &job.id), body, "application/json"));
+    store.put_all(&job.output.bucket, objects).await?;
+    r.timings.upload_ms += ms_since(t);
     Ok(r)
 }
+
+/// An output object not yet written: key, bytes, content type.
+type Pending = (String, Vec<u8>, &'static str);
 
 /// Records a permanent failure and returns `Poison` (or `Retry` when the record cannot be
 /// written now). Also used by the worker when retries run out.
@@ -513,7 +531,7 @@ pub async fn process(
         return Outcome::Poison(format!("output bucket '{}' is not one this worker writes to", job.output.bucket));
     }
     match run(job, attempt, store, cfg, admission, cancel).await {
-        Ok(r) => match write_result(store, job, r).await {
+        Ok((r, outputs)) => match write_result_after(store, job, r, outputs).await {
             Ok(r) => Outcome::Done(Box::new(r)),
             Err(e) => Outcome::Retry(format!("writing the result record: {e}")),
         },
@@ -524,7 +542,8 @@ pub async fn process(
     }
 }
 
-/// The steps of a job; the record is written by the caller.
+/// The steps of a job; the record is written by the caller, after the outputs returned
+/// unwritten (small ones, for the store to commit with the record).
 async fn run(
     job: &Job,
     attempt: u32,
@@ -532,7 +551,7 @@ async fn run(
     cfg: &ProcessConfig,
     admission: &Admission,
     cancel: &CancellationToken,
-) -> Result<JobResult, JobError> {
+) -> Result<(JobResult, Vec<Pending>), JobError> {
     let permanent = |reason: String| Err(JobError::Permanent(reason));
     if !cfg.allows(&job.input.bucket) {
         return permanent(format!("input bucket '{}' is not one this worker reads from", job.input.bucket));
@@ -546,7 +565,7 @@ async fn run(
     if let Some(digest) = &job.input_digest {
         let digests = output_digests(job, digest, &overlays);
         if let Some(outs) = existing_outputs(store, job, &digests).await.at("looking for an existing output")? {
-            return Ok(reused(job, cfg, attempt, outs));
+            return Ok((reused(job, cfg, attempt, outs), Vec::new()));
         }
     }
 
@@ -602,7 +621,7 @@ async fn run(
     if job.input_digest.is_none()
         && let Some(outs) = existing_outputs(store, job, &digests).await.at("looking for an existing output")?
     {
-        return Ok(reused(job, cfg, attempt, outs));
+        return Ok((reused(job, cfg, attempt, outs), Vec::new()));
     }
 
     // 4. Plan from the header (every step's size, the peak memory), admission under the
@@ -658,10 +677,17 @@ async fn run(
     }
     let mut r = base_result(job, cfg, attempt, Status::Ok);
     r.input_bytes = Some(input_bytes);
+    // Outputs the store commits with the record wait for it; the others are written now.
+    let small = store.small_object_max();
+    let mut pending = Vec::new();
     for (i, (out, digest)) in outs.into_iter().zip(&digests).enumerate() {
         let key = format!("{}{}", keys::output_key_stem(&job.output.prefix, digest), out.format.extension());
         let size = out.bytes.len() as u64;
-        store.put(&job.output.bucket, &key, out.bytes, out.format.mime()).await.at("writing the output")?;
+        if out.bytes.len() <= small {
+            pending.push((key.clone(), out.bytes, out.format.mime()));
+        } else {
+            store.put(&job.output.bucket, &key, out.bytes, out.format.mime()).await.at("writing the output")?;
+        }
         r.source_size = Some((out.source.width, out.source.height));
         r.outputs.push(OutputInfo {
             object: ObjectRef { bucket: job.output.bucket.clone(), key },
@@ -677,5 +703,5 @@ async fn run(
     }
     r.timings.download_ms = download_ms;
     r.timings.upload_ms = ms_since(t);
-    Ok(r)
+    Ok((r, pending))
 }

@@ -206,7 +206,9 @@ pub struct StageTimings {
     pub ops_ms: f64,
     /// Encode.
     pub encode_ms: f64,
-    /// Writing the output.
+    /// Writing the outputs. In the stored record, those written before it: small outputs
+    /// committed together with the record are timed in what the worker reports (logs,
+    /// metrics), not in the record itself.
     pub upload_ms: f64,
 }
 

@@ -48,6 +48,21 @@ async fn store_contract(s: &dyn ObjectStore, bucket: &str) {
     let bad = ["m/kept".to_string(), "../escape".to_string()];
     assert!(matches!(s.delete_many(bucket, &bad).await, Err(StoreError::InvalidKey(_))));
     assert!(s.head(bucket, "m/kept").await.unwrap().is_some(), "a bad key refuses the whole call");
+    // Several objects at once, in order: small and large ones, an overwrite; every one has
+    // its bytes afterwards. A bad key is an error.
+    let objects = vec![
+        ("all/1".to_string(), vec![1u8; 10], "x"),
+        ("all/2".to_string(), vec![2u8; 200 * 1024], "x"),
+        ("all/1".to_string(), vec![3u8; 20], "x"),
+        ("all/3".to_string(), b"{}".to_vec(), "application/json"),
+    ];
+    s.put_all(bucket, objects).await.unwrap();
+    assert_eq!(s.get(bucket, "all/1").await.unwrap(), vec![3u8; 20], "the later write of a key wins");
+    assert_eq!(s.get(bucket, "all/2").await.unwrap().len(), 200 * 1024);
+    assert_eq!(s.get(bucket, "all/3").await.unwrap(), b"{}");
+    s.put_all(bucket, Vec::new()).await.unwrap();
+    let bad = vec![("all/4".to_string(), vec![1], "x"), ("../escape".to_string(), vec![1], "x")];
+    assert!(matches!(s.put_all(bucket, bad).await, Err(StoreError::InvalidKey(_))));
     // An object written from a file holds the file's bytes, small or large; a missing file
     // is an error that names the key.
     let e = s.put_file(bucket, "f/none", std::path::Path::new("/nonexistent/pixq"), "x").await.unwrap_err();
@@ -379,6 +394,35 @@ mod aws {
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].body, "crashy");
     }
+}
+
+#[tokio::test]
+async fn local_store_commits_small_objects_written_together_once() {
+    // An output and the record naming it: one transaction of the pack (one fsync), where two
+    // puts take two. Readers see both.
+    let dir = tempfile::tempdir().unwrap();
+    let s = FsStore::new(dir.path());
+    s.put("pixq", "warm", vec![0], "").await.unwrap();
+    let before = s.pack_commits();
+    let objects =
+        vec![("o/out.png".to_string(), vec![9u8; 5000], "image/png"), ("r/rec.json".to_string(), b"{}".to_vec(), "")];
+    s.put_all("pixq", objects).await.unwrap();
+    assert_eq!(s.pack_commits(), before + 1);
+    assert_eq!(s.get("pixq", "o/out.png").await.unwrap(), vec![9u8; 5000]);
+    assert_eq!(s.get("pixq", "r/rec.json").await.unwrap(), b"{}");
+    s.put("pixq", "o/a", vec![1], "").await.unwrap();
+    s.put("pixq", "o/b", vec![1], "").await.unwrap();
+    assert_eq!(s.pack_commits(), before + 3);
+    // With an object over the inline limit: it is a file, written before the record.
+    let objects =
+        vec![("o/big".to_string(), vec![7u8; 100 * 1024], "x"), ("r/big.json".to_string(), b"{}".to_vec(), "")];
+    s.put_all("pixq", objects).await.unwrap();
+    assert!(dir.path().join("pixq/o/big").is_file());
+    assert_eq!(s.get("pixq", "r/big.json").await.unwrap(), b"{}");
+    // A small object replacing a larger file leaves no file behind.
+    s.put_all("pixq", vec![("o/big".to_string(), vec![1u8; 10], "x")]).await.unwrap();
+    assert!(!dir.path().join("pixq/o/big").exists());
+    assert_eq!(s.get("pixq", "o/big").await.unwrap(), vec![1u8; 10]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -60,6 +60,11 @@ impl FsStore {
         self
     }
 
+    /// Write transactions the object pack has committed in this process (each one fsync).
+    pub fn pack_commits(&self) -> u64 {
+        self.pack.commits()
+    }
+
     /// The root folder.
     pub fn root(&self) -> &Path {
         &self.root
@@ -74,14 +79,7 @@ impl FsStore {
     fn put_sync(&self, bucket: &str, key: &str, path: &Path, body: &[u8]) -> Result<(), StoreError> {
         if body.len() <= self.inline_max {
             self.pack.put(bucket, key, body.to_vec())?;
-            // A file left from an earlier, larger version goes after the commit (so a reader
-            // always finds one of the two), and only if no larger version replaced ours since
-            // (a larger write removes the row under the same lock as its rename).
-            if path.exists() {
-                self.pack
-                    .write(key, |c| if Pack::contains(c, bucket, key)? { remove_file(path, key) } else { Ok(()) })?;
-            }
-            return Ok(());
+            return self.drop_larger_file(bucket, key, path);
         }
         let dir = path.parent().expect("a key path has a parent");
         std::fs::create_dir_all(dir).map_err(|e| io("mkdir for", key, e))?;
@@ -108,6 +106,17 @@ impl FsStore {
         }
         if self.fsync {
             std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("sync folder for", key, e))?;
+        }
+        Ok(())
+    }
+
+    /// After a key went into the pack: a file left from an earlier, larger version goes
+    /// after the commit (so a reader always finds one of the two), and only if no larger
+    /// version replaced ours since (a larger write removes the row under the same lock as its
+    /// rename).
+    fn drop_larger_file(&self, bucket: &str, key: &str, path: &Path) -> Result<(), StoreError> {
+        if path.exists() {
+            self.pack.write(key, |c| if Pack::contains(c, bucket, key)? { remove_file(path, key) } else { Ok(()) })?;
         }
         Ok(())
     }
@@ -257,6 +266,30 @@ impl ObjectStore for FsStore {
         let path = self.path(bucket, key)?;
         let (this, bucket, key) = (self.clone(), bucket.to_string(), key.to_string());
         blocking(move || this.put_sync(&bucket, &key, &path, &body)).await
+    }
+
+    async fn put_all(&self, bucket: &str, objects: Vec<(String, Vec<u8>, &'static str)>) -> Result<(), StoreError> {
+        let paths = objects.iter().map(|(k, _, _)| self.path(bucket, k)).collect::<Result<Vec<_>, _>>()?;
+        let (this, bucket) = (self.clone(), bucket.to_string());
+        blocking(move || {
+            if objects.iter().any(|(_, body, _)| body.len() > this.inline_max) {
+                for ((key, body, _), path) in objects.iter().zip(&paths) {
+                    this.put_sync(&bucket, key, path, body)?;
+                }
+                return Ok(());
+            }
+            let keys: Vec<String> = objects.iter().map(|(k, _, _)| k.clone()).collect();
+            this.pack.put_all(&bucket, objects.into_iter().map(|(k, body, _)| (k, body)).collect())?;
+            for (key, path) in keys.iter().zip(&paths) {
+                this.drop_larger_file(&bucket, key, path)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    fn small_object_max(&self) -> usize {
+        self.inline_max
     }
 
     fn links_files(&self) -> bool {

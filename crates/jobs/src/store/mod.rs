@@ -82,6 +82,21 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
     /// Deletes an object; deleting a missing object is not an error.
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError>;
+    /// Writes several objects of one bucket in order: a reader that sees one of them sees
+    /// the ones before it too (a result record after the outputs it names). A store may
+    /// commit them together: the filesystem store writes objects up to
+    /// [`ObjectStore::small_object_max`] in one transaction of its pack, one fsync for all.
+    async fn put_all(&self, bucket: &str, objects: Vec<(String, Vec<u8>, &'static str)>) -> Result<(), StoreError> {
+        for (key, body, content_type) in objects {
+            self.put(bucket, &key, body, content_type).await?;
+        }
+        Ok(())
+    }
+    /// Objects up to this many bytes are committed together by [`ObjectStore::put_all`]
+    /// (0: the store writes each on its own).
+    fn small_object_max(&self) -> usize {
+        0
+    }
     /// Whether [`ObjectStore::put_file`] places a large file without reading it (a store on
     /// this machine's disk links it).
     fn links_files(&self) -> bool {

@@ -40,6 +40,8 @@ pub struct Pack {
     /// and never wait for a writer's commit (and its fsync) to finish.
     reader: Mutex<Option<Connection>>,
     group: Mutex<Group>,
+    /// Write transactions committed (each one fsync when the pack syncs).
+    commits: std::sync::atomic::AtomicU64,
 }
 
 /// Group commit of small writes: writers queue their object, and whoever gets the connection
@@ -84,6 +86,7 @@ impl Pack {
             conn: Mutex::new(None),
             reader: Mutex::new(None),
             group: Mutex::new(Group::default()),
+            commits: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -100,6 +103,11 @@ impl Pack {
             }
             e => e,
         }
+    }
+
+    /// Write transactions committed so far by this process.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the pack file exists (or is open).
@@ -152,26 +160,39 @@ impl Pack {
             .map_err(|e| self.fail("lock the object pack for", key, e))?;
         let out = f(&tx).map_err(|e| self.full_if_low_space(key, e))?;
         tx.commit().map_err(|e| self.fail("commit the object pack for", key, e))?;
+        self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(out)
     }
 
     /// Writes (or overwrites) a small object, durably when the pack syncs, in one transaction
     /// with whatever other writers queued meanwhile (group commit).
     pub fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
+        self.put_all(bucket, vec![(key.to_string(), body)])
+    }
+
+    /// Writes (or overwrites) small objects of one bucket, all in the same transaction (and
+    /// with whatever other writers queued meanwhile): a reader sees all of them or none.
+    pub fn put_all(&self, bucket: &str, objects: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
         let poisoned = || StoreError::Transient("object pack lock poisoned".into());
-        let ticket = {
+        let Some(key) = objects.first().map(|o| o.0.clone()) else { return Ok(()) };
+        let key = key.as_str();
+        // Consecutive tickets under one lock: whoever commits takes them all at once.
+        let (first, ticket) = {
             let mut g = self.group.lock().map_err(|_| poisoned())?;
-            g.next += 1;
-            let t = g.next;
-            g.pending.push((t, bucket.to_string(), key.to_string(), body));
-            t
+            let first = g.next + 1;
+            for (k, body) in objects {
+                g.next += 1;
+                let t = g.next;
+                g.pending.push((t, bucket.to_string(), k, body));
+            }
+            (first, g.next)
         };
         let mut slot = self.conn.lock().map_err(|_| poisoned())?;
         let batch = {
             let mut g = self.group.lock().map_err(|_| poisoned())?;
             if g.settled >= ticket {
-                // A writer before us committed our object with its own.
-                return match g.failed.iter().find(|f| f.0 <= ticket && ticket <= f.1) {
+                // A writer before us committed our objects with its own.
+                return match g.failed.iter().find(|f| f.0 <= ticket && first <= f.1) {
                     None => Ok(()),
                     Some((_, _, true, _)) => Err(StoreError::Full { key: key.to_string() }),
                     Some((_, _, false, msg)) => Err(StoreError::Io {
@@ -192,7 +213,9 @@ impl Pack {
             for (_, b, k, body) in &batch {
                 Pack::upsert(&tx, b, k, body)?;
             }
-            tx.commit().map_err(|e| self.fail("commit the object pack for", key, e))
+            tx.commit().map_err(|e| self.fail("commit the object pack for", key, e))?;
+            self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
         });
         let mut g = self.group.lock().map_err(|_| poisoned())?;
         g.settled = g.settled.max(last);
