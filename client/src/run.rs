@@ -475,23 +475,24 @@ async fn upload_and_enqueue(
     let chunks = std::iter::once(&order[..first]).chain(order[first..].chunks(CHUNK));
     for chunk in chunks.filter(|c| !c.is_empty()) {
         let mut uploads = tokio::task::JoinSet::new();
-        for &(_, i) in chunk {
+        // A file on the store's own disk, too large for its pack, is linked unread (all of
+        // the chunk's at once, one folder sync); the worker hashes it once (and looks for an
+        // earlier output then). Everything else is read and hashed here, so the job carries
+        // its digest.
+        let (to_link, to_read): (Vec<_>, Vec<_>) =
+            chunk.iter().copied().partition(|&(size, _)| store.links_files() && size > small as u64);
+        let linking = (!to_link.is_empty()).then(|| {
+            let (store, bucket) = (store.clone(), bucket.clone());
+            let pairs: Vec<(String, PathBuf)> =
+                to_link.iter().map(|&(_, i)| (manifest.jobs[i].input.key.clone(), files[i].clone())).collect();
+            tokio::spawn(async move { store.put_files(&bucket, pairs, "application/octet-stream").await })
+        });
+        for &(_, i) in &to_read {
             let e = &manifest.jobs[i];
             let (store, key, f, slots) = (store.clone(), e.input.key.clone(), files[i].clone(), slots.clone());
             let (bucket, routing, recipe) = (bucket.clone(), routing.clone(), recipe.clone());
             uploads.spawn(async move {
                 let _slot = slots.acquire_owned().await.expect("semaphore never closed");
-                // A large file on the store's own disk is linked unread; the worker hashes it
-                // once (and looks for an earlier output then). Everything else is read and
-                // hashed here, so the job carries its digest.
-                let size = std::fs::metadata(&f).map_or(0, |m| m.len());
-                if store.links_files() && size > SMALL_FILE as u64 {
-                    store
-                        .put_file(&bucket, &key, &f, "application/octet-stream")
-                        .await
-                        .with_context(|| format!("uploading {}", f.display()))?;
-                    return anyhow::Ok((i, size, None, None, None));
-                }
                 let bytes = read_input(&f).await.with_context(|| format!("reading {}", f.display()))?;
                 let bytes_len = bytes.len() as u64;
                 let digest = keys::content_digest(&bytes);
@@ -520,6 +521,17 @@ async fn upload_and_enqueue(
             together.extend(small.map(|(key, bytes)| (key, bytes, "application/octet-stream")));
             digests.push((i, len, digest, route));
             bar.inc(1);
+        }
+        if let Some(linking) = linking {
+            linking.await.context("upload task failed")?.with_context(|| {
+                format!(
+                    "batch {}: placing its inputs in the store ({enqueued} of its {} jobs were queued before)",
+                    manifest.batch,
+                    manifest.jobs.len()
+                )
+            })?;
+            digests.extend(to_link.iter().map(|&(size, i)| (i, size, None, None)));
+            bar.inc(to_link.len() as u64);
         }
         if !together.is_empty() {
             store.put_all(&bucket, together).await.with_context(|| {

@@ -124,6 +124,7 @@ impl FsStore {
     /// Places the file `source` as the object by a hard link (one more name for the same
     /// file: nothing copied), when the object is too large for the pack and the file is on
     /// this store's filesystem; `Ok(false)` when it cannot (another filesystem, no links).
+    /// The caller syncs the folder (once for many links).
     fn link_sync(&self, bucket: &str, key: &str, path: &Path, source: &Path, size: usize) -> Result<bool, StoreError> {
         if size <= self.inline_max {
             return Ok(false);
@@ -143,9 +144,6 @@ impl FsStore {
         if placed.is_err() {
             let _ = std::fs::remove_file(&tmp);
             return placed.map(|()| false);
-        }
-        if self.fsync {
-            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("sync folder for", key, e))?;
         }
         Ok(true)
     }
@@ -296,16 +294,38 @@ impl ObjectStore for FsStore {
         true
     }
 
-    async fn put_file(&self, bucket: &str, key: &str, source: &Path, _content_type: &str) -> Result<(), StoreError> {
-        let path = self.path(bucket, key)?;
-        let (this, bucket, key, source) = (self.clone(), bucket.to_string(), key.to_string(), source.to_path_buf());
+    async fn put_file(&self, bucket: &str, key: &str, source: &Path, content_type: &str) -> Result<(), StoreError> {
+        self.put_files(bucket, vec![(key.to_string(), source.to_path_buf())], content_type).await
+    }
+
+    async fn put_files(
+        &self,
+        bucket: &str,
+        files: Vec<(String, PathBuf)>,
+        _content_type: &str,
+    ) -> Result<(), StoreError> {
+        let paths = files.iter().map(|(k, _)| self.path(bucket, k)).collect::<Result<Vec<_>, _>>()?;
+        let (this, bucket) = (self.clone(), bucket.to_string());
         blocking(move || {
-            let size = std::fs::metadata(&source).map_err(|e| io("read the file for", &key, e))?.len();
-            if this.link_sync(&bucket, &key, &path, &source, usize::try_from(size).unwrap_or(usize::MAX))? {
-                return Ok(());
+            // Folders holding new links, synced once each after all of them are made.
+            let mut linked: Vec<(&Path, &str)> = Vec::new();
+            for ((key, source), path) in files.iter().zip(&paths) {
+                let size = std::fs::metadata(source).map_err(|e| io("read the file for", key, e))?.len();
+                if this.link_sync(&bucket, key, path, source, usize::try_from(size).unwrap_or(usize::MAX))? {
+                    linked.push((path.parent().expect("a key path has a parent"), key));
+                    continue;
+                }
+                let body = std::fs::read(source).map_err(|e| io("read the file for", key, e))?;
+                this.put_sync(&bucket, key, path, &body)?;
             }
-            let body = std::fs::read(&source).map_err(|e| io("read the file for", &key, e))?;
-            this.put_sync(&bucket, &key, &path, &body)
+            linked.sort();
+            linked.dedup_by(|a, b| a.0 == b.0);
+            if this.fsync {
+                for (dir, key) in linked {
+                    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("sync folder for", key, e))?;
+                }
+            }
+            Ok(())
         })
         .await
     }

@@ -119,6 +119,20 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
             .map_err(|e| StoreError::Io { op: "read the file for", key: key.to_string(), source: e })?;
         self.put(bucket, key, body, content_type).await
     }
+    /// [`ObjectStore::put_file`] for several files of one bucket: `(key, file)` pairs. A
+    /// store on this machine's disk links them all and makes the new names durable with one
+    /// sync of each folder; the default writes them one after another.
+    async fn put_files(
+        &self,
+        bucket: &str,
+        files: Vec<(String, std::path::PathBuf)>,
+        content_type: &str,
+    ) -> Result<(), StoreError> {
+        for (key, source) in files {
+            self.put_file(bucket, &key, &source, content_type).await?;
+        }
+        Ok(())
+    }
     /// Deletes several objects of one bucket (missing ones are not an error), in as few
     /// round trips or commits as the backend allows. Stops at the first error.
     async fn delete_many(&self, bucket: &str, keys: &[String]) -> Result<(), StoreError> {
