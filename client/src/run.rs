@@ -480,7 +480,7 @@ async fn upload_and_enqueue(
         // earlier output then). Everything else is read and hashed here, so the job carries
         // its digest.
         let (to_link, to_read): (Vec<_>, Vec<_>) =
-            chunk.iter().copied().partition(|&(size, _)| store.links_files() && size > small as u64);
+            chunk.iter().copied().partition(|&(size, _)| store.links_files() && size > LINK_ABOVE as u64);
         let linking = (!to_link.is_empty()).then(|| {
             let (store, bucket) = (store.clone(), bucket.clone());
             let pairs: Vec<(String, PathBuf)> =
@@ -953,6 +953,9 @@ fn same_file_bytes(path: &Path, bytes: &[u8]) -> bool {
         _ => false,
     }
 }
+
+/// Inputs over this size are linked into a store on this disk, not read.
+const LINK_ABOVE: usize = pixq_jobs::store::fs::LINK_ABOVE;
 
 /// Files up to this size are read on the async thread that needs them: a few system calls
 /// cost less than handing them to a blocking thread and back. (Creating files is left to

@@ -415,7 +415,7 @@ async fn local_store_commits_small_objects_written_together_once() {
     assert_eq!(s.pack_commits(), before + 3);
     // With an object over the inline limit: it is a file, written before the record.
     let objects =
-        vec![("o/big".to_string(), vec![7u8; 100 * 1024], "x"), ("r/big.json".to_string(), b"{}".to_vec(), "")];
+        vec![("o/big".to_string(), vec![7u8; 300 * 1024], "x"), ("r/big.json".to_string(), b"{}".to_vec(), "")];
     s.put_all("pixq", objects).await.unwrap();
     assert!(dir.path().join("pixq/o/big").is_file());
     assert_eq!(s.get("pixq", "r/big.json").await.unwrap(), b"{}");

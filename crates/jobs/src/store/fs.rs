@@ -3,8 +3,8 @@
 //! Writes go to a temporary file in the destination folder, are fsynced, renamed over the
 //! key and the folder is fsynced, so a crash leaves the old object or the new one. Keys are
 //! validated (`keys::validate_key`) so nothing escapes the root. Objects up to the inline
-//! limit (default 64 KiB: result records, small thumbnails) are kept in the store's object
-//! pack instead (see [`super::pack`]), which spares a file creation per object.
+//! limit (default 256 KiB: result records, thumbnails) are kept in the store's object pack
+//! instead (see [`super::pack`]), which spares a file creation per object.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,8 +18,15 @@ use crate::keys::{validate_bucket, validate_key};
 
 const TMP_PREFIX: &str = ".pixq-tmp-";
 
-/// Default inline limit: objects up to this size live in the object pack.
-pub const DEFAULT_INLINE_MAX: usize = 64 * 1024;
+/// Default inline limit: objects up to this size live in the object pack. A thumbnail of
+/// a web image (100-250 KB) then commits with its result record, one fsync for both, where
+/// a file costs a create, a rename and two fsyncs (file and folder).
+pub const DEFAULT_INLINE_MAX: usize = 256 * 1024;
+
+/// Files given to the store (`put_file`) above this size, or above the inline limit when
+/// that is lower, are linked rather than copied: a link costs no write however large the
+/// file, while a copy into the pack writes it twice (the log, then the database).
+pub const LINK_ABOVE: usize = 64 * 1024;
 
 /// A store rooted at a folder.
 #[derive(Debug, Clone)]
@@ -122,11 +129,11 @@ impl FsStore {
     }
 
     /// Places the file `source` as the object by a hard link (one more name for the same
-    /// file: nothing copied), when the object is too large for the pack and the file is on
-    /// this store's filesystem; `Ok(false)` when it cannot (another filesystem, no links).
-    /// The caller syncs the folder (once for many links).
+    /// file: nothing copied), when it is over [`LINK_ABOVE`] (or the inline limit, when that
+    /// is lower) and on this store's filesystem; `Ok(false)` when it is not (small, another
+    /// filesystem, no links). The caller syncs the folder (once for many links).
     fn link_sync(&self, bucket: &str, key: &str, path: &Path, source: &Path, size: usize) -> Result<bool, StoreError> {
-        if size <= self.inline_max {
+        if size <= self.inline_max.min(LINK_ABOVE) {
             return Ok(false);
         }
         // The file itself, never a symbolic link to it.
