@@ -90,7 +90,7 @@ impl WorkerBinary {
     pub fn read(path: &std::path::Path) -> anyhow::Result<WorkerBinary> {
         let bytes = std::fs::read(path).with_context(|| format!("reading the worker binary {}", path.display()))?;
         let arch = Arch::of_elf(&bytes).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-        let sha256 = pixq_jobs::keys::content_digest(&bytes).trim_start_matches("sha256:").to_string();
+        let sha256 = pixq_jobs::keys::sha256_hex(&bytes);
         Ok(WorkerBinary { path: path.to_path_buf(), bytes, arch, sha256 })
     }
 

@@ -46,7 +46,7 @@ async fn release(worker: &WorkerBinary, store: &dyn ObjectStore, bucket: &str) -
         bail!("bucket name {bucket:?} is not a plain S3 bucket name");
     }
     worker.upload(store, bucket).await?;
-    let boot_sha = pixq_jobs::keys::content_digest(BOOTSTRAP.as_bytes()).trim_start_matches("sha256:").to_string();
+    let boot_sha = pixq_jobs::keys::sha256_hex(BOOTSTRAP.as_bytes());
     let boot_key = format!("releases/bootstrap-{}.sh", &boot_sha[..16]);
     if store.head(bucket, &boot_key).await?.is_none() {
         store.put(bucket, &boot_key, BOOTSTRAP.as_bytes().to_vec(), "text/x-shellscript").await?;

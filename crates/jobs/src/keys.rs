@@ -81,9 +81,17 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// SHA-256 of content, as `sha256:<hex>`.
+/// The content address of an input: BLAKE3 of its bytes, as `blake3:<hex>`. BLAKE3 hashes
+/// several times faster than SHA-256 on one core (its vector code hashes many blocks at
+/// once), and the worker hashes every input it reads that came without a digest. Digests
+/// named `sha256:<hex>` (an older client, another submitter) are still checked.
 pub fn content_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex(&Sha256::digest(bytes)))
+    format!("blake3:{}", blake3::hash(bytes).to_hex())
+}
+
+/// SHA-256 of bytes, hex (release files checked by `sha256sum` on the machines).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 /// Digest naming an output: input digest + canonical pipeline + kernel version.
@@ -161,6 +169,8 @@ mod tests {
         assert_ne!(a, output_digest("sha256:ab", "thumbnail:10", "k1"));
         assert_ne!(a, output_digest("sha256:aa", "thumbnail:11", "k1"));
         assert_ne!(a, output_digest("sha256:aa", "thumbnail:10", "k2"));
-        assert_eq!(content_digest(b"abc"), "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        // The published test values of each algorithm for "abc".
+        assert_eq!(content_digest(b"abc"), "blake3:6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85");
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

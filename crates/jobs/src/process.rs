@@ -293,9 +293,13 @@ impl Drop for CancelOnDrop {
 /// Checks the downloaded bytes against the digest the message names. A forged or stale
 /// digest would otherwise name an output key for other pixels than these.
 fn verify_digest(claimed: &str, etag: Option<&str>, bytes: &[u8]) -> Result<(), String> {
-    if let Some(hex) = claimed.strip_prefix("sha256:") {
-        let actual = keys::content_digest(bytes);
-        if actual[7..] != *hex {
+    let hashed = if claimed.starts_with("blake3:") {
+        Some(keys::content_digest(bytes))
+    } else {
+        claimed.starts_with("sha256:").then(|| format!("sha256:{}", keys::sha256_hex(bytes)))
+    };
+    if let Some(actual) = hashed {
+        if actual != claimed {
             return Err(format!("input digest mismatch: the message says {claimed}, the object hashes to {actual}"));
         }
         return Ok(());
@@ -307,7 +311,7 @@ fn verify_digest(claimed: &str, etag: Option<&str>, bytes: &[u8]) -> Result<(), 
             None => Err("the message names an ETag but the store gives none".into()),
         };
     }
-    Err(format!("unknown input digest '{claimed}' (expected sha256:<hex> or etag:<etag>)"))
+    Err(format!("unknown input digest '{claimed}' (expected blake3:<hex>, sha256:<hex> or etag:<etag>)"))
 }
 
 fn ms_since(t: Instant) -> f64 {

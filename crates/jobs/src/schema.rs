@@ -45,8 +45,8 @@ pub struct Job {
     pub batch: String,
     /// The input object.
     pub input: ObjectRef,
-    /// Content digest of the input (`sha256:<hex>`), when the submitter knows it: lets a
-    /// worker find an existing output without downloading the input.
+    /// Content digest of the input (`blake3:<hex>`, or `sha256:<hex>`), when the submitter
+    /// knows it: lets a worker find an existing output without downloading the input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_digest: Option<String>,
     /// Operations and output settings (with variants: the first variant's).
