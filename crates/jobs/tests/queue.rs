@@ -326,3 +326,29 @@ async fn the_first_opener_fixes_the_queue_attributes() {
     assert!(later.config().fifo);
     assert_eq!(later.max_receives(), 2);
 }
+
+/// Closing the queue leaves its write-ahead log in place (no checkpoint on close: a command
+/// does not pay for it as it exits), and whoever opens it next reads every message from it.
+#[tokio::test]
+async fn a_closed_queue_keeps_its_log_and_the_next_opener_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    {
+        let q = SqliteQueue::open(&path, QueueConfig::default()).unwrap();
+        for i in 0..50 {
+            q.send(&format!("m{i}"), &SendOptions::default()).await.unwrap();
+        }
+    }
+    let wal = dir.path().join("q.db-wal");
+    assert!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) > 0, "the log was checkpointed away on close");
+    let q = SqliteQueue::open(&path, QueueConfig::default()).unwrap();
+    let mut bodies = HashSet::new();
+    loop {
+        let got = q.receive(10, VIS, Duration::ZERO).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        bodies.extend(got.into_iter().map(|m| m.body));
+    }
+    assert_eq!(bodies.len(), 50);
+}

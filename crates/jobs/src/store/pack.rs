@@ -138,6 +138,10 @@ impl Pack {
             let open = || -> rusqlite::Result<Connection> {
                 let c = Connection::open(&self.path)?;
                 c.busy_timeout(Duration::from_secs(10))?;
+                c.set_db_config(
+                    rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+                    crate::queue::sqlite::NO_CHECKPOINT_ON_CLOSE,
+                )?;
                 c.pragma_update(None, "journal_mode", "WAL")?;
                 c.pragma_update(None, "synchronous", if self.fsync { "FULL" } else { "NORMAL" })?;
                 c.execute_batch(SCHEMA)?;
