@@ -118,15 +118,121 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct Admission {
     memory: Arc<Semaphore>,
-    lanes: Arc<Semaphore>,
+    lanes: Arc<Lanes>,
     budget_mb: u32,
     metrics: Option<Arc<Metrics>>,
+}
+
+/// Kernel lanes, handed to the waiting job with the most work first (its plan's estimated
+/// kernel time): jobs become ready in the order their downloads finish, and a small input
+/// is read long before a large one, so first come first served would run the large jobs
+/// last, one lane busy at the end while the others idle. Longest first lets the lanes end
+/// together. A job that has waited a second goes next whatever its size, so a stream of
+/// large jobs never starves a small one.
+#[derive(Debug)]
+struct Lanes {
+    total: usize,
+    state: std::sync::Mutex<LaneState>,
+}
+
+#[derive(Debug)]
+struct LaneState {
+    free: usize,
+    waiting: Vec<LaneWaiter>,
+}
+
+#[derive(Debug)]
+struct LaneWaiter {
+    work: u64,
+    since: Instant,
+    tx: tokio::sync::oneshot::Sender<()>,
+}
+
+/// How long a job waits before it goes next whatever its size.
+const LANE_WAIT_LIMIT: Duration = Duration::from_secs(1);
+
+impl Lanes {
+    fn new(total: usize) -> Lanes {
+        Lanes { total, state: std::sync::Mutex::new(LaneState { free: total, waiting: Vec::new() }) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LaneState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A lane for a job with `work` (estimated kernel ns); waits its turn when none is free.
+    async fn acquire(self: &Arc<Self>, work: u64) -> Lane {
+        let rx = {
+            let mut st = self.lock();
+            if st.free > 0 {
+                st.free -= 1;
+                return Lane(self.clone());
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            st.waiting.push(LaneWaiter { work, since: Instant::now(), tx });
+            rx
+        };
+        let mut waiting = LaneWait { rx, lanes: self.clone(), got: false };
+        // The sender lives in `waiting` until a lane is handed over: it always sends.
+        let _ = (&mut waiting.rx).await;
+        waiting.got = true;
+        Lane(self.clone())
+    }
+
+    /// A lane given back: to the waiter whose turn it is, else free.
+    fn release(&self) {
+        let mut st = self.lock();
+        while !st.waiting.is_empty() {
+            let oldest = (0..st.waiting.len()).min_by_key(|&i| st.waiting[i].since).expect("not empty");
+            let next = if st.waiting[oldest].since.elapsed() >= LANE_WAIT_LIMIT {
+                oldest
+            } else {
+                (0..st.waiting.len())
+                    .max_by_key(|&i| (st.waiting[i].work, std::cmp::Reverse(st.waiting[i].since)))
+                    .expect("not empty")
+            };
+            // A waiter that gave up (its job was dropped) refuses it; the next one takes it.
+            if st.waiting.swap_remove(next).tx.send(()).is_ok() {
+                return;
+            }
+        }
+        st.free += 1;
+    }
+}
+
+/// A job waiting for a lane; dropped before its turn, it leaves the queue, and a lane handed
+/// over meanwhile is passed on.
+struct LaneWait {
+    rx: tokio::sync::oneshot::Receiver<()>,
+    lanes: Arc<Lanes>,
+    got: bool,
+}
+
+impl Drop for LaneWait {
+    fn drop(&mut self) {
+        if !self.got {
+            self.rx.close();
+            if self.rx.try_recv().is_ok() {
+                self.lanes.release();
+            }
+        }
+    }
+}
+
+/// One kernel lane held; dropping it hands the lane on.
+#[derive(Debug)]
+struct Lane(Arc<Lanes>);
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        self.0.release();
+    }
 }
 
 /// Held while one job runs the kernel; dropping it admits the next.
 #[derive(Debug)]
 pub struct Admitted {
-    _lane: OwnedSemaphorePermit,
+    _lane: Lane,
     _memory: OwnedSemaphorePermit,
     /// The metrics it counts in, and the bytes it was charged.
     counted: Option<(Arc<Metrics>, u64)>,
@@ -152,7 +258,7 @@ impl Admission {
         let budget_mb = memory_mb.clamp(1, u64::from(u32::MAX >> 3)) as u32;
         Admission {
             memory: Arc::new(Semaphore::new(budget_mb as usize)),
-            lanes: Arc::new(Semaphore::new(lanes.clamp(1, Semaphore::MAX_PERMITS))),
+            lanes: Arc::new(Lanes::new(lanes.clamp(1, Semaphore::MAX_PERMITS))),
             budget_mb,
             metrics: None,
         }
@@ -160,7 +266,7 @@ impl Admission {
 
     /// Counts lanes busy, memory admitted and admission waits in `m`.
     pub fn observed(mut self, m: Arc<Metrics>) -> Admission {
-        m.lanes.store(self.lanes.available_permits() as u64, Ordering::Relaxed);
+        m.lanes.store(self.lanes.total as u64, Ordering::Relaxed);
         m.memory_budget_bytes.store(self.budget_bytes(), Ordering::Relaxed);
         self.metrics = Some(m);
         self
@@ -171,14 +277,15 @@ impl Admission {
         u64::from(self.budget_mb) << 20
     }
 
-    /// Waits until a lane is free and `bytes` fit in the budget. `None` when `cancel` fires
-    /// first. A job over the whole budget must be refused by the caller
+    /// Waits until a lane is free for this job (the waiting job with the most `work`, its
+    /// estimated kernel ns, goes first; see `Lanes`) and `bytes` fit in the budget. `None`
+    /// when `cancel` fires first. A job over the whole budget must be refused by the caller
     /// ([`pixq_kernel::Plan::check_budget`]); here it would wait for all of it.
-    pub async fn admit(&self, bytes: u64, cancel: &CancellationToken) -> Option<Admitted> {
+    pub async fn admit(&self, bytes: u64, work: u64, cancel: &CancellationToken) -> Option<Admitted> {
         let mb = (bytes.div_ceil(1 << 20)).clamp(1, u64::from(self.budget_mb)) as u32;
         let asked = Instant::now();
         let both = async {
-            let lane = self.lanes.clone().acquire_owned().await.ok()?;
+            let lane = self.lanes.acquire(work).await;
             let memory = self.memory.clone().acquire_many_owned(mb).await.ok()?;
             Some(Admitted { _lane: lane, _memory: memory, counted: None })
         };
@@ -640,7 +747,7 @@ async fn run(
         }
     }
     plan.check_budget(admission.budget_bytes())?;
-    let admitted = admission.admit(plan.peak_bytes, cancel).await.ok_or(JobError::Released)?;
+    let admitted = admission.admit(plan.peak_bytes, plan.cpu_ns, cancel).await.ok_or(JobError::Released)?;
     let input_bytes = bytes.len() as u64;
     let (limits, pipelines) = (cfg.limits, job.pipelines().into_iter().cloned().collect::<Vec<_>>());
     let stop = Stop::new().with_time_limit(cfg.job_timeout);

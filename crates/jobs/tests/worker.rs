@@ -397,30 +397,72 @@ async fn shutdown_finishes_the_job_in_hand_and_leaves_the_rest_queued() {
 async fn admission_keeps_two_big_images_apart() {
     let adm = Admission::new(64);
     let never = CancellationToken::new();
-    let first = adm.admit(50_000_000, &never).await.unwrap();
-    let second = tokio::time::timeout(Duration::from_millis(50), adm.admit(50_000_000, &never)).await;
+    let first = adm.admit(50_000_000, 0, &never).await.unwrap();
+    let second = tokio::time::timeout(Duration::from_millis(50), adm.admit(50_000_000, 0, &never)).await;
     assert!(second.is_err(), "a second 48 MB job was admitted beside the first under a 64 MB budget");
-    let small = tokio::time::timeout(Duration::from_millis(50), adm.admit(4_000_000, &never)).await;
+    let small = tokio::time::timeout(Duration::from_millis(50), adm.admit(4_000_000, 0, &never)).await;
     assert!(small.is_ok(), "a 4 MB job should fit beside a 48 MB one");
     drop(small);
     drop(first);
-    assert!(tokio::time::timeout(Duration::from_millis(500), adm.admit(50_000_000, &never)).await.is_ok());
+    assert!(tokio::time::timeout(Duration::from_millis(500), adm.admit(50_000_000, 0, &never)).await.is_ok());
     // Shutdown releases a job still waiting for admission.
-    let _hold = adm.admit(64_000_000, &never).await.unwrap();
+    let _hold = adm.admit(64_000_000, 0, &never).await.unwrap();
     let cancel = CancellationToken::new();
     cancel.cancel();
-    assert!(adm.admit(10_000_000, &cancel).await.is_none());
+    assert!(adm.admit(10_000_000, 0, &cancel).await.is_none());
 }
 
 #[tokio::test]
 async fn one_lane_admits_one_kernel_at_a_time() {
     let adm = Admission::with_lanes(64, 1);
     let never = CancellationToken::new();
-    let first = adm.admit(1_000_000, &never).await.unwrap();
-    let second = tokio::time::timeout(Duration::from_millis(50), adm.admit(1_000_000, &never)).await;
+    let first = adm.admit(1_000_000, 0, &never).await.unwrap();
+    let second = tokio::time::timeout(Duration::from_millis(50), adm.admit(1_000_000, 0, &never)).await;
     assert!(second.is_err(), "a second kernel was admitted on a single lane");
     drop(first);
-    assert!(tokio::time::timeout(Duration::from_millis(500), adm.admit(1_000_000, &never)).await.is_ok());
+    assert!(tokio::time::timeout(Duration::from_millis(500), adm.admit(1_000_000, 0, &never)).await.is_ok());
+}
+
+/// A free lane goes to the waiting job with the most work (its plan's kernel time), not the
+/// one that was ready first, so a large job ready late is not left to run alone at the end;
+/// a job that has waited a second goes next whatever its size; a waiter that gives up
+/// passes its turn on.
+#[tokio::test]
+async fn a_free_lane_goes_to_the_waiting_job_with_the_most_work() {
+    let adm = Admission::with_lanes(1024, 1);
+    let never = CancellationToken::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let wait_for = |work: u64| {
+        let (adm, tx, never) = (adm.clone(), tx.clone(), never.clone());
+        tokio::spawn(async move {
+            let a = adm.admit(1_000_000, work, &never).await.unwrap();
+            tx.send(work).unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            drop(a);
+        })
+    };
+    let hold = adm.admit(1_000_000, 0, &never).await.unwrap();
+    for work in [10u64, 30, 20] {
+        wait_for(work);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // One that gives up while waiting: it is skipped.
+    let gave_up = tokio::time::timeout(Duration::from_millis(5), adm.admit(1_000_000, 99, &never)).await;
+    assert!(gave_up.is_err());
+    drop(hold);
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        order.push(rx.recv().await.unwrap());
+    }
+    assert_eq!(order, [30, 20, 10]);
+    // Past the wait limit, a small job goes before a larger one that came later.
+    let hold = adm.admit(1_000_000, 0, &never).await.unwrap();
+    wait_for(1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    wait_for(100);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    drop(hold);
+    assert_eq!((rx.recv().await.unwrap(), rx.recv().await.unwrap()), (1, 100));
 }
 
 /// Output writes wait until as many as the barrier counts are waiting at once.
@@ -704,7 +746,7 @@ async fn a_dropped_job_stops_its_kernel_and_frees_its_lane() {
     let probe = CancellationToken::new();
     let t = std::time::Instant::now();
     loop {
-        match tokio::time::timeout(Duration::from_millis(20), adm.admit(1, &probe)).await {
+        match tokio::time::timeout(Duration::from_millis(20), adm.admit(1, 0, &probe)).await {
             Err(_) => break, // the lane is taken: the kernel runs
             Ok(held) => drop(held),
         }
@@ -712,7 +754,7 @@ async fn a_dropped_job_stops_its_kernel_and_frees_its_lane() {
     }
     running.abort();
     assert!(running.await.unwrap_err().is_cancelled());
-    let next = tokio::time::timeout(Duration::from_secs(10), adm.admit(1, &probe)).await;
+    let next = tokio::time::timeout(Duration::from_secs(10), adm.admit(1, 0, &probe)).await;
     assert!(next.is_ok(), "the dropped job's kernel kept its lane: it did not stop");
 }
 
