@@ -816,3 +816,40 @@ async fn run(
     r.timings.upload_ms = ms_since(t);
     Ok((r, pending))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::verify_digest;
+    use crate::keys;
+
+    /// Every form of digest a message may carry, right and wrong: BLAKE3 (what pixq writes
+    /// now), SHA-256 (older clients, other submitters), an ETag, and names that are none of
+    /// them. Only the digest of these very bytes passes.
+    #[test]
+    fn the_digest_a_message_claims_must_be_the_bytes_downloaded() {
+        let bytes = b"some image bytes";
+        let blake = keys::content_digest(bytes);
+        let sha = format!("sha256:{}", keys::sha256_hex(bytes));
+        assert!(verify_digest(&blake, None, bytes).is_ok());
+        assert!(verify_digest(&sha, None, bytes).is_ok());
+        assert!(verify_digest("etag:abc", Some("abc"), bytes).is_ok());
+        let other = b"other image bytes";
+        for claimed in [
+            keys::content_digest(other),
+            format!("sha256:{}", keys::sha256_hex(other)),
+            "blake3:".to_string(),
+            "sha256:".to_string(),
+            format!("{blake}0"),
+            blake.to_uppercase(),
+            blake.replace("blake3:", "sha256:"),
+            sha.replace("sha256:", "blake3:"),
+            format!("md5:{}", &blake[7..39]),
+            blake[7..].to_string(),
+        ] {
+            let e = verify_digest(&claimed, Some("abc"), bytes).unwrap_err();
+            assert!(e.contains("digest"), "{claimed}: {e}");
+        }
+        assert!(verify_digest("etag:abc", Some("abd"), bytes).is_err());
+        assert!(verify_digest("etag:abc", None, bytes).is_err());
+    }
+}
