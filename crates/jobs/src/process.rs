@@ -144,7 +144,8 @@ struct LaneState {
 #[derive(Debug)]
 struct LaneWaiter {
     work: u64,
-    since: Instant,
+    /// Tokio's clock: tests run it paused and move it.
+    since: tokio::time::Instant,
     tx: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -169,7 +170,7 @@ impl Lanes {
                 return Lane(self.clone());
             }
             let (tx, rx) = tokio::sync::oneshot::channel();
-            st.waiting.push(LaneWaiter { work, since: Instant::now(), tx });
+            st.waiting.push(LaneWaiter { work, since: tokio::time::Instant::now(), tx });
             rx
         };
         let mut waiting = LaneWait { rx, lanes: self.clone(), got: false };

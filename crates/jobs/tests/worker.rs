@@ -426,8 +426,9 @@ async fn one_lane_admits_one_kernel_at_a_time() {
 /// A free lane goes to the waiting job with the most work (its plan's kernel time), not the
 /// one that was ready first, so a large job ready late is not left to run alone at the end;
 /// a job that has waited a second goes next whatever its size; a waiter that gives up
-/// passes its turn on.
-#[tokio::test]
+/// passes its turn on. The clock is paused: tokio moves it only when every task waits, so
+/// no step depends on how fast the machine is.
+#[tokio::test(start_paused = true)]
 async fn a_free_lane_goes_to_the_waiting_job_with_the_most_work() {
     let adm = Admission::with_lanes(1024, 1);
     let never = CancellationToken::new();
