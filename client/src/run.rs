@@ -509,37 +509,24 @@ async fn upload_and_enqueue(
         }
         let mut digests = Vec::with_capacity(chunk.len());
         let mut together = Vec::new();
+        // What a failure in this chunk says about the batch.
+        let queued_before = || {
+            format!("batch {}: {enqueued} of its {} jobs were queued before this", manifest.batch, manifest.jobs.len())
+        };
         while let Some(r) = uploads.join_next().await {
-            let r = r.context("upload task failed")?.with_context(|| {
-                format!(
-                    "batch {}: {enqueued} of its {} jobs were queued before this",
-                    manifest.batch,
-                    manifest.jobs.len()
-                )
-            })?;
+            let r = r.context("upload task failed")?.with_context(queued_before)?;
             let (i, len, digest, route, small) = r;
             together.extend(small.map(|(key, bytes)| (key, bytes, "application/octet-stream")));
             digests.push((i, len, digest, route));
             bar.inc(1);
         }
         if let Some(linking) = linking {
-            linking.await.context("upload task failed")?.with_context(|| {
-                format!(
-                    "batch {}: placing its inputs in the store ({enqueued} of its {} jobs were queued before)",
-                    manifest.batch,
-                    manifest.jobs.len()
-                )
-            })?;
+            linking.await.context("upload task failed")?.with_context(queued_before)?;
             digests.extend(to_link.iter().map(|&(size, i)| (i, size, None, None)));
             bar.inc(to_link.len() as u64);
         }
         if !together.is_empty() {
-            store.put_all(&bucket, together).await.with_context(|| {
-                format!(
-                    "uploading small inputs; {enqueued} of the batch's {} jobs were queued before",
-                    manifest.jobs.len()
-                )
-            })?;
+            store.put_all(&bucket, together).await.with_context(queued_before)?;
         }
         // In the batch's order (uploads finish in any order).
         digests.sort_by_key(|d| (std::cmp::Reverse(d.1), d.0));
