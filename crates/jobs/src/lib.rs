@@ -40,6 +40,8 @@ pub mod records;
 pub mod route;
 pub mod schema;
 pub mod settle;
+#[cfg(feature = "local")]
+mod sqlite_file;
 pub mod store;
 pub mod worker;
 

@@ -115,10 +115,17 @@ pub enum Outcome {
 /// estimated peak ([`pixq_kernel::Plan`]), so several workers cannot together allocate more
 /// than the machine has. A job holds its admission only while the kernel runs: downloading
 /// the input and writing the output happen outside, overlapping other jobs' kernels.
+///
+/// Reads of large inputs from a store on this machine's disk can be gated too
+/// ([`Admission::reading_at_most`]): such a read is CPU (copying, hashing, faulting in the
+/// buffer), not waiting, so reading every prefetched photo at once only takes the cores
+/// from the kernels, and the first jobs' inputs arrive last.
 #[derive(Debug, Clone)]
 pub struct Admission {
     memory: Arc<Semaphore>,
     lanes: Arc<Lanes>,
+    /// Large local reads at once (`None`: no limit).
+    reads: Option<Arc<Semaphore>>,
     budget_mb: u32,
     metrics: Option<Arc<Metrics>>,
 }
@@ -260,8 +267,31 @@ impl Admission {
         Admission {
             memory: Arc::new(Semaphore::new(budget_mb as usize)),
             lanes: Arc::new(Lanes::new(lanes.clamp(1, Semaphore::MAX_PERMITS))),
+            reads: None,
             budget_mb,
             metrics: None,
+        }
+    }
+
+    /// At most `n` (at least 1) inputs over [`INLINE_BYTES`] read and hashed at once, in
+    /// the order the jobs ask (tokio's semaphore is fair): for a store whose reads are CPU
+    /// work on this machine ([`ObjectStore::links_files`]). A read from S3 is mostly waiting
+    /// and stays ungated.
+    pub fn reading_at_most(mut self, n: usize) -> Admission {
+        self.reads = Some(Arc::new(Semaphore::new(n.clamp(1, Semaphore::MAX_PERMITS))));
+        self
+    }
+
+    /// Waits for a turn to read an input of `size` bytes (at once for a small one, or with
+    /// no gate). `None` when `cancel` fires first.
+    pub async fn read_turn(&self, size: u64, cancel: &CancellationToken) -> Option<Option<OwnedSemaphorePermit>> {
+        let Some(reads) = self.reads.as_ref().filter(|_| size > INLINE_BYTES as u64) else {
+            return Some(None);
+        };
+        tokio::select! {
+            biased;
+            p = reads.clone().acquire_owned() => p.ok().map(Some),
+            _ = cancel.cancelled() => None,
         }
     }
 
@@ -691,6 +721,7 @@ async fn run(
     if meta.size > max {
         return permanent(format!("input is {} bytes, over the limit of {max} bytes", meta.size));
     }
+    let reading = admission.read_turn(meta.size, cancel).await.ok_or(JobError::Released)?;
     let bytes = store.get(&job.input.bucket, &job.input.key).await.at("downloading the input")?;
     if bytes.len() as u64 > max {
         return permanent(format!("input is {} bytes, over the limit of {max} bytes", bytes.len()));
@@ -726,6 +757,7 @@ async fn run(
             }
         },
     };
+    drop(reading);
     let download_ms = ms_since(t);
     let digests = output_digests(job, &digest_of_input, &overlays);
     // A job that came without a digest (an S3 notification, a local file linked unread) is
@@ -753,12 +785,14 @@ async fn run(
     let (limits, pipelines) = (cfg.limits, job.pipelines().into_iter().cloned().collect::<Vec<_>>());
     let stop = Stop::new().with_time_limit(cfg.job_timeout);
     let _cancel_kernel = CancelOnDrop(stop.clone());
-    // The admission goes with the kernel and ends with it (even if this task is dropped
-    // meanwhile): the output is written while the next job computes.
+    // The admission goes with the kernel and comes back with its answer, which a lane
+    // thread delivers only once it is idle again: the next job admitted finds that thread
+    // (and its warm buffers) free instead of starting another. Ended with the answer, even
+    // if this task is dropped meanwhile; the output is written while the next job computes.
     let kernel = move || {
         let out = run_kernel(limits, &bytes, &pipelines, overlays, &stop);
-        drop((admitted, bytes));
-        out
+        drop(bytes);
+        (out, admitted)
     };
     // A job this small (an icon, a 64 px PNG) runs in well under a millisecond: in place,
     // rather than paying two thread hand-offs that cost more than the work.
@@ -769,14 +803,14 @@ async fn run(
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(kernel));
         tracing::trace!(us = started.elapsed().as_micros() as u64, "kernel ran in place");
         match out {
-            Ok(out) => out?,
+            Ok((out, _admitted)) => out?,
             Err(_) => return permanent("the image kernel panicked on this input".into()),
         }
     } else {
         // On a lane thread: the one that finished last, so its decoder state and memory are
         // warm (`lanes`).
         match crate::lanes::LANES.run(kernel).await {
-            Ok(out) => out?,
+            Ok((out, _admitted)) => out?,
             Err(p) => return permanent(format!("the image kernel panicked on this input: {}", p.0)),
         }
     };

@@ -125,10 +125,15 @@ pub async fn run(
     let (acks, ack_rx) = mpsc::unbounded_channel();
     let closing = CancellationToken::new();
     let acker = tokio::spawn(acker(queue.clone(), ack_rx, closing.clone()));
+    let mut admission = Admission::with_lanes(cfg.memory_mb, cfg.concurrency.max(1)).observed(cfg.metrics.clone());
+    // Reading a photo from this machine's disk is CPU work: one per lane, next jobs first.
+    if store.links_files() {
+        admission = admission.reading_at_most(cfg.concurrency.max(1));
+    }
     let shared = Arc::new(Shared {
         queue,
         store,
-        admission: Admission::with_lanes(cfg.memory_mb, cfg.concurrency.max(1)).observed(cfg.metrics.clone()),
+        admission,
         cfg,
         stats: stats.clone(),
         shutdown: shutdown.clone(),

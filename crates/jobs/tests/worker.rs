@@ -873,3 +873,95 @@ async fn watermarks_come_from_the_store_and_their_bytes_key_the_output() {
         o => panic!("{o:?}"),
     }
 }
+
+/// A filesystem store that counts the reads of large objects in progress at once (each
+/// held for a while, so reads let through together overlap), and says whether it is on
+/// this machine's disk as told.
+#[derive(Debug)]
+struct ReadCounter {
+    inner: FsStore,
+    local: bool,
+    now: AtomicU32,
+    most: AtomicU32,
+}
+
+#[async_trait]
+impl ObjectStore for ReadCounter {
+    async fn head(&self, b: &str, k: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        self.inner.head(b, k).await
+    }
+    async fn get(&self, b: &str, k: &str) -> Result<Vec<u8>, StoreError> {
+        let large = self.inner.head(b, k).await?.is_some_and(|m| m.size > 256 << 10);
+        if large {
+            let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(n, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        let out = self.inner.get(b, k).await;
+        if large {
+            self.now.fetch_sub(1, Ordering::SeqCst);
+        }
+        out
+    }
+    async fn put(&self, b: &str, k: &str, body: Vec<u8>, ct: &str) -> Result<(), StoreError> {
+        self.inner.put(b, k, body, ct).await
+    }
+    async fn list(&self, b: &str, p: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        self.inner.list(b, p).await
+    }
+    async fn delete(&self, b: &str, k: &str) -> Result<(), StoreError> {
+        self.inner.delete(b, k).await
+    }
+    fn links_files(&self) -> bool {
+        self.local
+    }
+}
+
+/// Noise, so the PNG stays about as large as its pixels (over the 256 KiB a worker hashes
+/// in place).
+fn noisy_png(w: u32, h: u32, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    let img = Raster::from_fn(w, h, Channels::Rgb, |_, _, p| {
+        for v in p.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *v = x as u8;
+        }
+    });
+    pixq_jobs::kernel::encode(&img, Format::Png, &OutputSpec { compression: Some(1), ..Default::default() }).unwrap()
+}
+
+/// Reading a large input from this machine's disk is CPU work (copying, hashing): a worker
+/// with prefetched jobs reads at most one per lane at a time, in the order received, so
+/// the first jobs' inputs are not starved by the rest. Reads from a remote store (S3) are
+/// mostly waiting and all go at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_local_reads_go_one_per_lane_and_remote_ones_all_at_once() {
+    for (local, lanes) in [(true, 1), (true, 2), (false, 1)] {
+        let e = env(5);
+        let store =
+            Arc::new(ReadCounter { inner: (*e.store).clone(), local, now: AtomicU32::new(0), most: AtomicU32::new(0) });
+        let mut jobs = Vec::new();
+        for i in 0..6 {
+            let bytes = noisy_png(320, 300, i as u32);
+            assert!(bytes.len() > 256 << 10, "{} bytes", bytes.len());
+            jobs.push(upload_job(store.as_ref(), "r", i, &format!("{i}.png"), Some(bytes), "grayscale").await);
+        }
+        batch::enqueue(e.queue.as_ref(), &jobs, false).await.unwrap();
+        let cfg = WorkerConfig { concurrency: lanes, prefetch: 8, ..fast_cfg() };
+        let q = e.queue.clone();
+        run_until(e.queue.clone(), store.clone(), cfg, async || {
+            let c = q.counts().await.unwrap();
+            c.visible + c.in_flight + c.delayed == 0
+        })
+        .await;
+        assert_eq!(batch_status(store.as_ref(), BUCKET, "r").await.unwrap().ok(), 6);
+        let most = store.most.load(Ordering::SeqCst);
+        if local {
+            assert_eq!(most, lanes as u32, "local reads at once with {lanes} lanes");
+        } else {
+            assert!(most >= 3, "remote reads were held back: {most} at once");
+        }
+    }
+}

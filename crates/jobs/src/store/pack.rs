@@ -135,6 +135,12 @@ impl Pack {
                     source: e,
                 })?;
             }
+            // A new pack comes whole, with two fsyncs instead of SQLite's six (`sqlite_file`).
+            crate::sqlite_file::create_if_missing(&self.path, SCHEMA).map_err(|e| StoreError::Io {
+                op: "create the object pack for",
+                key: key.into(),
+                source: e,
+            })?;
             let open = || -> rusqlite::Result<Connection> {
                 let c = Connection::open(&self.path)?;
                 c.busy_timeout(Duration::from_secs(10))?;
