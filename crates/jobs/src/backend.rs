@@ -220,12 +220,23 @@ pub async fn open(c: &Connect) -> Result<Backend, BackendError> {
 fn open_local(c: &Connect) -> Result<Backend, BackendError> {
     use crate::local::{LOCAL_BUCKET, LocalHome};
     let home = LocalHome::new(&c.home);
-    let queue = home
-        .queue(c.local_queue.clone())
-        .map_err(|source| BackendError::Queue { location: home.queue_path().display().to_string(), source })?;
+    // The queue file and the store's pack are made (on a fresh home) side by side: their
+    // fsyncs overlap instead of the pack's falling in the path of the first upload. A pack
+    // that cannot be made now fails the first write that needs it, with its own error.
+    let store = home.store();
+    let creating = {
+        let store = store.clone();
+        std::thread::Builder::new().name("pixq-open".into()).spawn(move || store.create_pack())
+    };
+    let queue = home.queue(c.local_queue.clone());
+    if let Ok(Err(e)) = creating.map(|t| t.join()).map(|j| j.unwrap_or(Ok(()))) {
+        tracing::debug!(error = %e, "the object pack was not created ahead of its first write");
+    }
+    let queue =
+        queue.map_err(|source| BackendError::Queue { location: home.queue_path().display().to_string(), source })?;
     Ok(Backend {
         queue: Arc::new(queue),
-        store: Arc::new(home.store()),
+        store: Arc::new(store),
         target: Target::Local,
         bucket: Some(LOCAL_BUCKET.into()),
         location: home.root().display().to_string(),
@@ -429,5 +440,32 @@ mod tests {
         let aws = Connect { target: Target::Aws, ..Connect::default() };
         let e = open(&aws).await.unwrap_err();
         assert!(matches!(e, BackendError::NoQueue | BackendError::NoAws), "{e}");
+    }
+
+    /// A fresh home gets its queue file and the store's pack at once, whole (no temporary
+    /// files left), and both work: a message sent, an object written and read back.
+    #[cfg(feature = "local")]
+    #[tokio::test]
+    async fn a_fresh_home_gets_its_queue_and_pack_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let b = open(&Connect { home: home.clone(), ..Connect::default() }).await.unwrap();
+        let names = |d: &std::path::Path| -> Vec<String> {
+            let mut v: Vec<String> =
+                std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+            v.sort();
+            v
+        };
+        assert!(names(&home).contains(&"queue.db".to_string()), "{:?}", names(&home));
+        assert!(names(&home.join("store")).contains(&crate::store::pack::PACK_FILE.to_string()));
+        assert!(names(&home).iter().chain(&names(&home.join("store"))).all(|n| !n.contains(".new-")));
+        b.queue.send("{}", &Default::default()).await.unwrap();
+        assert_eq!(b.queue.counts().await.unwrap().visible, 1);
+        b.store.put("pixq", "k", b"v".to_vec(), "text/plain").await.unwrap();
+        assert_eq!(b.store.get("pixq", "k").await.unwrap(), b"v");
+        // A second opener of the same home uses the same files.
+        let again = open(&Connect { home, ..Connect::default() }).await.unwrap();
+        assert_eq!(again.queue.counts().await.unwrap().visible, 1);
+        assert_eq!(again.store.get("pixq", "k").await.unwrap(), b"v");
     }
 }

@@ -67,6 +67,11 @@ impl FsStore {
         self
     }
 
+    /// Creates the object pack now if there is none (see [`Pack::create`]).
+    pub fn create_pack(&self) -> Result<(), StoreError> {
+        self.pack.create()
+    }
+
     /// Write transactions the object pack has committed in this process (each one fsync).
     pub fn pack_commits(&self) -> u64 {
         self.pack.commits()

@@ -158,6 +158,15 @@ impl Pack {
         Ok(())
     }
 
+    /// Opens the writer's connection now, creating the pack if there is none, instead of
+    /// at the first write: a command that will write (`pixq process` on a fresh home) makes
+    /// it beside the queue file, their fsyncs overlapping, rather than in the path of its
+    /// first upload.
+    pub fn create(&self) -> Result<(), StoreError> {
+        let mut slot = self.conn.lock().map_err(|_| StoreError::Transient("object pack lock poisoned".into()))?;
+        self.open(&mut slot, PACK_FILE)
+    }
+
     /// Runs `f` inside one `BEGIN IMMEDIATE` transaction: the pack's write lock is also the
     /// lock under which the store renames or removes a key's file, so writers of one key in
     /// several processes serialise and the last one wins whichever size class it wrote.
