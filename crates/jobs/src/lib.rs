@@ -25,6 +25,7 @@
 pub mod aws;
 pub mod backend;
 pub mod batch;
+pub mod buffers;
 pub mod clock;
 pub mod events;
 pub mod ids;

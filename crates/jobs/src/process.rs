@@ -119,13 +119,15 @@ pub enum Outcome {
 /// Reads of large inputs from a store on this machine's disk can be gated too
 /// ([`Admission::reading_at_most`]): such a read is CPU (copying, hashing, faulting in the
 /// buffer), not waiting, so reading every prefetched photo at once only takes the cores
-/// from the kernels, and the first jobs' inputs arrive last.
+/// from the kernels, the first jobs' inputs arrive last, and every input read sits in
+/// memory until its kernel runs.
 #[derive(Debug, Clone)]
 pub struct Admission {
     memory: Arc<Semaphore>,
     lanes: Arc<Lanes>,
-    /// Large local reads at once (`None`: no limit).
-    reads: Option<Arc<Semaphore>>,
+    /// Large local reads at once, and large inputs read and not yet through their kernel
+    /// (`None`: no limits).
+    reads: Option<(Arc<Semaphore>, Arc<Semaphore>)>,
     budget_mb: u32,
     metrics: Option<Arc<Metrics>>,
 }
@@ -237,6 +239,22 @@ impl Drop for Lane {
     }
 }
 
+/// A job's turn to read its input ([`Admission::read_turn`]): the read ends with
+/// [`ReadTurn::read`], the hold on an input in memory when the turn is dropped (after the
+/// kernel).
+#[derive(Debug, Default)]
+pub struct ReadTurn {
+    reading: Option<OwnedSemaphorePermit>,
+    _held: Option<OwnedSemaphorePermit>,
+}
+
+impl ReadTurn {
+    /// The input is read (and hashed): the next job may read.
+    pub fn read(&mut self) {
+        self.reading = None;
+    }
+}
+
 /// Held while one job runs the kernel; dropping it admits the next.
 #[derive(Debug)]
 pub struct Admitted {
@@ -273,24 +291,32 @@ impl Admission {
         }
     }
 
-    /// At most `n` (at least 1) inputs over [`INLINE_BYTES`] read and hashed at once, in
-    /// the order the jobs ask (tokio's semaphore is fair): for a store whose reads are CPU
-    /// work on this machine ([`ObjectStore::links_files`]). A read from S3 is mostly waiting
-    /// and stays ungated.
+    /// At most `n` (at least 1) inputs over [`INLINE_BYTES`] read and hashed at once, and
+    /// at most `2 n` held between their read and the end of their kernel (one running and
+    /// one ready per lane), in the order the jobs ask (tokio's semaphores are fair): for a
+    /// store whose reads are CPU work on this machine ([`ObjectStore::links_files`]). An
+    /// input is then read shortly before its kernel, into the buffer of one that just
+    /// finished (`buffers`). A read from S3 is mostly waiting and stays ungated.
     pub fn reading_at_most(mut self, n: usize) -> Admission {
-        self.reads = Some(Arc::new(Semaphore::new(n.clamp(1, Semaphore::MAX_PERMITS))));
+        let n = n.clamp(1, Semaphore::MAX_PERMITS / 2);
+        self.reads = Some((Arc::new(Semaphore::new(n)), Arc::new(Semaphore::new(2 * n))));
         self
     }
 
     /// Waits for a turn to read an input of `size` bytes (at once for a small one, or with
     /// no gate). `None` when `cancel` fires first.
-    pub async fn read_turn(&self, size: u64, cancel: &CancellationToken) -> Option<Option<OwnedSemaphorePermit>> {
-        let Some(reads) = self.reads.as_ref().filter(|_| size > INLINE_BYTES as u64) else {
-            return Some(None);
+    pub async fn read_turn(&self, size: u64, cancel: &CancellationToken) -> Option<ReadTurn> {
+        let Some((reads, held)) = self.reads.as_ref().filter(|_| size > INLINE_BYTES as u64) else {
+            return Some(ReadTurn::default());
+        };
+        let both = async {
+            let held = held.clone().acquire_owned().await.ok()?;
+            let reading = reads.clone().acquire_owned().await.ok()?;
+            Some(ReadTurn { reading: Some(reading), _held: Some(held) })
         };
         tokio::select! {
             biased;
-            p = reads.clone().acquire_owned() => p.ok().map(Some),
+            t = both => t,
             _ = cancel.cancelled() => None,
         }
     }
@@ -721,7 +747,7 @@ async fn run(
     if meta.size > max {
         return permanent(format!("input is {} bytes, over the limit of {max} bytes", meta.size));
     }
-    let reading = admission.read_turn(meta.size, cancel).await.ok_or(JobError::Released)?;
+    let mut turn = admission.read_turn(meta.size, cancel).await.ok_or(JobError::Released)?;
     let bytes = store.get(&job.input.bucket, &job.input.key).await.at("downloading the input")?;
     if bytes.len() as u64 > max {
         return permanent(format!("input is {} bytes, over the limit of {max} bytes", bytes.len()));
@@ -757,7 +783,7 @@ async fn run(
             }
         },
     };
-    drop(reading);
+    turn.read();
     let download_ms = ms_since(t);
     let digests = output_digests(job, &digest_of_input, &overlays);
     // A job that came without a digest (an S3 notification, a local file linked unread) is
@@ -791,8 +817,9 @@ async fn run(
     // if this task is dropped meanwhile; the output is written while the next job computes.
     let kernel = move || {
         let out = run_kernel(limits, &bytes, &pipelines, overlays, &stop);
-        drop(bytes);
-        (out, admitted)
+        // The input's buffer serves a later read (`buffers`).
+        crate::buffers::give_back(bytes);
+        (out, (admitted, turn))
     };
     // A job this small (an icon, a 64 px PNG) runs in well under a millisecond: in place,
     // rather than paying two thread hand-offs that cost more than the work.

@@ -261,7 +261,7 @@ impl ObjectStore for FsStore {
                 if last {
                     break;
                 }
-                match std::fs::read(&path) {
+                match crate::buffers::read_file(&path) {
                     Ok(b) => return Ok(b),
                     Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory) => {}
                     Err(e) => return Err(io("read", &key, e)),

@@ -1,0 +1,125 @@
+//! Input buffers kept between jobs.
+//!
+//! A photo read from the store lands in a fresh allocation of several MB: the allocator
+//! maps new pages, and the first write to each one faults (a page zeroed and charged to
+//! the process), about 1,500 faults for a 6 MB photo, before the decoder reads a byte. The
+//! worker hands each input's buffer back here once its kernel is done, and the embedded
+//! store reads the next input into one of them: pages already mapped, no faults.
+
+use std::sync::Mutex;
+
+/// Buffers smaller than this are not kept (a small allocation comes from the allocator's
+/// free lists anyway).
+const KEEP_FROM: usize = 1 << 20;
+/// At most this many buffers, and this many bytes, are kept.
+const MAX_KEPT: usize = 4;
+const MAX_KEPT_BYTES: usize = 96 << 20;
+
+static KEPT: Kept = Kept(Mutex::new(Vec::new()));
+
+/// A set of kept buffers (the process has one; tests make their own).
+struct Kept(Mutex<Vec<Vec<u8>>>);
+
+impl Kept {
+    fn take(&self, len: usize) -> Vec<u8> {
+        if len >= KEEP_FROM {
+            let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let best = kept.iter().enumerate().filter(|(_, b)| b.capacity() >= len).min_by_key(|(_, b)| b.capacity());
+            if let Some((i, _)) = best {
+                return kept.swap_remove(i);
+            }
+        }
+        Vec::with_capacity(len)
+    }
+
+    fn give_back(&self, mut buf: Vec<u8>) {
+        if buf.capacity() < KEEP_FROM || buf.capacity() > MAX_KEPT_BYTES {
+            return;
+        }
+        buf.clear();
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let held: usize = kept.iter().map(Vec::capacity).sum();
+        if kept.len() < MAX_KEPT && held + buf.capacity() <= MAX_KEPT_BYTES {
+            kept.push(buf);
+        }
+    }
+
+    fn read_file(&self, path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path)?;
+        let len = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
+        // One byte over the size: `read_to_end` sees the end without growing the buffer.
+        let mut buf = self.take(len.saturating_add(1));
+        f.read_to_end(&mut buf)?;
+        Ok(buf)
+    }
+}
+
+/// An empty buffer with room for at least `len` bytes: the smallest kept one that fits,
+/// or a new one.
+pub fn take(len: usize) -> Vec<u8> {
+    KEPT.take(len)
+}
+
+/// Keeps `buf` for a later [`take`] if it is large and there is room; otherwise frees it.
+/// Its contents are dropped (the length is set to zero; a later reader writes before it
+/// reads, as `Read::read_to_end` does).
+pub fn give_back(buf: Vec<u8>) {
+    KEPT.give_back(buf)
+}
+
+/// The whole file at `path`, read into a kept buffer when one fits.
+pub fn read_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    KEPT.read_file(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept() -> Kept {
+        Kept(Mutex::new(Vec::new()))
+    }
+
+    #[test]
+    fn a_returned_buffer_serves_the_next_read_and_reads_are_exact() {
+        let k = kept();
+        let d = tempfile::tempdir().unwrap();
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let small: Vec<u8> = (0..1_500_000u32).map(|i| (i % 13) as u8).collect();
+        std::fs::write(d.path().join("big"), &big).unwrap();
+        std::fs::write(d.path().join("small"), &small).unwrap();
+        let first = k.read_file(&d.path().join("big")).unwrap();
+        assert_eq!(first, big);
+        let ptr = first.as_ptr();
+        k.give_back(first);
+        // The smaller file goes into the kept buffer: same memory, only its own bytes.
+        let second = k.read_file(&d.path().join("small")).unwrap();
+        assert_eq!(second.as_ptr(), ptr);
+        assert_eq!(second, small);
+        k.give_back(second);
+        let third = k.read_file(&d.path().join("big")).unwrap();
+        assert_eq!((third.as_ptr(), &third), (ptr, &big));
+        // A file larger than every kept buffer gets a new one.
+        k.give_back(third);
+        let larger: Vec<u8> = vec![9; 4_000_000];
+        std::fs::write(d.path().join("larger"), &larger).unwrap();
+        let fourth = k.read_file(&d.path().join("larger")).unwrap();
+        assert_ne!(fourth.as_ptr(), ptr);
+        assert_eq!(fourth, larger);
+    }
+
+    #[test]
+    fn small_and_surplus_buffers_are_not_kept() {
+        let k = kept();
+        k.give_back(Vec::with_capacity(1000));
+        k.give_back(Vec::with_capacity(MAX_KEPT_BYTES + 1));
+        assert!(k.0.lock().unwrap().is_empty());
+        for _ in 0..MAX_KEPT + 3 {
+            k.give_back(vec![1; 2 << 20]);
+        }
+        let kept = k.0.lock().unwrap();
+        assert_eq!(kept.len(), MAX_KEPT);
+        assert!(kept.iter().all(|b| b.capacity() >= KEEP_FROM && b.is_empty()));
+    }
+}
