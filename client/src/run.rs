@@ -223,7 +223,7 @@ async fn submit(
     let manifest = plan_batch(b, files, recipe);
     batch::write_manifest(b.store.as_ref(), &b.bucket, &manifest).await.context("writing the batch manifest")?;
     let routed =
-        upload_and_enqueue(b.store.clone(), routing.clone(), files.to_vec(), manifest.clone(), recipe.clone(), true)
+        upload_and_enqueue(b.store.clone(), routing.clone(), files.to_vec(), manifest.clone(), recipe.clone(), true, None)
             .await?;
     Ok((manifest, routed))
 }
@@ -446,6 +446,7 @@ fn plan_batch(b: &Backend, files: &[PathBuf], recipe: &Recipe) -> BatchManifest 
 /// Inputs read, hashed and uploaded per chunk (32 at a time, so the embedded store commits
 /// them in groups), largest first, each chunk enqueued as soon as it is stored: workers start
 /// on the first images (a first chunk of four) while later ones are still being read.
+/// `first_queued` fires once the first chunk is queued (or the upload ends).
 async fn upload_and_enqueue(
     store: Arc<dyn ObjectStore>,
     routing: Arc<Routing>,
@@ -453,6 +454,7 @@ async fn upload_and_enqueue(
     manifest: BatchManifest,
     recipe: Recipe,
     progress: bool,
+    mut first_queued: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> anyhow::Result<Routed> {
     let mut routed = Routed::default();
     const CHUNK: usize = 128;
@@ -553,6 +555,9 @@ async fn upload_and_enqueue(
             batch::enqueue(queue.as_ref(), &jobs, queue.is_fifo()).await.context("enqueueing jobs")?;
             enqueued += jobs.len();
         }
+        if let Some(tx) = first_queued.take() {
+            let _ = tx.send(());
+        }
     }
     bar.finish_and_clear();
     Ok(routed)
@@ -605,11 +610,17 @@ async fn process(
     }
     tokio::fs::create_dir_all(out).await.with_context(|| format!("creating {}", out.display()))?;
     let t_collect = started.elapsed();
-    // The manifest (for `pixq status` and `fetch` later) is written beside the first uploads,
-    // not before them: nothing in this run reads it.
+    // The manifest (for `pixq status` and `fetch` later) is written once the first chunk is
+    // queued, beside the first kernels: nothing in this run reads it, and written beside the
+    // first uploads its commit held the store's write lock (and its fsyncs) in the path of
+    // the first input's link.
+    let (first_queued, queued) = tokio::sync::oneshot::channel();
     let manifest_written = {
         let (store, bucket, manifest) = (b.store.clone(), b.bucket.clone(), manifest.clone());
-        tokio::spawn(async move { batch::write_manifest(store.as_ref(), &bucket, &manifest).await })
+        tokio::spawn(async move {
+            let _ = queued.await;
+            batch::write_manifest(store.as_ref(), &bucket, &manifest).await
+        })
     };
     let total = manifest.jobs.len();
     let ours: HashSet<String> = manifest.jobs.iter().map(|j| j.job_id.clone()).collect();
@@ -639,6 +650,7 @@ async fn process(
         manifest.clone(),
         recipe.clone(),
         false,
+        Some(first_queued),
     )));
     let mut t_submit = None;
     // Outputs are copied into --out as their jobs finish, while later ones compute.
