@@ -222,9 +222,16 @@ async fn submit(
 ) -> anyhow::Result<(BatchManifest, Routed)> {
     let manifest = plan_batch(b, files, recipe);
     batch::write_manifest(b.store.as_ref(), &b.bucket, &manifest).await.context("writing the batch manifest")?;
-    let routed =
-        upload_and_enqueue(b.store.clone(), routing.clone(), files.to_vec(), manifest.clone(), recipe.clone(), true, None)
-            .await?;
+    let routed = upload_and_enqueue(
+        b.store.clone(),
+        routing.clone(),
+        files.to_vec(),
+        manifest.clone(),
+        recipe.clone(),
+        true,
+        None,
+    )
+    .await?;
     Ok((manifest, routed))
 }
 

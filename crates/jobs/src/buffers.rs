@@ -73,6 +73,11 @@ pub fn read_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
     KEPT.read_file(path)
 }
 
+/// Bytes of capacity kept now.
+pub fn kept_bytes() -> usize {
+    KEPT.0.lock().unwrap_or_else(|e| e.into_inner()).iter().map(Vec::capacity).sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

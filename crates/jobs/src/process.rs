@@ -808,6 +808,9 @@ async fn run(
     plan.check_budget(admission.budget_bytes())?;
     let admitted = admission.admit(plan.peak_bytes, plan.cpu_ns, cancel).await.ok_or(JobError::Released)?;
     let input_bytes = bytes.len() as u64;
+    // Only a store that reads into kept buffers takes them back (`buffers`); an S3 body
+    // kept on a Lambda would only hold memory the kernels may need.
+    let keep_buffer = store.links_files();
     let (limits, pipelines) = (cfg.limits, job.pipelines().into_iter().cloned().collect::<Vec<_>>());
     let stop = Stop::new().with_time_limit(cfg.job_timeout);
     let _cancel_kernel = CancelOnDrop(stop.clone());
@@ -818,7 +821,9 @@ async fn run(
     let kernel = move || {
         let out = run_kernel(limits, &bytes, &pipelines, overlays, &stop);
         // The input's buffer serves a later read (`buffers`).
-        crate::buffers::give_back(bytes);
+        if keep_buffer {
+            crate::buffers::give_back(bytes);
+        }
         (out, (admitted, turn))
     };
     // A job this small (an icon, a 64 px PNG) runs in well under a millisecond: in place,

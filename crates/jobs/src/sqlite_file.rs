@@ -15,7 +15,8 @@ use rusqlite::Connection;
 
 /// Creates the database at `path` in WAL mode with `schema` (one transaction), unless a
 /// file is there already. `Ok(true)` when this call created it; `Ok(false)` when the file
-/// existed or another process created it first. The caller opens it as usual afterwards.
+/// existed, another process created it first, or the filesystem has no hard links (SQLite
+/// then creates it on open). The caller opens it as usual afterwards.
 pub(crate) fn create_if_missing(path: &Path, schema: &str) -> std::io::Result<bool> {
     if std::fs::symlink_metadata(path).is_ok() {
         return Ok(false);
@@ -24,10 +25,14 @@ pub(crate) fn create_if_missing(path: &Path, schema: &str) -> std::io::Result<bo
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.new-{}", crate::ids::random_hex(1)));
     let built = build(&tmp, schema).and_then(|()| std::fs::File::open(&tmp)?.sync_all());
-    let placed = built.and_then(|()| match std::fs::hard_link(&tmp, path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(e),
+    let placed = built.map(|()| match std::fs::hard_link(&tmp, path) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+        // A filesystem without hard links: SQLite creates the file itself, the slow way.
+        Err(e) => {
+            tracing::debug!(error = %e, path = %path.display(), "no hard link for a new database; SQLite creates it");
+            false
+        }
     });
     for leftover in ["", "-journal", "-wal", "-shm"] {
         let mut p = tmp.clone().into_os_string();

@@ -1,0 +1,97 @@
+//! A worker keeps its inputs' buffers for the next read only when its store reads into them
+//! (the embedded store on this disk). An S3 body kept on a Lambda would hold memory the
+//! kernels are budgeted to use, and no read would ever take it back. In a file of its own:
+//! the kept buffers are the process's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pixq_jobs::batch::{self, batch_status};
+use pixq_jobs::kernel::{Channels, Format, OutputSpec, Pipeline, Raster};
+use pixq_jobs::queue::Queue;
+use pixq_jobs::queue::sqlite::{QueueConfig, SqliteQueue};
+use pixq_jobs::schema::{ObjectRef, OutputLocation};
+use pixq_jobs::store::fs::FsStore;
+use pixq_jobs::store::{ObjectMeta, ObjectStore, StoreError};
+use pixq_jobs::worker::{self, WorkerConfig};
+use tokio_util::sync::CancellationToken;
+
+/// The embedded store, saying it is remote (as S3 does).
+#[derive(Debug)]
+struct Remote(FsStore);
+
+#[async_trait]
+impl ObjectStore for Remote {
+    async fn head(&self, b: &str, k: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        self.0.head(b, k).await
+    }
+    async fn get(&self, b: &str, k: &str) -> Result<Vec<u8>, StoreError> {
+        self.0.get(b, k).await
+    }
+    async fn put(&self, b: &str, k: &str, body: Vec<u8>, ct: &str) -> Result<(), StoreError> {
+        self.0.put(b, k, body, ct).await
+    }
+    async fn list(&self, b: &str, p: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        self.0.list(b, p).await
+    }
+    async fn delete(&self, b: &str, k: &str) -> Result<(), StoreError> {
+        self.0.delete(b, k).await
+    }
+}
+
+/// A PNG of noise, about 3 bytes a pixel.
+fn noisy_png(w: u32, h: u32, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    let img = Raster::from_fn(w, h, Channels::Rgb, |_, _, p| {
+        for v in p.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *v = x as u8;
+        }
+    });
+    pixq_jobs::kernel::encode(&img, Format::Png, &OutputSpec { compression: Some(1), ..Default::default() }).unwrap()
+}
+
+async fn run(store: Arc<dyn ObjectStore>, fs: &FsStore, dir: &std::path::Path, batch_id: &str, seed: u32) {
+    let queue = Arc::new(SqliteQueue::open(&dir.join(format!("{batch_id}.db")), QueueConfig::default()).unwrap());
+    let out = OutputLocation { bucket: "pixq".into(), prefix: "outputs/".into() };
+    let mut jobs = Vec::new();
+    for i in 0..3u32 {
+        let bytes = noisy_png(800, 600, seed + i);
+        assert!(bytes.len() > 1 << 20, "{} bytes", bytes.len());
+        let key = format!("inputs/{batch_id}/{i}.png");
+        let digest = Some(pixq_jobs::keys::content_digest(&bytes));
+        fs.put("pixq", &key, bytes, "image/png").await.unwrap();
+        let input = ObjectRef { bucket: "pixq".into(), key };
+        jobs.push(batch::new_job(batch_id, i as usize, input, digest, &Pipeline::parse("grayscale").unwrap(), &out));
+    }
+    batch::enqueue(queue.as_ref(), &jobs, false).await.unwrap();
+    let cfg = WorkerConfig { concurrency: 1, prefetch: 4, wait: Duration::from_millis(20), ..WorkerConfig::default() };
+    let stop = CancellationToken::new();
+    let h = tokio::spawn(worker::run(queue.clone(), store.clone(), cfg, stop.clone()));
+    let t = std::time::Instant::now();
+    loop {
+        let c = queue.counts().await.unwrap();
+        if c.visible + c.in_flight + c.delayed == 0 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "the worker did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    h.await.unwrap();
+    assert_eq!(batch_status(store.as_ref(), "pixq", batch_id).await.unwrap().ok(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_buffers_are_kept_only_for_a_store_that_reads_into_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FsStore::new(dir.path().join("store"));
+    run(Arc::new(Remote(fs.clone())), &fs, dir.path(), "remote", 1).await;
+    assert_eq!(pixq_jobs::buffers::kept_bytes(), 0, "a remote store's bodies were kept");
+    // Other inputs: the same ones would be answered from the first run's outputs.
+    run(Arc::new(fs.clone()), &fs, dir.path(), "local", 100).await;
+    assert!(pixq_jobs::buffers::kept_bytes() > 1 << 20, "the local store's buffers were not kept");
+}
