@@ -99,7 +99,7 @@ def kernel_cmd(ops, paths):
 def row(label, value, unit, anchor=None, better="lower"):
     r = f"  {label:<58} {value:>9.3f} {unit}"
     if anchor is not None:
-        r += f"   ratio {anchor:.2f}"
+        r += f"   ratio {anchor:.3f}"
     print(r, flush=True)
 
 
