@@ -52,7 +52,7 @@ async fn backend(cli: &Global) -> anyhow::Result<Backend> {
         store: opened.store,
         queue: opened.queue,
         bucket,
-        default_workers: if local { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) } else { 0 },
+        default_workers: if local { pixq_jobs::cores() } else { 0 },
         local,
         location: opened.location,
         worker_hint: opened.worker_hint,

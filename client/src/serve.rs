@@ -78,11 +78,7 @@ pub async fn serve(g: &Global, a: ServeArgs) -> anyhow::Result<i32> {
         bail!("--presets-only needs presets (--presets FILE)");
     }
     let app = App::new(&opened, config)?;
-    let workers = a.workers.unwrap_or(if opened.target == Target::Local {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
-    } else {
-        0
-    });
+    let workers = a.workers.unwrap_or(if opened.target == Target::Local { pixq_jobs::cores() } else { 0 });
     let shutdown = CancellationToken::new();
     let worker = (workers > 0).then(|| {
         let cfg = WorkerConfig {

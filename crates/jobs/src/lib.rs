@@ -47,3 +47,11 @@ pub mod store;
 pub mod worker;
 
 pub use pixq_kernel as kernel;
+
+/// The cores this process may run on (its affinity and cgroup quota; 2 when unknown),
+/// read once: the standard library reads the cgroup files on every call, and workers,
+/// the Lambda handler and the CLI all size themselves by it.
+pub fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+}

@@ -45,7 +45,7 @@ pub struct BatchConfig {
 impl Default for BatchConfig {
     fn default() -> Self {
         BatchConfig {
-            concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            concurrency: crate::cores(),
             margin: Duration::from_secs(2),
             memory_mb: crate::process::default_memory_mb(),
             retry: RetryPolicy::default(),

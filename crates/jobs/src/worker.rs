@@ -54,8 +54,8 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
-            concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
-            prefetch: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            concurrency: crate::cores(),
+            prefetch: crate::cores(),
             visibility: Duration::from_secs(60),
             wait: Duration::from_secs(1),
             retry: RetryPolicy::default(),
