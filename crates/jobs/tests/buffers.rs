@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pixq_jobs::batch::{self, batch_status};
-use pixq_jobs::kernel::{Channels, Format, OutputSpec, Pipeline, Raster};
-use pixq_jobs::queue::Queue;
+use pixq_jobs::kernel::Pipeline;
 use pixq_jobs::queue::sqlite::{QueueConfig, SqliteQueue};
 use pixq_jobs::schema::{ObjectRef, OutputLocation};
 use pixq_jobs::store::fs::FsStore;
 use pixq_jobs::store::{ObjectMeta, ObjectStore, StoreError};
-use pixq_jobs::worker::{self, WorkerConfig};
-use tokio_util::sync::CancellationToken;
+use pixq_jobs::worker::WorkerConfig;
+
+mod common;
 
 /// The embedded store, saying it is remote (as S3 does).
 #[derive(Debug)]
@@ -40,26 +40,12 @@ impl ObjectStore for Remote {
     }
 }
 
-/// A PNG of noise, about 3 bytes a pixel.
-fn noisy_png(w: u32, h: u32, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    let img = Raster::from_fn(w, h, Channels::Rgb, |_, _, p| {
-        for v in p.iter_mut() {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            *v = x as u8;
-        }
-    });
-    pixq_jobs::kernel::encode(&img, Format::Png, &OutputSpec { compression: Some(1), ..Default::default() }).unwrap()
-}
-
 async fn run(store: Arc<dyn ObjectStore>, fs: &FsStore, dir: &std::path::Path, batch_id: &str, seed: u32) {
     let queue = Arc::new(SqliteQueue::open(&dir.join(format!("{batch_id}.db")), QueueConfig::default()).unwrap());
     let out = OutputLocation { bucket: "pixq".into(), prefix: "outputs/".into() };
     let mut jobs = Vec::new();
     for i in 0..3u32 {
-        let bytes = noisy_png(800, 600, seed + i);
+        let bytes = common::noisy_png(800, 600, seed + i);
         assert!(bytes.len() > 1 << 20, "{} bytes", bytes.len());
         let key = format!("inputs/{batch_id}/{i}.png");
         let digest = Some(pixq_jobs::keys::content_digest(&bytes));
@@ -69,19 +55,7 @@ async fn run(store: Arc<dyn ObjectStore>, fs: &FsStore, dir: &std::path::Path, b
     }
     batch::enqueue(queue.as_ref(), &jobs, false).await.unwrap();
     let cfg = WorkerConfig { concurrency: 1, prefetch: 4, wait: Duration::from_millis(20), ..WorkerConfig::default() };
-    let stop = CancellationToken::new();
-    let h = tokio::spawn(worker::run(queue.clone(), store.clone(), cfg, stop.clone()));
-    let t = std::time::Instant::now();
-    loop {
-        let c = queue.counts().await.unwrap();
-        if c.visible + c.in_flight + c.delayed == 0 {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(60), "the worker did not finish");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    stop.cancel();
-    h.await.unwrap();
+    common::drain(queue.clone(), store.clone(), cfg).await;
     assert_eq!(batch_status(store.as_ref(), "pixq", batch_id).await.unwrap().ok(), 3);
 }
 

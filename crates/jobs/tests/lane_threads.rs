@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use pixq_jobs::batch::{self, batch_status};
 use pixq_jobs::kernel::{Channels, Format, OutputSpec, Pipeline, Raster};
-use pixq_jobs::queue::Queue;
 use pixq_jobs::queue::sqlite::{QueueConfig, SqliteQueue};
 use pixq_jobs::schema::{ObjectRef, OutputLocation};
 use pixq_jobs::store::ObjectStore;
 use pixq_jobs::store::fs::FsStore;
-use pixq_jobs::worker::{self, WorkerConfig};
-use tokio_util::sync::CancellationToken;
+use pixq_jobs::worker::WorkerConfig;
+
+mod common;
 
 fn kernel_threads() -> usize {
     std::fs::read_dir("/proc/self/task")
@@ -51,19 +51,7 @@ async fn a_one_lane_worker_runs_every_kernel_on_one_thread() {
     }
     batch::enqueue(queue.as_ref(), &jobs, false).await.unwrap();
     let cfg = WorkerConfig { concurrency: 1, prefetch: 16, wait: Duration::from_millis(20), ..WorkerConfig::default() };
-    let stop = CancellationToken::new();
-    let h = tokio::spawn(worker::run(queue.clone(), store.clone(), cfg, stop.clone()));
-    let t = std::time::Instant::now();
-    loop {
-        let c = queue.counts().await.unwrap();
-        if c.visible + c.in_flight + c.delayed == 0 {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(60), "the worker did not finish");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    stop.cancel();
-    h.await.unwrap();
+    common::drain(queue.clone(), store.clone(), cfg).await;
     assert_eq!(batch_status(store.as_ref() as &dyn ObjectStore, "pixq", "t").await.unwrap().ok(), 16);
     assert_eq!(kernel_threads(), 1, "16 kernels, one at a time, on more than one thread");
 }

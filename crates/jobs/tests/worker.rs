@@ -19,6 +19,8 @@ use pixq_jobs::store::{ObjectMeta, ObjectStore, StoreError};
 use pixq_jobs::worker::{self, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
+mod common;
+
 const BUCKET: &str = "pixq";
 
 fn photo(w: u32, h: u32) -> Raster {
@@ -917,21 +919,6 @@ impl ObjectStore for ReadCounter {
     }
 }
 
-/// Noise, so the PNG stays about as large as its pixels (over the 256 KiB a worker hashes
-/// in place).
-fn noisy_png(w: u32, h: u32, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    let img = Raster::from_fn(w, h, Channels::Rgb, |_, _, p| {
-        for v in p.iter_mut() {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            *v = x as u8;
-        }
-    });
-    pixq_jobs::kernel::encode(&img, Format::Png, &OutputSpec { compression: Some(1), ..Default::default() }).unwrap()
-}
-
 /// Reading a large input from this machine's disk is CPU work (copying, hashing): a worker
 /// with prefetched jobs reads at most one per lane at a time, in the order received, so
 /// the first jobs' inputs are not starved by the rest. Reads from a remote store (S3) are
@@ -944,7 +931,7 @@ async fn large_local_reads_go_one_per_lane_and_remote_ones_all_at_once() {
             Arc::new(ReadCounter { inner: (*e.store).clone(), local, now: AtomicU32::new(0), most: AtomicU32::new(0) });
         let mut jobs = Vec::new();
         for i in 0..6 {
-            let bytes = noisy_png(320, 300, i as u32);
+            let bytes = common::noisy_png(320, 300, i as u32);
             assert!(bytes.len() > 256 << 10, "{} bytes", bytes.len());
             jobs.push(upload_job(store.as_ref(), "r", i, &format!("{i}.png"), Some(bytes), "grayscale").await);
         }
@@ -1024,7 +1011,7 @@ async fn a_worker_holds_two_local_inputs_per_lane_not_every_prefetched_one() {
     });
     let mut jobs = Vec::new();
     for i in 0..8 {
-        let bytes = noisy_png(320, 300, 100 + i as u32);
+        let bytes = common::noisy_png(320, 300, 100 + i as u32);
         jobs.push(
             upload_job(store.as_ref(), "held", i, &format!("{i}.png"), Some(bytes), "blur:12,blur:12,blur:12").await,
         );
