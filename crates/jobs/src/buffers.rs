@@ -21,6 +21,8 @@ static KEPT: Kept = Kept(Mutex::new(Vec::new()));
 struct Kept(Mutex<Vec<Vec<u8>>>);
 
 impl Kept {
+    /// An empty buffer with room for at least `len` bytes: the smallest kept one that
+    /// fits, or a new one.
     fn take(&self, len: usize) -> Vec<u8> {
         if len >= KEEP_FROM {
             let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -55,20 +57,14 @@ impl Kept {
     }
 }
 
-/// An empty buffer with room for at least `len` bytes: the smallest kept one that fits,
-/// or a new one.
-pub fn take(len: usize) -> Vec<u8> {
-    KEPT.take(len)
-}
-
-/// Keeps `buf` for a later [`take`] if it is large and there is room; otherwise frees it.
+/// Keeps `buf` for a later [`read_file`] if it is large and there is room; otherwise frees it.
 /// Its contents are dropped (the length is set to zero; a later reader writes before it
 /// reads, as `Read::read_to_end` does).
 pub fn give_back(buf: Vec<u8>) {
     KEPT.give_back(buf)
 }
 
-/// The whole file at `path`, read into a kept buffer when one fits.
+/// The whole file at `path`, read into the smallest kept buffer that fits, or a new one.
 pub fn read_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
     KEPT.read_file(path)
 }
