@@ -12,6 +12,9 @@ Scenarios (each tool takes turns, REPEATS times, fresh state each run; medians):
   overhead   the same pixq command, as images/s, against the kernel alone on the same
              files (kbench, in-process, no queue, no store): 1 photo, the 6 photos, and
              the 12 web-size images.
+  many       the same on PIXQ_E2E_MANY (default 300) distinct photos: copies of the six,
+             each with its own JPEG comment (distinct bytes, so nothing is reused), two
+             turns; with each command's peak RSS.
   decode     kbench's thumbnail against libjpeg-turbo's `djpeg` decoding the same files
              at the same DCT scale (M/8) and nothing else: the kernel's floor.
   scaling    `pixq process --workers 2` against `--workers 1` on the 18 photos and web
@@ -73,13 +76,14 @@ def link_dir(name, paths):
     return d
 
 
-def turns(runs):
-    """runs: {name: thunk}; each takes a turn, REPEATS times (after one untimed warm-up);
-    returns {name: median seconds}."""
-    for f in runs.values():
-        f()
+def turns(runs, repeats=None, warm_up=True):
+    """runs: {name: thunk}; each takes a turn, `repeats` (default REPEATS) times, after one
+    untimed warm-up unless told not to; returns {name: median seconds}."""
+    if warm_up:
+        for f in runs.values():
+            f()
     got = {k: [] for k in runs}
-    for _ in range(REPEATS):
+    for _ in range(repeats or REPEATS):
         for k, f in runs.items():
             got[k].append(f())
     return {k: statistics.median(v) for k, v in got.items()}
@@ -137,6 +141,49 @@ for label, paths in (("1 photo", LARGE[:1]), ("6 photos", LARGE), ("12 web image
     whole, kernel = len(paths) / m["p"], len(paths) / m["k"]
     row(f"{label}: pixq process", whole, "img/s", whole / kernel)
     row(f"{label}: kernel (kbench)", kernel, "img/s")
+
+# ---------------------------------------------------------------- many
+MANY = int(os.environ.get("PIXQ_E2E_MANY", "300"))
+if MANY > 0:
+    print(f"\n== {MANY} distinct photos (the six, each copy with its own comment), one core, 2 turns")
+    many = os.path.join(WORK, "many")
+    os.makedirs(many, exist_ok=True)
+    for n in range(MANY):
+        src = LARGE[n % len(LARGE)]
+        with open(src, "rb") as f:
+            data = f.read()
+        note = b"pixq e2e copy %d" % n
+        comment = b"\xff\xfe" + struct.pack(">H", len(note) + 2) + note
+        with open(os.path.join(many, f"{n:05d}-{os.path.basename(src)}"), "wb") as f:
+            f.write(data[:2] + comment + data[2:])
+    many_paths = sorted(os.path.join(many, f) for f in os.listdir(many))
+
+    def with_rss(cmd, prepare=None):
+        """A timed run that also keeps the command's peak RSS (MB) in `.rss`."""
+        def go():
+            if prepare:
+                prepare()
+            t = time.perf_counter()
+            child = subprocess.Popen(cmd, env=ONE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            _, status, usage = os.wait4(child.pid, 0)
+            child.returncode = os.waitstatus_to_exitcode(status)
+            took = time.perf_counter() - t
+            if child.returncode != 0:
+                raise subprocess.CalledProcessError(child.returncode, cmd)
+            go.rss = max(getattr(go, "rss", 0), usage.ru_maxrss // 1024)
+            return took
+        return go
+
+    home, out = os.path.join(WORK, "home"), os.path.join(WORK, "out")
+    p = with_rss(PIN + [PIXQ, "--home", home, "process", many, "--ops", "thumbnail:1024,quality:85",
+                        "--workers", "1", "--out", out], fresh(home, out))
+    k = with_rss(PIN + [KBENCH, "--ops", "thumbnail:1024,quality:85", "--rounds", "1"] + many_paths)
+    # The copies were just written (in the page cache): two turns, no warm-up.
+    m = turns({"p": p, "k": k}, repeats=2, warm_up=False)
+    whole, kernel = MANY / m["p"], MANY / m["k"]
+    row(f"{MANY} photos: pixq process (peak RSS {p.rss} MB)", whole, "img/s", whole / kernel)
+    row(f"{MANY} photos: kernel (kbench, all inputs in memory: {k.rss} MB)", kernel, "img/s")
+    shutil.rmtree(many, ignore_errors=True)
 
 # ---------------------------------------------------------------- decode floor
 if shutil.which("djpeg"):
