@@ -808,9 +808,6 @@ async fn run(
     plan.check_budget(admission.budget_bytes())?;
     let admitted = admission.admit(plan.peak_bytes, plan.cpu_ns, cancel).await.ok_or(JobError::Released)?;
     let input_bytes = bytes.len() as u64;
-    // Only a store that reads into kept buffers takes them back (`buffers`); an S3 body
-    // kept on a Lambda would only hold memory the kernels may need.
-    let keep_buffer = store.links_files();
     let (limits, pipelines) = (cfg.limits, job.pipelines().into_iter().cloned().collect::<Vec<_>>());
     let stop = Stop::new().with_time_limit(cfg.job_timeout);
     let _cancel_kernel = CancelOnDrop(stop.clone());
@@ -820,32 +817,31 @@ async fn run(
     // if this task is dropped meanwhile; the output is written while the next job computes.
     let kernel = move || {
         let out = run_kernel(limits, &bytes, &pipelines, overlays, &stop);
-        // The input's buffer serves a later read (`buffers`).
-        if keep_buffer {
-            crate::buffers::give_back(bytes);
-        }
-        (out, (admitted, turn))
+        (out, bytes, (admitted, turn))
     };
     // A job this small (an icon, a 64 px PNG) runs in well under a millisecond: in place,
     // rather than paying two thread hand-offs that cost more than the work.
     let px = |(w, h): (u32, u32)| u64::from(w) * u64::from(h);
     let largest = plan.steps.iter().map(|&(w, h, _)| px((w, h))).chain([px(plan.decoded), px(plan.output)]).max();
-    let outs = if largest.unwrap_or(0) <= INLINE_PIXELS {
+    let answer = if largest.unwrap_or(0) <= INLINE_PIXELS {
         let started = Instant::now();
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(kernel));
         tracing::trace!(us = started.elapsed().as_micros() as u64, "kernel ran in place");
-        match out {
-            Ok((out, _admitted)) => out?,
-            Err(_) => return permanent("the image kernel panicked on this input".into()),
-        }
+        out.map_err(|_| "the image kernel panicked on this input".to_string())
     } else {
         // On a lane thread: the one that finished last, so its decoder state and memory are
         // warm (`lanes`).
-        match crate::lanes::LANES.run(kernel).await {
-            Ok((out, _admitted)) => out?,
-            Err(p) => return permanent(format!("the image kernel panicked on this input: {}", p.0)),
-        }
+        crate::lanes::LANES.run(kernel).await.map_err(|p| format!("the image kernel panicked on this input: {}", p.0))
     };
+    let (outs, input, admitted) = match answer {
+        Ok(a) => a,
+        Err(reason) => return permanent(reason),
+    };
+    // The input's buffer goes back to the store for a later read (`buffers`) before the
+    // hold on it ends, so the next read finds it.
+    store.recycle(input);
+    drop(admitted);
+    let outs = outs?;
 
     // 5. The outputs; the caller writes the record after them (a record never points at a
     //    missing output).

@@ -425,6 +425,33 @@ async fn one_lane_admits_one_kernel_at_a_time() {
     assert!(tokio::time::timeout(Duration::from_millis(500), adm.admit(1_000_000, 0, &never)).await.is_ok());
 }
 
+/// Local reads with one lane: one read at a time, at most two inputs held between their
+/// read and their kernel's end, small inputs never wait, a waiting read ends on shutdown.
+/// Paused clock: a read that cannot start is seen to wait without any real sleep.
+#[tokio::test(start_paused = true)]
+async fn local_reads_take_turns_and_hold_two_inputs_per_lane() {
+    let adm = Admission::with_lanes(64, 1).reading_at_most(1);
+    let never = CancellationToken::new();
+    let (big, small) = (1u64 << 20, 1000u64);
+    let waits = |t: Result<Option<_>, _>| t.is_err();
+    let mut a = adm.read_turn(big, &never).await.unwrap();
+    assert!(waits(tokio::time::timeout(Duration::from_secs(5), adm.read_turn(big, &never)).await), "two reads at once");
+    a.read();
+    let mut b = adm.read_turn(big, &never).await.unwrap();
+    b.read();
+    assert!(
+        waits(tokio::time::timeout(Duration::from_secs(5), adm.read_turn(big, &never)).await),
+        "a third input held on one lane"
+    );
+    assert!(adm.read_turn(small, &never).await.is_some(), "a small input waited");
+    drop(a);
+    let _c = adm.read_turn(big, &never).await.unwrap();
+    let stop = CancellationToken::new();
+    stop.cancel();
+    assert!(adm.read_turn(big, &stop).await.is_none(), "a waiting read outlived shutdown");
+    drop(b);
+}
+
 /// A free lane goes to the waiting job with the most work (its plan's kernel time), not the
 /// one that was ready first, so a large job ready late is not left to run alone at the end;
 /// a job that has waited a second goes next whatever its size; a waiter that gives up
@@ -876,37 +903,91 @@ async fn watermarks_come_from_the_store_and_their_bytes_key_the_output() {
     }
 }
 
-/// A filesystem store that counts the reads of large objects in progress at once (each
-/// held for a while, so reads let through together overlap), and says whether it is on
-/// this machine's disk as told.
+/// A filesystem store that watches the reads of large inputs (over 256 KiB): how many run
+/// at once at most, and how many started before the first result record. A read waits
+/// until `want` of them are in at once (or every one of the batch has started), then holds
+/// a little longer, so reads a worker lets through together always overlap, however slow
+/// the machine, and reads it should have held back get the chance to show. It says it is
+/// on this machine's disk as told.
 #[derive(Debug)]
-struct ReadCounter {
+struct Watched {
     inner: FsStore,
     local: bool,
+    want: u32,
+    total: u32,
+    started: AtomicU32,
     now: AtomicU32,
     most: AtomicU32,
+    changed: tokio::sync::Notify,
+    before_first_result: AtomicU32,
+    recorded: std::sync::atomic::AtomicBool,
+}
+
+impl Watched {
+    fn new(inner: FsStore, local: bool, want: u32, total: u32) -> Arc<Watched> {
+        Arc::new(Watched {
+            inner,
+            local,
+            want,
+            total,
+            started: AtomicU32::new(0),
+            now: AtomicU32::new(0),
+            most: AtomicU32::new(0),
+            changed: tokio::sync::Notify::new(),
+            before_first_result: AtomicU32::new(0),
+            recorded: Default::default(),
+        })
+    }
+
+    fn saw<'a>(&self, mut keys: impl Iterator<Item = &'a str>) {
+        if keys.any(|k| k.starts_with("results/")) {
+            self.recorded.store(true, Ordering::SeqCst);
+        }
+    }
 }
 
 #[async_trait]
-impl ObjectStore for ReadCounter {
+impl ObjectStore for Watched {
     async fn head(&self, b: &str, k: &str) -> Result<Option<ObjectMeta>, StoreError> {
         self.inner.head(b, k).await
     }
     async fn get(&self, b: &str, k: &str) -> Result<Vec<u8>, StoreError> {
         let large = self.inner.head(b, k).await?.is_some_and(|m| m.size > 256 << 10);
-        if large {
-            let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-            self.most.fetch_max(n, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(30)).await;
+        if !large {
+            return self.inner.get(b, k).await;
         }
+        if !self.recorded.load(Ordering::SeqCst) {
+            self.before_first_result.fetch_add(1, Ordering::SeqCst);
+        }
+        let started = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(n, Ordering::SeqCst);
+        self.changed.notify_waiters();
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let all_started = started.max(self.started.load(Ordering::SeqCst)) >= self.total;
+            if self.now.load(Ordering::SeqCst) >= self.want || all_started {
+                break;
+            }
+            // Only a worker that never lets `want` reads through waits this out.
+            if tokio::time::timeout(Duration::from_secs(10), changed).await.is_err() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
         let out = self.inner.get(b, k).await;
-        if large {
-            self.now.fetch_sub(1, Ordering::SeqCst);
-        }
+        self.now.fetch_sub(1, Ordering::SeqCst);
         out
     }
     async fn put(&self, b: &str, k: &str, body: Vec<u8>, ct: &str) -> Result<(), StoreError> {
+        self.saw(std::iter::once(k));
         self.inner.put(b, k, body, ct).await
+    }
+    async fn put_all(&self, b: &str, objects: Vec<(String, Vec<u8>, &'static str)>) -> Result<(), StoreError> {
+        self.saw(objects.iter().map(|o| o.0.as_str()));
+        self.inner.put_all(b, objects).await
     }
     async fn list(&self, b: &str, p: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         self.inner.list(b, p).await
@@ -925,10 +1006,10 @@ impl ObjectStore for ReadCounter {
 /// mostly waiting and all go at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_local_reads_go_one_per_lane_and_remote_ones_all_at_once() {
-    for (local, lanes) in [(true, 1), (true, 2), (false, 1)] {
+    // (local, lanes, reads a read waits to see at once)
+    for (local, lanes, want) in [(true, 1, 1), (true, 2, 2), (false, 1, 3)] {
         let e = env(5);
-        let store =
-            Arc::new(ReadCounter { inner: (*e.store).clone(), local, now: AtomicU32::new(0), most: AtomicU32::new(0) });
+        let store = Watched::new((*e.store).clone(), local, want, 6);
         let mut jobs = Vec::new();
         for i in 0..6 {
             let bytes = common::noisy_png(320, 300, i as u32);
@@ -953,62 +1034,15 @@ async fn large_local_reads_go_one_per_lane_and_remote_ones_all_at_once() {
     }
 }
 
-/// A filesystem store that counts the reads of large objects started before the first
-/// result record is written.
-#[derive(Debug)]
-struct EarlyReads {
-    inner: FsStore,
-    before_first_record: AtomicU32,
-    recorded: std::sync::atomic::AtomicBool,
-}
-
-#[async_trait]
-impl ObjectStore for EarlyReads {
-    async fn head(&self, b: &str, k: &str) -> Result<Option<ObjectMeta>, StoreError> {
-        self.inner.head(b, k).await
-    }
-    async fn get(&self, b: &str, k: &str) -> Result<Vec<u8>, StoreError> {
-        if !self.recorded.load(Ordering::SeqCst) && k.starts_with("inputs/") {
-            self.before_first_record.fetch_add(1, Ordering::SeqCst);
-        }
-        self.inner.get(b, k).await
-    }
-    async fn put(&self, b: &str, k: &str, body: Vec<u8>, ct: &str) -> Result<(), StoreError> {
-        if k.starts_with("results/") {
-            self.recorded.store(true, Ordering::SeqCst);
-        }
-        self.inner.put(b, k, body, ct).await
-    }
-    async fn put_all(&self, b: &str, objects: Vec<(String, Vec<u8>, &'static str)>) -> Result<(), StoreError> {
-        if objects.iter().any(|o| o.0.starts_with("results/")) {
-            self.recorded.store(true, Ordering::SeqCst);
-        }
-        self.inner.put_all(b, objects).await
-    }
-    async fn list(&self, b: &str, p: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-        self.inner.list(b, p).await
-    }
-    async fn delete(&self, b: &str, k: &str) -> Result<(), StoreError> {
-        self.inner.delete(b, k).await
-    }
-    fn links_files(&self) -> bool {
-        true
-    }
-}
-
 /// Inputs from this machine's disk are read shortly before their kernel, not all at once
 /// when their messages arrive: with one lane, one input runs and one waits ready, so a
 /// batch of 10,000 photos holds two in memory, not the 64 prefetched (and an input's buffer
-/// serves the next read). Here the kernels are slow and the reads instant: ungated, all
-/// eight inputs would be read before the first record is written.
+/// serves the next read). Here the kernels are slow and the result records quick (no
+/// fsync): ungated, all eight inputs would be read before the first record is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_holds_two_local_inputs_per_lane_not_every_prefetched_one() {
     let e = env(5);
-    let store = Arc::new(EarlyReads {
-        inner: (*e.store).clone(),
-        before_first_record: AtomicU32::new(0),
-        recorded: Default::default(),
-    });
+    let store = Watched::new((*e.store).clone().with_fsync(false), true, 1, 8);
     let mut jobs = Vec::new();
     for i in 0..8 {
         let bytes = common::noisy_png(320, 300, 100 + i as u32);
@@ -1025,7 +1059,7 @@ async fn a_worker_holds_two_local_inputs_per_lane_not_every_prefetched_one() {
     })
     .await;
     assert_eq!(batch_status(store.as_ref(), BUCKET, "held").await.unwrap().ok(), 8);
-    let early = store.before_first_record.load(Ordering::SeqCst);
+    let early = store.before_first_result.load(Ordering::SeqCst);
     // Two held; a third may start as the first kernel ends, a fourth as the second does
     // if the first record is slow to commit.
     assert!((1..=4).contains(&early), "{early} inputs read before the first result");

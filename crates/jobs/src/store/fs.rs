@@ -306,6 +306,10 @@ impl ObjectStore for FsStore {
         true
     }
 
+    fn recycle(&self, bytes: Vec<u8>) {
+        crate::buffers::give_back(bytes)
+    }
+
     async fn put_file(&self, bucket: &str, key: &str, source: &Path, content_type: &str) -> Result<(), StoreError> {
         self.put_files(bucket, vec![(key.to_string(), source.to_path_buf())], content_type).await
     }

@@ -97,6 +97,11 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     fn small_object_max(&self) -> usize {
         0
     }
+    /// Takes back the bytes of an object read with [`ObjectStore::get`] once the caller is
+    /// done with them: a store that reads into kept buffers (the filesystem store,
+    /// `buffers`) serves a later read with it. By default they are freed, as an S3 body on
+    /// a Lambda must be: kept, it would hold memory the kernels are budgeted to use.
+    fn recycle(&self, _bytes: Vec<u8>) {}
     /// Whether [`ObjectStore::put_file`] places a large file without reading it (a store on
     /// this machine's disk links it).
     fn links_files(&self) -> bool {
