@@ -220,20 +220,27 @@ pub async fn open(c: &Connect) -> Result<Backend, BackendError> {
 fn open_local(c: &Connect) -> Result<Backend, BackendError> {
     use crate::local::{LOCAL_BUCKET, LocalHome};
     let home = LocalHome::new(&c.home);
-    // The queue file and the store's pack are made (on a fresh home) side by side: their
-    // fsyncs overlap instead of the pack's falling in the path of the first upload. A pack
-    // that cannot be made now fails the first write that needs it, with its own error.
+    // On a fresh home the queue file and the store's pack are made on threads of their own,
+    // side by side, while the command goes on: listing its inputs, linking and reading the
+    // first ones. Their fsyncs are no longer in the path of that work; the first send waits
+    // for the queue, the first write for the pack. A pack that cannot be made fails the
+    // first write that needs it, with its own error.
     let store = home.store();
     let creating = {
         let store = store.clone();
-        std::thread::Builder::new().name("pixq-open".into()).spawn(move || store.create_pack())
+        std::thread::Builder::new().name("pixq-open".into()).spawn(move || {
+            let r = store.create_pack();
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "the object pack was not created ahead of its first write");
+            }
+        })
     };
-    let queue = home.queue(c.local_queue.clone());
-    if let Ok(Err(e)) = creating.map(|t| t.join()).map(|j| j.unwrap_or(Ok(()))) {
-        tracing::debug!(error = %e, "the object pack was not created ahead of its first write");
+    if let Err(e) = creating {
+        tracing::debug!(error = %e, "no thread to create the object pack ahead of its first write");
     }
-    let queue =
-        queue.map_err(|source| BackendError::Queue { location: home.queue_path().display().to_string(), source })?;
+    let queue = home
+        .queue_in_background(c.local_queue.clone())
+        .map_err(|source| BackendError::Queue { location: home.queue_path().display().to_string(), source })?;
     Ok(Backend {
         queue: Arc::new(queue),
         store: Arc::new(store),
@@ -442,27 +449,33 @@ mod tests {
         assert!(matches!(e, BackendError::NoQueue | BackendError::NoAws), "{e}");
     }
 
-    /// A fresh home gets its queue file and the store's pack at once, whole (no temporary
-    /// files left), and both work: a message sent, an object written and read back.
+    /// A fresh home gets its queue file and the store's pack, made in the background, whole:
+    /// both work at once (a message sent, an object written and read back), and once the
+    /// threads that make them are done no temporary file is left.
     #[cfg(feature = "local")]
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_fresh_home_gets_its_queue_and_pack_together() {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("home");
         let b = open(&Connect { home: home.clone(), ..Connect::default() }).await.unwrap();
+        b.queue.send("{}", &Default::default()).await.unwrap();
+        assert_eq!(b.queue.counts().await.unwrap().visible, 1);
+        b.store.put("pixq", "k", b"v".to_vec(), "text/plain").await.unwrap();
+        assert_eq!(b.store.get("pixq", "k").await.unwrap(), b"v");
         let names = |d: &std::path::Path| -> Vec<String> {
             let mut v: Vec<String> =
                 std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
             v.sort();
             v
         };
+        let all = || names(&home).into_iter().chain(names(&home.join("store"))).collect::<Vec<_>>();
+        let t = std::time::Instant::now();
+        while all().iter().any(|n| n.contains(".new-")) {
+            assert!(t.elapsed() < std::time::Duration::from_secs(30), "temporary files stayed: {:?}", all());
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         assert!(names(&home).contains(&"queue.db".to_string()), "{:?}", names(&home));
         assert!(names(&home.join("store")).contains(&crate::store::pack::PACK_FILE.to_string()));
-        assert!(names(&home).iter().chain(&names(&home.join("store"))).all(|n| !n.contains(".new-")));
-        b.queue.send("{}", &Default::default()).await.unwrap();
-        assert_eq!(b.queue.counts().await.unwrap().visible, 1);
-        b.store.put("pixq", "k", b"v".to_vec(), "text/plain").await.unwrap();
-        assert_eq!(b.store.get("pixq", "k").await.unwrap(), b"v");
         // A second opener of the same home uses the same files.
         let again = open(&Connect { home, ..Connect::default() }).await.unwrap();
         assert_eq!(again.queue.counts().await.unwrap().visible, 1);

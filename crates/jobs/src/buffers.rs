@@ -47,8 +47,11 @@ impl Kept {
     }
 
     fn read_file(&self, path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+        self.read_open(&mut std::fs::File::open(path)?)
+    }
+
+    fn read_open(&self, f: &mut std::fs::File) -> std::io::Result<Vec<u8>> {
         use std::io::Read;
-        let mut f = std::fs::File::open(path)?;
         let len = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
         // One byte over the size: `read_to_end` sees the end without growing the buffer.
         let mut buf = self.take(len.saturating_add(1));
@@ -67,6 +70,11 @@ pub fn give_back(buf: Vec<u8>) {
 /// The whole file at `path`, read into the smallest kept buffer that fits, or a new one.
 pub fn read_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
     KEPT.read_file(path)
+}
+
+/// The rest of the open file `f`, read as [`read_file`] does.
+pub fn read_open(f: &mut std::fs::File) -> std::io::Result<Vec<u8>> {
+    KEPT.read_open(f)
 }
 
 /// Bytes of capacity kept now.

@@ -36,6 +36,11 @@ impl LocalHome {
         SqliteQueue::open(&self.queue_path(), cfg)
     }
 
+    /// Opens the queue, a new one made in the background (`SqliteQueue::open_in_background`).
+    pub fn queue_in_background(&self, cfg: QueueConfig) -> Result<SqliteQueue, QueueError> {
+        SqliteQueue::open_in_background(&self.queue_path(), cfg)
+    }
+
     /// The object store.
     pub fn store(&self) -> FsStore {
         FsStore::new(self.root.join("store"))

@@ -748,39 +748,46 @@ async fn run(
         return permanent(format!("input is {} bytes, over the limit of {max} bytes", meta.size));
     }
     let mut turn = admission.read_turn(meta.size, cancel).await.ok_or(JobError::Released)?;
-    let bytes = store.get(&job.input.bucket, &job.input.key).await.at("downloading the input")?;
+    let (bytes, known) = store.get_known(&job.input.bucket, &job.input.key).await.at("downloading the input")?;
     if bytes.len() as u64 > max {
         return permanent(format!("input is {} bytes, over the limit of {max} bytes", bytes.len()));
     }
 
-    // 3. The bytes must be the input the message names (hashed off the async threads).
-    let (bytes, digest_of_input) = match &job.input_digest {
-        // A small input is hashed in place (well under a millisecond); a photo off the
-        // async threads.
-        Some(claimed) if bytes.len() <= INLINE_BYTES => {
-            verify_digest(claimed, meta.etag.as_deref(), &bytes).map_err(JobError::Permanent)?;
-            (bytes, claimed.clone())
-        }
-        Some(claimed) => {
-            let (claim, etag) = (claimed.clone(), meta.etag.clone());
-            let hashed = tokio::task::spawn_blocking(move || (verify_digest(&claim, etag.as_deref(), &bytes), bytes));
-            let (checked, bytes) = hashed.await.map_err(|e| JobError::Transient(format!("hashing the input: {e}")))?;
-            checked.map_err(JobError::Permanent)?;
-            (bytes, claimed.clone())
-        }
-        None => match &meta.etag {
-            Some(etag) => (bytes, format!("etag:{etag}")),
-            None if bytes.len() <= INLINE_BYTES => {
-                let d = keys::content_digest(&bytes);
-                (bytes, d)
+    // 3. The bytes must be the input the message names (hashed off the async threads),
+    //    unless the store hashed these very bytes as it read them.
+    let (bytes, digest_of_input) = match (&job.input_digest, known) {
+        (Some(claimed), Some(known)) if *claimed == known => (bytes, known),
+        (None, Some(known)) if meta.etag.is_none() => (bytes, known),
+        (claimed, _) => match claimed {
+            // A small input is hashed in place (well under a millisecond); a photo off the
+            // async threads.
+            Some(claimed) if bytes.len() <= INLINE_BYTES => {
+                verify_digest(claimed, meta.etag.as_deref(), &bytes).map_err(JobError::Permanent)?;
+                (bytes, claimed.clone())
             }
-            None => {
-                let hashed = tokio::task::spawn_blocking(move || {
+            Some(claimed) => {
+                let (claim, etag) = (claimed.clone(), meta.etag.clone());
+                let hashed =
+                    tokio::task::spawn_blocking(move || (verify_digest(&claim, etag.as_deref(), &bytes), bytes));
+                let (checked, bytes) =
+                    hashed.await.map_err(|e| JobError::Transient(format!("hashing the input: {e}")))?;
+                checked.map_err(JobError::Permanent)?;
+                (bytes, claimed.clone())
+            }
+            None => match &meta.etag {
+                Some(etag) => (bytes, format!("etag:{etag}")),
+                None if bytes.len() <= INLINE_BYTES => {
                     let d = keys::content_digest(&bytes);
                     (bytes, d)
-                });
-                hashed.await.map_err(|e| JobError::Transient(format!("hashing the input: {e}")))?
-            }
+                }
+                None => {
+                    let hashed = tokio::task::spawn_blocking(move || {
+                        let d = keys::content_digest(&bytes);
+                        (bytes, d)
+                    });
+                    hashed.await.map_err(|e| JobError::Transient(format!("hashing the input: {e}")))?
+                }
+            },
         },
     };
     turn.read();

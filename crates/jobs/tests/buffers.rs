@@ -69,3 +69,34 @@ async fn input_buffers_are_kept_only_for_a_store_that_reads_into_them() {
     run(Arc::new(fs.clone()), &fs, dir.path(), "local", 100).await;
     assert!(pixq_jobs::buffers::kept_bytes() > 1 << 20, "the local store's buffers were not kept");
 }
+
+/// A photo the store read ahead (as `pixq process` reads its first input) is processed from
+/// those bytes, under the digest the worker would have computed: the same photo linked and
+/// read as usual in a later batch is answered from the first one's output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_read_ahead_is_processed_under_its_own_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FsStore::new(dir.path().join("store"));
+    let src = dir.path().join("photo.png");
+    std::fs::write(&src, common::noisy_png(400, 300, 7)).unwrap();
+    let out = OutputLocation { bucket: "pixq".into(), prefix: "outputs/".into() };
+    let pipeline = Pipeline::parse("grayscale").unwrap();
+    for (batch_id, ahead) in [("ahead", true), ("plain", false)] {
+        let key = format!("inputs/{batch_id}/0.png");
+        if ahead {
+            assert!(fs.read_ahead("pixq", &key, &src).await);
+        }
+        fs.put_files("pixq", vec![(key.clone(), src.clone())], "image/png").await.unwrap();
+        let queue =
+            Arc::new(SqliteQueue::open(&dir.path().join(format!("{batch_id}.db")), QueueConfig::default()).unwrap());
+        let job = batch::new_job(batch_id, 0, ObjectRef { bucket: "pixq".into(), key }, None, &pipeline, &out);
+        batch::enqueue(queue.as_ref(), &[job], false).await.unwrap();
+        let cfg = WorkerConfig { concurrency: 1, wait: Duration::from_millis(20), ..WorkerConfig::default() };
+        common::drain(queue, Arc::new(fs.clone()), cfg).await;
+        let st = batch_status(&fs, "pixq", batch_id).await.unwrap();
+        assert_eq!(st.ok(), 1, "{batch_id}");
+        assert_eq!(st.reused(), usize::from(!ahead), "{batch_id}: the output was not found under the same digest");
+    }
+    // Taken by the first batch's read: nothing is left waiting.
+    assert!(fs.get_known("pixq", "inputs/ahead/0.png").await.unwrap().1.is_none());
+}

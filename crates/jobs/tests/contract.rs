@@ -169,6 +169,49 @@ async fn local_store_contract() {
     assert!(!dir.path().join("pixq/a/c d.txt").exists());
 }
 
+/// A file read ahead (`read_ahead`) serves the first read of the key it is linked as, with
+/// its digest; a file changed since, another key, or a second read-ahead get nothing from it.
+#[tokio::test]
+async fn local_store_reads_a_file_ahead_for_its_first_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FsStore::new(dir.path().join("store"));
+    let src = dir.path().join("photo.jpg");
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&src, &body).unwrap();
+    assert!(s.links_files());
+    assert!(s.read_ahead("pixq", "in/a.jpg", &src).await);
+    // One file at a time.
+    assert!(!s.read_ahead("pixq", "in/b.jpg", &src).await);
+    // Another key is read from its file, with no digest.
+    s.put_file("pixq", "in/b.jpg", &src, "").await.unwrap();
+    assert_eq!(s.get_known("pixq", "in/b.jpg").await.unwrap(), (body.clone(), None));
+    s.put_files("pixq", vec![("in/a.jpg".into(), src.clone())], "").await.unwrap();
+    let (bytes, digest) = s.get_known("pixq", "in/a.jpg").await.unwrap();
+    assert_eq!(bytes, body);
+    assert_eq!(digest.as_deref(), Some(pixq_jobs::keys::content_digest(&body).as_str()));
+    // Taken once: the next read is the file's own.
+    assert_eq!(s.get_known("pixq", "in/a.jpg").await.unwrap(), (body.clone(), None));
+
+    // Changed in place after it was read ahead (same file, new bytes): the read-ahead
+    // bytes are dropped and the file's new bytes are read.
+    let src2 = dir.path().join("other.jpg");
+    std::fs::write(&src2, &body).unwrap();
+    assert!(s.read_ahead("pixq", "in/c.jpg", &src2).await);
+    s.put_files("pixq", vec![("in/c.jpg".into(), src2.clone())], "").await.unwrap();
+    let changed: Vec<u8> = body.iter().map(|b| b ^ 0xff).chain([1, 2, 3]).collect();
+    std::fs::write(&src2, &changed).unwrap();
+    assert_eq!(s.get_known("pixq", "in/c.jpg").await.unwrap(), (changed, None));
+    // Replaced by another file under the key: the same.
+    let src3 = dir.path().join("third.jpg");
+    std::fs::write(&src3, &body).unwrap();
+    assert!(s.read_ahead("pixq", "in/d.jpg", &src3).await);
+    s.put("pixq", "in/d.jpg", vec![7; 100_000], "").await.unwrap();
+    assert_eq!(s.get_known("pixq", "in/d.jpg").await.unwrap(), (vec![7; 100_000], None));
+    // A missing file or a bad key is not read ahead.
+    assert!(!s.read_ahead("pixq", "in/e.jpg", &dir.path().join("missing.jpg")).await);
+    assert!(!s.read_ahead("pixq", "../escape", &src).await);
+}
+
 #[tokio::test]
 async fn local_store_moves_a_key_between_pack_and_file_when_its_size_class_changes() {
     let dir = tempfile::tempdir().unwrap();

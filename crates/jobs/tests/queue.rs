@@ -327,6 +327,68 @@ async fn the_first_opener_fixes_the_queue_attributes() {
     assert_eq!(later.max_receives(), 2);
 }
 
+/// A fresh queue file is made on a thread of its own; the queue answers at once with the
+/// settings it was opened with, its operations wait for the file, and a later opener finds
+/// those settings stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_made_in_the_background_works_at_once_and_stores_its_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("home/q.db");
+    let q = SqliteQueue::open_in_background(&path, QueueConfig { max_receives: 3, ..fifo() }).unwrap();
+    assert!(q.config().fifo && q.max_receives() == 3);
+    q.send("first", &grp("g", Some("d1"))).await.unwrap();
+    let got = q.receive(10, VIS, NOW).await.unwrap();
+    assert_eq!(got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["first"]);
+    q.delete(&got[0].receipt).await.unwrap();
+    assert_eq!(q.counts().await.unwrap().visible + q.counts().await.unwrap().in_flight, 0);
+    let later = SqliteQueue::open(&path, QueueConfig::default()).unwrap();
+    assert!(later.config().fifo);
+    assert_eq!(later.max_receives(), 3);
+    // An existing file is opened as it is, its stored settings over the ones asked for.
+    let again = SqliteQueue::open_in_background(&path, QueueConfig::default()).unwrap();
+    assert!(again.config().fifo && again.max_receives() == 3);
+}
+
+/// A file that cannot be made fails every operation, with the reason; nothing hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_that_cannot_be_made_fails_each_operation_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    // A name longer than any filesystem allows: the folder exists, the file cannot.
+    let path = dir.path().join(format!("{}.db", "q".repeat(300)));
+    let q = SqliteQueue::open_in_background(&path, QueueConfig::default()).unwrap();
+    for e in [
+        q.send("m", &SendOptions::default()).await.unwrap_err(),
+        q.receive(1, VIS, NOW).await.unwrap_err(),
+        q.counts().await.unwrap_err(),
+    ] {
+        assert!(
+            matches!(&e, QueueError::Permanent(m) if m.contains("opening the queue") && m.contains("cannot create")),
+            "{e}"
+        );
+    }
+}
+
+/// A send is visible to a receiver that waits in this process, and is in the file (another
+/// connection sees it) once the send returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sent_message_wakes_a_waiting_receiver_and_is_in_the_file_when_the_send_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    let q = SqliteQueue::open(&path, QueueConfig::default()).unwrap();
+    let waiting = {
+        let q = q.clone();
+        tokio::spawn(async move { q.receive(1, VIS, Duration::from_secs(20)).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    q.send("hello", &SendOptions::default()).await.unwrap();
+    let other = SqliteQueue::open(&path, QueueConfig::default()).unwrap();
+    let c = other.counts().await.unwrap();
+    assert_eq!(c.visible + c.in_flight, 1);
+    let got =
+        tokio::time::timeout(Duration::from_secs(10), waiting).await.expect("the receiver was not woken").unwrap();
+    assert_eq!(got[0].body, "hello");
+}
+
 /// Closing the queue leaves its write-ahead log in place (no checkpoint on close: a command
 /// does not pay for it as it exits), and whoever opens it next reads every message from it.
 #[tokio::test]

@@ -2,12 +2,13 @@
 //! timeout), safe for several processes at once.
 //!
 //! Every state change is one `BEGIN IMMEDIATE` transaction, so two processes never hand out
-//! the same visible message. Durability: WAL; sends commit with `synchronous=FULL` (a sent
-//! message survives a power loss), everything else with `NORMAL` (survives any process crash;
-//! a power loss may undo the last receives or deletes, which only redelivers messages).
+//! the same visible message. Durability: WAL with `synchronous=NORMAL` (a commit survives any
+//! process crash); a send also syncs the log before it returns (a sent message survives a
+//! power loss; see `sync_log`), while receives, deletes and visibility changes do not (a
+//! power loss may undo the last of those, which only redelivers messages).
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,11 +25,15 @@ pub use super::QueueConfig;
 /// A queue in a SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteQueue {
-    conn: Arc<Mutex<Connection>>,
+    /// Set once the file is open; a queue opened in the background (`open_in_background`)
+    /// has its operations wait here, off the async threads, until it is.
+    conn: Arc<OnceLock<Result<Mutex<Connection>, String>>>,
     cfg: Arc<QueueConfig>,
     clock: Arc<dyn Clock>,
     /// Wakes long polls in this process as soon as this process sends.
     sent: Arc<Notify>,
+    /// The file's write-ahead log, which a send syncs (`sync_log`).
+    log: Arc<PathBuf>,
 }
 
 const SCHEMA: &str = "
@@ -79,15 +84,11 @@ CREATE TABLE IF NOT EXISTS dead (
 const RECEIVE_STANDARD: &str = "SELECT seq, id, body, group_id, sent_at, receive_count, last_error FROM messages
      WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, seq LIMIT ?3";
 
-/// Runs a transaction with `synchronous=FULL`: its commit (and every earlier one still in
-/// the WAL) reaches the disk before it returns. Sends use it, because a send the caller saw
-/// succeed must survive a power loss; receives, deletes and visibility changes stay on
-/// `NORMAL` (losing one of those on a power loss only redelivers a message).
-fn durably<T>(c: &mut Connection, f: impl FnOnce(&mut Connection) -> Result<T, QueueError>) -> Result<T, QueueError> {
-    c.pragma_update(None, "synchronous", "FULL")?;
-    let out = f(c);
-    c.pragma_update(None, "synchronous", "NORMAL")?;
-    out
+/// The write-ahead log of the database at `path`.
+fn log_of(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push("-wal");
+    PathBuf::from(p)
 }
 
 /// Receive on a FIFO queue: a message is eligible only when no earlier message of its group
@@ -112,6 +113,43 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
+fn make_parent(path: &Path) -> Result<(), QueueError> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::create_dir_all(dir)
+            .map_err(|e| QueueError::Permanent(format!("cannot create {}: {e}", dir.display()))),
+        None => Ok(()),
+    }
+}
+
+/// The open connection, and `cfg` with the settings the file holds.
+fn connect(path: &Path, cfg: QueueConfig, clock: &dyn Clock) -> Result<(Connection, QueueConfig), QueueError> {
+    // A new file comes whole, with two fsyncs instead of SQLite's six (`sqlite_file`).
+    crate::sqlite_file::create_if_missing(path, SCHEMA)
+        .map_err(|e| QueueError::Permanent(format!("cannot create {}: {e}", path.display())))?;
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // The last connection to close leaves the log as it is (see `NO_CHECKPOINT_ON_CLOSE`).
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, NO_CHECKPOINT_ON_CLOSE)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch(SCHEMA)?;
+    // Like SQS queue attributes: the first opener fixes FIFO and max receives, every
+    // later opener (another worker, another CLI) uses the stored values. On a new file this
+    // is the first write to its log, which syncs the log's header and the folder: done
+    // here, while the file is opened (in the background, on a fresh home), and not by the
+    // first send.
+    let mut cfg = cfg;
+    conn.execute(
+        "INSERT OR IGNORE INTO queues (name, fifo, max_receives, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![cfg.name, cfg.fifo, cfg.max_receives, clock.now_ms()],
+    )?;
+    (cfg.fifo, cfg.max_receives) =
+        conn.query_row("SELECT fifo, max_receives FROM queues WHERE name = ?1", params![cfg.name], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    Ok((conn, cfg))
+}
+
 impl SqliteQueue {
     /// Opens (creating if needed) the queue file with the system clock.
     pub fn open(path: &Path, cfg: QueueConfig) -> Result<SqliteQueue, QueueError> {
@@ -120,32 +158,84 @@ impl SqliteQueue {
 
     /// Opens with an explicit clock (tests move a `ManualClock`).
     pub fn open_with_clock(path: &Path, cfg: QueueConfig, clock: Arc<dyn Clock>) -> Result<SqliteQueue, QueueError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| QueueError::Permanent(format!("cannot create {}: {e}", dir.display())))?;
+        make_parent(path)?;
+        let (conn, cfg) = connect(path, cfg, clock.as_ref())?;
+        Ok(SqliteQueue::with(path, conn, cfg, clock))
+    }
+
+    /// Opens the queue file, creating it if needed; a file that is not there yet is made
+    /// on a thread of its own while the caller goes on (a fresh home's queue costs two
+    /// fsyncs, in the path of nothing a command does before its first send). Every
+    /// operation waits for the file; one that could not be made fails them all with its
+    /// error. A new file takes `cfg` as it is, so it is known at once.
+    pub fn open_in_background(path: &Path, cfg: QueueConfig) -> Result<SqliteQueue, QueueError> {
+        if std::fs::symlink_metadata(path).is_ok() {
+            return SqliteQueue::open(path, cfg);
         }
-        // A new file comes whole, with two fsyncs instead of SQLite's six (`sqlite_file`).
-        crate::sqlite_file::create_if_missing(path, SCHEMA)
-            .map_err(|e| QueueError::Permanent(format!("cannot create {}: {e}", path.display())))?;
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // The last connection to close leaves the log as it is (see `NO_CHECKPOINT_ON_CLOSE`).
-        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, NO_CHECKPOINT_ON_CLOSE)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.execute_batch(SCHEMA)?;
-        // Like SQS queue attributes: the first opener fixes FIFO and max receives, every
-        // later opener (another worker, another CLI) uses the stored values.
-        let mut cfg = cfg;
-        conn.execute(
-            "INSERT OR IGNORE INTO queues (name, fifo, max_receives, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![cfg.name, cfg.fifo, cfg.max_receives, clock.now_ms()],
-        )?;
-        (cfg.fifo, cfg.max_receives) =
-            conn.query_row("SELECT fifo, max_receives FROM queues WHERE name = ?1", params![cfg.name], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-        Ok(SqliteQueue { conn: Arc::new(Mutex::new(conn)), cfg: Arc::new(cfg), clock, sent: Arc::new(Notify::new()) })
+        make_parent(path)?;
+        let slot = Arc::new(OnceLock::new());
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let q = SqliteQueue {
+            conn: slot.clone(),
+            cfg: Arc::new(cfg.clone()),
+            clock: clock.clone(),
+            sent: Arc::new(Notify::new()),
+            log: Arc::new(log_of(path)),
+        };
+        let (file, wanted) = (path.to_path_buf(), cfg);
+        let opening = std::thread::Builder::new().name("pixq-queue".into()).spawn(move || {
+            let opened = connect(&file, wanted.clone(), clock.as_ref()).map_err(|e| e.to_string()).and_then(|(c, got)| {
+                // Another process made the file in the same moment, with other settings.
+                if (got.fifo, got.max_receives) != (wanted.fifo, wanted.max_receives) {
+                    return Err(format!(
+                        "{} was created at the same moment by another process, as a {} queue with {} receives at most; run the command again",
+                        file.display(),
+                        if got.fifo { "FIFO" } else { "standard" },
+                        got.max_receives
+                    ));
+                }
+                Ok(c)
+            });
+            let _ = slot.set(opened.map(Mutex::new));
+        });
+        match opening {
+            Ok(_) => Ok(q),
+            // No thread to spare: open it here.
+            Err(_) => SqliteQueue::open(path, q.cfg.as_ref().clone()),
+        }
+    }
+
+    fn with(path: &Path, conn: Connection, cfg: QueueConfig, clock: Arc<dyn Clock>) -> SqliteQueue {
+        SqliteQueue {
+            conn: Arc::new(OnceLock::from(Ok(Mutex::new(conn)))),
+            cfg: Arc::new(cfg),
+            clock,
+            sent: Arc::new(Notify::new()),
+            log: Arc::new(log_of(path)),
+        }
+    }
+
+    /// Makes every commit so far durable: the write-ahead log synced to the disk, as a
+    /// commit with `synchronous=FULL` would, but outside the connection's lock.
+    ///
+    /// A send commits with `NORMAL` (written and visible to every reader, not yet synced),
+    /// wakes this process's receivers and then syncs here before it returns. The caller
+    /// still sees a send return only once it would survive a power loss; a worker in the
+    /// same process starts on the message while the disk syncs instead of after. A receive
+    /// that runs meanwhile is itself a later commit in the same log: a power loss before
+    /// the sync takes the send and the receive together.
+    async fn sync_log(&self) -> Result<(), QueueError> {
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || match std::fs::File::open(log.as_path()) {
+            Ok(f) => f.sync_all(),
+            // No log: a checkpoint by another process copied it into the database file,
+            // synced, and removed it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        })
+        .await
+        .map_err(|e| QueueError::Transient(format!("queue task failed: {e}")))?
+        .map_err(|e| QueueError::Transient(format!("syncing the queue's log {}: {e}", self.log.display())))
     }
 
     /// This queue's settings.
@@ -161,6 +251,7 @@ impl SqliteQueue {
         let cfg = self.cfg.clone();
         let clock = self.clock.clone();
         tokio::task::spawn_blocking(move || {
+            let conn = conn.wait().as_ref().map_err(|e| QueueError::Permanent(format!("opening the queue: {e}")))?;
             let mut c = conn.lock().map_err(|_| QueueError::Permanent("queue connection poisoned".into()))?;
             let now = clock.now_ms();
             f(&mut c, &cfg, now)
@@ -286,15 +377,14 @@ impl Queue for SqliteQueue {
         let (body, opts) = (body.to_string(), opts.clone());
         let id = self
             .with_conn(move |c, cfg, now| {
-                durably(c, |c| {
-                    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                    let id = Self::send_in(&tx, cfg, now, &body, &opts)?;
-                    tx.commit()?;
-                    Ok(id)
-                })
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let id = Self::send_in(&tx, cfg, now, &body, &opts)?;
+                tx.commit()?;
+                Ok(id)
             })
             .await?;
         self.sent.notify_waiters();
+        self.sync_log().await?;
         Ok(id)
     }
 
@@ -302,18 +392,15 @@ impl Queue for SqliteQueue {
         let entries = entries.to_vec();
         let ids = self
             .with_conn(move |c, cfg, now| {
-                durably(c, |c| {
-                    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                    let ids = entries
-                        .iter()
-                        .map(|(b, o)| Self::send_in(&tx, cfg, now, b, o))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    tx.commit()?;
-                    Ok(ids)
-                })
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let ids =
+                    entries.iter().map(|(b, o)| Self::send_in(&tx, cfg, now, b, o)).collect::<Result<Vec<_>, _>>()?;
+                tx.commit()?;
+                Ok(ids)
             })
             .await?;
         self.sent.notify_waiters();
+        self.sync_log().await?;
         Ok(ids)
     }
 

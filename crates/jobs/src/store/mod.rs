@@ -138,6 +138,23 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
         }
         Ok(())
     }
+    /// Reads the file at `source` now, which [`ObjectStore::put_files`] is about to place as
+    /// `key`, and keeps its bytes for the first read of `key` in this process
+    /// ([`ObjectStore::get_known`]); returns whether it kept them. `false`, the default:
+    /// the file is read when the object is.
+    ///
+    /// `pixq process` reads its first input this way while the queue and the pack of a
+    /// fresh home are still being made: the first kernel then starts as soon as its job
+    /// arrives, rather than after a read and a hash that the wait could have held.
+    async fn read_ahead(&self, _bucket: &str, _key: &str, _source: &std::path::Path) -> bool {
+        false
+    }
+    /// The whole object, with its content digest when the store knows it for exactly these
+    /// bytes (bytes kept by [`ObjectStore::read_ahead`], hashed as they were read), so the
+    /// caller need not hash them again.
+    async fn get_known(&self, bucket: &str, key: &str) -> Result<(Vec<u8>, Option<String>), StoreError> {
+        Ok((self.get(bucket, key).await?, None))
+    }
     /// Deletes several objects of one bucket (missing ones are not an error), in as few
     /// round trips or commits as the backend allows. Stops at the first error.
     async fn delete_many(&self, bucket: &str, keys: &[String]) -> Result<(), StoreError> {
