@@ -46,16 +46,17 @@ impl Kept {
         }
     }
 
-    fn read_file(&self, path: &std::path::Path) -> std::io::Result<Vec<u8>> {
-        self.read_open(&mut std::fs::File::open(path)?)
+    fn read_file(&self, path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
+        self.read_open(&mut std::fs::File::open(path)?, max)
     }
 
-    fn read_open(&self, f: &mut std::fs::File) -> std::io::Result<Vec<u8>> {
+    fn read_open(&self, f: &mut std::fs::File, max: u64) -> std::io::Result<Vec<u8>> {
         use std::io::Read;
-        let len = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0).min(max);
         // One byte over the size: `read_to_end` sees the end without growing the buffer.
-        let mut buf = self.take(len.saturating_add(1));
-        f.read_to_end(&mut buf)?;
+        let mut buf = self.take(usize::try_from(len).unwrap_or(usize::MAX).saturating_add(1));
+        // Never more than one byte past `max`, however large the file is or grows meanwhile.
+        f.take(max.saturating_add(1)).read_to_end(&mut buf)?;
         Ok(buf)
     }
 }
@@ -67,14 +68,16 @@ pub fn give_back(buf: Vec<u8>) {
     KEPT.give_back(buf)
 }
 
-/// The whole file at `path`, read into the smallest kept buffer that fits, or a new one.
-pub fn read_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
-    KEPT.read_file(path)
+/// The file at `path`, read into the smallest kept buffer that fits, or a new one: the
+/// whole file, or `max + 1` bytes of a longer one (so the caller sees it is too long
+/// without reading the rest).
+pub fn read_file(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
+    KEPT.read_file(path, max)
 }
 
 /// The rest of the open file `f`, read as [`read_file`] does.
-pub fn read_open(f: &mut std::fs::File) -> std::io::Result<Vec<u8>> {
-    KEPT.read_open(f)
+pub fn read_open(f: &mut std::fs::File, max: u64) -> std::io::Result<Vec<u8>> {
+    KEPT.read_open(f, max)
 }
 
 /// Bytes of capacity kept now.
@@ -98,22 +101,22 @@ mod tests {
         let small: Vec<u8> = (0..1_500_000u32).map(|i| (i % 13) as u8).collect();
         std::fs::write(d.path().join("big"), &big).unwrap();
         std::fs::write(d.path().join("small"), &small).unwrap();
-        let first = k.read_file(&d.path().join("big")).unwrap();
+        let first = k.read_file(&d.path().join("big"), u64::MAX).unwrap();
         assert_eq!(first, big);
         let ptr = first.as_ptr();
         k.give_back(first);
         // The smaller file goes into the kept buffer: same memory, only its own bytes.
-        let second = k.read_file(&d.path().join("small")).unwrap();
+        let second = k.read_file(&d.path().join("small"), u64::MAX).unwrap();
         assert_eq!(second.as_ptr(), ptr);
         assert_eq!(second, small);
         k.give_back(second);
-        let third = k.read_file(&d.path().join("big")).unwrap();
+        let third = k.read_file(&d.path().join("big"), u64::MAX).unwrap();
         assert_eq!((third.as_ptr(), &third), (ptr, &big));
         // A file larger than every kept buffer gets a new one.
         k.give_back(third);
         let larger: Vec<u8> = vec![9; 4_000_000];
         std::fs::write(d.path().join("larger"), &larger).unwrap();
-        let fourth = k.read_file(&d.path().join("larger")).unwrap();
+        let fourth = k.read_file(&d.path().join("larger"), u64::MAX).unwrap();
         assert_ne!(fourth.as_ptr(), ptr);
         assert_eq!(fourth, larger);
     }

@@ -748,10 +748,14 @@ async fn run(
         return permanent(format!("input is {} bytes, over the limit of {max} bytes", meta.size));
     }
     let mut turn = admission.read_turn(meta.size, cancel).await.ok_or(JobError::Released)?;
-    let (bytes, known) = store.get_known(&job.input.bucket, &job.input.key).await.at("downloading the input")?;
-    if bytes.len() as u64 > max {
-        return permanent(format!("input is {} bytes, over the limit of {max} bytes", bytes.len()));
-    }
+    let (bytes, known) = match store.get_known(&job.input.bucket, &job.input.key, max).await {
+        Ok(got) => got,
+        // Grown since its size was read (or never as small as the metadata said).
+        Err(StoreError::TooLarge { .. }) => {
+            return permanent(format!("input is over the limit of {max} bytes (it grew after its size was read)"));
+        }
+        Err(e) => return Err(JobError::store("downloading the input", e)),
+    };
 
     // 3. The bytes must be the input the message names (hashed off the async threads),
     //    unless the store hashed these very bytes as it read them.

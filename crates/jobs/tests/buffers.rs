@@ -98,5 +98,5 @@ async fn an_input_read_ahead_is_processed_under_its_own_digest() {
         assert_eq!(st.reused(), usize::from(!ahead), "{batch_id}: the output was not found under the same digest");
     }
     // Taken by the first batch's read: nothing is left waiting.
-    assert!(fs.get_known("pixq", "inputs/ahead/0.png").await.unwrap().1.is_none());
+    assert!(fs.get_known("pixq", "inputs/ahead/0.png", u64::MAX).await.unwrap().1.is_none());
 }

@@ -22,6 +22,11 @@ async fn store_contract(s: &dyn ObjectStore, bucket: &str) {
     s.put(bucket, "z.txt", vec![7; 3000], "text/plain").await.unwrap();
     assert_eq!(s.get(bucket, "a/b.txt").await.unwrap(), b"hello");
     assert_eq!(s.head(bucket, "a/b.txt").await.unwrap().unwrap().size, 5);
+    // A bounded read takes an object up to its bound and refuses a larger one.
+    assert_eq!(s.get_at_most(bucket, "z.txt", 3000).await.unwrap(), vec![7; 3000]);
+    assert!(matches!(s.get_at_most(bucket, "z.txt", 2999).await, Err(StoreError::TooLarge { max: 2999, .. })));
+    assert!(matches!(s.get_known(bucket, "z.txt", 10).await, Err(StoreError::TooLarge { .. })));
+    assert!(matches!(s.get_at_most(bucket, "nothing", 10).await, Err(StoreError::NotFound { .. })));
     // Overwrite is whole.
     s.put(bucket, "a/b.txt", b"bye".to_vec(), "text/plain").await.unwrap();
     assert_eq!(s.get(bucket, "a/b.txt").await.unwrap(), b"bye");
@@ -184,13 +189,13 @@ async fn local_store_reads_a_file_ahead_for_its_first_read_only() {
     assert!(!s.read_ahead("pixq", "in/b.jpg", &src).await);
     // Another key is read from its file, with no digest.
     s.put_file("pixq", "in/b.jpg", &src, "").await.unwrap();
-    assert_eq!(s.get_known("pixq", "in/b.jpg").await.unwrap(), (body.clone(), None));
+    assert_eq!(s.get_known("pixq", "in/b.jpg", u64::MAX).await.unwrap(), (body.clone(), None));
     s.put_files("pixq", vec![("in/a.jpg".into(), src.clone())], "").await.unwrap();
-    let (bytes, digest) = s.get_known("pixq", "in/a.jpg").await.unwrap();
+    let (bytes, digest) = s.get_known("pixq", "in/a.jpg", u64::MAX).await.unwrap();
     assert_eq!(bytes, body);
     assert_eq!(digest.as_deref(), Some(pixq_jobs::keys::content_digest(&body).as_str()));
     // Taken once: the next read is the file's own.
-    assert_eq!(s.get_known("pixq", "in/a.jpg").await.unwrap(), (body.clone(), None));
+    assert_eq!(s.get_known("pixq", "in/a.jpg", u64::MAX).await.unwrap(), (body.clone(), None));
 
     // Changed in place after it was read ahead (same file, new bytes): the read-ahead
     // bytes are dropped and the file's new bytes are read.
@@ -200,13 +205,19 @@ async fn local_store_reads_a_file_ahead_for_its_first_read_only() {
     s.put_files("pixq", vec![("in/c.jpg".into(), src2.clone())], "").await.unwrap();
     let changed: Vec<u8> = body.iter().map(|b| b ^ 0xff).chain([1, 2, 3]).collect();
     std::fs::write(&src2, &changed).unwrap();
-    assert_eq!(s.get_known("pixq", "in/c.jpg").await.unwrap(), (changed, None));
+    assert_eq!(s.get_known("pixq", "in/c.jpg", u64::MAX).await.unwrap(), (changed, None));
     // Replaced by another file under the key: the same.
     let src3 = dir.path().join("third.jpg");
     std::fs::write(&src3, &body).unwrap();
     assert!(s.read_ahead("pixq", "in/d.jpg", &src3).await);
     s.put("pixq", "in/d.jpg", vec![7; 100_000], "").await.unwrap();
-    assert_eq!(s.get_known("pixq", "in/d.jpg").await.unwrap(), (vec![7; 100_000], None));
+    assert_eq!(s.get_known("pixq", "in/d.jpg", u64::MAX).await.unwrap(), (vec![7; 100_000], None));
+    // Bytes read ahead over the reader's bound are not handed over: the bounded read refuses.
+    let src4 = dir.path().join("fourth.jpg");
+    std::fs::write(&src4, &body).unwrap();
+    assert!(s.read_ahead("pixq", "in/f.jpg", &src4).await);
+    s.put_files("pixq", vec![("in/f.jpg".into(), src4.clone())], "").await.unwrap();
+    assert!(matches!(s.get_known("pixq", "in/f.jpg", 1000).await, Err(StoreError::TooLarge { .. })));
     // A missing file or a bad key is not read ahead.
     assert!(!s.read_ahead("pixq", "in/e.jpg", &dir.path().join("missing.jpg")).await);
     assert!(!s.read_ahead("pixq", "../escape", &src).await);

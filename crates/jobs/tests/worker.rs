@@ -1064,3 +1064,80 @@ async fn a_worker_holds_two_local_inputs_per_lane_not_every_prefetched_one() {
     // if the first record is slow to commit.
     assert!((1..=4).contains(&early), "{early} inputs read before the first result");
 }
+
+/// The embedded store, reporting every input as 1 KB: an input that grows after its size is
+/// read (or whose metadata lies) looks small until it is read.
+#[derive(Debug)]
+struct SaysSmall(FsStore);
+
+#[async_trait]
+impl ObjectStore for SaysSmall {
+    async fn head(&self, b: &str, k: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        Ok(self
+            .0
+            .head(b, k)
+            .await?
+            .map(|m| ObjectMeta { size: if k.starts_with("inputs/") { 1000 } else { m.size }, ..m }))
+    }
+    async fn get(&self, b: &str, k: &str) -> Result<Vec<u8>, StoreError> {
+        self.0.get(b, k).await
+    }
+    async fn get_known(&self, b: &str, k: &str, max: u64) -> Result<(Vec<u8>, Option<String>), StoreError> {
+        self.0.get_known(b, k, max).await
+    }
+    async fn put(&self, b: &str, k: &str, body: Vec<u8>, ct: &str) -> Result<(), StoreError> {
+        self.0.put(b, k, body, ct).await
+    }
+    async fn put_all(&self, b: &str, objects: Vec<(String, Vec<u8>, &'static str)>) -> Result<(), StoreError> {
+        self.0.put_all(b, objects).await
+    }
+    async fn list(&self, b: &str, p: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        self.0.list(b, p).await
+    }
+    async fn delete(&self, b: &str, k: &str) -> Result<(), StoreError> {
+        self.0.delete(b, k).await
+    }
+}
+
+/// An input over the size limit that the size check did not catch (it grew after its size
+/// was read; its metadata lied) is refused as it is read, after little more than the limit
+/// of it: here a 64 GiB file (sparse) and a 3 MB one against a 2 MB limit. Both end as
+/// permanent failures; the job beside them is done; the worker does not fall over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_that_grew_past_the_limit_is_refused_as_it_is_read() {
+    let e = env(3);
+    let dir = tempfile::tempdir().unwrap();
+    let huge = dir.path().join("huge.jpg");
+    std::fs::File::create(&huge).unwrap().set_len(64 << 30).unwrap();
+    let big = dir.path().join("big.png");
+    std::fs::write(&big, common::noisy_png(1000, 1000, 3)).unwrap();
+    assert!(std::fs::metadata(&big).unwrap().len() > 2 << 20);
+    let mut jobs = Vec::new();
+    for (i, (name, src)) in [("huge.jpg", &huge), ("big.png", &big)].into_iter().enumerate() {
+        let key = format!("inputs/g/{name}");
+        e.store.put_file(BUCKET, &key, src, "").await.unwrap();
+        let input = ObjectRef { bucket: BUCKET.into(), key };
+        let out = OutputLocation { bucket: BUCKET.into(), prefix: "outputs/".into() };
+        jobs.push(batch::new_job("g", i, input, None, &Pipeline::parse("grayscale").unwrap(), &out));
+    }
+    jobs.push(upload_job(e.store.as_ref(), "g", 2, "fine.png", Some(png(64, 64)), "grayscale").await);
+    batch::enqueue(e.queue.as_ref(), &jobs, false).await.unwrap();
+    let mut cfg = fast_cfg();
+    cfg.process.limits.max_input_bytes = 2 << 20;
+    let store: Arc<dyn ObjectStore> = Arc::new(SaysSmall(FsStore::new(e._dir.path().join("store"))));
+    let (q, st) = (e.queue.clone(), store.clone());
+    run_until(e.queue.clone(), store.clone(), cfg, async || {
+        let c = q.counts().await.unwrap();
+        c.visible + c.in_flight + c.delayed == 0
+            && batch_status(st.as_ref(), BUCKET, "g").await.unwrap().results.len() == 3
+    })
+    .await;
+    let status = batch_status(store.as_ref(), BUCKET, "g").await.unwrap();
+    for job in &jobs[..2] {
+        let r = status.results.iter().find(|r| r.job_id == job.id).unwrap();
+        assert_eq!(r.status, Status::Failed, "{}", job.id);
+        assert!(r.reason.as_deref().unwrap().contains("over the limit of 2097152 bytes"), "{:?}", r.reason);
+        assert_eq!(r.attempts, 1, "permanent, not retried");
+    }
+    assert_eq!(status.ok(), 1);
+}

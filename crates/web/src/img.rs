@@ -178,7 +178,10 @@ async fn deliver(app: &App, key: &str, etag: &str, vary: bool) -> Result<Respons
     Ok(image_response(bytes, etag, vary))
 }
 
-/// The source's content digest, cached by key, size and tag (a hit reads no source).
+/// The source's content digest, cached by key, size and tag (a hit reads no source). A
+/// source over the input limit is refused unread, or as soon as its read passes the limit
+/// (it grew since its size was looked up): it could not be rendered, and read whole it
+/// would hold its size in memory.
 async fn source_digest(app: &App, key: &str, meta: &pixq_jobs::store::ObjectMeta) -> Result<String, ApiError> {
     let id = (key.to_string(), meta.size, meta.etag.clone());
     if meta.etag.is_some()
@@ -186,7 +189,16 @@ async fn source_digest(app: &App, key: &str, meta: &pixq_jobs::store::ObjectMeta
     {
         return Ok(d.clone());
     }
-    let bytes = app.store.get(&app.bucket, key).await.map_err(ApiError::store)?;
+    let max = app.config.process.limits.max_input_bytes;
+    let over =
+        || ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("the image is over the limit of {max} bytes"));
+    if meta.size > max {
+        return Err(over());
+    }
+    let bytes = match app.store.get_at_most(&app.bucket, key, max).await {
+        Err(pixq_jobs::store::StoreError::TooLarge { .. }) => return Err(over()),
+        got => got.map_err(ApiError::store)?,
+    };
     let d = keys::content_digest(&bytes);
     let mut cache = app.digests.lock().expect("digest cache");
     if cache.len() > 100_000 {

@@ -512,6 +512,14 @@ async fn on_the_fly_images_hit_miss_and_refuse() {
     store.put("pixq", "images/broken.jpg", sample("coffee.jpg")[..500].to_vec(), "image/jpeg").await.unwrap();
     let (s, _, b) = e.call(get(signer.img_path("grayscale", "broken.jpg", None), "*/*", None)).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{}", String::from_utf8_lossy(&b));
+    // A source over the input limit is refused, not read whole to hash it: here 64 GiB
+    // (a sparse file in the store's folder).
+    let huge = e._dir.path().join("home/store/pixq/images/huge.jpg");
+    std::fs::create_dir_all(huge.parent().unwrap()).unwrap();
+    std::fs::File::create(&huge).unwrap().set_len(64 << 30).unwrap();
+    let (s, _, b) = e.call(get(signer.img_path("grayscale", "huge.jpg", None), "*/*", None)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{}", String::from_utf8_lossy(&b));
+    assert!(String::from_utf8_lossy(&b).contains("over the limit"), "{}", String::from_utf8_lossy(&b));
 
     let only = env(|c| {
         c.presets = pixq_web::parse_presets("thumb = \"thumbnail:50\"").unwrap();

@@ -286,21 +286,32 @@ impl ObjectStore for FsStore {
     }
 
     async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, StoreError> {
+        self.get_at_most(bucket, key, u64::MAX).await
+    }
+
+    async fn get_at_most(&self, bucket: &str, key: &str, max: u64) -> Result<Vec<u8>, StoreError> {
         let path = self.path(bucket, key)?;
+        let at_most = move |body: Vec<u8>, key: &str| {
+            if body.len() as u64 > max {
+                crate::buffers::give_back(body);
+                return Err(StoreError::TooLarge { key: key.to_string(), max });
+            }
+            Ok(body)
+        };
         if let Some(body) = self.pack.get(bucket, key)? {
-            return Ok(body);
+            return at_most(body, key);
         }
         let (pack, bucket, key) = (self.pack.clone(), bucket.to_string(), key.to_string());
         blocking(move || {
             for last in [false, true] {
                 if let Some(body) = pack.get(&bucket, &key)? {
-                    return Ok(body);
+                    return at_most(body, &key);
                 }
                 if last {
                     break;
                 }
-                match crate::buffers::read_file(&path) {
-                    Ok(b) => return Ok(b),
+                match crate::buffers::read_file(&path, max) {
+                    Ok(b) => return at_most(b, &key),
                     Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory) => {}
                     Err(e) => return Err(io("read", &key, e)),
                 }
@@ -361,7 +372,7 @@ impl ObjectStore for FsStore {
             }
             let mut f = std::fs::File::open(&source).ok()?;
             let file = file_id(&f.metadata().ok()?).filter(|id| id.2 <= AHEAD_MAX)?;
-            let bytes = crate::buffers::read_open(&mut f).ok()?;
+            let bytes = crate::buffers::read_open(&mut f, AHEAD_MAX).ok()?;
             // Changed while it was read: left to the worker's own read.
             if file_id(&f.metadata().ok()?) != Some(file) || bytes.len() as u64 != file.2 {
                 crate::buffers::give_back(bytes);
@@ -374,7 +385,7 @@ impl ObjectStore for FsStore {
         tokio::task::spawn_blocking(read).await.ok().flatten().is_some()
     }
 
-    async fn get_known(&self, bucket: &str, key: &str) -> Result<(Vec<u8>, Option<String>), StoreError> {
+    async fn get_known(&self, bucket: &str, key: &str, max: u64) -> Result<(Vec<u8>, Option<String>), StoreError> {
         let taken = {
             let mut slot = self.ahead.lock().map_err(|_| StoreError::Transient("read-ahead lock poisoned".into()))?;
             match slot.as_ref() {
@@ -389,12 +400,12 @@ impl ObjectStore for FsStore {
                 .await
                 .ok()
                 .flatten();
-            if now == Some(a.file) {
+            if now == Some(a.file) && a.bytes.len() as u64 <= max {
                 return Ok((a.bytes, Some(a.digest)));
             }
             crate::buffers::give_back(a.bytes);
         }
-        Ok((self.get(bucket, key).await?, None))
+        Ok((self.get_at_most(bucket, key, max).await?, None))
     }
 
     async fn put_file(&self, bucket: &str, key: &str, source: &Path, content_type: &str) -> Result<(), StoreError> {

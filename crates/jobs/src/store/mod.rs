@@ -37,6 +37,15 @@ pub enum StoreError {
     /// The key or bucket is not acceptable.
     #[error(transparent)]
     InvalidKey(#[from] KeyError),
+    /// The object is larger than the reader takes (found while reading it: it may have
+    /// grown since its size was looked up).
+    #[error("object {key} is larger than {max} bytes")]
+    TooLarge {
+        /// Key.
+        key: String,
+        /// The most the reader takes.
+        max: u64,
+    },
     /// The device is full.
     #[error("no space left on the device while writing {key}")]
     Full {
@@ -76,6 +85,17 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, StoreError>;
     /// The whole object.
     async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, StoreError>;
+    /// The whole object if it is at most `max` bytes; a larger one is refused
+    /// ([`StoreError::TooLarge`]) having read little more than `max` of it, even one that
+    /// grew after a [`ObjectStore::head`] said it was small. The default reads it all first:
+    /// every store of this crate overrides it.
+    async fn get_at_most(&self, bucket: &str, key: &str, max: u64) -> Result<Vec<u8>, StoreError> {
+        let body = self.get(bucket, key).await?;
+        if body.len() as u64 > max {
+            return Err(StoreError::TooLarge { key: key.to_string(), max });
+        }
+        Ok(body)
+    }
     /// Writes an object atomically: readers see the old object or the new one, never a part.
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>, content_type: &str) -> Result<(), StoreError>;
     /// Objects whose key starts with `prefix`, sorted by key.
@@ -149,11 +169,11 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn read_ahead(&self, _bucket: &str, _key: &str, _source: &std::path::Path) -> bool {
         false
     }
-    /// The whole object, with its content digest when the store knows it for exactly these
-    /// bytes (bytes kept by [`ObjectStore::read_ahead`], hashed as they were read), so the
-    /// caller need not hash them again.
-    async fn get_known(&self, bucket: &str, key: &str) -> Result<(Vec<u8>, Option<String>), StoreError> {
-        Ok((self.get(bucket, key).await?, None))
+    /// [`ObjectStore::get_at_most`], with the object's content digest when the store knows
+    /// it for exactly these bytes (bytes kept by [`ObjectStore::read_ahead`], hashed as they
+    /// were read), so the caller need not hash them again.
+    async fn get_known(&self, bucket: &str, key: &str, max: u64) -> Result<(Vec<u8>, Option<String>), StoreError> {
+        Ok((self.get_at_most(bucket, key, max).await?, None))
     }
     /// Deletes several objects of one bucket (missing ones are not an error), in as few
     /// round trips or commits as the backend allows. Stops at the first error.

@@ -276,21 +276,39 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, StoreError> {
+        self.get_at_most(bucket, key, u64::MAX).await
+    }
+
+    async fn get_at_most(&self, bucket: &str, key: &str, max: u64) -> Result<Vec<u8>, StoreError> {
         validate_bucket(bucket)?;
         validate_key(key)?;
-        let out = match self.client.get_object().bucket(bucket).key(key).send().await {
+        let mut out = match self.client.get_object().bucket(bucket).key(key).send().await {
             Ok(o) => o,
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
                 return Err(StoreError::NotFound { bucket: bucket.into(), key: key.into() });
             }
             Err(e) => return Err(err("GET", key, e)),
         };
-        let body = out
+        let too_large = || StoreError::TooLarge { key: key.to_string(), max };
+        // The length the response announces, then every chunk as it comes: a larger body is
+        // dropped with the connection, not read to its end.
+        let announced = out.content_length.and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+        if announced > max {
+            return Err(too_large());
+        }
+        let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
+        while let Some(chunk) = out
             .body
-            .collect()
+            .try_next()
             .await
-            .map_err(|e| StoreError::Transient(format!("S3 GET {key}: reading the body: {e}")))?;
-        Ok(body.into_bytes().to_vec())
+            .map_err(|e| StoreError::Transient(format!("S3 GET {key}: reading the body: {e}")))?
+        {
+            if (body.len() + chunk.len()) as u64 > max {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>, content_type: &str) -> Result<(), StoreError> {
