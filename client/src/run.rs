@@ -40,8 +40,8 @@ struct Backend {
     worker_hint: String,
 }
 
-async fn backend(cli: &Global) -> anyhow::Result<Backend> {
-    let opened = pixq_jobs::backend::open(&cli.connect.connect(Lane::Light, QueueConfig::default())?).await?;
+async fn backend(cli: &Global, queue: QueueConfig) -> anyhow::Result<Backend> {
+    let opened = pixq_jobs::backend::open(&cli.connect.connect(Lane::Light, queue)?).await?;
     let local = opened.target == Target::Local;
     let Some(bucket) = opened.bucket else {
         bail!(
@@ -59,10 +59,21 @@ async fn backend(cli: &Global) -> anyhow::Result<Backend> {
     })
 }
 
+/// How often `pixq process`'s workers look at the queue file for what its own sends do not
+/// wake them for: other processes' messages, retries coming due.
+const PROCESS_POLL: Duration = Duration::from_millis(250);
+
 /// Runs a command on a queue and a store; returns the exit code.
 pub async fn run(cli: &Global, command: JobsCommand) -> anyhow::Result<i32> {
     let json = cli.json;
-    let b = backend(cli).await?;
+    // `pixq process` wakes its own workers as it sends; the file is looked at for other
+    // processes' messages and for retries coming due, which can wait a quarter second
+    // (a look every 20 ms was a write transaction every 20 ms of the run).
+    let queue = match &command {
+        JobsCommand::Process { .. } => QueueConfig { poll_interval: PROCESS_POLL, ..QueueConfig::default() },
+        _ => QueueConfig::default(),
+    };
+    let b = backend(cli, queue).await?;
     match command {
         JobsCommand::Process {
             paths,
@@ -651,14 +662,14 @@ async fn process(
     let shutdown = CancellationToken::new();
     // The workers start first and take each chunk of jobs as soon as it is queued.
     let worker = (workers > 0).then(|| {
-        // Short polls: the loop ends as soon as the last job is in, and shutdown waits for one
-        // poll. Many jobs held per kernel: small images are bound by store commits, which
-        // group the writes of every job in flight.
+        // Sends in this process wake the workers at once, and shutdown cuts a wait short, so
+        // the waits are long (`PROCESS_POLL`). Many jobs held per kernel: small images are
+        // bound by store commits, which group the writes of every job in flight.
         let cfg = WorkerConfig {
             concurrency: workers,
             prefetch: workers.max(64),
             events: Some(tx),
-            wait: Duration::from_millis(20),
+            wait: PROCESS_POLL,
             retry: pixq_jobs::settle::RetryPolicy { base: Duration::from_millis(500), ..Default::default() },
             memory_mb: how.memory_mb,
             process: ProcessConfig { allowed_buckets: vec![b.bucket.clone()], ..how.process.clone() },
