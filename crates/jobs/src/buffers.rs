@@ -5,20 +5,25 @@
 //! the process), about 1,500 faults for a 6 MB photo, before the decoder reads a byte. The
 //! worker hands each input's buffer back here once its kernel is done, and the embedded
 //! store reads the next input into one of them: pages already mapped, no faults.
+//!
+//! Kept buffers are memory the admission budget does not see, so a worker caps them at an
+//! eighth of its budget ([`keep_at_most`]).
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Buffers smaller than this are not kept (a small allocation comes from the allocator's
 /// free lists anyway).
 const KEEP_FROM: usize = 1 << 20;
-/// At most this many buffers, and this many bytes, are kept.
+/// At most this many buffers, and this many bytes (unless lowered), are kept.
 const MAX_KEPT: usize = 4;
 const MAX_KEPT_BYTES: usize = 96 << 20;
 
-static KEPT: Kept = Kept(Mutex::new(Vec::new()));
+static KEPT: Kept = Kept(Mutex::new(Vec::new()), AtomicUsize::new(MAX_KEPT_BYTES));
 
-/// A set of kept buffers (the process has one; tests make their own).
-struct Kept(Mutex<Vec<Vec<u8>>>);
+/// A set of kept buffers and the most bytes it keeps (the process has one; tests make
+/// their own).
+struct Kept(Mutex<Vec<Vec<u8>>>, AtomicUsize);
 
 impl Kept {
     /// An empty buffer with room for at least `len` bytes: the smallest kept one that
@@ -35,14 +40,25 @@ impl Kept {
     }
 
     fn give_back(&self, mut buf: Vec<u8>) {
-        if buf.capacity() < KEEP_FROM || buf.capacity() > MAX_KEPT_BYTES {
+        let limit = self.1.load(Ordering::Relaxed);
+        if buf.capacity() < KEEP_FROM || buf.capacity() > limit {
             return;
         }
         buf.clear();
         let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let held: usize = kept.iter().map(Vec::capacity).sum();
-        if kept.len() < MAX_KEPT && held + buf.capacity() <= MAX_KEPT_BYTES {
+        if kept.len() < MAX_KEPT && held + buf.capacity() <= limit {
             kept.push(buf);
+        }
+    }
+
+    fn keep_at_most(&self, bytes: usize) {
+        let limit = self.1.fetch_min(bytes, Ordering::Relaxed).min(bytes);
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // The largest go first until the rest fits.
+        kept.sort_by_key(Vec::capacity);
+        while kept.iter().map(Vec::capacity).sum::<usize>() > limit {
+            kept.pop();
         }
     }
 
@@ -80,6 +96,12 @@ pub fn read_open(f: &mut std::fs::File, max: u64) -> std::io::Result<Vec<u8>> {
     KEPT.read_open(f, max)
 }
 
+/// Keeps no more than `bytes` of buffers from now on (never more than 96 MB; of several
+/// calls the smallest holds), dropping kept ones over it.
+pub fn keep_at_most(bytes: usize) {
+    KEPT.keep_at_most(bytes)
+}
+
 /// Bytes of capacity kept now.
 pub fn kept_bytes() -> usize {
     KEPT.0.lock().unwrap_or_else(|e| e.into_inner()).iter().map(Vec::capacity).sum()
@@ -90,7 +112,7 @@ mod tests {
     use super::*;
 
     fn kept() -> Kept {
-        Kept(Mutex::new(Vec::new()))
+        Kept(Mutex::new(Vec::new()), AtomicUsize::new(MAX_KEPT_BYTES))
     }
 
     #[test]
@@ -133,5 +155,23 @@ mod tests {
         let kept = k.0.lock().unwrap();
         assert_eq!(kept.len(), MAX_KEPT);
         assert!(kept.iter().all(|b| b.capacity() >= KEEP_FROM && b.is_empty()));
+    }
+
+    #[test]
+    fn a_lower_limit_drops_what_is_over_it_and_holds() {
+        let k = kept();
+        for mb in [2, 3, 4] {
+            k.give_back(Vec::with_capacity(mb << 20));
+        }
+        k.keep_at_most(6 << 20);
+        let caps = |k: &Kept| k.0.lock().unwrap().iter().map(Vec::capacity).collect::<Vec<_>>();
+        assert!(caps(&k).iter().sum::<usize>() <= 6 << 20, "{:?}", caps(&k));
+        assert_eq!(caps(&k).len(), 2, "only the largest went: {:?}", caps(&k));
+        // A later, higher limit does not raise it; buffers over it are not kept.
+        k.keep_at_most(64 << 20);
+        k.give_back(Vec::with_capacity(5 << 20));
+        assert!(caps(&k).iter().sum::<usize>() <= 6 << 20, "{:?}", caps(&k));
+        k.give_back(Vec::with_capacity(7 << 20));
+        assert!(caps(&k).iter().all(|&c| c < 7 << 20));
     }
 }

@@ -130,6 +130,8 @@ pub async fn run(
     if store.links_files() {
         admission = admission.reading_at_most(cfg.concurrency.max(1));
     }
+    // Input buffers the store keeps between jobs are outside the budget: an eighth of it.
+    crate::buffers::keep_at_most(usize::try_from(admission.budget_bytes() / 8).unwrap_or(usize::MAX));
     let shared = Arc::new(Shared {
         queue,
         store,

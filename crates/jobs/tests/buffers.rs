@@ -40,7 +40,14 @@ impl ObjectStore for Remote {
     }
 }
 
-async fn run(store: Arc<dyn ObjectStore>, fs: &FsStore, dir: &std::path::Path, batch_id: &str, seed: u32) {
+async fn run(
+    store: Arc<dyn ObjectStore>,
+    fs: &FsStore,
+    dir: &std::path::Path,
+    batch_id: &str,
+    seed: u32,
+    memory_mb: u64,
+) {
     let queue = Arc::new(SqliteQueue::open(&dir.join(format!("{batch_id}.db")), QueueConfig::default()).unwrap());
     let out = OutputLocation { bucket: "pixq".into(), prefix: "outputs/".into() };
     let mut jobs = Vec::new();
@@ -54,20 +61,33 @@ async fn run(store: Arc<dyn ObjectStore>, fs: &FsStore, dir: &std::path::Path, b
         jobs.push(batch::new_job(batch_id, i as usize, input, digest, &Pipeline::parse("grayscale").unwrap(), &out));
     }
     batch::enqueue(queue.as_ref(), &jobs, false).await.unwrap();
-    let cfg = WorkerConfig { concurrency: 1, prefetch: 4, wait: Duration::from_millis(20), ..WorkerConfig::default() };
+    let cfg = WorkerConfig {
+        concurrency: 1,
+        prefetch: 4,
+        wait: Duration::from_millis(20),
+        memory_mb,
+        ..WorkerConfig::default()
+    };
     common::drain(queue.clone(), store.clone(), cfg).await;
-    assert_eq!(batch_status(store.as_ref(), "pixq", batch_id).await.unwrap().ok(), 3);
+    let st = batch_status(store.as_ref(), "pixq", batch_id).await.unwrap();
+    assert_eq!(st.ok(), 3, "{:?}", st.results.iter().map(|r| r.reason.clone()).collect::<Vec<_>>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn input_buffers_are_kept_only_for_a_store_that_reads_into_them() {
     let dir = tempfile::tempdir().unwrap();
     let fs = FsStore::new(dir.path().join("store"));
-    run(Arc::new(Remote(fs.clone())), &fs, dir.path(), "remote", 1).await;
+    run(Arc::new(Remote(fs.clone())), &fs, dir.path(), "remote", 1, 1024).await;
     assert_eq!(pixq_jobs::buffers::kept_bytes(), 0, "a remote store's bodies were kept");
     // Other inputs: the same ones would be answered from the first run's outputs.
-    run(Arc::new(fs.clone()), &fs, dir.path(), "local", 100).await;
-    assert!(pixq_jobs::buffers::kept_bytes() > 1 << 20, "the local store's buffers were not kept");
+    run(Arc::new(fs.clone()), &fs, dir.path(), "local", 100, 64).await;
+    let kept = pixq_jobs::buffers::kept_bytes();
+    assert!(kept > 1 << 20, "the local store's buffers were not kept");
+    // That worker's budget, 64 MB, capped the kept buffers at 8 MB (96 MB otherwise): a
+    // 9 MB buffer handed back is not kept.
+    assert!(kept <= 8 << 20, "{kept} bytes kept, over an eighth of the budget");
+    pixq_jobs::buffers::give_back(Vec::with_capacity(9 << 20));
+    assert_eq!(pixq_jobs::buffers::kept_bytes(), kept, "a buffer over an eighth of the budget was kept");
 }
 
 /// A photo the store read ahead (as `pixq process` reads its first input) is processed from
