@@ -184,7 +184,12 @@ impl SqliteQueue {
         };
         let (file, wanted) = (path.to_path_buf(), cfg);
         let opening = std::thread::Builder::new().name("pixq-queue".into()).spawn(move || {
-            let opened = connect(&file, wanted.clone(), clock.as_ref()).map_err(|e| e.to_string()).and_then(|(c, got)| {
+            // A panic would leave every operation waiting: it is an error like any other.
+            let connected = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                connect(&file, wanted.clone(), clock.as_ref()).map_err(|e| e.to_string())
+            }))
+            .unwrap_or_else(|_| Err(format!("opening {} panicked", file.display())));
+            let opened = connected.and_then(|(c, got)| {
                 // Another process made the file in the same moment, with other settings.
                 if (got.fifo, got.max_receives) != (wanted.fifo, wanted.max_receives) {
                     return Err(format!(

@@ -69,8 +69,9 @@ fn file_id(_: &std::fs::Metadata) -> Option<FileId> {
     None
 }
 
-/// Files larger than this are not read ahead.
-const AHEAD_MAX: u64 = 256 << 20;
+/// Files larger than this are not read ahead: the wait a read-ahead fills (a fresh home's
+/// fsyncs) holds a few MB of reading, and a larger file only delays its job's send.
+const AHEAD_MAX: u64 = 32 << 20;
 
 fn io(op: &'static str, key: &str, e: std::io::Error) -> StoreError {
     if e.kind() == std::io::ErrorKind::StorageFull {
