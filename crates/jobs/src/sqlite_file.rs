@@ -23,6 +23,7 @@ pub(crate) fn create_if_missing(path: &Path, schema: &str) -> std::io::Result<bo
     }
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    remove_stale(dir, &format!(".{name}.new-"));
     let tmp = dir.join(format!(".{name}.new-{}", crate::ids::random_hex(1)));
     let built = build(&tmp, schema).and_then(|()| std::fs::File::open(&tmp)?.sync_all());
     let placed = built.map(|()| match std::fs::hard_link(&tmp, path) {
@@ -44,6 +45,22 @@ pub(crate) fn create_if_missing(path: &Path, schema: &str) -> std::io::Result<bo
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(created)
+}
+
+/// A creator that did not finish (killed, or a command that exited while its home was
+/// still being made in the background) leaves its temporary file: those over a minute old
+/// go. A younger one may be another creator's at work.
+fn remove_stale(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let stale = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > std::time::Duration::from_secs(60)));
+        if stale && e.file_name().to_string_lossy().starts_with(prefix) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// The file at `tmp`: schema written straight into it (rollback journal in memory, no
@@ -111,6 +128,20 @@ mod tests {
         std::fs::write(&empty, b"").unwrap();
         assert!(!create_if_missing(&empty, SCHEMA).unwrap());
         assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_killed_creators_leftovers_go_and_a_working_ones_stay() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("q.db");
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+        for leftover in [".q.db.new-dead", ".q.db.new-dead-journal"] {
+            std::fs::File::create(d.path().join(leftover)).unwrap().set_modified(old).unwrap();
+        }
+        std::fs::write(d.path().join(".q.db.new-live"), b"").unwrap();
+        std::fs::File::create(d.path().join(".other.db.new-x")).unwrap().set_modified(old).unwrap();
+        assert!(create_if_missing(&p, SCHEMA).unwrap());
+        assert_eq!(names(d.path()), [".other.db.new-x", ".q.db.new-live", "q.db"]);
     }
 
     #[test]

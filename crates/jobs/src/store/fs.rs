@@ -380,7 +380,14 @@ impl ObjectStore for FsStore {
                 return None;
             }
             let digest = crate::keys::content_digest(&bytes);
-            *ahead.lock().ok()? = Some(Ahead { bucket, key, bytes, digest, file });
+            let mut slot = ahead.lock().ok()?;
+            if slot.is_some() {
+                // Another read-ahead finished first: it keeps its place.
+                drop(slot);
+                crate::buffers::give_back(bytes);
+                return None;
+            }
+            *slot = Some(Ahead { bucket, key, bytes, digest, file });
             Some(())
         };
         tokio::task::spawn_blocking(read).await.ok().flatten().is_some()
