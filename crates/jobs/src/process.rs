@@ -762,36 +762,32 @@ async fn run(
     let (bytes, digest_of_input) = match (&job.input_digest, known) {
         (Some(claimed), Some(known)) if *claimed == known => (bytes, known),
         (None, Some(known)) if meta.etag.is_none() => (bytes, known),
-        (claimed, _) => match claimed {
-            // A small input is hashed in place (well under a millisecond); a photo off the
-            // async threads.
-            Some(claimed) if bytes.len() <= INLINE_BYTES => {
-                verify_digest(claimed, meta.etag.as_deref(), &bytes).map_err(JobError::Permanent)?;
-                (bytes, claimed.clone())
+        // A small input is hashed in place (well under a millisecond); a photo off the
+        // async threads.
+        (Some(claimed), _) if bytes.len() <= INLINE_BYTES => {
+            verify_digest(claimed, meta.etag.as_deref(), &bytes).map_err(JobError::Permanent)?;
+            (bytes, claimed.clone())
+        }
+        (Some(claimed), _) => {
+            let (claim, etag) = (claimed.clone(), meta.etag.clone());
+            let hashed = tokio::task::spawn_blocking(move || (verify_digest(&claim, etag.as_deref(), &bytes), bytes));
+            let (checked, bytes) = hashed.await.map_err(|e| JobError::Transient(format!("hashing the input: {e}")))?;
+            checked.map_err(JobError::Permanent)?;
+            (bytes, claimed.clone())
+        }
+        (None, _) => match &meta.etag {
+            Some(etag) => (bytes, format!("etag:{etag}")),
+            None if bytes.len() <= INLINE_BYTES => {
+                let d = keys::content_digest(&bytes);
+                (bytes, d)
             }
-            Some(claimed) => {
-                let (claim, etag) = (claimed.clone(), meta.etag.clone());
-                let hashed =
-                    tokio::task::spawn_blocking(move || (verify_digest(&claim, etag.as_deref(), &bytes), bytes));
-                let (checked, bytes) =
-                    hashed.await.map_err(|e| JobError::Transient(format!("hashing the input: {e}")))?;
-                checked.map_err(JobError::Permanent)?;
-                (bytes, claimed.clone())
-            }
-            None => match &meta.etag {
-                Some(etag) => (bytes, format!("etag:{etag}")),
-                None if bytes.len() <= INLINE_BYTES => {
+            None => {
+                let hashed = tokio::task::spawn_blocking(move || {
                     let d = keys::content_digest(&bytes);
                     (bytes, d)
-                }
-                None => {
-                    let hashed = tokio::task::spawn_blocking(move || {
-                        let d = keys::content_digest(&bytes);
-                        (bytes, d)
-                    });
-                    hashed.await.map_err(|e| JobError::Transient(format!("hashing the input: {e}")))?
-                }
-            },
+                });
+                hashed.await.map_err(|e| JobError::Transient(format!("hashing the input: {e}")))?
+            }
         },
     };
     turn.read();

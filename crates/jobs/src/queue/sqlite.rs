@@ -160,7 +160,7 @@ impl SqliteQueue {
     pub fn open_with_clock(path: &Path, cfg: QueueConfig, clock: Arc<dyn Clock>) -> Result<SqliteQueue, QueueError> {
         make_parent(path)?;
         let (conn, cfg) = connect(path, cfg, clock.as_ref())?;
-        Ok(SqliteQueue::with(path, conn, cfg, clock))
+        Ok(SqliteQueue::with(path, Arc::new(OnceLock::from(Ok(Mutex::new(conn)))), cfg, clock))
     }
 
     /// Opens the queue file, creating it if needed; a file that is not there yet is made
@@ -175,13 +175,7 @@ impl SqliteQueue {
         make_parent(path)?;
         let slot = Arc::new(OnceLock::new());
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let q = SqliteQueue {
-            conn: slot.clone(),
-            cfg: Arc::new(cfg.clone()),
-            clock: clock.clone(),
-            sent: Arc::new(Notify::new()),
-            log: Arc::new(log_of(path)),
-        };
+        let q = SqliteQueue::with(path, slot.clone(), cfg.clone(), clock.clone());
         let (file, wanted) = (path.to_path_buf(), cfg);
         let opening = std::thread::Builder::new().name("pixq-queue".into()).spawn(move || {
             // A panic would leave every operation waiting: it is an error like any other.
@@ -210,14 +204,13 @@ impl SqliteQueue {
         }
     }
 
-    fn with(path: &Path, conn: Connection, cfg: QueueConfig, clock: Arc<dyn Clock>) -> SqliteQueue {
-        SqliteQueue {
-            conn: Arc::new(OnceLock::from(Ok(Mutex::new(conn)))),
-            cfg: Arc::new(cfg),
-            clock,
-            sent: Arc::new(Notify::new()),
-            log: Arc::new(log_of(path)),
-        }
+    fn with(
+        path: &Path,
+        conn: Arc<OnceLock<Result<Mutex<Connection>, String>>>,
+        cfg: QueueConfig,
+        clock: Arc<dyn Clock>,
+    ) -> SqliteQueue {
+        SqliteQueue { conn, cfg: Arc::new(cfg), clock, sent: Arc::new(Notify::new()), log: Arc::new(log_of(path)) }
     }
 
     /// Makes every commit so far durable: the write-ahead log synced to the disk, as a
