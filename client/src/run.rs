@@ -241,7 +241,7 @@ async fn submit(
         recipe.clone(),
         true,
         None,
-        0,
+        false,
     )
     .await?;
     Ok((manifest, routed))
@@ -465,11 +465,10 @@ fn plan_batch(b: &Backend, files: &[PathBuf], recipe: &Recipe) -> BatchManifest 
 /// Inputs read, hashed and uploaded per chunk (32 at a time, so the embedded store commits
 /// them in groups), largest first, each chunk enqueued as soon as it is stored: workers start
 /// on the first images (a first chunk of four) while later ones are still being read.
-/// `first_queued` fires once the first chunk is queued (or the upload ends). The first
-/// `read_ahead` files linked (one per worker in this process: the workers' first jobs) are
-/// also read ahead by the store (`ObjectStore::read_ahead`), at once, while the chunk is
-/// linked and the queue of a fresh home is made; their jobs are sent without waiting for
-/// the reads to end.
+/// `first_queued` fires once the first chunk is queued (or the upload ends). With
+/// `read_first` (a worker in this process takes the first job), the first file linked is
+/// also read ahead by the store (`ObjectStore::read_ahead`) while the chunk is linked and
+/// the queue of a fresh home is made.
 #[allow(clippy::too_many_arguments)]
 async fn upload_and_enqueue(
     store: Arc<dyn ObjectStore>,
@@ -479,7 +478,7 @@ async fn upload_and_enqueue(
     recipe: Recipe,
     progress: bool,
     mut first_queued: Option<tokio::sync::oneshot::Sender<()>>,
-    read_ahead: usize,
+    read_first: bool,
 ) -> anyhow::Result<Routed> {
     let mut routed = Routed::default();
     const CHUNK: usize = 128;
@@ -514,15 +513,11 @@ async fn upload_and_enqueue(
                 to_link.iter().map(|&(_, i)| (manifest.jobs[i].input.key.clone(), files[i].clone())).collect();
             tokio::spawn(async move { store.put_files(&bucket, pairs, "application/octet-stream").await })
         });
-        let ahead = if enqueued == 0 { read_ahead.min(to_link.len()) } else { 0 };
-        let reading: Vec<_> = to_link[..ahead]
-            .iter()
-            .map(|&(_, i)| {
-                let (store, bucket, key, f) =
-                    (store.clone(), bucket.clone(), manifest.jobs[i].input.key.clone(), files[i].clone());
-                tokio::spawn(async move { store.read_ahead(&bucket, &key, &f).await })
-            })
-            .collect();
+        let reading = to_link.first().filter(|_| read_first && enqueued == 0).map(|&(_, i)| {
+            let (store, bucket, key, f) =
+                (store.clone(), bucket.clone(), manifest.jobs[i].input.key.clone(), files[i].clone());
+            tokio::spawn(async move { store.read_ahead(&bucket, &key, &f).await })
+        });
         for &(_, i) in &to_read {
             let e = &manifest.jobs[i];
             let (store, key, f, slots) = (store.clone(), e.input.key.clone(), files[i].clone(), slots.clone());
@@ -564,9 +559,9 @@ async fn upload_and_enqueue(
         if !together.is_empty() {
             store.put_all(&bucket, together).await.with_context(queued_before)?;
         }
-        // Their jobs are sent once their reads are under way (a worker's read of one waits
-        // for it; a read-ahead that could not start only means the worker reads the file).
-        for reading in reading {
+        // Its job is sent once the bytes wait for it (a read-ahead that failed only means
+        // the worker reads the file itself).
+        if let Some(reading) = reading {
             let _ = reading.await;
         }
         // In the batch's order (uploads finish in any order).
@@ -690,7 +685,7 @@ async fn process(
         recipe.clone(),
         false,
         Some(first_queued),
-        workers,
+        workers > 0,
     )));
     let mut t_submit = None;
     // Outputs are copied into --out as their jobs finish, while later ones compute.

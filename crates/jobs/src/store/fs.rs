@@ -38,33 +38,16 @@ pub struct FsStore {
     /// Objects up to this many bytes go to the pack (0: every object is a file).
     inline_max: usize,
     pack: Arc<Pack>,
-    /// Files read ahead of their first read (`read_ahead`).
-    ahead: Arc<std::sync::Mutex<Ahead>>,
+    /// One file read ahead of its first read (`read_ahead`).
+    ahead: Arc<std::sync::Mutex<Option<Ahead>>>,
 }
 
-/// The files being read ahead or waiting for their first read, and their bytes: together
-/// at most [`AHEAD_MAX`].
-#[derive(Debug, Default)]
-struct Ahead {
-    files: Vec<AheadFile>,
-    held: u64,
-    next: u64,
-}
-
-/// A file read ahead for the first read of the key it is placed as: its read comes on
-/// `read` (`None` if the file changed while it was read).
+/// A file's bytes read ahead of the first read of the key it is placed as, with what they
+/// hash to and which file they came from.
 #[derive(Debug)]
-struct AheadFile {
-    id: u64,
+struct Ahead {
     bucket: String,
     key: String,
-    size: u64,
-    read: tokio::sync::oneshot::Receiver<Option<ReadAhead>>,
-}
-
-/// A file's bytes, what they hash to and which file they came from.
-#[derive(Debug)]
-struct ReadAhead {
     bytes: Vec<u8>,
     digest: String,
     file: FileId,
@@ -86,8 +69,8 @@ fn file_id(_: &std::fs::Metadata) -> Option<FileId> {
     None
 }
 
-/// Bytes read ahead and not yet taken, at most: the wait a read-ahead fills (a fresh home's
-/// fsyncs) holds a few MB of reading per core.
+/// Files larger than this are not read ahead: the wait a read-ahead fills (a fresh home's
+/// fsyncs) holds a few MB of reading, and a larger file only delays its job's send.
 const AHEAD_MAX: u64 = 32 << 20;
 
 fn io(op: &'static str, key: &str, e: std::io::Error) -> StoreError {
@@ -383,68 +366,42 @@ impl ObjectStore for FsStore {
         }
         let (ahead, bucket, key, source) =
             (self.ahead.clone(), bucket.to_string(), key.to_string(), source.to_path_buf());
-        let (placed, is_placed) = tokio::sync::oneshot::channel();
-        tokio::task::spawn_blocking(move || {
-            let opened = std::fs::File::open(&source).and_then(|f| f.metadata().map(|m| (f, file_id(&m))));
-            let Ok((mut f, Some(file))) = opened else { return };
-            // Its place (and its bytes' share of the bound) is taken before the read: the
-            // key's first read waits for it rather than reading the file a second time.
-            let (done, read) = tokio::sync::oneshot::channel();
-            let id = {
-                let Ok(mut a) = ahead.lock() else { return };
-                let taken = a.files.iter().any(|x| x.bucket == bucket && x.key == key);
-                if taken || a.held.saturating_add(file.2) > AHEAD_MAX {
-                    return;
-                }
-                a.held += file.2;
-                a.next += 1;
-                let id = a.next;
-                a.files.push(AheadFile { id, bucket, key, size: file.2, read });
-                id
-            };
-            let _ = placed.send(());
-            let read = crate::buffers::read_open(&mut f, file.2);
-            let same = f.metadata().ok().as_ref().and_then(file_id) == Some(file);
-            let got = match read {
-                Ok(bytes) if same && bytes.len() as u64 == file.2 => {
-                    let digest = crate::keys::content_digest(&bytes);
-                    Some(ReadAhead { bytes, digest, file })
-                }
-                // Changed while it was read (or unreadable): the key's read is its own.
-                other => {
-                    if let Ok(bytes) = other {
-                        crate::buffers::give_back(bytes);
-                    }
-                    if let Ok(mut a) = ahead.lock()
-                        && let Some(i) = a.files.iter().position(|x| x.id == id)
-                    {
-                        a.held -= a.files.swap_remove(i).size;
-                    }
-                    None
-                }
-            };
-            // Nobody waits any more (the key was read another way): the bytes go back.
-            if let Err(Some(r)) = done.send(got) {
-                crate::buffers::give_back(r.bytes);
+        let read = move || -> Option<()> {
+            // One file at a time: its bytes wait in memory for their job.
+            if ahead.lock().ok()?.is_some() {
+                return None;
             }
-        });
-        is_placed.await.is_ok()
+            let mut f = std::fs::File::open(&source).ok()?;
+            let file = file_id(&f.metadata().ok()?).filter(|id| id.2 <= AHEAD_MAX)?;
+            let bytes = crate::buffers::read_open(&mut f, AHEAD_MAX).ok()?;
+            // Changed while it was read: left to the worker's own read.
+            if file_id(&f.metadata().ok()?) != Some(file) || bytes.len() as u64 != file.2 {
+                crate::buffers::give_back(bytes);
+                return None;
+            }
+            let digest = crate::keys::content_digest(&bytes);
+            let mut slot = ahead.lock().ok()?;
+            if slot.is_some() {
+                // Another read-ahead finished first: it keeps its place.
+                drop(slot);
+                crate::buffers::give_back(bytes);
+                return None;
+            }
+            *slot = Some(Ahead { bucket, key, bytes, digest, file });
+            Some(())
+        };
+        tokio::task::spawn_blocking(read).await.ok().flatten().is_some()
     }
 
     async fn get_known(&self, bucket: &str, key: &str, max: u64) -> Result<(Vec<u8>, Option<String>), StoreError> {
         let taken = {
-            let mut a = self.ahead.lock().map_err(|_| StoreError::Transient("read-ahead lock poisoned".into()))?;
-            let i = a.files.iter().position(|x| x.bucket == bucket && x.key == key);
-            let taken = i.map(|i| a.files.swap_remove(i));
-            a.held -= taken.as_ref().map_or(0, |t| t.size);
-            taken
+            let mut slot = self.ahead.lock().map_err(|_| StoreError::Transient("read-ahead lock poisoned".into()))?;
+            match slot.as_ref() {
+                Some(a) if a.bucket == bucket && a.key == key => slot.take(),
+                _ => None,
+            }
         };
-        // A read still under way is waited for.
-        let read = match taken {
-            Some(t) => t.read.await.ok().flatten(),
-            None => None,
-        };
-        if let Some(a) = read {
+        if let Some(a) = taken {
             // The key's file must still be the file read, as it was then (a link to it).
             let path = self.path(bucket, key)?;
             let now = tokio::task::spawn_blocking(move || std::fs::metadata(path).ok().as_ref().and_then(file_id))

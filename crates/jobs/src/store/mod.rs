@@ -158,15 +158,14 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
         }
         Ok(())
     }
-    /// Starts reading the file at `source`, which [`ObjectStore::put_files`] is about to
-    /// place as `key`, and keeps its bytes for the first read of `key` in this process
-    /// ([`ObjectStore::get_known`], which waits for a read still under way); returns
-    /// whether the read is under way. `false`, the default: the file is read when the
-    /// object is.
+    /// Reads the file at `source` now, which [`ObjectStore::put_files`] is about to place as
+    /// `key`, and keeps its bytes for the first read of `key` in this process
+    /// ([`ObjectStore::get_known`]); returns whether it kept them. `false`, the default:
+    /// the file is read when the object is.
     ///
-    /// `pixq process` reads its workers' first inputs this way while the queue and the pack
-    /// of a fresh home are still being made: the first kernels then start as soon as their
-    /// jobs arrive, rather than after a read and a hash that the wait could have held.
+    /// `pixq process` reads its first input this way while the queue and the pack of a
+    /// fresh home are still being made: the first kernel then starts as soon as its job
+    /// arrives, rather than after a read and a hash that the wait could have held.
     async fn read_ahead(&self, _bucket: &str, _key: &str, _source: &std::path::Path) -> bool {
         false
     }
