@@ -18,7 +18,9 @@ Scenarios (each tool takes turns, REPEATS times, fresh state each run; medians):
   decode     kbench's thumbnail against libjpeg-turbo's `djpeg` decoding the same files
              at the same DCT scale (M/8) and nothing else: the kernel's floor.
   scaling    `pixq process --workers 2` against `--workers 1` on the 18 photos and web
-             images, unpinned (2 cores).
+             images, unpinned (2 cores); beside it the kernel's own speed-up on this
+             machine: kbench on all 18 in one process against two processes at once,
+             the images split by hand (largest first, to the less loaded half).
   tiny       2,000 distinct 64x64 PNGs -> grayscale, `pixq process --workers 2`, jobs/s
              (and a Pillow loop with no queue at all, when Pillow is installed).
 """
@@ -223,10 +225,33 @@ if shutil.which("djpeg"):
 # ---------------------------------------------------------------- scaling
 print("\n== two workers against one (18 images, unpinned; ratio = speed-up, goal >= 1.9)")
 both = link_dir("both", LARGE + WEB)
+# The machine's own limit, as the anchor: the kernel alone on the same 18 images, in one
+# process against two processes at once with the work split by hand (largest first, each
+# image to the less loaded half, file size standing for work).
+halves, load = ([], []), [0, 0]
+for p in sorted(LARGE + WEB, key=os.path.getsize, reverse=True):
+    h = load.index(min(load))
+    halves[h].append(p)
+    load[h] += os.path.getsize(p)
+
+
+def kernel_two():
+    t = time.perf_counter()
+    ps = [subprocess.Popen([KBENCH, "--ops", "thumbnail:1024,quality:85", "--rounds", "1"] + h, env=ONE,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for h in halves]
+    if any(p.wait() for p in ps):
+        raise RuntimeError("kbench failed")
+    return time.perf_counter() - t
+
+
 m = turns({"1": pixq(both, "thumbnail:1024,quality:85", 1, pin=False),
-           "2": pixq(both, "thumbnail:1024,quality:85", 2, pin=False)})
+           "2": pixq(both, "thumbnail:1024,quality:85", 2, pin=False),
+           "k1": lambda: timed([KBENCH, "--ops", "thumbnail:1024,quality:85", "--rounds", "1"] + LARGE + WEB),
+           "k2": kernel_two})
 row("--workers 1", m["1"], "s")
 row("--workers 2", m["2"], "s", m["1"] / m["2"])
+row("kernel alone, one process (kbench)", m["k1"], "s")
+row("kernel alone, two processes, split by hand (this machine's limit)", m["k2"], "s", m["k1"] / m["k2"])
 
 # ---------------------------------------------------------------- tiny
 print("\n== 2,000 distinct 64x64 PNGs -> grayscale, --workers 2 (jobs/s; goal >= 2,500)")

@@ -218,8 +218,13 @@ async fn local_store_reads_a_file_ahead_for_its_first_read_only() {
     assert!(s.read_ahead("pixq", "in/f.jpg", &src4).await);
     s.put_files("pixq", vec![("in/f.jpg".into(), src4.clone())], "").await.unwrap();
     assert!(matches!(s.get_known("pixq", "in/f.jpg", 1000).await, Err(StoreError::TooLarge { .. })));
-    // A missing file or a bad key is not read ahead.
+    // A missing file, one over 32 MB (a sparse 64 GiB file: refused unread) or a bad key
+    // is not read ahead.
     assert!(!s.read_ahead("pixq", "in/e.jpg", &dir.path().join("missing.jpg")).await);
+    let huge = dir.path().join("huge.jpg");
+    std::fs::File::create(&huge).unwrap().set_len(64 << 30).unwrap();
+    assert!(!s.read_ahead("pixq", "in/huge.jpg", &huge).await);
+    assert!(s.read_ahead("pixq", "in/g.jpg", &src).await, "the slot was free: the size refused it");
     assert!(!s.read_ahead("pixq", "../escape", &src).await);
 }
 
