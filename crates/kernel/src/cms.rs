@@ -64,6 +64,39 @@ pub fn to_srgb(img: &mut Raster, icc: &[u8], stop: &Stop) -> Result<bool, Error>
     Ok(true)
 }
 
+/// An ICC profile for colours signalled only by CICP code points (Rec. ITU-T H.273), as a
+/// HEIF or AVIF file's `nclx` colour box does: what [`to_srgb`] then converts from, and what
+/// `keep-icc` writes onto the output. `None` when the code points already mean sRGB
+/// (BT.709 or unspecified primaries with an sRGB-like curve: BT.709, BT.601, BT.2020's, sRGB
+/// or unspecified), name an HDR curve (PQ, HLG: an 8-bit sRGB output would need tone
+/// mapping, so the pixels are left as they are), or name nothing moxcms can model.
+pub fn icc_from_cicp(primaries: u8, transfer: u8) -> Option<Vec<u8>> {
+    use moxcms::{CicpColorPrimaries as P, CicpProfile, MatrixCoefficients, TransferCharacteristics as T};
+    let (p, t) = (P::try_from(primaries).ok()?, T::try_from(transfer).ok()?);
+    let srgb_curve = matches!(t, T::Bt709 | T::Bt601 | T::Bt202010bit | T::Bt202012bit | T::Srgb | T::Unspecified);
+    if matches!(p, P::Bt709 | P::Unspecified) && srgb_curve {
+        return None;
+    }
+    if matches!(t, T::Smpte2084 | T::Hlg | T::Reserved) || matches!(p, P::Reserved) {
+        return None;
+    }
+    // An unspecified part takes sRGB's.
+    let p = if p == P::Unspecified { P::Bt709 } else { p };
+    let t = if t == T::Unspecified { T::Srgb } else { t };
+    let cicp = CicpProfile {
+        color_primaries: p,
+        transfer_characteristics: t,
+        matrix_coefficients: MatrixCoefficients::Identity,
+        full_range: true,
+    };
+    let profile = ColorProfile::new_from_cicp(cicp);
+    // moxcms leaves a profile it cannot model without its colorimetry.
+    if profile.cicp.is_none() || profile.red_trc.is_none() {
+        return None;
+    }
+    profile.encode().ok()
+}
+
 /// CMYK samples (4 a pixel, `inverted` as Adobe stores them) of a `width x height` image
 /// through the CMYK profile `icc` to an sRGB raster; through [`press`]'s profile when `icc` is
 /// missing or not a usable CMYK profile.
@@ -162,5 +195,43 @@ mod tests {
         assert_eq!(img, before);
         let mut grey_img = Raster::from_fn(1, 1, Channels::Gray, |_, _, p| p[0] = 9);
         assert!(!to_srgb(&mut grey_img, &profile(ColorProfile::new_display_p3()), &Stop::new()).unwrap());
+    }
+
+    #[test]
+    fn cicp_code_points_become_a_profile_only_when_they_are_not_srgb() {
+        // sRGB by another name, HDR curves, reserved or out-of-range codes: no profile.
+        for (p, t) in [
+            (1, 13),
+            (1, 1),
+            (2, 2),
+            (1, 6),
+            (2, 14),
+            (12, 16),
+            (9, 18),
+            (0, 13),
+            (3, 13),
+            (200, 13),
+            (12, 0),
+            (12, 250),
+        ] {
+            assert!(icc_from_cicp(p, t).is_none(), "{p}/{t}");
+        }
+        // Display P3, BT.2020 (with its own curve or an unspecified one), Adobe-like BT.470:
+        // a parsable RGB profile that converts as the named space does.
+        for (p, t) in [(12, 13), (9, 14), (9, 2), (11, 13), (5, 6)] {
+            let icc = icc_from_cicp(p, t).unwrap_or_else(|| panic!("{p}/{t}: no profile"));
+            let parsed = ColorProfile::new_from_slice(&icc).unwrap();
+            assert_eq!(parsed.color_space, DataColorSpace::Rgb, "{p}/{t}");
+        }
+        let mut a = Raster::from_fn(1, 1, Channels::Rgb, |_, _, p| p.copy_from_slice(&[200, 60, 60]));
+        let mut b = a.clone();
+        assert!(to_srgb(&mut a, &icc_from_cicp(12, 13).unwrap(), &Stop::new()).unwrap());
+        assert!(to_srgb(&mut b, &profile(ColorProfile::new_display_p3()), &Stop::new()).unwrap());
+        assert!(
+            a.pixel(0, 0).iter().zip(b.pixel(0, 0)).all(|(x, y)| x.abs_diff(*y) <= 1),
+            "{:?} {:?}",
+            a.pixel(0, 0),
+            b.pixel(0, 0)
+        );
     }
 }

@@ -33,7 +33,7 @@ fn primary(ctx: &HeifContext<'_>, format: Format) -> Result<ImageHandle, Error> 
 }
 
 /// The header of a HEIC or AVIF file: the primary image's size (after libheif's
-/// transformations), alpha, and ICC profile.
+/// transformations), alpha, and ICC profile (or the `nclx` box's colours as one).
 pub(crate) fn probe(input: &[u8], format: Format, limits: &Limits) -> Result<Probe, Error> {
     let _lib = LibHeif::new();
     let ctx = context(input, format)?;
@@ -44,7 +44,16 @@ pub(crate) fn probe(input: &[u8], format: Format, limits: &Limits) -> Result<Pro
     }
     limits.check_dimensions(width, height)?;
     let channels = if handle.has_alpha_channel() { Channels::Rgba } else { Channels::Rgb };
-    let icc = handle.color_profile_raw().map(|p| p.data).filter(|p| !p.is_empty() && p.len() <= crate::meta::MAX_ICC);
+    // An ICC profile, or else the colours the `nclx` box names (Display P3, BT.2020, ...)
+    // as a profile of their own, so they are converted to sRGB like a tagged JPEG's.
+    let icc = handle
+        .color_profile_raw()
+        .map(|p| p.data)
+        .filter(|p| !p.is_empty() && p.len() <= crate::meta::MAX_ICC)
+        .or_else(|| {
+            let nclx = handle.color_profile_nclx()?;
+            crate::cms::icc_from_cicp(nclx.color_primaries() as u8, nclx.transfer_characteristics() as u8)
+        });
     // libheif's YCbCr planes (up to 16 bits a sample, 4:4:4) and its interleaved RGB(A).
     let native_bytes = u64::from(width) * u64::from(height) * (6 + channels.count() as u64);
     Ok(Probe {

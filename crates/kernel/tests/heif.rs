@@ -95,3 +95,73 @@ fn crafted_heif_files_are_clear_errors() {
         }
     }
 }
+
+/// The offset of the first `colr` box of type `nclx`: its primaries (u16), transfer (u16),
+/// matrix (u16) and range (u8) follow.
+#[cfg(feature = "avif")]
+fn nclx_at(avif: &[u8]) -> usize {
+    avif.windows(8).position(|w| w == b"colrnclx").expect("an nclx colour box") + 8
+}
+
+/// An AVIF whose colours are named only by its `nclx` box (no ICC profile) is converted to
+/// sRGB from those colours: Display P3 and BT.2020 files decode to what moxcms' own profiles
+/// of those spaces make of the same samples; sRGB, unspecified and HDR (PQ, HLG) code points
+/// leave the samples as they are; reserved code points are no error.
+#[cfg(feature = "avif")]
+#[test]
+fn nclx_colours_of_an_avif_are_converted_to_srgb() {
+    use moxcms::{ColorProfile, Layout, TransformOptions};
+    let src = Raster::from_fn(64, 64, Channels::Rgb, |x, y, p| {
+        // Flat patches (little for the codec to blur): saturated and pale colours.
+        let patch = [[200u8, 40, 40], [40, 180, 60], [50, 60, 200], [210, 190, 120]][(x / 32 + 2 * (y / 32)) as usize];
+        p.copy_from_slice(&patch);
+    });
+    let png = pixq_kernel::encode(&src, Format::Png, &Default::default()).unwrap();
+    let ours = run(&png, "format:avif,quality:100").unwrap().bytes;
+    // pixq's AVIF has no `colr` box (its samples are sRGB): the same AV1 picture in a file
+    // that has one.
+    let mdat = ours.windows(4).position(|w| w == b"mdat").unwrap();
+    let size = u32::from_be_bytes(ours[mdat - 4..mdat].try_into().unwrap()) as usize;
+    let av1 = &ours[mdat + 4..mdat - 4 + size];
+    let avif = avif_serialize::Aviffy::new()
+        .set_color_primaries(avif_serialize::constants::ColorPrimaries::DisplayP3)
+        .to_vec(av1, None, 64, 64, 8);
+    let at = nclx_at(&avif);
+    let with = |primaries: u16, transfer: u16| {
+        let mut b = avif.clone();
+        b[at..at + 2].copy_from_slice(&primaries.to_be_bytes());
+        b[at + 2..at + 4].copy_from_slice(&transfer.to_be_bytes());
+        let png = run(&b, "format:png").unwrap().bytes;
+        pixq_kernel::decode(&png, &Limits::default()).unwrap()
+    };
+    let plain = with(1, 13);
+    let centre = |img: &Raster| [16u32, 48].map(|x| [16u32, 48].map(|y| img.pixel(x, y).to_vec()));
+    // What a colour-managed viewer makes of the plain samples in each space.
+    let expect = |profile: ColorProfile| {
+        let t = profile
+            .create_transform_8bit(Layout::Rgb, &ColorProfile::new_srgb(), Layout::Rgb, TransformOptions::default())
+            .unwrap();
+        let mut out = plain.data().to_vec();
+        t.transform(plain.data(), &mut out).unwrap();
+        Raster::from_vec(plain.width(), plain.height(), Channels::Rgb, out).unwrap()
+    };
+    for (primaries, transfer, profile, name) in
+        [(12, 13, ColorProfile::new_display_p3(), "Display P3"), (9, 1, ColorProfile::new_bt2020(), "BT.2020")]
+    {
+        let got = with(primaries, transfer);
+        let want = expect(profile);
+        for (g, w) in centre(&got).iter().flatten().zip(centre(&want).iter().flatten()) {
+            assert!(g.iter().zip(w).all(|(a, b)| a.abs_diff(*b) <= 3), "{name}: {g:?} against {w:?}");
+        }
+        // Wider-gamut red is redder than the same numbers in sRGB.
+        assert!(got.pixel(16, 16)[1] < plain.pixel(16, 16)[1], "{name}: {:?}", got.pixel(16, 16));
+    }
+    for (primaries, transfer) in [(2, 2), (1, 1), (12, 16), (9, 18), (200, 13), (12, 250)] {
+        assert!(with(primaries, transfer).data() == plain.data(), "nclx {primaries}/{transfer} changed the samples");
+    }
+    // keep-icc keeps the colours' meaning: a P3 file's PNG carries the profile made for it.
+    let mut p3 = avif.clone();
+    p3[at..at + 2].copy_from_slice(&12u16.to_be_bytes());
+    let kept = run(&p3, "format:png,keep-icc").unwrap();
+    assert!(kept.bytes.windows(4).any(|w| w == b"iCCP"), "keep-icc wrote no profile");
+}
