@@ -211,8 +211,13 @@ pub fn probe(input: &[u8], limits: &Limits) -> Result<Probe, Error> {
     limits.check_dimensions(width, height)?;
     let channels = channels_of(dec.color_type());
     let native_bytes = dec.total_bytes();
-    let orientation = dec.orientation().map(|o| Orientation::from_exif(u16::from(o.to_exif()))).unwrap_or_default();
-    let icc = dec.icc_profile().ok().flatten().filter(|p| !p.is_empty() && p.len() <= crate::meta::MAX_ICC);
+    let (orientation, icc) = if format == Format::Webp {
+        webp_meta(input)
+    } else {
+        let orientation = dec.orientation().map(|o| Orientation::from_exif(u16::from(o.to_exif()))).unwrap_or_default();
+        (orientation, dec.icc_profile().ok().flatten())
+    };
+    let icc = icc.filter(|p| !p.is_empty() && p.len() <= crate::meta::MAX_ICC);
     let animation = crate::anim::scan(input, format);
     Ok(Probe {
         format,
@@ -226,6 +231,24 @@ pub fn probe(input: &[u8], limits: &Limits) -> Result<Probe, Error> {
         inks: false,
         animation,
     })
+}
+
+/// A WebP's EXIF orientation and ICC profile, from its own chunks (slices of the file). The
+/// WebP decoder would allocate a metadata chunk at its declared size before reading it,
+/// and a chunk header can declare 4 GiB in a file of 50 bytes.
+fn webp_meta(input: &[u8]) -> (Orientation, Option<Vec<u8>>) {
+    let (mut orientation, mut icc) = (None, None);
+    for (fourcc, payload) in crate::anim::riff_chunks(input.get(12..).unwrap_or_default()) {
+        match fourcc {
+            b"EXIF" if orientation.is_none() => {
+                let tiff = payload.strip_prefix(b"Exif\0\0".as_slice()).unwrap_or(payload);
+                orientation = Some(crate::meta::exif_orientation(tiff).unwrap_or_default());
+            }
+            b"ICCP" if icc.is_none() => icc = Some((payload.len() <= crate::meta::MAX_ICC).then(|| payload.to_vec())),
+            _ => {}
+        }
+    }
+    (orientation.unwrap_or_default(), icc.flatten())
 }
 
 /// A decoder's limit refusal as our typed limit error (the sides are checked by the decoder

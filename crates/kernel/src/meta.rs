@@ -108,7 +108,8 @@ pub struct JpegMeta {
 /// The marker segments before the first scan, walked as libjpeg walks them: bytes that are
 /// not a marker are skipped up to the next 0xFF (libjpeg warns "extraneous bytes"), fill
 /// bytes (0xFF 0xFF ...) are skipped, the standalone markers (SOI, RST0-7, TEM) carry no
-/// length, and a segment whose length runs past the end stops the walk. Yields
+/// length, a segment whose length field is 0 or 1 is empty (libjpeg reads on right after
+/// its length), and a segment whose length runs past the end stops the walk. Yields
 /// (marker, body).
 pub fn jpeg_segments(jpeg: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
     let mut i = 2;
@@ -134,7 +135,12 @@ pub fn jpeg_segments(jpeg: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
                 return None;
             }
             let len = u16::from_be_bytes([*jpeg.get(i + 2)?, *jpeg.get(i + 3)?]) as usize;
-            if len < 2 || i + 2 + len > jpeg.len() {
+            if len < 2 {
+                // Read as libjpeg reads it: an empty segment, the next marker right after.
+                i += 4;
+                return Some((marker, &[][..]));
+            }
+            if i + 2 + len > jpeg.len() {
                 return None;
             }
             let body = &jpeg[i + 4..i + 2 + len];
@@ -148,18 +154,24 @@ pub fn jpeg_segments(jpeg: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
 /// the walk quietly: the decoder, not this reader, decides whether the file is broken.
 pub fn read_jpeg_meta(jpeg: &[u8]) -> JpegMeta {
     let mut meta = JpegMeta::default();
-    let mut chunks: Vec<(u8, &[u8])> = Vec::new();
+    // A profile has at most 255 parts (its sequence numbers are a byte) and MAX_ICC bytes:
+    // past either, the parts are dropped as they come, not collected first.
+    let (mut chunks, mut total, mut dropped): (Vec<(u8, &[u8])>, usize, bool) = (Vec::new(), 0, false);
     for (marker, body) in jpeg_segments(jpeg) {
         if marker == 0xE1 && body.starts_with(b"Exif\0\0") {
             if let Some(o) = exif_orientation(&body[6..]) {
                 meta.orientation = o;
             }
-        } else if marker == 0xE2 && body.starts_with(b"ICC_PROFILE\0") && body.len() > 14 {
-            chunks.push((body[12], &body[14..]));
+        } else if marker == 0xE2 && body.starts_with(b"ICC_PROFILE\0") && body.len() > 14 && !dropped {
+            total += body.len() - 14;
+            if chunks.len() == 255 || total > MAX_ICC {
+                (chunks, dropped) = (Vec::new(), true);
+            } else {
+                chunks.push((body[12], &body[14..]));
+            }
         }
     }
-    let total: usize = chunks.iter().map(|c| c.1.len()).sum();
-    if !chunks.is_empty() && total <= MAX_ICC {
+    if !chunks.is_empty() {
         chunks.sort_by_key(|c| c.0);
         meta.icc = Some(chunks.iter().flat_map(|c| c.1.iter().copied()).collect());
     }
@@ -287,6 +299,12 @@ mod tests {
         assert_eq!(segs, vec![(0xE1, vec![0xFF, 0xC0, 0, 4, 1, 2]), (0xFE, vec![b'x'])]);
         // A length that runs past the end stops the walk.
         assert_eq!(jpeg_segments(&[0xFF, 0xD8, 0xFF, 0xE1, 0xFF, 0xFF, 1]).count(), 0);
+        // Lengths 0 and 1 are empty segments, and the walk goes on behind them.
+        for len in [0u8, 1] {
+            let j = [0xFF, 0xD8, 0xFF, 0xE0, 0, len, 0xFF, 0xFE, 0, 4, b'a', b'b', 0xFF, 0xDA];
+            let segs: Vec<(u8, Vec<u8>)> = jpeg_segments(&j).map(|(m, b)| (m, b.to_vec())).collect();
+            assert_eq!(segs, vec![(0xE0, vec![]), (0xFE, b"ab".to_vec())], "length {len}");
+        }
     }
 
     #[test]

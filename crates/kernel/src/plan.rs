@@ -212,13 +212,13 @@ fn plan_decoded_for(
         if let Some(a) = probe.animation.filter(|a| n >= a.frames) {
             return Err(Error::too_few_frames(format!("frame:{n}"), a.frames));
         }
-        if n >= limits.max_frames {
-            let frames = n.saturating_add(1);
-            return Err(Error::AnimationTooLarge {
-                frames,
-                pixels: u64::from(frames) * u64::from(probe.width) * u64::from(probe.height),
-                limit: format!("{} frames (frame:{n} decodes the frames before it)", limits.max_frames),
-            });
+        // Every frame before it is decoded and composed on the whole canvas: as many
+        // canvases as an animation of n+1 frames, under the same limits.
+        if let Err(Error::AnimationTooLarge { frames, pixels, limit }) =
+            limits.check_animation(n.saturating_add(1), probe.width, probe.height)
+        {
+            let limit = format!("{limit} (frame:{n} decodes the frames before it)");
+            return Err(Error::AnimationTooLarge { frames, pixels, limit });
         }
     }
 
@@ -250,7 +250,8 @@ fn plan_decoded_for(
     ns += if probe.shrinkable {
         source_px * DECODE_NS_ENTROPY + decoded_px * DECODE_NS_PER_PX
     } else {
-        decoded_px * 10.0
+        // `frame:N` decodes the N frames before it too.
+        decoded_px * 10.0 * f64::from(pipeline.frame.unwrap_or(0).saturating_add(1))
     };
     if probe.icc.is_some() && !pipeline.output.keep_icc {
         // The conversion to sRGB (see `cms`), on the decoded raster.

@@ -694,3 +694,123 @@ fn a_reused_processor_gives_what_a_fresh_one_gives_within_each_plan() {
     // The photo decodes at 1/2 scale (1200x800, 2.9 MB), the thumbnail is 600x400.
     assert!(peaks[1] + 2 * MB < peaks[0], "the second like job allocated {} bytes, the first {}", peaks[1], peaks[0]);
 }
+
+/// A RIFF chunk: fourcc, little-endian size, payload, pad byte.
+fn riff_chunk(kind: &[u8; 4], declared: u32, payload: &[u8]) -> Vec<u8> {
+    let mut c = kind.to_vec();
+    c.extend_from_slice(&declared.to_le_bytes());
+    c.extend_from_slice(payload);
+    if payload.len() % 2 == 1 {
+        c.push(0);
+    }
+    c
+}
+
+/// A WebP's metadata chunks (EXIF, ICCP, XMP) whose declared sizes run far past the end of
+/// the file (up to 4 GiB) or past the limits: read from the file's own bytes, never
+/// allocated at their declared size, in any order around the image chunk.
+#[test]
+fn webp_metadata_chunks_that_claim_gigabytes_allocate_nothing_of_the_kind() {
+    let img = common::photo_like(48, 32);
+    let lossless =
+        pixq_kernel::encode(&img, Format::Webp, &pixq_kernel::OutputSpec { lossless: true, ..Default::default() })
+            .unwrap();
+    // The image chunk (VP8L) of a plain lossless WebP.
+    let image = &lossless[12..];
+    let vp8x = |flags: u8| {
+        let mut p = vec![flags, 0, 0, 0];
+        p.extend_from_slice(&(47u32.to_le_bytes()[..3]));
+        p.extend_from_slice(&(31u32.to_le_bytes()[..3]));
+        riff_chunk(b"VP8X", 10, &p)
+    };
+    let file = |chunks: &[Vec<u8>]| {
+        let body: Vec<u8> = b"WEBP".iter().copied().chain(chunks.iter().flatten().copied()).collect();
+        let mut f = b"RIFF".to_vec();
+        f.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        f.extend_from_slice(&body);
+        f
+    };
+    for kind in [b"EXIF", b"ICCP", b"XMP "] {
+        for declared in [u32::MAX, u32::MAX - 1, 0x8000_0000, 64 << 20, 9 << 20] {
+            let huge = riff_chunk(kind, declared, b"Exif\0\0MM\0*");
+            for flags in [0x2c, 0x00, 0xff] {
+                for order in
+                    [vec![vp8x(flags), image.to_vec(), huge.clone()], vec![vp8x(flags), huge.clone(), image.to_vec()]]
+                {
+                    let name = format!("webp {} of {declared} bytes, flags {flags:#x}", String::from_utf8_lossy(kind));
+                    check(&name, &file(&order), "thumbnail:16");
+                    check(&name, &file(&order), "thumbnail:16,keep-icc,format:webp");
+                }
+            }
+        }
+    }
+}
+
+/// JPEG APP2 segments each claiming to be one of an ICC profile's parts: thousands of tiny
+/// ones, more parts than a profile can have (255), parts adding up past the ICC limit. The
+/// file is processed within the plan's memory estimate and the profile is ignored.
+#[test]
+fn jpeg_icc_parts_by_the_thousand_stay_within_the_plan() {
+    let base = jpeg_sample();
+    let part = |seq: u8, of: u8, body: &[u8]| {
+        let mut s = vec![0xFF, 0xE2];
+        s.extend_from_slice(&((2 + 14 + body.len()) as u16).to_be_bytes());
+        s.extend_from_slice(b"ICC_PROFILE\0");
+        s.extend_from_slice(&[seq, of]);
+        s.extend_from_slice(body);
+        s
+    };
+    let tiny: Vec<u8> = (0..1_000_000).flat_map(|_| part(1, 1, &[0])).collect();
+    let spam = splice(&base, 2, &tiny);
+    check("1,000,000 one-byte ICC parts", &spam, "thumbnail:16");
+    // The parts are dropped as they pass 255, not collected first (a million of them took
+    // 24 MB, and a 100 MB file five times that).
+    let (meta, peak) = measured(|| pixq_kernel::meta::read_jpeg_meta(&spam));
+    assert!(meta.icc.is_none());
+    assert!(peak < 64 << 10, "reading the segments took {peak} bytes");
+    let many: Vec<u8> = (0..300u32).flat_map(|k| part((k % 255 + 1) as u8, 255, &[7; 100])).collect();
+    check("300 ICC parts of 255", &splice(&base, 2, &many), "thumbnail:16");
+    let big: Vec<u8> = (0..40u8).flat_map(|k| part(k + 1, 40, &vec![1; 65_000])).collect();
+    check("40 ICC parts of 65 KB", &splice(&base, 2, &big), "thumbnail:16,keep-icc");
+}
+
+/// `frame:N` decodes (and composes on the whole canvas) every frame before N: it is
+/// refused from the header when N+1 canvases pass the animation limits, as a whole
+/// animation of that many frames would be, and the plan counts the frames it decodes.
+#[test]
+fn a_late_frame_of_a_large_canvas_is_refused_from_the_header() {
+    let mut g = gif_frames(2, 2, 3);
+    // A 2000x2000 screen (4 MP): three frames fit 500 MP; frame 199 would decode 800 MP.
+    g[6..8].copy_from_slice(&2000u16.to_le_bytes());
+    g[8..10].copy_from_slice(&2000u16.to_le_bytes());
+    let l = Limits::default();
+    let p = |s: &str| Pipeline::parse(s).unwrap();
+    let (_, one) = pixq_kernel::plan(&g, &p("frame:1,format:png"), &l).unwrap();
+    let (_, two) = pixq_kernel::plan(&g, &p("frame:2,format:png"), &l).unwrap();
+    assert!(two.cpu_ns > one.cpu_ns, "frame 2 decodes more frames than frame 1: {} vs {}", two.cpu_ns, one.cpu_ns);
+    let tight = l.max_animation_pixels(10_000_000);
+    match pixq_kernel::plan(&g, &p("frame:2,format:png"), &tight) {
+        Err(Error::AnimationTooLarge { frames: 3, .. }) => {}
+        other => panic!("frame 2 of a 4 MP canvas under 10 MP: {other:?}"),
+    }
+    let e = process(&g, &p("frame:2,format:png"), &tight).unwrap_err().to_string();
+    assert!(e.contains("frame:2 decodes the frames before it"), "{e}");
+    // Within the limits it still works.
+    assert!(process(&g, &p("frame:1,format:png"), &tight).is_ok());
+}
+
+/// A JPEG segment whose length field is 0 or 1 is read as libjpeg reads it (an empty
+/// segment, the next marker right after it), so the EXIF orientation behind it still applies.
+#[test]
+fn a_segment_length_under_two_does_not_hide_the_segments_behind_it() {
+    let upright = common::jpeg(&common::quadrants(64, 48), 95);
+    let rotated = common::with_exif_orientation(&upright, 6);
+    for len in [0u16, 1] {
+        let mut seg = vec![0xFF, 0xE0];
+        seg.extend_from_slice(&len.to_be_bytes());
+        let k = splice(&rotated, 2, &seg);
+        let out = process(&k, &Pipeline::parse("format:png").unwrap(), &Limits::default());
+        let Ok(out) = out else { continue };
+        assert_eq!((out.width, out.height), (48, 64), "length {len}: the EXIF orientation behind it was lost");
+    }
+}
