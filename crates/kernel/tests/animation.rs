@@ -209,9 +209,14 @@ fn frame_limits_are_checked_from_the_blocks_before_decoding() {
     assert!(err.is_limit() && err.to_string().contains("4 frames"), "{err}");
     let err = process(&src, &p, &Limits::default().max_animation_pixels(5 * 32 * 32 - 1)).unwrap_err();
     assert!(matches!(err, Error::AnimationTooLarge { pixels: 5120, .. }), "{err}");
-    // The same limits let one frame through: a still output, or `frame:N` below the limit.
-    let tight = Limits::default().max_frames(4).max_animation_pixels(1024);
-    assert!(process(&src, &Pipeline::parse("thumbnail:16,format:png").unwrap(), &tight).is_ok());
+    // The same limits let a still output through (one frame), and `frame:N` when the N+1
+    // canvases it decodes are within them.
+    let one = Limits::default().max_frames(4).max_animation_pixels(1024);
+    assert!(process(&src, &Pipeline::parse("thumbnail:16,format:png").unwrap(), &one).is_ok());
+    let err = process(&src, &Pipeline::parse("frame:3,format:png").unwrap(), &one).unwrap_err();
+    assert!(matches!(err, Error::AnimationTooLarge { frames: 4, pixels: 4096, .. }), "{err}");
+    assert!(err.to_string().contains("frame:3 decodes the frames before it"), "{err}");
+    let tight = Limits::default().max_frames(4).max_animation_pixels(4 * 1024);
     assert!(process(&src, &Pipeline::parse("frame:3,format:png").unwrap(), &tight).is_ok());
     let err = process(&src, &Pipeline::parse("frame:4,format:png").unwrap(), &tight).unwrap_err();
     assert!(matches!(err, Error::AnimationTooLarge { .. }), "{err}");
