@@ -212,6 +212,7 @@ pub fn probe(input: &[u8], limits: &Limits) -> Result<Probe, Error> {
     let channels = channels_of(dec.color_type());
     let native_bytes = dec.total_bytes();
     let (orientation, icc) = if format == Format::Webp {
+        webp_frames_fit(input, width, height)?;
         webp_meta(input)
     } else {
         let orientation = dec.orientation().map(|o| Orientation::from_exif(u16::from(o.to_exif()))).unwrap_or_default();
@@ -249,6 +250,47 @@ fn webp_meta(input: &[u8]) -> (Orientation, Option<Vec<u8>>) {
         }
     }
     (orientation.unwrap_or_default(), icc.flatten())
+}
+
+/// Refuses a WebP whose lossy (VP8) pictures are not the size of their place: the still
+/// image's must be the canvas, each animation frame's its frame rectangle. The decoder
+/// sizes its planes from the VP8 frame header and compares with the canvas only after
+/// decoding, so a 1x1 canvas could hold a picture of 16383x16383 (400 MB of planes).
+fn webp_frames_fit(input: &[u8], width: u32, height: u32) -> Result<(), Error> {
+    // A VP8 key frame: a 3-byte tag, the start code 9D 01 2A, then 14-bit width and height.
+    let vp8_size = |p: &[u8]| -> Option<(u32, u32)> {
+        let b = p.get(6..10)?;
+        Some((
+            u32::from(u16::from_le_bytes([b[0], b[1]]) & 0x3FFF),
+            u32::from(u16::from_le_bytes([b[2], b[3]]) & 0x3FFF),
+        ))
+    };
+    let u24 = |b: &[u8]| u32::from(b[0]) | u32::from(b[1]) << 8 | u32::from(b[2]) << 16;
+    let misfit = |got: (u32, u32), want: (u32, u32)| {
+        Err(decode_err(
+            Format::Webp,
+            format!("a VP8 picture of {}x{} in a place of {}x{}", got.0, got.1, want.0, want.1),
+        ))
+    };
+    for (fourcc, payload) in crate::anim::riff_chunks(input.get(12..).unwrap_or_default()) {
+        match fourcc {
+            b"VP8 " => {
+                if let Some(got) = vp8_size(payload).filter(|&g| g != (width, height)) {
+                    return misfit(got, (width, height));
+                }
+            }
+            b"ANMF" if payload.len() >= 16 => {
+                let frame = (u24(&payload[6..9]) + 1, u24(&payload[9..12]) + 1);
+                for (kind, sub) in crate::anim::riff_chunks(&payload[16..]) {
+                    if let Some(got) = vp8_size(sub).filter(|&g| kind == b"VP8 " && g != frame) {
+                        return misfit(got, frame);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A decoder's limit refusal as our typed limit error (the sides are checked by the decoder

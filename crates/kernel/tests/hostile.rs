@@ -814,3 +814,48 @@ fn a_segment_length_under_two_does_not_hide_the_segments_behind_it() {
         assert_eq!((out.width, out.height), (48, 64), "length {len}: the EXIF orientation behind it was lost");
     }
 }
+
+/// A WebP whose lossy picture (VP8 frame header) claims another size than its canvas, or an
+/// animation frame's picture another size than its frame: refused from the header (the
+/// decoder would size its planes from the picture: 16383x16383 is 400 MB).
+#[test]
+fn a_webp_picture_larger_than_its_place_is_refused_from_the_header() {
+    let img = common::photo_like(48, 32);
+    let still = pixq_kernel::encode(&img, Format::Webp, &Default::default()).unwrap();
+    let vp8 = still.windows(4).position(|w| w == b"VP8 ").expect("a lossy WebP") + 8;
+    // As a VP8X file (canvas 48x32), so the canvas and the picture are declared apart.
+    let mut vp8x = riff_chunk(b"VP8X", 10, &[0, 0, 0, 0, 47, 0, 0, 31, 0, 0]);
+    vp8x.extend_from_slice(&still[12..]);
+    let extended: Vec<u8> =
+        b"RIFF".iter().copied().chain(((vp8x.len() + 4) as u32).to_le_bytes()).chain(*b"WEBP").chain(vp8x).collect();
+    let at = extended.windows(4).position(|w| w == b"VP8 ").unwrap() + 8;
+    assert_eq!(&extended[at + 3..at + 6], &[0x9D, 0x01, 0x2A]);
+    for (file, at) in [(still.clone(), vp8), (extended.clone(), at)] {
+        for (w, h) in [(16_383u16, 16_383u16), (16_383, 32), (48, 16_383), (49, 32), (1, 1)] {
+            let mut k = file.clone();
+            k[at + 6..at + 8].copy_from_slice(&w.to_le_bytes());
+            k[at + 8..at + 10].copy_from_slice(&h.to_le_bytes());
+            check(&format!("webp picture {w}x{h} in 48x32"), &k, "thumbnail:16");
+        }
+    }
+    let mut k = extended.clone();
+    k[at + 6..at + 8].copy_from_slice(&16_383u16.to_le_bytes());
+    k[at + 8..at + 10].copy_from_slice(&16_383u16.to_le_bytes());
+    let e = pixq_kernel::plan(&k, &Pipeline::parse("thumbnail:16").unwrap(), &Limits::default()).unwrap_err();
+    assert!(e.to_string().contains("16383x16383"), "{e}");
+    // An animation frame's picture.
+    let frames: Vec<u8> = {
+        let g = gif_frames(40, 30, 3);
+        process(&g, &Pipeline::parse("format:webp").unwrap(), &Limits::default()).unwrap().bytes
+    };
+    let anmf = frames.windows(4).position(|w| w == b"ANMF").expect("an animated WebP") + 8;
+    let sub = frames[anmf + 16..].windows(4).position(|w| w == b"VP8 ").expect("a lossy frame") + anmf + 16 + 8;
+    for (w, h) in [(16_383u16, 16_383u16), (41, 30)] {
+        let mut k = frames.clone();
+        k[sub + 6..sub + 8].copy_from_slice(&w.to_le_bytes());
+        k[sub + 8..sub + 10].copy_from_slice(&h.to_le_bytes());
+        check(&format!("animated webp frame picture {w}x{h}"), &k, "format:webp");
+        check(&format!("animated webp frame picture {w}x{h}, still"), &k, "thumbnail:16");
+        assert!(pixq_kernel::plan(&k, &Pipeline::parse("format:webp").unwrap(), &Limits::default()).is_err());
+    }
+}
