@@ -199,6 +199,9 @@ pub fn probe(input: &[u8], limits: &Limits) -> Result<Probe, Error> {
     }
     // The probe reads the header without the decoders' strict side limits, so an oversized
     // image gets our typed limit error with its declared size.
+    // A TIFF's first IFD is checked before the decoder reads it (`tiff_header`), and its
+    // profile read from the file's own bytes.
+    let tiff_icc = if format == Format::Tiff { crate::tiff_header::check(input, limits)? } else { None };
     let mut il = image_limits(limits, HEADER_ALLOC);
     (il.max_image_width, il.max_image_height) = (None, None);
     let mut reader = image_reader(input, format, limits, HEADER_ALLOC)?;
@@ -216,7 +219,8 @@ pub fn probe(input: &[u8], limits: &Limits) -> Result<Probe, Error> {
         webp_meta(input)
     } else {
         let orientation = dec.orientation().map(|o| Orientation::from_exif(u16::from(o.to_exif()))).unwrap_or_default();
-        (orientation, dec.icc_profile().ok().flatten())
+        let icc = if format == Format::Tiff { tiff_icc } else { dec.icc_profile().ok().flatten() };
+        (orientation, icc)
     };
     let icc = icc.filter(|p| !p.is_empty() && p.len() <= crate::meta::MAX_ICC);
     let animation = crate::anim::scan(input, format);

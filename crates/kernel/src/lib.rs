@@ -43,6 +43,7 @@ pub mod plan;
 pub mod png;
 mod raster;
 mod stop;
+mod tiff_header;
 
 use std::time::{Duration, Instant};
 

@@ -859,3 +859,131 @@ fn a_webp_picture_larger_than_its_place_is_refused_from_the_header() {
         assert!(pixq_kernel::plan(&k, &Pipeline::parse("format:webp").unwrap(), &Limits::default()).is_err());
     }
 }
+
+/// A little-endian TIFF of one IFD: `entries` are (tag, type, count, value bytes), written
+/// inline when they fit in four bytes; `data` goes right after the IFD (its offset is what
+/// the strip offsets should name: see `tiff_data_at`).
+fn tiff(entries: &[(u16, u16, u32, Vec<u8>)], data: &[u8]) -> Vec<u8> {
+    let mut sorted = entries.to_vec();
+    sorted.sort_by_key(|e| e.0);
+    let ifd_end = 8 + 2 + 12 * sorted.len() + 4;
+    let mut out = b"II*\0".to_vec();
+    out.extend_from_slice(&8u32.to_le_bytes());
+    out.extend_from_slice(&(sorted.len() as u16).to_le_bytes());
+    let mut extra = Vec::new();
+    for (tag, kind, count, bytes) in &sorted {
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&kind.to_le_bytes());
+        out.extend_from_slice(&count.to_le_bytes());
+        if bytes.len() <= 4 {
+            let mut v = bytes.clone();
+            v.resize(4, 0);
+            out.extend_from_slice(&v);
+        } else {
+            out.extend_from_slice(&((ifd_end + data.len() + extra.len()) as u32).to_le_bytes());
+            extra.extend_from_slice(bytes);
+            if extra.len() % 2 == 1 {
+                extra.push(0);
+            }
+        }
+    }
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(&extra);
+    out
+}
+
+fn tiff_data_at(entries: usize) -> u32 {
+    (8 + 2 + 12 * entries + 4) as u32
+}
+
+fn short(v: u16) -> Vec<u8> {
+    v.to_le_bytes().to_vec()
+}
+
+fn long(v: u32) -> Vec<u8> {
+    v.to_le_bytes().to_vec()
+}
+
+/// A 16x16 RGB TIFF, uncompressed or with one JPEG strip, plus `more` entries.
+fn tiff_rgb(jpeg: Option<&[u8]>, more: &[(u16, u16, u32, Vec<u8>)]) -> Vec<u8> {
+    let pixels: Vec<u8> = [200u8, 40, 40].repeat(256);
+    let data = jpeg.unwrap_or(&pixels);
+    let mut e = vec![
+        (256, 3, 1, short(16)),
+        (257, 3, 1, short(16)),
+        (258, 3, 3, [8u16, 8, 8].iter().flat_map(|v| v.to_le_bytes()).collect()),
+        (259, 3, 1, short(if jpeg.is_some() { 7 } else { 1 })),
+        (262, 3, 1, short(if jpeg.is_some() { 6 } else { 2 })),
+        (273, 4, 1, long(0)),
+        (277, 3, 1, short(3)),
+        (278, 3, 1, short(16)),
+        (279, 4, 1, long(data.len() as u32)),
+    ];
+    e.extend_from_slice(more);
+    let at = tiff_data_at(e.len());
+    e[5].3 = long(at);
+    tiff(&e, data)
+}
+
+/// TIFF tags that claim more than the file holds or the image needs (a 74-byte file with 8
+/// million strip offsets), JPEG strips that declare pictures far larger than their strip,
+/// and every IFD entry's count and offset at its extremes: refused from the header or read
+/// within the plan. A profile is read from the file's bytes, whatever the image's size.
+#[test]
+fn tiff_tags_that_claim_more_than_the_file_are_refused_from_the_header() {
+    let plain = tiff_rgb(None, &[]);
+    let p = Pipeline::parse("format:png").unwrap();
+    let out = process(&plain, &p, &Limits::default()).unwrap();
+    assert_eq!((out.width, out.height), (16, 16));
+    // The helper's file: 8,388,608 strip offsets at offset 0x50 of a 74-byte file.
+    let mut bomb = b"II*\0\x08\0\0\0\x05\0".to_vec();
+    for (tag, kind, count, value) in
+        [(256u16, 3u16, 1u32, 1u32), (257, 3, 1, 1), (262, 3, 1, 1), (273, 4, 0x0080_0000, 0x50), (279, 4, 1, 1)]
+    {
+        bomb.extend_from_slice(&tag.to_le_bytes());
+        bomb.extend_from_slice(&kind.to_le_bytes());
+        bomb.extend_from_slice(&count.to_le_bytes());
+        bomb.extend_from_slice(&value.to_le_bytes());
+    }
+    bomb.extend_from_slice(&[0; 4]);
+    check("tiff with 8M strip offsets", &bomb, "thumbnail:16");
+    assert!(pixq_kernel::plan(&bomb, &p, &Limits::default()).is_err());
+    // Every IFD entry's count and value (or offset) at its extremes, one at a time.
+    let entries = u16::from_le_bytes([plain[8], plain[9]]) as usize;
+    for k in 0..entries {
+        let e = 10 + 12 * k;
+        for (field, vals) in
+            [(4usize, [0u32, 1, 0xFFFF, 0x0080_0000, u32::MAX]), (8, [0, 1, 0xFFFF, 0x0080_0000, u32::MAX])]
+        {
+            for v in vals {
+                let mut t = plain.clone();
+                t[e + field..e + field + 4].copy_from_slice(&v.to_le_bytes());
+                check(&format!("tiff entry {k} field {field} = {v:#x}"), &t, "thumbnail:16");
+            }
+        }
+    }
+    // A JPEG strip declaring 16384x16384 (805 MB to decode) in a 16x16 image.
+    let mut strip = common::jpeg(&common::photo_like(16, 16), 90);
+    let sof = strip.windows(2).position(|w| w == [0xFF, 0xC0]).expect("baseline JPEG");
+    strip[sof + 5..sof + 9].copy_from_slice(&[0x40, 0x00, 0x40, 0x00]);
+    let big = tiff_rgb(Some(&strip), &[]);
+    check("tiff with a 16384x16384 JPEG strip", &big, "thumbnail:16");
+    let e = pixq_kernel::plan(&big, &p, &Limits::default()).unwrap_err().to_string();
+    assert!(e.contains("16384x16384"), "{e}");
+    // One of its own size is not refused by the check.
+    let fits = tiff_rgb(Some(&common::jpeg(&common::photo_like(16, 16), 90)), &[]);
+    if let Err(e) = pixq_kernel::plan(&fits, &p, &Limits::default()) {
+        assert!(!e.to_string().contains("declares a picture"), "{e}");
+    }
+    // A Display P3 profile of a few KB on a 16x16 image: read and applied (the decoder's
+    // own reading dropped any profile over a few hundred bytes on so small an image).
+    let p3 = moxcms::ColorProfile::new_display_p3().encode().unwrap();
+    assert!(p3.len() > 400);
+    let tagged = tiff_rgb(None, &[(34675, 7, p3.len() as u32, p3.clone())]);
+    let out = process(&tagged, &p, &Limits::default()).unwrap();
+    let px = pixq_kernel::decode(&out.bytes, &Limits::default()).unwrap().pixel(8, 8).to_vec();
+    assert!(px[0] > 205 && px[1] < 35, "P3 (200, 40, 40) converted to sRGB: {px:?}");
+    let kept = process(&tagged, &Pipeline::parse("format:png,keep-icc").unwrap(), &Limits::default()).unwrap();
+    assert_eq!(kept.source.icc.as_deref(), Some(&p3[..]));
+}
