@@ -202,6 +202,9 @@ pub fn probe(input: &[u8], limits: &Limits) -> Result<Probe, Error> {
     // A TIFF's first IFD is checked before the decoder reads it (`tiff_header`), and its
     // profile read from the file's own bytes.
     let tiff_icc = if format == Format::Tiff { crate::tiff_header::check(input, limits)? } else { None };
+    if format == Format::Png {
+        png_icc_within(input)?;
+    }
     let mut il = image_limits(limits, HEADER_ALLOC);
     (il.max_image_width, il.max_image_height) = (None, None);
     let mut reader = image_reader(input, format, limits, HEADER_ALLOC)?;
@@ -254,6 +257,45 @@ fn webp_meta(input: &[u8]) -> (Orientation, Option<Vec<u8>>) {
         }
     }
     (orientation.unwrap_or_default(), icc.flatten())
+}
+
+/// Refuses a PNG whose ICC profile (iCCP) inflates past the ICC limit. The PNG decoder
+/// inflates it once more when it decodes the pixels, under that decode's allocation cap
+/// (sized from the image, far above the plan's allowance for a profile on a large canvas),
+/// and keeps it for the whole decode: 1 MB of file can hold 800 MB of profile.
+fn png_icc_within(input: &[u8]) -> Result<(), Error> {
+    let mut i = 8usize;
+    while let Some(head) = input.get(i..i.saturating_add(8)) {
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let kind = &head[4..8];
+        if kind == b"IDAT" || kind == b"IEND" {
+            break;
+        }
+        let Some(data) = input.get(i + 8..(i + 8).saturating_add(len)) else { break };
+        if kind == b"iCCP" {
+            // A name, its NUL, the compression method, then the zlib stream.
+            let Some(z) = data.iter().position(|&b| b == 0).and_then(|nul| data.get(nul + 2..)) else { break };
+            let mut inflate = flate2::Decompress::new(true);
+            let mut out = vec![0u8; 64 << 10];
+            loop {
+                let (read, wrote) = (inflate.total_in(), inflate.total_out());
+                let rest = z.get(read as usize..).unwrap_or_default();
+                let done = inflate.decompress(rest, &mut out, flate2::FlushDecompress::None);
+                if inflate.total_out() > crate::meta::MAX_ICC as u64 {
+                    return Err(decode_err(
+                        Format::Png,
+                        format!("its ICC profile inflates past {} bytes", crate::meta::MAX_ICC),
+                    ));
+                }
+                let stuck = inflate.total_in() == read && inflate.total_out() == wrote;
+                if !matches!(done, Ok(flate2::Status::Ok | flate2::Status::BufError)) || stuck {
+                    break;
+                }
+            }
+        }
+        i = i.saturating_add(12).saturating_add(len);
+    }
+    Ok(())
 }
 
 /// Refuses a WebP whose lossy (VP8) pictures are not the size of their place: the still

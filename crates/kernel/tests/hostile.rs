@@ -987,3 +987,31 @@ fn tiff_tags_that_claim_more_than_the_file_are_refused_from_the_header() {
     let kept = process(&tagged, &Pipeline::parse("format:png,keep-icc").unwrap(), &Limits::default()).unwrap();
     assert_eq!(kept.source.icc.as_deref(), Some(&p3[..]));
 }
+
+/// An ICC profile bomb on a large canvas: the decode's own allocation cap (twice the
+/// canvas) would let the PNG decoder inflate it again, far past the plan. Refused from the
+/// header, cheaply; a real profile on the same image is still read.
+#[test]
+fn an_icc_profile_bomb_on_a_large_canvas_is_refused_from_the_header() {
+    let grey = pixq_kernel::Raster::from_fn(6000, 6000, pixq_kernel::Channels::Gray, |_, _, p| p[0] = 90);
+    let p = common::png(&grey);
+    let chunk = |inflated: usize| {
+        let mut body = b"icc\0\0".to_vec();
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut z, &vec![0u8; inflated]).unwrap();
+        body.extend_from_slice(&z.finish().unwrap());
+        common::png_with_chunk(&p, b"iCCP", &body)
+    };
+    let bomb = chunk(200 << 20);
+    let pipeline = Pipeline::parse("thumbnail:64").unwrap();
+    let (got, peak) = measured(|| process(&bomb, &pipeline, &Limits::default()));
+    let e = got.unwrap_err().to_string();
+    assert!(e.contains("ICC profile inflates past"), "{e}");
+    assert!(peak < 4 * MB, "refusing it took {peak} bytes");
+    // A profile within the ICC limit is no reason to refuse the file.
+    let small = chunk(100_000);
+    let (_, plan) = pixq_kernel::plan(&small, &pipeline, &Limits::default()).unwrap();
+    let (out, peak) = measured(|| process(&small, &pipeline, &Limits::default()));
+    out.unwrap();
+    assert!(peak <= plan.peak_bytes, "{peak} over the plan's {}", plan.peak_bytes);
+}
