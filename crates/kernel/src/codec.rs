@@ -169,12 +169,18 @@ pub fn probe(input: &[u8], limits: &Limits) -> Result<Probe, Error> {
     let format = sniff(input, limits)?;
     if format == Format::Jpeg {
         check_jpeg_complete(input)?;
+        // Decoders, the header reader included, collect every part of an ICC profile (the
+        // pure-Rust one as a small buffer each): a file of tiny parts by the million is
+        // refused before any of them reads it.
+        let JpegMeta { orientation, icc, icc_parts } = read_jpeg_meta(input);
+        if icc_parts > 255 {
+            return Err(decode_err(format, format!("its ICC profile comes in {icc_parts} parts (at most 255)")));
+        }
         let (width, height, channels, native, shrinkable) = jpeg_header(input)?;
         if width == 0 || height == 0 {
             return Err(decode_err(format, "frame header declares a zero size"));
         }
         limits.check_dimensions(width, height)?;
-        let JpegMeta { orientation, icc } = read_jpeg_meta(input);
         let native_bytes = u64::from(width) * u64::from(height) * native;
         // Four components in the frame header: CMYK or YCCK.
         let inks = crate::meta::jpeg_segments(input)

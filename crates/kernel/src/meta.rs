@@ -103,6 +103,9 @@ pub struct JpegMeta {
     pub orientation: Orientation,
     /// ICC profile, reassembled from its APP2 chunks.
     pub icc: Option<Vec<u8>>,
+    /// APP2 segments that call themselves part of an ICC profile (a profile has at most
+    /// 255 parts).
+    pub icc_parts: usize,
 }
 
 /// The marker segments before the first scan, walked as libjpeg walks them: bytes that are
@@ -162,7 +165,11 @@ pub fn read_jpeg_meta(jpeg: &[u8]) -> JpegMeta {
             if let Some(o) = exif_orientation(&body[6..]) {
                 meta.orientation = o;
             }
-        } else if marker == 0xE2 && body.starts_with(b"ICC_PROFILE\0") && body.len() > 14 && !dropped {
+        } else if marker == 0xE2 && body.starts_with(b"ICC_PROFILE\0") && body.len() > 14 {
+            meta.icc_parts += 1;
+            if dropped {
+                continue;
+            }
             total += body.len() - 14;
             if chunks.len() == 255 || total > MAX_ICC {
                 (chunks, dropped) = (Vec::new(), true);

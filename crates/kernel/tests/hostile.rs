@@ -763,6 +763,8 @@ fn jpeg_icc_parts_by_the_thousand_stay_within_the_plan() {
     let tiny: Vec<u8> = (0..1_000_000).flat_map(|_| part(1, 1, &[0])).collect();
     let spam = splice(&base, 2, &tiny);
     check("1,000,000 one-byte ICC parts", &spam, "thumbnail:16");
+    let e = pixq_kernel::plan(&spam, &Pipeline::parse("thumbnail:16").unwrap(), &limits()).unwrap_err();
+    assert!(e.to_string().contains("1000000 parts"), "{e}");
     // The parts are dropped as they pass 255, not collected first (a million of them took
     // 24 MB, and a 100 MB file five times that).
     let (meta, peak) = measured(|| pixq_kernel::meta::read_jpeg_meta(&spam));
@@ -770,6 +772,12 @@ fn jpeg_icc_parts_by_the_thousand_stay_within_the_plan() {
     assert!(peak < 64 << 10, "reading the segments took {peak} bytes");
     let many: Vec<u8> = (0..300u32).flat_map(|k| part((k % 255 + 1) as u8, 255, &[7; 100])).collect();
     check("300 ICC parts of 255", &splice(&base, 2, &many), "thumbnail:16");
+    // 255 parts are a profile's most, and no reason to refuse the file.
+    let most: Vec<u8> = (0..255u32).flat_map(|k| part((k + 1) as u8, 255, &[7; 100])).collect();
+    check("255 ICC parts", &splice(&base, 2, &most), "thumbnail:16");
+    if let Err(e) = pixq_kernel::plan(&splice(&base, 2, &most), &Pipeline::parse("thumbnail:16").unwrap(), &limits()) {
+        assert!(!e.to_string().contains("parts"), "{e}");
+    }
     let big: Vec<u8> = (0..40u8).flat_map(|k| part(k + 1, 40, &vec![1; 65_000])).collect();
     check("40 ICC parts of 65 KB", &splice(&base, 2, &big), "thumbnail:16,keep-icc");
 }
