@@ -28,14 +28,23 @@ pub struct Animation {
 /// be walked: the decoder then reports what is wrong with it, and decodes one frame).
 pub fn scan(input: &[u8], format: Format) -> Option<Animation> {
     let a = match format {
-        Format::Gif => scan_gif(input),
+        Format::Gif => walk_gif(input).map(|(a, _)| a),
         Format::Webp => scan_webp(input),
         _ => None,
     }?;
     (a.frames > 1).then_some(a)
 }
 
-fn scan_gif(b: &[u8]) -> Option<Animation> {
+/// Bytes of a GIF's application extensions (ICC profiles, XMP and others): the `gif` crate
+/// keeps an ICC or XMP one whole (up to 50 MB each) for as long as it decodes. `None` when
+/// the blocks cannot be walked.
+pub(crate) fn gif_application_bytes(input: &[u8]) -> Option<u64> {
+    walk_gif(input).map(|(_, app)| app)
+}
+
+/// The frames and plays a GIF's blocks declare, and the bytes of its application
+/// extensions' data.
+fn walk_gif(b: &[u8]) -> Option<(Animation, u64)> {
     let table = |packed: u8| if packed & 0x80 != 0 { 3usize << ((packed & 7) + 1) } else { 0 };
     // Skips data sub-blocks (a length byte, that many bytes, until a zero length).
     let sub_blocks = |mut i: usize| -> Option<usize> {
@@ -49,7 +58,7 @@ fn scan_gif(b: &[u8]) -> Option<Animation> {
         }
     };
     let mut i = 13 + table(*b.get(10)?);
-    let (mut frames, mut plays) = (0u32, 1u32);
+    let (mut frames, mut plays, mut app) = (0u32, 1u32, 0u64);
     loop {
         match b.get(i) {
             Some(0x21) => {
@@ -63,7 +72,11 @@ fn scan_gif(b: &[u8]) -> Option<Animation> {
                     let repeat = u16::from_le_bytes([*b.get(i + 16)?, *b.get(i + 17)?]);
                     plays = if repeat == 0 { 0 } else { u32::from(repeat) + 1 };
                 }
-                i = sub_blocks(i + 2)?;
+                let end = sub_blocks(i + 2)?;
+                if label == 0xFF {
+                    app += (end - i) as u64;
+                }
+                i = end;
             }
             Some(0x2C) => {
                 frames = frames.saturating_add(1);
@@ -72,7 +85,7 @@ fn scan_gif(b: &[u8]) -> Option<Animation> {
                 i = sub_blocks(i + 10 + table(packed) + 1)?;
             }
             // The trailer, or the end of a truncated file: what was seen so far.
-            _ => return Some(Animation { frames, plays }),
+            _ => return Some((Animation { frames, plays }, app)),
         }
     }
 }

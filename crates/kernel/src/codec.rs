@@ -211,6 +211,11 @@ pub fn probe(input: &[u8], limits: &Limits) -> Result<Probe, Error> {
     if format == Format::Png {
         png_icc_within(input)?;
     }
+    if let Some(app) = (format == Format::Gif).then(|| crate::anim::gif_application_bytes(input)).flatten()
+        && app > HEADER_ALLOC
+    {
+        return Err(decode_err(format, format!("its application extensions hold {app} bytes (an ICC profile or XMP)")));
+    }
     let mut il = image_limits(limits, HEADER_ALLOC);
     (il.max_image_width, il.max_image_height) = (None, None);
     let mut reader = image_reader(input, format, limits, HEADER_ALLOC)?;

@@ -1023,3 +1023,31 @@ fn an_icc_profile_bomb_on_a_large_canvas_is_refused_from_the_header() {
     out.unwrap();
     assert!(peak <= plan.peak_bytes, "{peak} over the plan's {}", plan.peak_bytes);
 }
+
+/// A GIF carrying tens of MB in ICC or XMP application extensions (the decoder keeps each
+/// whole, up to 50 MB, for the whole decode): refused from its blocks; a small one is not.
+#[test]
+fn gif_application_extensions_of_many_megabytes_are_refused_from_the_blocks() {
+    let g = gif_frames(40, 30, 2);
+    let ext = |id: &[u8; 11], bytes: usize| {
+        let mut e = vec![0x21, 0xFF, 11];
+        e.extend_from_slice(id);
+        for chunk in vec![0x41u8; bytes].chunks(255) {
+            e.push(chunk.len() as u8);
+            e.extend_from_slice(chunk);
+        }
+        e.push(0);
+        e
+    };
+    // After the header and global colour table, before the first block.
+    let at = 13 + (3usize << ((g[10] & 7) + 1));
+    for (id, name) in [(b"ICCRGBG1012", "ICC"), (b"XMP DataXMP", "XMP")] {
+        let big = splice(&g, at, &ext(id, 20 << 20));
+        check(&format!("gif with 20 MB of {name}"), &big, "thumbnail:16");
+        let e = pixq_kernel::plan(&big, &Pipeline::parse("thumbnail:16").unwrap(), &limits()).unwrap_err();
+        assert!(e.to_string().contains("application extensions"), "{e}");
+        let small = splice(&g, at, &ext(id, 10_000));
+        check(&format!("gif with 10 KB of {name}"), &small, "thumbnail:16");
+        assert!(process(&small, &Pipeline::parse("thumbnail:16").unwrap(), &limits()).is_ok(), "{name}");
+    }
+}
