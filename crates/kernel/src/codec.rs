@@ -203,19 +203,16 @@ pub fn probe(input: &[u8], limits: &Limits) -> Result<Probe, Error> {
     if matches!(format, Format::Avif | Format::Heic) {
         return crate::heif::probe(input, format, limits);
     }
+    // What a decoder would trust in the header is checked before it reads it; a TIFF's
+    // profile is read from the file's own bytes (`tiff_header`).
+    let tiff_icc = match format {
+        Format::Tiff => crate::tiff_header::check(input, limits)?,
+        Format::Png => png_icc_within(input).map(|()| None)?,
+        Format::Gif => gif_applications_within(input).map(|()| None)?,
+        _ => None,
+    };
     // The probe reads the header without the decoders' strict side limits, so an oversized
     // image gets our typed limit error with its declared size.
-    // A TIFF's first IFD is checked before the decoder reads it (`tiff_header`), and its
-    // profile read from the file's own bytes.
-    let tiff_icc = if format == Format::Tiff { crate::tiff_header::check(input, limits)? } else { None };
-    if format == Format::Png {
-        png_icc_within(input)?;
-    }
-    if let Some(app) = (format == Format::Gif).then(|| crate::anim::gif_application_bytes(input)).flatten()
-        && app > HEADER_ALLOC
-    {
-        return Err(decode_err(format, format!("its application extensions hold {app} bytes (an ICC profile or XMP)")));
-    }
     let mut il = image_limits(limits, HEADER_ALLOC);
     (il.max_image_width, il.max_image_height) = (None, None);
     let mut reader = image_reader(input, format, limits, HEADER_ALLOC)?;
@@ -229,8 +226,7 @@ pub fn probe(input: &[u8], limits: &Limits) -> Result<Probe, Error> {
     let channels = channels_of(dec.color_type());
     let native_bytes = dec.total_bytes();
     let (orientation, icc) = if format == Format::Webp {
-        webp_frames_fit(input, width, height)?;
-        webp_meta(input)
+        webp_header(input, width, height)?
     } else {
         let orientation = dec.orientation().map(|o| Orientation::from_exif(u16::from(o.to_exif()))).unwrap_or_default();
         let icc = if format == Format::Tiff { tiff_icc } else { dec.icc_profile().ok().flatten() };
@@ -250,24 +246,6 @@ pub fn probe(input: &[u8], limits: &Limits) -> Result<Probe, Error> {
         inks: false,
         animation,
     })
-}
-
-/// A WebP's EXIF orientation and ICC profile, from its own chunks (slices of the file). The
-/// WebP decoder would allocate a metadata chunk at its declared size before reading it,
-/// and a chunk header can declare 4 GiB in a file of 50 bytes.
-fn webp_meta(input: &[u8]) -> (Orientation, Option<Vec<u8>>) {
-    let (mut orientation, mut icc) = (None, None);
-    for (fourcc, payload) in crate::anim::riff_chunks(input.get(12..).unwrap_or_default()) {
-        match fourcc {
-            b"EXIF" if orientation.is_none() => {
-                let tiff = payload.strip_prefix(b"Exif\0\0".as_slice()).unwrap_or(payload);
-                orientation = Some(crate::meta::exif_orientation(tiff).unwrap_or_default());
-            }
-            b"ICCP" if icc.is_none() => icc = Some((payload.len() <= crate::meta::MAX_ICC).then(|| payload.to_vec())),
-            _ => {}
-        }
-    }
-    (orientation.unwrap_or_default(), icc.flatten())
 }
 
 /// Refuses a PNG whose ICC profile (iCCP) inflates past the ICC limit. The PNG decoder
@@ -309,11 +287,25 @@ fn png_icc_within(input: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
-/// Refuses a WebP whose lossy (VP8) pictures are not the size of their place: the still
-/// image's must be the canvas, each animation frame's its frame rectangle. The decoder
-/// sizes its planes from the VP8 frame header and compares with the canvas only after
-/// decoding, so a 1x1 canvas could hold a picture of 16383x16383 (400 MB of planes).
-fn webp_frames_fit(input: &[u8], width: u32, height: u32) -> Result<(), Error> {
+/// Refuses a GIF whose application extensions (an ICC profile, XMP) hold over
+/// [`HEADER_ALLOC`] bytes: the `gif` crate keeps each whole, up to 50 MB, through the decode.
+fn gif_applications_within(input: &[u8]) -> Result<(), Error> {
+    match crate::anim::gif_application_bytes(input) {
+        Some(app) if app > HEADER_ALLOC => {
+            Err(decode_err(Format::Gif, format!("its application extensions hold {app} bytes (an ICC profile or XMP)")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A WebP's EXIF orientation and ICC profile, read from its own chunks (slices of the file):
+/// the WebP decoder would allocate a metadata chunk at its declared size before reading it,
+/// and a chunk header can declare 4 GiB in a file of 50 bytes. Refuses a WebP whose lossy
+/// (VP8) pictures are not the size of their place (the still image's must be the canvas,
+/// each animation frame's its frame rectangle): the decoder sizes its planes from the VP8
+/// frame header and compares with the canvas only after decoding, so a 1x1 canvas could
+/// hold a picture of 16383x16383 (400 MB of planes).
+fn webp_header(input: &[u8], width: u32, height: u32) -> Result<(Orientation, Option<Vec<u8>>), Error> {
     // A VP8 key frame: a 3-byte tag, the start code 9D 01 2A, then 14-bit width and height.
     let vp8_size = |p: &[u8]| -> Option<(u32, u32)> {
         let b = p.get(6..10)?;
@@ -329,6 +321,7 @@ fn webp_frames_fit(input: &[u8], width: u32, height: u32) -> Result<(), Error> {
             format!("a VP8 picture of {}x{} in a place of {}x{}", got.0, got.1, want.0, want.1),
         ))
     };
+    let (mut orientation, mut icc) = (None, None);
     for (fourcc, payload) in crate::anim::riff_chunks(input.get(12..).unwrap_or_default()) {
         match fourcc {
             b"VP8 " => {
@@ -344,10 +337,15 @@ fn webp_frames_fit(input: &[u8], width: u32, height: u32) -> Result<(), Error> {
                     }
                 }
             }
+            b"EXIF" if orientation.is_none() => {
+                let tiff = payload.strip_prefix(b"Exif\0\0".as_slice()).unwrap_or(payload);
+                orientation = Some(crate::meta::exif_orientation(tiff).unwrap_or_default());
+            }
+            b"ICCP" if icc.is_none() => icc = Some((payload.len() <= crate::meta::MAX_ICC).then(|| payload.to_vec())),
             _ => {}
         }
     }
-    Ok(())
+    Ok((orientation.unwrap_or_default(), icc.flatten()))
 }
 
 /// A decoder's limit refusal as our typed limit error (the sides are checked by the decoder
