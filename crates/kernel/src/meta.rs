@@ -52,26 +52,16 @@ impl Orientation {
 
 /// Reads the orientation from a TIFF-structured EXIF block (starting at "II*\0" / "MM\0*").
 pub fn exif_orientation(tiff: &[u8]) -> Option<Orientation> {
-    let le = match tiff.get(0..4)? {
-        [b'I', b'I', 42, 0] => true,
-        [b'M', b'M', 0, 42] => false,
-        _ => return None,
-    };
-    let u16_at = |o: usize| -> Option<u16> {
-        let b = tiff.get(o..o + 2)?;
-        Some(if le { u16::from_le_bytes([b[0], b[1]]) } else { u16::from_be_bytes([b[0], b[1]]) })
-    };
-    let u32_at = |o: usize| -> Option<u32> {
-        let b = tiff.get(o..o + 4)?;
-        let a = [b[0], b[1], b[2], b[3]];
-        Some(if le { u32::from_le_bytes(a) } else { u32::from_be_bytes(a) })
-    };
-    let ifd = u32_at(4)? as usize;
-    let entries = u16_at(ifd)? as usize;
+    let (r, version) = crate::tiff_header::Reader::open(tiff)?;
+    if version != 42 {
+        return None;
+    }
+    let ifd = r.uint(4, 4)? as usize;
+    let entries = r.uint(ifd, 2)? as usize;
     for i in 0..entries.min(512) {
         let e = ifd + 2 + i * 12;
-        if u16_at(e)? == 0x0112 {
-            return Some(Orientation::from_exif(u16_at(e + 8)?));
+        if r.uint(e, 2)? == 0x0112 {
+            return Some(Orientation::from_exif(r.uint(e + 8, 2)? as u16));
         }
     }
     None

@@ -40,13 +40,28 @@ struct Entry {
     at: usize,
 }
 
-struct Reader<'a> {
+/// Integers of a TIFF structure (a file, or an EXIF block) in its byte order.
+pub(crate) struct Reader<'a> {
     b: &'a [u8],
     le: bool,
 }
 
-impl Reader<'_> {
-    fn uint(&self, at: usize, n: usize) -> Option<u64> {
+impl<'a> Reader<'a> {
+    /// The byte order its first two bytes name ("II" or "MM"), and its version (42, or 43
+    /// for BigTIFF); `None` for anything else.
+    pub(crate) fn open(b: &'a [u8]) -> Option<(Reader<'a>, u64)> {
+        let le = match b.get(..2)? {
+            b"II" => true,
+            b"MM" => false,
+            _ => return None,
+        };
+        let r = Reader { b, le };
+        let version = r.uint(2, 2).filter(|v| matches!(v, 42 | 43))?;
+        Some((r, version))
+    }
+
+    /// The `n`-byte unsigned integer at `at`, if the bytes are there.
+    pub(crate) fn uint(&self, at: usize, n: usize) -> Option<u64> {
         let s = self.b.get(at..at.checked_add(n)?)?;
         Some(if self.le {
             s.iter().rev().fold(0, |v, &x| v << 8 | u64::from(x))
@@ -73,17 +88,8 @@ fn refuse(msg: String) -> Error {
 /// Checks the first IFD of `input` (a TIFF) and returns its ICC profile, if any. A file
 /// this walk cannot read (a header it does not know) is left to the decoder.
 pub(crate) fn check(input: &[u8], limits: &Limits) -> Result<Option<Vec<u8>>, Error> {
-    let le = match input.get(..2) {
-        Some(b"II") => true,
-        Some(b"MM") => false,
-        _ => return Ok(None),
-    };
-    let r = Reader { b: input, le };
-    let big = match r.uint(2, 2) {
-        Some(42) => false,
-        Some(43) => true,
-        _ => return Ok(None),
-    };
+    let Some((r, version)) = Reader::open(input) else { return Ok(None) };
+    let big = version == 43;
     let (ifd, count_size, entry_size, field) = if big { (r.uint(8, 8), 8, 20, 8) } else { (r.uint(4, 4), 2, 12, 4) };
     let Some(ifd) = ifd.and_then(|o| usize::try_from(o).ok()) else { return Ok(None) };
     let Some(n) = r.uint(ifd, count_size) else { return Ok(None) };
