@@ -31,6 +31,49 @@ use crate::{Channels, Error, Raster, Stop};
 /// exist; the kernel's ICC limit is the same.
 const MAX_PROFILE: usize = crate::meta::MAX_ICC;
 
+/// Tags a conversion from a profile reads: the colorants and tone curves of a matrix-shaper
+/// profile, the device-to-PCS tables of a LUT profile, and what adapts their white point.
+const USED_TAGS: [&[u8; 4]; 15] = [
+    b"rXYZ", b"gXYZ", b"bXYZ", b"rTRC", b"gTRC", b"bTRC", b"kTRC", b"wtpt", b"chad", b"bkpt", b"lumi", b"cicp",
+    b"A2B0", b"A2B1", b"A2B2",
+];
+
+/// Most tags a profile may list (Little CMS refuses more, too).
+const MAX_TAGS: usize = 100;
+
+/// The profile moxcms parses for a conversion from `icc`; `None` (the pixels are left as
+/// they are) when it is larger than [`MAX_PROFILE`], lists more than [`MAX_TAGS`] tags or
+/// does not parse.
+///
+/// moxcms parses every tag it knows, and each tag alone is bounded by its size, but not
+/// what a crafted file makes of many: 300,000 records of one 4 MB `mluc` text tag pointing at
+/// the same bytes would be a terabyte of strings, and a tag table listing one large LUT tens
+/// of thousands of times would parse it as often. So moxcms gets a copy in which only the
+/// tags a conversion reads keep their names, each once (the first listed);
+/// the rest (text, PCS-to-device tables, gamut, repeats) are renamed to nothing it knows,
+/// and are skipped.
+fn source_profile(icc: &[u8]) -> Option<ColorProfile> {
+    const TABLE: usize = 132;
+    if icc.len() > MAX_PROFILE || icc.len() < TABLE {
+        return None;
+    }
+    let n = u32::from_be_bytes(icc[128..TABLE].try_into().ok()?) as usize;
+    if n > MAX_TAGS || TABLE + 12 * n > icc.len() {
+        return None;
+    }
+    let mut copy = icc.to_vec();
+    let mut kept: Vec<[u8; 4]> = Vec::with_capacity(USED_TAGS.len());
+    for entry in copy[TABLE..TABLE + 12 * n].chunks_exact_mut(12) {
+        let sig: [u8; 4] = entry[..4].try_into().ok()?;
+        if USED_TAGS.contains(&&sig) && !kept.contains(&sig) {
+            kept.push(sig);
+        } else {
+            entry[..4].fill(0);
+        }
+    }
+    ColorProfile::new_from_slice(&copy).ok()
+}
+
 /// Converts `img` from the colour space `icc` describes to sRGB, in place. Returns whether
 /// it converted anything.
 pub fn to_srgb(img: &mut Raster, icc: &[u8], stop: &Stop) -> Result<bool, Error> {
@@ -40,10 +83,7 @@ pub fn to_srgb(img: &mut Raster, icc: &[u8], stop: &Stop) -> Result<bool, Error>
         // Grey images stay grey (a grey profile's tone curve is close to sRGB's).
         Channels::Gray | Channels::GrayAlpha => return Ok(false),
     };
-    if icc.len() > MAX_PROFILE {
-        return Ok(false);
-    }
-    let Ok(profile) = ColorProfile::new_from_slice(icc) else { return Ok(false) };
+    let Some(profile) = source_profile(icc) else { return Ok(false) };
     if profile.color_space != DataColorSpace::Rgb {
         return Ok(false);
     }
@@ -126,10 +166,7 @@ pub fn cmyk_to_srgb(
 
 /// The transform from a CMYK profile's inks to sRGB; `None` when `icc` is not one.
 fn cmyk_transform(icc: &[u8]) -> Option<Arc<Transform8BitExecutor>> {
-    if icc.len() > MAX_PROFILE {
-        return None;
-    }
-    let profile = ColorProfile::new_from_slice(icc).ok()?;
+    let profile = source_profile(icc)?;
     if profile.color_space != DataColorSpace::Cmyk {
         return None;
     }
@@ -195,6 +232,30 @@ mod tests {
         assert_eq!(img, before);
         let mut grey_img = Raster::from_fn(1, 1, Channels::Gray, |_, _, p| p[0] = 9);
         assert!(!to_srgb(&mut grey_img, &profile(ColorProfile::new_display_p3()), &Stop::new()).unwrap());
+    }
+
+    #[test]
+    fn a_profile_listing_more_than_a_hundred_tags_is_not_parsed() {
+        let mut icc = profile(ColorProfile::new_display_p3());
+        let n = u32::from_be_bytes(icc[128..132].try_into().unwrap()) as usize;
+        // The same tags, then unnamed ones up to the count: moxcms alone parses it.
+        for count in [MAX_TAGS, MAX_TAGS + 1] {
+            let mut more = icc.clone();
+            more.splice(132 + 12 * n..132 + 12 * n, vec![0u8; 12 * (count - n)]);
+            for e in 0..n {
+                let at = 132 + 12 * e + 4;
+                let off = u32::from_be_bytes(more[at..at + 4].try_into().unwrap()) + 12 * (count - n) as u32;
+                more[at..at + 4].copy_from_slice(&off.to_be_bytes());
+            }
+            more[128..132].copy_from_slice(&(count as u32).to_be_bytes());
+            let len = more.len() as u32;
+            more[..4].copy_from_slice(&len.to_be_bytes());
+            assert!(ColorProfile::new_from_slice(&more).is_ok(), "{count}");
+            assert_eq!(source_profile(&more).is_some(), count <= MAX_TAGS, "{count}");
+        }
+        // Too short for its table.
+        icc[128..132].copy_from_slice(&100u32.to_be_bytes());
+        assert!(source_profile(&icc).is_none());
     }
 
     #[test]

@@ -22,6 +22,7 @@ struct Counting;
 thread_local! {
     static LIVE: Cell<usize> = const { Cell::new(0) };
     static PEAK: Cell<usize> = const { Cell::new(0) };
+    static TOTAL: Cell<usize> = const { Cell::new(0) };
 }
 
 unsafe impl GlobalAlloc for Counting {
@@ -33,6 +34,7 @@ unsafe impl GlobalAlloc for Counting {
                 live.set(now);
                 let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
             });
+            let _ = TOTAL.try_with(|total| total.set(total.get().wrapping_add(l.size())));
         }
         p
     }
@@ -52,6 +54,14 @@ fn measured<T>(f: impl FnOnce() -> T) -> (T, u64) {
     let out = f();
     let peak = PEAK.with(Cell::get).saturating_sub(base);
     (out, peak as u64)
+}
+
+/// Runs `f` and returns its result with the bytes it allocated on this thread, freed or not:
+/// a measure of work that a peak does not show.
+fn allocated<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    let base = TOTAL.with(Cell::get);
+    let out = f();
+    (out, TOTAL.with(Cell::get).wrapping_sub(base) as u64)
 }
 
 /// Tight limits so that a mutation declaring a big size is refused or stays small.
@@ -1050,4 +1060,93 @@ fn gif_application_extensions_of_many_megabytes_are_refused_from_the_blocks() {
         check(&format!("gif with 10 KB of {name}"), &small, "thumbnail:16");
         assert!(process(&small, &Pipeline::parse("thumbnail:16").unwrap(), &limits()).is_ok(), "{name}");
     }
+}
+
+/// `icc` with more tags listed at the end of its table and their data at its end; a body
+/// listed again is not written again (the entries share its bytes).
+fn icc_with_tags(icc: &[u8], extra: &[([u8; 4], &[u8])]) -> Vec<u8> {
+    let n = u32::from_be_bytes(icc[128..132].try_into().unwrap()) as usize;
+    let shift = 12 * extra.len() as u32;
+    let mut out = icc[..132].to_vec();
+    for e in icc[132..132 + 12 * n].chunks_exact(12) {
+        out.extend_from_slice(&e[..4]);
+        out.extend_from_slice(&(u32::from_be_bytes(e[4..8].try_into().unwrap()) + shift).to_be_bytes());
+        out.extend_from_slice(&e[8..]);
+    }
+    // Offsets in the new profile: everything after the old table moves by `shift`.
+    let mut data = icc[132 + 12 * n..].to_vec();
+    let base = (132 + 12 * n) as u32 + shift;
+    let mut written: Vec<(&[u8], u32)> = Vec::new();
+    for (sig, body) in extra {
+        let at = match written.iter().find(|(b, _)| b == body) {
+            Some(&(_, at)) => at,
+            None => {
+                while !data.len().is_multiple_of(4) {
+                    data.push(0);
+                }
+                let at = base + data.len() as u32;
+                data.extend_from_slice(body);
+                written.push((body, at));
+                at
+            }
+        };
+        out.extend_from_slice(sig);
+        out.extend_from_slice(&at.to_be_bytes());
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    }
+    out.extend_from_slice(&data);
+    out[128..132].copy_from_slice(&((n + extra.len()) as u32).to_be_bytes());
+    let len = out.len() as u32;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    out
+}
+
+/// An `mluc` text tag of `records` records, each naming the same `text` bytes of UTF-16.
+fn mluc(records: usize, text: usize) -> Vec<u8> {
+    let mut t = b"mluc\0\0\0\0".to_vec();
+    t.extend_from_slice(&(records as u32).to_be_bytes());
+    t.extend_from_slice(&12u32.to_be_bytes());
+    for _ in 0..records {
+        t.extend_from_slice(b"enUS");
+        t.extend_from_slice(&(text as u32).to_be_bytes());
+        t.extend_from_slice(&((16 + 12 * records) as u32).to_be_bytes());
+    }
+    t.extend(std::iter::repeat_n([0u8, b'A'], text / 2).flatten());
+    t
+}
+
+/// ICC profiles whose parts are each within bounds but not together: an `mluc` text tag
+/// whose hundreds of records all name one megabyte of text (a string each), the same text
+/// tag listed again and again, a second `rXYZ` of nonsense, a tag table of thousands of
+/// entries. The image is converted as its profile's colours say, within its plan, and the
+/// profile's size bounds the work; a table over 100 tags leaves the pixels alone.
+#[test]
+fn icc_tags_that_multiply_their_bytes_cost_what_the_profile_holds() {
+    let img = common::photo_like(32, 24);
+    let p3 = moxcms::ColorProfile::new_display_p3().encode().unwrap();
+    let png = |icc: Option<&[u8]>| pixq_kernel::png::encode(&img, 1, icc, &Stop::new()).unwrap();
+    let run = |bytes: &[u8]| process(bytes, &Pipeline::parse("format:png").unwrap(), &Limits::default()).unwrap();
+    let (plain, untagged) = (run(&png(Some(&p3))).bytes, run(&png(None)).bytes);
+    assert_ne!(plain, untagged, "Display P3 is converted");
+
+    let text = mluc(400, 1 << 20);
+    let nonsense = [b"XYZ \0\0\0\0".as_slice(), &[0x7F; 12]].concat();
+    let bomb = icc_with_tags(&p3, &[(*b"desc", &text), (*b"rXYZ", &nonsense), (*b"cprt", &text)]);
+    assert!(bomb.len() < 2 * MB as usize);
+    check("icc mluc records", &png(Some(&bomb)), "thumbnail:16");
+    assert_eq!(run(&png(Some(&bomb))).bytes, plain, "the profile's own colours, its first rXYZ");
+
+    // The same text tag 80 times: its bytes once in the file, 80 parses without the guard.
+    let small = mluc(1, 1 << 20);
+    let many: Vec<([u8; 4], &[u8])> = (0..80).map(|_| (*b"desc", small.as_slice())).collect();
+    let listed = png(Some(&icc_with_tags(&p3, &many)));
+    let (out, total) = allocated(|| run(&listed));
+    assert_eq!(out.bytes, plain);
+    let (_, once) = allocated(|| run(&png(Some(&icc_with_tags(&p3, &many[..1])))));
+    assert!(total < 2 * once, "80 listings allocated {total} bytes, one {once}");
+
+    // Over 100 tags (each a valid XYZ, which moxcms alone would read 5,000 times): not
+    // converted, not refused.
+    let table: Vec<([u8; 4], &[u8])> = (0..5000).map(|_| (*b"gXYZ", nonsense.as_slice())).collect();
+    assert_eq!(run(&png(Some(&icc_with_tags(&p3, &table)))).bytes, untagged);
 }
