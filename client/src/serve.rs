@@ -105,13 +105,13 @@ pub async fn serve(g: &Global, a: ServeArgs) -> anyhow::Result<i32> {
     );
     std::io::stdout().flush().ok();
     let stop = shutdown.clone();
-    axum::serve(listener, pixq_web::router(app))
-        .with_graceful_shutdown(async move {
-            wait_for_signal().await;
-            stop.cancel();
-        })
-        .await
-        .context("serving")?;
+    let limits = pixq_web::server::ServeLimits::default();
+    pixq_web::server::serve(listener, pixq_web::router(app), limits, async move {
+        wait_for_signal().await;
+        stop.cancel();
+    })
+    .await
+    .context("serving")?;
     shutdown.cancel();
     if let Some(w) = worker {
         w.await.context("worker task")?;

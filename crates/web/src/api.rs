@@ -248,11 +248,16 @@ pub struct UploadQuery {
 }
 
 /// `PUT /api/uploads/{batch}/{index}?expires&sig`: the local stand-in for a presigned PUT.
+///
+/// Nothing of the body is read before the URL's signature, its expiry and the batch are
+/// checked; then at most the announced size (and one byte more, to tell a longer body) is
+/// read, within the upload memory budget (`WebConfig::upload_memory_mb`, waited for) and
+/// `WebConfig::upload_timeout` for the wait and the read together.
 pub async fn upload(
     State(app): AppState,
     Path((batch, index)): Path<(String, usize)>,
     Query(q): Query<UploadQuery>,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let (Some(expires), Some(sig)) = (q.expires, q.sig) else {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "upload URL without a signature"));
@@ -272,9 +277,24 @@ pub async fn upload(
         return Err(ApiError::new(StatusCode::CONFLICT, "the batch has started; uploads are closed"));
     }
     let f = w.files.get(index).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such file in the batch"))?;
-    if body.len() as u64 > app.config.max_file_bytes {
+    if f.size > app.config.max_file_bytes {
         return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "over the size limit"));
     }
+    let announced = usize::try_from(f.size).unwrap_or(usize::MAX);
+    let read = async {
+        let held = app.upload_budget.hold(f.size).await;
+        (axum::body::to_bytes(body, announced.saturating_add(1)).await, held)
+    };
+    let (body, _held) = match tokio::time::timeout(app.config.upload_timeout, read).await {
+        Err(_) => return Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, "the upload took too long")),
+        Ok((Err(_), _)) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("'{}' was announced as {} bytes; more arrived, or the body broke off", f.name, f.size),
+            ));
+        }
+        Ok((Ok(bytes), held)) => (bytes, held),
+    };
     if body.len() as u64 != f.size {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -290,8 +310,12 @@ pub async fn upload(
             ),
         ));
     };
-    let digest = keys::content_digest(&body);
-    app.store.put(&app.bucket, &f.key, body.to_vec(), format.mime()).await.map_err(ApiError::store)?;
+    // Hashing up to the size limit is CPU work: off the async threads.
+    let hashed = body.clone();
+    let digest = tokio::task::spawn_blocking(move || keys::content_digest(&hashed))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("hashing the upload: {e}")))?;
+    app.store.put(&app.bucket, &f.key, Vec::from(body), format.mime()).await.map_err(ApiError::store)?;
     app.store
         .put(
             &app.bucket,

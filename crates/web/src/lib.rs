@@ -6,6 +6,7 @@
 //!   step list and validation the page uses.
 //! - [`img`]: signed on-the-fly image URLs answered from the content-addressed outputs.
 //! - [`presign`]: presigned S3 URLs on AWS, so image bytes never pass through the function.
+//! - [`server`]: serving the router on a socket with header time limits and a connection cap.
 //! - [`sign`]: the HMAC signatures of those URLs and of upload URLs.
 //! - [`zip`]: a streamed ZIP of a batch's outputs.
 //!
@@ -17,6 +18,7 @@ pub mod api;
 pub mod img;
 pub mod presign;
 pub mod results;
+pub mod server;
 pub mod sign;
 pub mod zip;
 
@@ -50,6 +52,11 @@ pub struct WebConfig {
     pub max_file_bytes: u64,
     /// How long an upload URL stays valid.
     pub upload_ttl: Duration,
+    /// Upload bodies held in memory at once, MB (each counts its announced size, at least
+    /// 1 MB); an upload waits for room before its body is read.
+    pub upload_memory_mb: u64,
+    /// How long one upload may wait for room and send its body.
+    pub upload_timeout: Duration,
     /// Named pipelines (`preset:NAME`), from presets.toml or the stack's parameter.
     pub presets: BTreeMap<String, Pipeline>,
     /// On-the-fly URLs take presets only, no free pipelines.
@@ -75,7 +82,7 @@ pub struct WebConfig {
 
 impl WebConfig {
     /// Defaults around a signer: 500 files of at most 50 MB per batch, 15-minute upload
-    /// URLs, sources under `images/`, inline renders of sources up to 8 MB.
+    /// URLs, 512 MB of upload bodies at once, each in at most 10 minutes, sources under `images/`, inline renders of sources up to 8 MB.
     pub fn new(signer: Signer) -> WebConfig {
         WebConfig {
             api_key: None,
@@ -83,6 +90,8 @@ impl WebConfig {
             max_files: 500,
             max_file_bytes: 50 << 20,
             upload_ttl: Duration::from_secs(900),
+            upload_memory_mb: 512,
+            upload_timeout: Duration::from_secs(600),
             presets: BTreeMap::new(),
             presets_only: false,
             img_prefix: "images/".into(),
@@ -140,6 +149,27 @@ pub fn parse_presets(text: &str) -> Result<BTreeMap<String, Pipeline>, SetupErro
     Ok(out)
 }
 
+/// Megabytes of memory shared by requests that hold bodies: each waits for its size.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    room: Arc<tokio::sync::Semaphore>,
+    mb: u32,
+}
+
+impl Budget {
+    fn new(mb: u64) -> Budget {
+        let mb = u32::try_from(mb.max(1)).unwrap_or(u32::MAX).min(tokio::sync::Semaphore::MAX_PERMITS as u32);
+        Budget { room: Arc::new(tokio::sync::Semaphore::new(mb as usize)), mb }
+    }
+
+    /// Waits for room for `bytes` (at least 1 MB, at most the whole budget) and holds it
+    /// until the returned permit drops.
+    pub(crate) async fn hold(&self, bytes: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let mb = u32::try_from(bytes.div_ceil(1 << 20)).unwrap_or(u32::MAX).clamp(1, self.mb);
+        self.room.clone().acquire_many_owned(mb).await.ok()
+    }
+}
+
 /// An on-the-fly source as the store describes it: key, size, tag.
 pub(crate) type SourceId = (String, u64, Option<String>);
 
@@ -151,6 +181,8 @@ pub struct App {
     pub(crate) bucket: String,
     pub(crate) config: WebConfig,
     pub(crate) admission: Admission,
+    /// Room for upload bodies (`WebConfig::upload_memory_mb`).
+    pub(crate) upload_budget: Budget,
     /// Source digests of on-the-fly keys, by (key, size, etag): a hit reads no source.
     pub(crate) digests: Mutex<HashMap<SourceId, String>>,
     /// Successful result records by key, with the size they were read at: final once
@@ -163,12 +195,14 @@ impl App {
     pub fn new(backend: &Backend, config: WebConfig) -> Result<Arc<App>, SetupError> {
         let bucket = backend.bucket.clone().ok_or(SetupError::NoBucket)?;
         let admission = Admission::new(config.inline_memory_mb);
+        let upload_budget = Budget::new(config.upload_memory_mb);
         Ok(Arc::new(App {
             queue: backend.queue.clone(),
             store: backend.store.clone(),
             bucket,
             config,
             admission,
+            upload_budget,
             digests: Mutex::new(HashMap::new()),
             records: Mutex::new(HashMap::new()),
         }))
@@ -182,17 +216,13 @@ impl App {
 
 /// The router: API, page and on-the-fly images.
 pub fn router(app: Arc<App>) -> Router {
-    let upload_limit = usize::try_from(app.config.max_file_bytes).unwrap_or(usize::MAX).saturating_add(1);
     Router::new()
         .route("/", get(page))
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/ops", get(api::ops))
         .route("/api/validate", post(api::validate))
         .route("/api/batches", post(api::create))
-        .route(
-            "/api/uploads/{batch}/{index}",
-            put(api::upload).layer(axum::extract::DefaultBodyLimit::max(upload_limit)),
-        )
+        .route("/api/uploads/{batch}/{index}", put(api::upload))
         .route("/api/batches/{batch}", get(results::status))
         .route("/api/batches/{batch}/start", post(api::start))
         .route("/api/batches/{batch}/events", get(results::events))
@@ -256,6 +286,21 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_body_waits_for_room_in_the_budget() {
+        let b = Budget::new(3);
+        let first = b.hold(2 << 20).await.unwrap();
+        // 1.5 MB rounds up to 2: no room while the first holds 2 of 3.
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(300), b.hold(3 << 19)).await;
+        assert!(waiting.is_err(), "held more than the budget");
+        // A tiny one counts 1 MB and fits; one larger than the whole budget takes all of it.
+        let tiny = b.hold(10).await.unwrap();
+        drop((first, tiny));
+        let all = b.hold(1 << 40).await.unwrap();
+        assert_eq!(all.num_permits(), 3);
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(300), b.hold(1)).await.is_err());
+    }
 
     #[test]
     fn presets_parse_and_refuse_what_they_must() {

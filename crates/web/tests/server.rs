@@ -1,0 +1,159 @@
+//! `pixq serve`'s socket, as a hostile client meets it: raw TCP against
+//! `pixq_web::server::serve` on 127.0.0.1, the embedded default behind it.
+//!
+//! - Headers sent slowly, or never, close the connection after the header time limit, and a
+//!   kept-alive connection idle that long closes too.
+//! - At the connection cap no more are served until one closes.
+//! - An upload's body is not read before its URL checks out, never past its announced size,
+//!   and not for longer than the upload time limit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use pixq_jobs::backend::Connect;
+use pixq_web::server::{ServeLimits, serve};
+use pixq_web::{App, Signer, WebConfig};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tower::ServiceExt;
+
+/// Longest any step here may take before the test calls it hung (generous for slow
+/// machines; nothing is timed against it).
+const HUNG: Duration = Duration::from_secs(20);
+
+struct Server {
+    _dir: tempfile::TempDir,
+    addr: std::net::SocketAddr,
+    router: axum::Router,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+async fn server(limits: ServeLimits, tune: impl FnOnce(&mut WebConfig)) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let backend =
+        pixq_jobs::backend::open(&Connect { home: dir.path().join("home"), ..Connect::default() }).await.unwrap();
+    let mut cfg = WebConfig::new(Signer::new(b"test signing key, 16+ bytes").unwrap());
+    tune(&mut cfg);
+    let app: Arc<App> = App::new(&backend, cfg).unwrap();
+    let router = pixq_web::router(app);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(serve(listener, router.clone(), limits, async move { s.cancelled().await }));
+    Server { _dir: dir, addr, router, stop }
+}
+
+fn limits(header_timeout_ms: u64, max_connections: usize) -> ServeLimits {
+    ServeLimits { header_timeout: Duration::from_millis(header_timeout_ms), max_connections, ..ServeLimits::default() }
+}
+
+/// Reads until the server closes the connection; what it sent.
+async fn read_to_close(c: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    tokio::time::timeout(HUNG, c.read_to_end(&mut got)).await.expect("the server kept the connection open").ok();
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Reads one response's head (up to the blank line), without waiting for the connection
+/// to close.
+async fn read_head(c: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(HUNG, c.read(&mut buf)).await.expect("no response").unwrap();
+        assert!(n > 0, "closed before a response: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn headers_that_never_finish_and_idle_connections_are_closed() {
+    let s = server(limits(300, 64), |_| {}).await;
+    // Half a request line, then nothing.
+    let mut slow = TcpStream::connect(s.addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    // Nothing at all.
+    let mut silent = TcpStream::connect(s.addr).await.unwrap();
+    // A kept-alive connection after one answered request.
+    let mut idle = TcpStream::connect(s.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let head = read_head(&mut idle).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    for (name, c) in [("slow", &mut slow), ("silent", &mut silent), ("idle", &mut idle)] {
+        let got = read_to_close(c).await;
+        assert!(!got.contains("200 OK"), "{name}: {got}");
+    }
+    s.stop.cancel();
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_the_next_waits_for_one_to_close() {
+    let s = server(limits(60_000, 1), |_| {}).await;
+    let mut holder = TcpStream::connect(s.addr).await.unwrap();
+    holder.write_all(b"GET /heal").await.unwrap();
+    // Give the server time to accept the holder first.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut next = TcpStream::connect(s.addr).await.unwrap();
+    next.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 64];
+    let early = tokio::time::timeout(Duration::from_millis(700), next.read(&mut buf)).await;
+    assert!(early.is_err(), "served while the only slot was taken: {early:?}");
+    // The holder goes away: the slot is free, the next one is accepted and served.
+    drop(holder);
+    let response = read_to_close(&mut next).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    s.stop.cancel();
+}
+
+/// A batch of one announced file; its upload URL.
+async fn upload_url(s: &Server, size: usize) -> String {
+    let body = json!({"pipeline": "thumbnail:64", "files": [{"name": "a.jpg", "size": size, "type": "image/jpeg"}]});
+    let req = Request::builder()
+        .method("POST")
+        .uri("/api/batches")
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let r = s.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    v["uploads"][0]["url"].as_str().unwrap().to_string()
+}
+
+/// Sends an upload's head declaring `declared` bytes and the first `send` of them.
+async fn start_upload(s: &Server, path: &str, declared: u64, send: usize) -> TcpStream {
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    let head = format!("PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n");
+    c.write_all(head.as_bytes()).await.unwrap();
+    c.write_all(&vec![0xFFu8; send]).await.unwrap();
+    c
+}
+
+#[tokio::test]
+async fn an_upload_body_is_read_only_after_its_url_checks_out_and_only_as_announced() {
+    let s = server(limits(5000, 64), |c| c.upload_timeout = Duration::from_millis(700)).await;
+    let url = upload_url(&s, 1000).await;
+    // Unsigned, tampered, unknown batch: refused with 50 MB declared and 10 bytes sent.
+    let unsigned = url.split('?').next().unwrap().to_string();
+    let tampered = url.replace("sig=", "sig=A");
+    for path in [unsigned.as_str(), tampered.as_str(), "/api/uploads/b1/0?expires=9999999999&sig=x"] {
+        let mut c = start_upload(&s, path, 50 << 20, 10).await;
+        let head = read_head(&mut c).await;
+        assert!(head.starts_with("HTTP/1.1 403") || head.starts_with("HTTP/1.1 404"), "{path}: {head}");
+    }
+    // Signed, announced as 1,000 bytes, declaring 50 MB: refused after 1,001 bytes.
+    let mut c = start_upload(&s, &url, 50 << 20, 4096).await;
+    let head = read_head(&mut c).await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    // Signed, the right size declared, the body stalling: the upload time limit ends it.
+    let mut c = start_upload(&s, &url, 1000, 100).await;
+    let head = read_head(&mut c).await;
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    s.stop.cancel();
+}
