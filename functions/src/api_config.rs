@@ -130,4 +130,18 @@ mod tests {
         assert!(c.presets_only);
         assert_eq!(pixq_web::parse_presets(&c.presets).unwrap().len(), 2);
     }
+
+    /// The stack's own default `Presets` parameter (`format:auto` in it) starts the function.
+    #[test]
+    fn the_templates_default_presets_are_read() {
+        let t = include_str!("../../template.yaml");
+        let at = t.find("\n  Presets:").expect("a Presets parameter");
+        let line = t[at..].lines().find_map(|l| l.trim().strip_prefix("Default: ")).expect("its default");
+        let value = line.trim().strip_prefix('\'').and_then(|v| v.strip_suffix('\'')).expect("single-quoted");
+        let base = [("PIXQ_QUEUE_URL", "http://q"), ("PIXQ_BUCKET", "b"), ("PIXQ_SIGNING_KEY", "0123456789abcdef")];
+        let c = from(&[base[0], base[1], base[2], ("PIXQ_PRESETS", value)]).unwrap();
+        let presets = pixq_web::parse_presets(&c.presets).unwrap();
+        assert_eq!(presets.len(), 2, "{value}");
+        assert!(presets.values().all(|p| p.is_auto()), "{value}");
+    }
 }

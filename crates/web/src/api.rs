@@ -55,7 +55,8 @@ fn parse_pipeline(app: &App, text: &str) -> Result<Pipeline, ApiError> {
             .config
             .presets
             .get(name)
-            .cloned()
+            // A batch has no Accept header: `format:auto` keeps each input's format.
+            .map(|p| p.pipeline(false).clone())
             .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, format!("unknown preset '{name}'")));
     }
     Pipeline::parse(text).map_err(|e| {
@@ -71,8 +72,7 @@ pub async fn ops(State(app): AppState) -> Json<serde_json::Value> {
         .iter()
         .map(|s| serde_json::json!({"name": s.name(), "syntax": s.syntax, "about": s.about, "example": s.example}))
         .collect();
-    let presets: serde_json::Map<_, _> =
-        app.config.presets.iter().map(|(k, v)| (k.clone(), v.canonical().into())).collect();
+    let presets: serde_json::Map<_, _> = app.config.presets.iter().map(|(k, v)| (k.clone(), v.text().into())).collect();
     Json(serde_json::json!({ "steps": steps, "presets": presets, "presets_only": app.config.presets_only }))
 }
 

@@ -34,18 +34,18 @@ pub struct ImgQuery {
 /// Resolves the pipeline text of a URL: a preset or a pipeline, with `format:auto`
 /// decided from `Accept`. Returns the pipeline and whether the answer varies by `Accept`.
 fn resolve(app: &App, text: &str, accept: &str) -> Result<(Pipeline, bool), ApiError> {
+    let webp = accept.split(',').any(|t| t.trim().split(';').next().unwrap_or_default().trim() == "image/webp");
     if let Some(name) = text.strip_prefix("preset:") {
         let p = app
             .config
             .presets
             .get(name)
             .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown preset '{name}'")))?;
-        return Ok((p.clone(), false));
+        return Ok((p.pipeline(webp).clone(), p.is_auto()));
     }
     if app.config.presets_only {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "this server takes presets only (preset:NAME)"));
     }
-    let webp = accept.split(',').any(|t| t.trim().split(';').next().unwrap_or_default().trim() == "image/webp");
     let (text, vary) = decide_auto(text, webp);
     let p = Pipeline::parse(&text).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     Ok((p, vary))

@@ -58,7 +58,7 @@ pub struct WebConfig {
     /// How long one upload may wait for room and send its body.
     pub upload_timeout: Duration,
     /// Named pipelines (`preset:NAME`), from presets.toml or the stack's parameter.
-    pub presets: BTreeMap<String, Pipeline>,
+    pub presets: BTreeMap<String, Preset>,
     /// On-the-fly URLs take presets only, no free pipelines.
     pub presets_only: bool,
     /// Where on-the-fly source keys live in the bucket (`images/`): a key never leaves it.
@@ -120,9 +120,45 @@ pub enum SetupError {
     },
 }
 
+/// A named pipeline. It may say `format:auto` (as image URLs may): WebP for a client that
+/// takes it, the source's format otherwise; both pipelines are parsed when it is read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preset {
+    text: String,
+    plain: Pipeline,
+    webp: Pipeline,
+    auto: bool,
+}
+
+impl Preset {
+    /// Parses `text`, with or without `format:auto`.
+    pub fn parse(text: &str) -> Result<Preset, pixq_jobs::kernel::ParseError> {
+        let (plain, auto) = img::decide_auto(text, false);
+        let plain = Pipeline::parse(&plain)?;
+        let webp = if auto { Pipeline::parse(&img::decide_auto(text, true).0)? } else { plain.clone() };
+        let text = if auto { format!("{},format:auto", plain.canonical()) } else { plain.canonical() };
+        Ok(Preset { text: text.trim_start_matches(',').to_string(), plain, webp, auto })
+    }
+
+    /// The pipeline for a client that does (or does not) take WebP.
+    pub fn pipeline(&self, takes_webp: bool) -> &Pipeline {
+        if takes_webp { &self.webp } else { &self.plain }
+    }
+
+    /// Whether it says `format:auto` (its answers vary by `Accept`).
+    pub fn is_auto(&self) -> bool {
+        self.auto
+    }
+
+    /// Its canonical text, `format:auto` kept.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
 /// Reads presets from the text of a presets.toml: one `name = "pipeline"` per line
 /// (comments with `#`, an optional `[presets]` header). Names are `[a-z0-9_-]{1,40}`.
-pub fn parse_presets(text: &str) -> Result<BTreeMap<String, Pipeline>, SetupError> {
+pub fn parse_presets(text: &str) -> Result<BTreeMap<String, Preset>, SetupError> {
     let mut out = BTreeMap::new();
     for (n, raw) in text.lines().enumerate() {
         let line = raw.split_once(" #").map(|(a, _)| a).unwrap_or(raw).trim();
@@ -143,7 +179,7 @@ pub fn parse_presets(text: &str) -> Result<BTreeMap<String, Pipeline>, SetupErro
             .strip_prefix('"')
             .and_then(|v| v.strip_suffix('"'))
             .ok_or_else(|| bad("the pipeline must be a quoted string".into()))?;
-        let p = Pipeline::parse(value).map_err(|e| SetupError::Preset { name: name.into(), reason: e.to_string() })?;
+        let p = Preset::parse(value).map_err(|e| SetupError::Preset { name: name.into(), reason: e.to_string() })?;
         out.insert(name.to_string(), p);
     }
     Ok(out)
@@ -307,8 +343,18 @@ mod tests {
         let p =
             parse_presets("[presets]\n# comment\nthumb = \"thumbnail:200,format:webp\"  # small\nbw=\"grayscale\"\n")
                 .unwrap();
-        assert_eq!(p["thumb"].canonical(), "thumbnail:200,format:webp");
-        assert_eq!(p["bw"].canonical(), "grayscale");
+        assert_eq!(p["thumb"].text(), "thumbnail:200,format:webp");
+        assert_eq!(p["bw"].text(), "grayscale");
+        // format:auto, as the stack's default presets say it: WebP for those who take it.
+        let p = parse_presets(&"thumb = \"thumbnail:320,format:auto\"; large = \"format:auto\"".replace(';', "\n"))
+            .unwrap();
+        let t = &p["thumb"];
+        assert!(t.is_auto());
+        assert_eq!(t.text(), "thumbnail:320,format:auto");
+        assert_eq!(t.pipeline(true).canonical(), "thumbnail:320,format:webp");
+        assert_eq!(t.pipeline(false).canonical(), "thumbnail:320");
+        assert_eq!(p["large"].text(), "format:auto");
+        assert!(!parse_presets("x = \"thumbnail:9\"").unwrap()["x"].is_auto());
         for bad in ["Thumb = \"grayscale\"", "x = grayscale", "x = \"blur:0\"", "just text", "../x = \"invert\""] {
             assert!(parse_presets(bad).is_err(), "{bad}");
         }

@@ -437,7 +437,8 @@ fn zip_names(zip: &[u8]) -> Vec<String> {
 #[tokio::test]
 async fn on_the_fly_images_hit_miss_and_refuse() {
     let e = env(|c| {
-        c.presets = pixq_web::parse_presets("thumb = \"thumbnail:50,format:png\"").unwrap();
+        c.presets = pixq_web::parse_presets("thumb = \"thumbnail:50,format:png\"\nauto = \"thumbnail:40,format:auto\"")
+            .unwrap();
         c.inline_max_bytes = 200_000;
     })
     .await;
@@ -476,6 +477,12 @@ async fn on_the_fly_images_hit_miss_and_refuse() {
     assert_eq!((s, h[header::CONTENT_TYPE].to_str().unwrap()), (StatusCode::OK, "image/png"));
     let (s, _, _) = e.call(get(signer.img_path("preset:nope", "cats/chelsea.jpg", None), "*/*", None)).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    // A preset with format:auto: WebP for a client that takes it, the input's format else.
+    for (accept, want) in [("image/webp,*/*", "image/webp"), ("*/*", "image/jpeg")] {
+        let (s, h, _) = e.call(get(signer.img_path("preset:auto", "cats/chelsea.jpg", None), accept, None)).await;
+        assert_eq!((s, h[header::CONTENT_TYPE].to_str().unwrap()), (StatusCode::OK, want), "{accept}");
+        assert_eq!(h[header::VARY], "Accept");
+    }
 
     // A source over the inline limit is queued: 202 with Retry-After, and a job on the queue.
     let (s, h, _) = e.call(get(signer.img_path("grayscale", "big.png", None), "*/*", None)).await;
