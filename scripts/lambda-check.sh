@@ -128,13 +128,14 @@ created = json.loads(out["body"])
 up = created["uploads"][0]
 assert up["url"].startswith("http://127.0.0.1:") and "X-Amz-Signature" in up["url"], up
 data = open(f"{work}/upload.png", "rb").read()
-# (A Content-Type of its own: urllib's default, form-urlencoded, makes moto's server read
-# the body as a form.)
-req = urllib.request.Request(up["url"], data=data, method="PUT", headers={**up["headers"], "Content-Type": "image/png"})
+# The headers the API hands out, as the page sends them: the type is signed, and bytes.
+assert {k.lower(): v for k, v in up["headers"].items()}.get("content-type") == "application/octet-stream", up
+req = urllib.request.Request(up["url"], data=data, method="PUT", headers=up["headers"])
 assert urllib.request.urlopen(req, timeout=30).status == 200
-# The size is part of the signature, so S3 refuses any other (moto does not check
-# presigned signatures, so this checks what is signed).
-assert "content-length" in up["url"].split("X-Amz-SignedHeaders=")[1].split("&")[0], up["url"]
+# The size and the type are part of the signature, so S3 refuses any other (moto does not
+# check presigned signatures, so this checks what is signed).
+signed = up["url"].split("X-Amz-SignedHeaders=")[1].split("&")[0]
+assert "content-length" in signed and "content-type" in signed, up["url"]
 ev = json.load(open(f"{work}/create.json"))
 ev["rawPath"] = ev["requestContext"]["http"]["path"] = f"/api/batches/{created['batch']}/start"
 ev.pop("body")

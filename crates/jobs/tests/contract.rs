@@ -358,6 +358,14 @@ mod aws {
         let body = http_get(&url);
         assert!(body.ends_with("presigned!"), "{body}");
         assert!(store.presign_put(&b, "up.txt", Duration::from_secs(60)).await.unwrap().contains("X-Amz-Signature"));
+        // A sized PUT signs its length and its type (bytes, nothing a browser renders), and
+        // hands the type to the client to send.
+        let (url, headers) = store.presign_put_sized(&b, "up.bin", 5, Duration::from_secs(60)).await.unwrap();
+        let signed = url.split("X-Amz-SignedHeaders=").nth(1).unwrap().split('&').next().unwrap().to_string();
+        assert!(signed.contains("content-length") && signed.contains("content-type"), "{signed}");
+        let ct: Vec<_> = headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("content-type")).collect();
+        assert_eq!(ct.len(), 1, "{headers:?}");
+        assert_eq!(ct[0].1, pixq_jobs::store::s3::UPLOAD_TYPE);
     }
 
     #[tokio::test]

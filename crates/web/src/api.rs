@@ -45,8 +45,14 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|Json(v)| v)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("request body: {}", e.body_text())))
+    // 413 over the body limit, 415 not JSON, 400 for JSON that does not parse or fit.
+    body.map(|Json(v)| v).map_err(|e| {
+        let status = match e.status() {
+            s @ (StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE) => s,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, format!("request body: {}", e.body_text()))
+    })
 }
 
 fn parse_pipeline(app: &App, text: &str) -> Result<Pipeline, ApiError> {

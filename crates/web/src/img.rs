@@ -81,11 +81,37 @@ pub fn check_pipeline(text: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `GET /img/{sig}/{pipeline}/{*key}`.
+/// `GET /img/{sig}/{pipeline}/{*key}`. An answer to a URL that expires is cached no longer
+/// than the URL lives (and not as `immutable`): a cache must not serve it past its expiry.
 pub async fn image(
     State(app): State<Arc<App>>,
     Path((sig, pipeline_text, key)): Path<(String, String, String)>,
     Query(q): Query<ImgQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let expires = q.expires;
+    let mut r = answer(app, sig, pipeline_text, key, q, headers).await?;
+    if let Some(t) = expires {
+        let left = u64::try_from(t.saturating_sub(now_ms() / 1000)).unwrap_or(0);
+        let h = r.headers_mut();
+        let cached = h.get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).and_then(|v| {
+            let scope = if v.starts_with("private") { "private" } else { "public" };
+            let age = v.split(',').find_map(|d| d.trim().strip_prefix("max-age=")?.parse::<u64>().ok())?;
+            Some(format!("{scope}, max-age={}", age.min(left)))
+        });
+        if let Some(v) = cached.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            h.insert(header::CACHE_CONTROL, v);
+        }
+    }
+    Ok(r)
+}
+
+async fn answer(
+    app: Arc<App>,
+    sig: String,
+    pipeline_text: String,
+    key: String,
+    q: ImgQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if !app.config.signer.verify_img(&pipeline_text, &key, q.expires, &sig) {

@@ -78,11 +78,16 @@ pub struct WebConfig {
     /// keeps a stream open until the batch is done. A function behind API Gateway returns
     /// its response whole, so there it is zero: every connection is one current status.
     pub events_hold: Option<Duration>,
+    /// Event streams open at once (each reads the batch's status four times a second);
+    /// past it a stream answers the current status and ends, and the browser reconnects a
+    /// second later, as behind a function.
+    pub max_event_streams: usize,
 }
 
 impl WebConfig {
     /// Defaults around a signer: 500 files of at most 50 MB per batch, 15-minute upload
-    /// URLs, 512 MB of upload bodies at once, each in at most 10 minutes, sources under `images/`, inline renders of sources up to 8 MB.
+    /// URLs, 512 MB of upload bodies at once, each in at most 10 minutes, event streams of
+    /// at most 5 minutes and 256 at once, sources under `images/`, inline renders of sources up to 8 MB.
     pub fn new(signer: Signer) -> WebConfig {
         WebConfig {
             api_key: None,
@@ -99,7 +104,8 @@ impl WebConfig {
             process: ProcessConfig { runtime: "web".into(), ..ProcessConfig::default() },
             inline_memory_mb: 1024,
             presign: None,
-            events_hold: None,
+            events_hold: Some(Duration::from_secs(300)),
+            max_event_streams: 256,
         }
     }
 }
@@ -219,6 +225,8 @@ pub struct App {
     pub(crate) admission: Admission,
     /// Room for upload bodies (`WebConfig::upload_memory_mb`).
     pub(crate) upload_budget: Budget,
+    /// Slots of open event streams (`WebConfig::max_event_streams`).
+    pub(crate) streams: Arc<tokio::sync::Semaphore>,
     /// Source digests of on-the-fly keys, by (key, size, etag): a hit reads no source.
     pub(crate) digests: Mutex<HashMap<SourceId, String>>,
     /// Successful result records by key, with the size they were read at: final once
@@ -232,6 +240,7 @@ impl App {
         let bucket = backend.bucket.clone().ok_or(SetupError::NoBucket)?;
         let admission = Admission::new(config.inline_memory_mb);
         let upload_budget = Budget::new(config.upload_memory_mb);
+        let streams = Arc::new(tokio::sync::Semaphore::new(config.max_event_streams.max(1)));
         Ok(Arc::new(App {
             queue: backend.queue.clone(),
             store: backend.store.clone(),
@@ -239,6 +248,7 @@ impl App {
             config,
             admission,
             upload_budget,
+            streams,
             digests: Mutex::new(HashMap::new()),
             records: Mutex::new(HashMap::new()),
         }))
@@ -309,7 +319,9 @@ impl ApiError {
     pub(crate) fn store(e: pixq_jobs::store::StoreError) -> ApiError {
         tracing::warn!(error = %e, "store");
         let status = if e.is_transient() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::INTERNAL_SERVER_ERROR };
-        ApiError::new(status, format!("storage: {e}"))
+        // The store's own words (bucket, key, an AWS account or role) stay in the log.
+        let said = if e.is_transient() { "storage is unavailable; try again" } else { "storage error" };
+        ApiError::new(status, said)
     }
 }
 

@@ -164,7 +164,10 @@ pub async fn events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     // An unknown batch is a 404 before the stream starts.
     let first = status_json(&app, &batch).await?;
-    let until = app.config.events_hold.map(|h| tokio::time::Instant::now() + h);
+    // A slot held as long as the stream lives; without one, one status and the end.
+    let slot = app.streams.clone().try_acquire_owned().ok();
+    let hold = if slot.is_some() { app.config.events_hold } else { Some(Duration::ZERO) };
+    let until = hold.map(|h| tokio::time::Instant::now() + h);
     let state = (app, batch, Some(first), String::new(), false);
     let stream = futures::stream::unfold(state, move |(app, batch, mut ready, mut last, finished)| async move {
         if finished {
@@ -182,7 +185,8 @@ pub async fn events(
                     match status_json(&app, &batch).await {
                         Ok(r) => r,
                         Err(e) => {
-                            let ev = Event::default().event("error").data(format!("{e:?}"));
+                            tracing::warn!(batch = %batch, error = ?e, "events: reading the status");
+                            let ev = Event::default().event("error").data("the batch's status could not be read");
                             return Some((Ok(ev), (app, batch, None, last, true)));
                         }
                     }
@@ -202,6 +206,10 @@ pub async fn events(
                 return Some((Ok(ev), (app, batch, None, last, false)));
             }
         }
+    });
+    let stream = futures::StreamExt::map(stream, move |ev| {
+        let _slot = &slot;
+        ev
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
@@ -271,7 +279,7 @@ pub async fn file(
     }
     let bytes = match app.store.get(&app.bucket, &object.key).await {
         Ok(b) => b,
-        Err(e @ StoreError::NotFound { .. }) => return Err(ApiError::new(StatusCode::NOT_FOUND, format!("gone: {e}"))),
+        Err(StoreError::NotFound { .. }) => return Err(ApiError::new(StatusCode::NOT_FOUND, "the file is gone")),
         Err(e) => return Err(ApiError::store(e)),
     };
     let mime = Format::sniff(&bytes).map(|f| f.mime()).unwrap_or("application/octet-stream");

@@ -97,6 +97,14 @@ async fn health_ops_and_validation() {
     let (s, v) = e.json("POST", "/api/validate", Some(json!({"nope": 1}))).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(v["error"].as_str().unwrap().contains("request body"), "{v}");
+    // Over the 2 MiB body limit: 413; not JSON: 415; both as JSON errors.
+    let big = json!({"pipeline": "x".repeat(3 << 20)});
+    let (s, v) = e.json("POST", "/api/validate", Some(big)).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    let req = Request::post("/api/validate").body(Body::from("{}")).unwrap();
+    let (s, _, b) = e.call(req).await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(serde_json::from_slice::<Value>(&b).unwrap()["error"].is_string());
     let (s, v) = e.json("GET", "/api/nothing", None).await;
     assert_eq!((s, v["error"].as_str()), (StatusCode::NOT_FOUND, Some("no such endpoint")));
     let (s, _, page) = e.call(Request::get("/").body(Body::empty()).unwrap()).await;
@@ -477,6 +485,14 @@ async fn on_the_fly_images_hit_miss_and_refuse() {
     assert_eq!((s, h[header::CONTENT_TYPE].to_str().unwrap()), (StatusCode::OK, "image/png"));
     let (s, _, _) = e.call(get(signer.img_path("preset:nope", "cats/chelsea.jpg", None), "*/*", None)).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    // A URL that expires is cached no longer than it lives, and not as immutable.
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 + 100;
+    let (s, h, _) =
+        e.call(get(signer.img_path("thumbnail:80,format:auto", "cats/chelsea.jpg", Some(t)), "*/*", None)).await;
+    assert_eq!(s, StatusCode::OK);
+    let cc = h[header::CACHE_CONTROL].to_str().unwrap();
+    let age: u64 = cc.strip_prefix("public, max-age=").and_then(|a| a.parse().ok()).unwrap_or(u64::MAX);
+    assert!((50..=100).contains(&age), "{cc}");
     // A preset with format:auto: WebP for a client that takes it, the input's format else.
     for (accept, want) in [("image/webp,*/*", "image/webp"), ("*/*", "image/jpeg")] {
         let (s, h, _) = e.call(get(signer.img_path("preset:auto", "cats/chelsea.jpg", None), accept, None)).await;
@@ -536,4 +552,32 @@ async fn on_the_fly_images_hit_miss_and_refuse() {
     only.backend.store.put("pixq", "images/c.jpg", sample("chelsea.jpg"), "image/jpeg").await.unwrap();
     assert_eq!(only.call(get(signer.img_path("grayscale", "c.jpg", None), "*/*", None)).await.0, StatusCode::FORBIDDEN);
     assert_eq!(only.call(get(signer.img_path("preset:thumb", "c.jpg", None), "*/*", None)).await.0, StatusCode::OK);
+}
+
+/// Past `max_event_streams` open streams, a stream answers the current status and ends (the
+/// browser reconnects a second later), instead of one more reader of the status four times
+/// a second; a slot frees when its stream is dropped.
+#[tokio::test]
+async fn event_streams_past_the_cap_answer_once_and_end() {
+    let e = env(|c| c.max_event_streams = 1).await;
+    let (s, v) =
+        e.json("POST", "/api/batches", Some(json!({"pipeline": "grayscale", "files": files(&[("a.jpg", 10)])}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let events = format!("/api/batches/{}/events", v["batch"].as_str().unwrap());
+    let open = || e.router.clone().oneshot(Request::get(&events).body(Body::empty()).unwrap());
+    let held = open().await.unwrap();
+    assert_eq!(held.status(), StatusCode::OK);
+    let second =
+        tokio::time::timeout(Duration::from_secs(20), e.call(Request::get(&events).body(Body::empty()).unwrap()))
+            .await
+            .expect("a stream past the cap stays open");
+    let text = String::from_utf8(second.2).unwrap();
+    assert_eq!(text.matches("event: status").count(), 1, "{text}");
+    assert!(text.contains("retry: 1000"), "{text}");
+    drop(held);
+    let mut third = open().await.unwrap().into_body();
+    let first = third.frame().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(first.data_ref().unwrap()).contains("event: status"));
+    let more = tokio::time::timeout(Duration::from_millis(700), third.frame()).await;
+    assert!(more.is_err(), "a stream with a slot ended early: {more:?}");
 }

@@ -33,6 +33,9 @@ where
     if is_transient(&e) { StoreError::Transient(msg) } else { StoreError::Permanent(msg) }
 }
 
+/// The type a presigned upload stores (and signs): bytes, nothing a browser renders.
+pub const UPLOAD_TYPE: &str = "application/octet-stream";
+
 impl S3Store {
     /// A store using `client`.
     pub fn new(client: aws_sdk_s3::Client) -> S3Store {
@@ -57,6 +60,9 @@ impl S3Store {
 
     /// A presigned PUT of exactly `content_length` bytes (S3 refuses any other size), and
     /// the headers the client must send besides `Content-Length` (which browsers set).
+    /// The object's type is signed too, as `application/octet-stream`: the uploader cannot
+    /// choose `text/html` or `image/svg+xml` and have the bucket serve a page (what the
+    /// bytes are is sniffed by whoever reads them).
     pub async fn presign_put_sized(
         &self,
         bucket: &str,
@@ -76,6 +82,7 @@ impl S3Store {
             .bucket(bucket)
             .key(key)
             .content_length(len)
+            .content_type(UPLOAD_TYPE)
             .presigned(cfg)
             .await
             .map_err(|e| err("presign PUT", key, e))?;
