@@ -47,6 +47,7 @@ json.dump({"Records": records}, open(f"{work}/event.json", "w"))
 with open(f"{work}/env", "w") as f:
     f.write(f"PIXQ_QUEUE_URL={q}\nPIXQ_DLQ_URL={dlq}\nPIXQ_BUCKET={bucket}\nAWS_LAMBDA_FUNCTION_TIMEOUT=60\n")
     f.write("PIXQ_SIGNING_KEY=lambda-check-signing-key\n")
+    f.write("PIXQ_API_KEY=lambda-check-api-key\n")
     for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
         f.write(f"{k}={os.environ[k]}\n")
 open(f"{work}/bucket", "w").write(bucket)
@@ -91,7 +92,8 @@ import json, sys
 work = sys.argv[1]
 def event(method, path, body=None):
     e = {"version": "2.0", "routeKey": "ANY /{proxy+}", "rawPath": path, "rawQueryString": "",
-         "headers": {"host": "api.example.invalid", "content-type": "application/json", "accept": "application/json"},
+         "headers": {"host": "api.example.invalid", "content-type": "application/json", "accept": "application/json",
+                     "authorization": "Bearer lambda-check-api-key"},
          "requestContext": {"accountId": "123456789012", "apiId": "api", "domainName": "api.example.invalid",
                             "domainPrefix": "api", "http": {"method": method, "path": path, "protocol": "HTTP/1.1",
                             "sourceIp": "127.0.0.1", "userAgent": "lambda-check"}, "requestId": "r1",

@@ -47,6 +47,21 @@ impl ApiConfig {
                 reason: e.to_string(),
             });
         }
+        // The write endpoints face the internet: a key is required, unless leaving them open
+        // is asked for by name.
+        let open = matches!(var("PIXQ_OPEN_WRITES").as_deref(), Some("1" | "true"));
+        let api_key = var("PIXQ_API_KEY").map(|k| k.trim().to_string());
+        match &api_key {
+            None if !open => return Err(ConfigError::Missing("PIXQ_API_KEY")),
+            Some(k) if k.len() < 16 => {
+                return Err(ConfigError::Invalid {
+                    name: "PIXQ_API_KEY",
+                    value: "(hidden)".into(),
+                    reason: "at least 16 characters (or PIXQ_OPEN_WRITES=true for no key at all)".into(),
+                });
+            }
+            _ => {}
+        }
         let presets = var("PIXQ_PRESETS").unwrap_or_default().replace(';', "\n");
         if let Err(e) = pixq_web::parse_presets(&presets) {
             return Err(ConfigError::Invalid { name: "PIXQ_PRESETS", value: presets, reason: e.to_string() });
@@ -59,7 +74,7 @@ impl ApiConfig {
             queue_url: need("PIXQ_QUEUE_URL")?,
             bucket: need("PIXQ_BUCKET")?,
             signing_key: signing_key.trim().to_string(),
-            api_key: var("PIXQ_API_KEY"),
+            api_key,
             presets,
             presets_only: matches!(var("PIXQ_PRESETS_ONLY").as_deref(), Some("1" | "true")),
             max_files: var("PIXQ_MAX_FILES").map(|v| parse("PIXQ_MAX_FILES", v)).transpose()?.unwrap_or(500),
@@ -108,21 +123,35 @@ mod tests {
 
     #[test]
     fn reads_and_names_what_is_wrong() {
-        let base = [("PIXQ_QUEUE_URL", "http://q"), ("PIXQ_BUCKET", "b"), ("PIXQ_SIGNING_KEY", "0123456789abcdef")];
+        let base = [
+            ("PIXQ_QUEUE_URL", "http://q"),
+            ("PIXQ_BUCKET", "b"),
+            ("PIXQ_SIGNING_KEY", "0123456789abcdef"),
+            ("PIXQ_API_KEY", " api-key-of-16-chars "),
+        ];
         let c = from(&base).unwrap();
-        assert_eq!((c.max_files, c.max_file_mb, c.api_key.as_deref()), (500, 50, None));
-        let e = from(&base[..2]).unwrap_err().to_string();
+        assert_eq!((c.max_files, c.max_file_mb, c.api_key.as_deref()), (500, 50, Some("api-key-of-16-chars")));
+        // No API key: refused unless open writes are asked for by name; a short one refused.
+        let e = from(&base[..3]).unwrap_err().to_string();
+        assert_eq!(e, "environment variable PIXQ_API_KEY is not set");
+        let c = from(&[base[0], base[1], base[2], ("PIXQ_OPEN_WRITES", "true")]).unwrap();
+        assert_eq!(c.api_key, None);
+        let e = from(&[base[0], base[1], base[2], ("PIXQ_API_KEY", "short")]).unwrap_err().to_string();
+        assert!(e.contains("PIXQ_API_KEY") && e.contains("16") && !e.contains("short"), "{e}");
+        let e = from(&[base[0], base[1], base[3]]).unwrap_err().to_string();
         assert_eq!(e, "environment variable PIXQ_SIGNING_KEY is not set");
-        let e = from(&[base[0], base[1], ("PIXQ_SIGNING_KEY", "short")]).unwrap_err().to_string();
+        let e = from(&[base[0], base[1], ("PIXQ_SIGNING_KEY", "short"), base[3]]).unwrap_err().to_string();
         assert!(e.contains("PIXQ_SIGNING_KEY") && !e.contains("short"), "the key is not echoed: {e}");
-        let e = from(&[base[0], base[1], base[2], ("PIXQ_PRESETS", "t = \"blur:0\"")]).unwrap_err().to_string();
+        let e =
+            from(&[base[0], base[1], base[2], base[3], ("PIXQ_PRESETS", "t = \"blur:0\"")]).unwrap_err().to_string();
         assert!(e.contains("PIXQ_PRESETS") && e.contains("sigma"), "{e}");
-        let e = from(&[base[0], base[1], base[2], ("PIXQ_MAX_FILES", "many")]).unwrap_err().to_string();
+        let e = from(&[base[0], base[1], base[2], base[3], ("PIXQ_MAX_FILES", "many")]).unwrap_err().to_string();
         assert!(e.contains("PIXQ_MAX_FILES"), "{e}");
         let c = from(&[
             base[0],
             base[1],
             base[2],
+            base[3],
             ("PIXQ_PRESETS", "a = \"thumbnail:10\"; b = \"grayscale\""),
             ("PIXQ_PRESETS_ONLY", "1"),
         ])
@@ -139,7 +168,7 @@ mod tests {
         let line = t[at..].lines().find_map(|l| l.trim().strip_prefix("Default: ")).expect("its default");
         let value = line.trim().strip_prefix('\'').and_then(|v| v.strip_suffix('\'')).expect("single-quoted");
         let base = [("PIXQ_QUEUE_URL", "http://q"), ("PIXQ_BUCKET", "b"), ("PIXQ_SIGNING_KEY", "0123456789abcdef")];
-        let c = from(&[base[0], base[1], base[2], ("PIXQ_PRESETS", value)]).unwrap();
+        let c = from(&[base[0], base[1], base[2], ("PIXQ_OPEN_WRITES", "1"), ("PIXQ_PRESETS", value)]).unwrap();
         let presets = pixq_web::parse_presets(&c.presets).unwrap();
         assert_eq!(presets.len(), 2, "{value}");
         assert!(presets.values().all(|p| p.is_auto()), "{value}");
