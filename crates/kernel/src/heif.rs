@@ -4,7 +4,9 @@
 //! libheif's own transformations (rotation, mirror, crop) applied, so the EXIF orientation
 //! is not applied again.
 //!
-//! The header is read by libheif itself (the same parser that decodes), under libheif's
+//! The boxes are walked first (`heif_boxes`): what libheif would decode for the primary
+//! image, counted along every path, its canvases and tiles, its item data and tracks. The
+//! header is then read by libheif itself (the same parser that decodes), under libheif's
 //! default security limits, and our limits are checked on the dimensions it reports before
 //! any pixel is decoded. The decode re-reads the file and refuses a primary image of another
 //! size than the probe saw.
@@ -35,6 +37,7 @@ fn primary(ctx: &HeifContext<'_>, format: Format) -> Result<ImageHandle, Error> 
 /// The header of a HEIC or AVIF file: the primary image's size (after libheif's
 /// transformations), alpha, and ICC profile (or the `nclx` box's colours as one).
 pub(crate) fn probe(input: &[u8], format: Format, limits: &Limits) -> Result<Probe, Error> {
+    crate::heif_boxes::check(input, format, limits)?;
     let _lib = LibHeif::new();
     let ctx = context(input, format)?;
     let handle = primary(&ctx, format)?;

@@ -35,6 +35,8 @@ mod error;
 mod format;
 #[cfg(feature = "heif")]
 mod heif;
+#[cfg(feature = "heif")]
+mod heif_boxes;
 mod limits;
 pub mod meta;
 pub mod op;
