@@ -159,9 +159,17 @@ async fn answer(
         forwarded: None,
     };
     if meta.size > app.config.inline_max_bytes {
-        pixq_jobs::batch::enqueue(app.queue.as_ref(), std::slice::from_ref(&job), app.queue.is_fifo())
-            .await
-            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("queue: {e}")))?;
+        // One job per output while it is being made: repeated requests for it (a page
+        // reloading, a client looping) wait for the same job instead of queueing more.
+        if app.first_request_for(&job.id) {
+            let sent =
+                pixq_jobs::batch::enqueue(app.queue.as_ref(), std::slice::from_ref(&job), app.queue.is_fifo()).await;
+            if let Err(e) = sent {
+                app.queued.lock().expect("queued jobs").remove(&job.id);
+                tracing::warn!(error = %e, job = %job.id, "queueing an on-the-fly image");
+                return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the queue is unavailable; try again"));
+            }
+        }
         let mut r =
             (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"status": "queued", "job": job.id}))).into_response();
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -225,7 +233,10 @@ async fn source_digest(app: &App, key: &str, meta: &pixq_jobs::store::ObjectMeta
         Err(pixq_jobs::store::StoreError::TooLarge { .. }) => return Err(over()),
         got => got.map_err(ApiError::store)?,
     };
-    let d = keys::content_digest(&bytes);
+    // Up to the input limit of hashing: off the async threads.
+    let d = tokio::task::spawn_blocking(move || keys::content_digest(&bytes))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("hashing the source: {e}")))?;
     let mut cache = app.digests.lock().expect("digest cache");
     if cache.len() > 100_000 {
         cache.clear();

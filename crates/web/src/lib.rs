@@ -227,6 +227,8 @@ pub struct App {
     pub(crate) upload_budget: Budget,
     /// Slots of open event streams (`WebConfig::max_event_streams`).
     pub(crate) streams: Arc<tokio::sync::Semaphore>,
+    /// On-the-fly jobs queued lately, by job id, with when.
+    pub(crate) queued: Mutex<HashMap<String, std::time::Instant>>,
     /// Source digests of on-the-fly keys, by (key, size, etag): a hit reads no source.
     pub(crate) digests: Mutex<HashMap<SourceId, String>>,
     /// Successful result records by key, with the size they were read at: final once
@@ -249,9 +251,28 @@ impl App {
             admission,
             upload_budget,
             streams,
+            queued: Mutex::new(HashMap::new()),
             digests: Mutex::new(HashMap::new()),
             records: Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// Whether no request queued job `id` within its time limit (and so this one should):
+    /// records it as queued now.
+    pub(crate) fn first_request_for(&self, id: &str) -> bool {
+        let ttl = self.config.process.job_timeout.max(Duration::from_secs(60));
+        let now = std::time::Instant::now();
+        let mut q = self.queued.lock().expect("queued jobs");
+        if q.len() > 10_000 {
+            q.retain(|_, at| now.duration_since(*at) < ttl);
+        }
+        match q.get(id) {
+            Some(at) if now.duration_since(*at) < ttl => false,
+            _ => {
+                q.insert(id.to_string(), now);
+                true
+            }
+        }
     }
 
     /// Whether the write endpoints need the API key.

@@ -505,6 +505,12 @@ async fn on_the_fly_images_hit_miss_and_refuse() {
     assert_eq!(s, StatusCode::ACCEPTED);
     assert_eq!(h[header::RETRY_AFTER], "5");
     assert_eq!(e.backend.queue.counts().await.unwrap().visible, 1);
+    // Asked again while it is being made: the same answer, no second job.
+    for _ in 0..3 {
+        let (s, _, _) = e.call(get(signer.img_path("grayscale", "big.png", None), "*/*", None)).await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+    }
+    assert_eq!(e.backend.queue.counts().await.unwrap().visible, 1);
 
     // Refusals: bad signature, tampered pipeline or key, expired, unknown key, traversal,
     // bad pipeline (signed), free pipeline on a presets-only server.
