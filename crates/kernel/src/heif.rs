@@ -57,8 +57,15 @@ pub(crate) fn probe(input: &[u8], format: Format, limits: &Limits) -> Result<Pro
             let nclx = handle.color_profile_nclx()?;
             crate::cms::icc_from_cicp(nclx.color_primaries() as u8, nclx.transfer_characteristics() as u8)
         });
-    // libheif's YCbCr planes (up to 16 bits a sample, 4:4:4) and its interleaved RGB(A).
-    let native_bytes = u64::from(width) * u64::from(height) * (6 + channels.count() as u64);
+    // The decoder's reference frame and libheif's copy of it (YCbCr, up to 4:4:4: 3 bytes
+    // a pixel each at 8 bits, 6 above), the alpha plane in both, and libheif's interleaved
+    // RGB(A).
+    let deep = handle.luma_bits_per_pixel() > 8 || handle.chroma_bits_per_pixel() > 8;
+    let (planes, alpha) = match (deep, channels == Channels::Rgba) {
+        (false, a) => (6, if a { 2 } else { 0 }),
+        (true, a) => (12, if a { 4 } else { 0 }),
+    };
+    let native_bytes = u64::from(width) * u64::from(height) * (planes + alpha + channels.count() as u64);
     Ok(Probe {
         format,
         width,
