@@ -24,8 +24,9 @@ use crate::{Channels, Error, Format, Limits, Orientation, Raster};
 fn context(input: &[u8], format: Format) -> Result<HeifContext<'_>, Error> {
     let err = |e: libheif_rs::HeifError| decode_err(format, e);
     let mut ctx = HeifContext::new().map_err(err)?;
-    // One decoding thread: a worker runs one job per lane.
-    ctx.set_max_decoding_threads(1);
+    // Tiles decoded on the calling thread (1 would be one background thread): a worker
+    // runs one job per lane.
+    ctx.set_max_decoding_threads(0);
     ctx.read_bytes(input).map_err(err)?;
     Ok(ctx)
 }
@@ -90,7 +91,12 @@ pub(crate) fn decode(input: &[u8], probe: &Probe) -> Result<Raster, Error> {
         return Err(decode_err(format, "inconsistent headers: the primary image changed size between reads"));
     }
     let chroma = if probe.channels == Channels::Rgba { RgbChroma::Rgba } else { RgbChroma::Rgb };
-    let img = lib.decode(&handle, ColorSpace::Rgb(chroma), None).map_err(|e| decode_err(format, e))?;
+    // One codec thread too: left at 0, dav1d takes every core the machine has (and a
+    // frame context for each), under a plan that counts one.
+    let mut options =
+        libheif_rs::DecodingOptions::new().ok_or_else(|| decode_err(format, "libheif made no decoding options"))?;
+    options.set_num_codec_threads(1);
+    let img = lib.decode(&handle, ColorSpace::Rgb(chroma), Some(options)).map_err(|e| decode_err(format, e))?;
     let planes = img.planes();
     let plane = planes.interleaved.ok_or_else(|| decode_err(format, "libheif gave no interleaved plane"))?;
     let n = probe.channels.count();
