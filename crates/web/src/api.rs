@@ -338,6 +338,10 @@ pub async fn upload(
 /// `POST /api/batches/{batch}/start`: 202; one job per uploaded file, the others reported.
 pub async fn start(State(app): AppState, Path(batch): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
     authorize(&app, &headers)?;
+    // Two starts of one batch in this process: the second sees the first's `started`.
+    // (Across function instances on AWS they can still race: each job would then be
+    // queued twice, and its second run finds the first's output.)
+    let _one = app.starting.lock().await;
     let mut w = read_web(&app, &batch).await?;
     if w.started {
         return Err(ApiError::new(StatusCode::CONFLICT, "the batch has already started"));

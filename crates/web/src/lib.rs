@@ -229,6 +229,8 @@ pub struct App {
     pub(crate) streams: Arc<tokio::sync::Semaphore>,
     /// On-the-fly jobs queued lately, by job id, with when.
     pub(crate) queued: Mutex<HashMap<String, std::time::Instant>>,
+    /// Held while a batch starts.
+    pub(crate) starting: tokio::sync::Mutex<()>,
     /// Source digests of on-the-fly keys, by (key, size, etag): a hit reads no source.
     pub(crate) digests: Mutex<HashMap<SourceId, String>>,
     /// Successful result records by key, with the size they were read at: final once
@@ -252,6 +254,7 @@ impl App {
             upload_budget,
             streams,
             queued: Mutex::new(HashMap::new()),
+            starting: tokio::sync::Mutex::new(()),
             digests: Mutex::new(HashMap::new()),
             records: Mutex::new(HashMap::new()),
         }))

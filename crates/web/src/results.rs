@@ -36,13 +36,16 @@ async fn uploaded(app: &App, w: &WebBatch) -> Result<std::collections::HashSet<u
             .unwrap_or_default());
     }
     if app.config.presign.is_some() {
-        let mut out = std::collections::HashSet::new();
-        for (i, f) in w.files.iter().enumerate() {
-            if app.store.head(&app.bucket, &f.key).await.map_err(ApiError::store)?.is_some() {
-                out.insert(i);
-            }
-        }
-        return Ok(out);
+        // One listing of the batch's inputs, not a HEAD per file on every status.
+        let listed = app.store.list(&app.bucket, &keys::inputs_prefix(batch)).await.map_err(ApiError::store)?;
+        let present: std::collections::HashSet<&str> = listed.iter().map(|m| m.key.as_str()).collect();
+        return Ok(w
+            .files
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| present.contains(f.key.as_str()))
+            .map(|(i, _)| i)
+            .collect());
     }
     let marks = app.store.list(&app.bucket, &format!("batches/{batch}/uploaded/")).await.map_err(ApiError::store)?;
     Ok(marks.iter().filter_map(|m| m.key.rsplit('/').next().and_then(|n| n.parse().ok())).collect())

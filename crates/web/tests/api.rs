@@ -373,6 +373,9 @@ async fn behind_a_buffering_function_events_end_at_once_and_the_zip_is_written_t
         let url = v["uploads"][i]["url"].as_str().unwrap();
         let key = url.strip_prefix(&format!("https://s3.test/{}/", bucket)).unwrap();
         e.backend.store.put(&bucket, key, p.clone(), "image/jpeg").await.unwrap();
+        // Before the start, the status counts what is in the bucket (one listing).
+        let (s, v) = e.json("GET", &format!("/api/batches/{batch}"), None).await;
+        assert_eq!((s, &v["counts"]["uploaded"]), (StatusCode::OK, &json!(i + 1)), "{v}");
     }
     assert_eq!(e.json("POST", &format!("/api/batches/{batch}/start"), None).await.0, StatusCode::ACCEPTED);
 
@@ -586,4 +589,25 @@ async fn event_streams_past_the_cap_answer_once_and_end() {
     assert!(String::from_utf8_lossy(first.data_ref().unwrap()).contains("event: status"));
     let more = tokio::time::timeout(Duration::from_millis(700), third.frame()).await;
     assert!(more.is_err(), "a stream with a slot ended early: {more:?}");
+}
+
+/// Starts of one batch at once: one starts it, the others are told it has; each job is
+/// queued once.
+#[tokio::test]
+async fn concurrent_starts_queue_each_job_once() {
+    let e = env(|_| {}).await;
+    let photo = sample("coffee.jpg");
+    let (s, v) = e
+        .json("POST", "/api/batches", Some(json!({"pipeline": "grayscale", "files": files(&[("a.jpg", photo.len())])})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let batch = v["batch"].as_str().unwrap().to_string();
+    assert_eq!(e.put(v["uploads"][0]["url"].as_str().unwrap(), photo).await.0, StatusCode::OK);
+    let start = format!("/api/batches/{batch}/start");
+    let starts: Vec<_> = (0..8).map(|_| e.json("POST", &start, None)).collect();
+    let got = futures::future::join_all(starts).await;
+    let ok = got.iter().filter(|(s, _)| *s == StatusCode::ACCEPTED).count();
+    assert_eq!(ok, 1, "{got:?}");
+    assert!(got.iter().all(|(s, _)| *s == StatusCode::ACCEPTED || *s == StatusCode::CONFLICT), "{got:?}");
+    assert_eq!(e.backend.queue.counts().await.unwrap().visible, 1);
 }
