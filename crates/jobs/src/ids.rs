@@ -1,5 +1,4 @@
-//! Identifiers: random enough to never collide between processes, sortable by time where it
-//! helps (batch ids).
+//! Identifiers: random (from the OS's CSPRNG), sortable by time where it helps (batch ids).
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -7,8 +6,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// 64 random bits (SipHash keyed by the OS's random seed over time, pid and a counter).
+/// 64 random bits from the operating system's CSPRNG (batch ids and the signing key are
+/// secrets of a kind: reading a batch needs its id); should that fail, SipHash keyed by the
+/// OS's random seed over a counter, the pid and the time.
 pub fn random_u64() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| mixed_u64())
+}
+
+fn mixed_u64() -> u64 {
     let mut h = RandomState::new().build_hasher();
     h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
     h.write_u32(std::process::id());
