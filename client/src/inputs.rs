@@ -47,6 +47,29 @@ pub const MAX_NAME_BYTES: usize = 200;
 
 /// The extension an input's output will have: the pipeline's format, else the input's own
 /// format sniffed from its first bytes (never from its name), else the name's extension.
+/// Whether `name` is one a manifest may give an output in `--out`: one plain file name (no
+/// separator, no control character, not hidden, not `.`/`..`), at most 255 bytes. A
+/// manifest in a shared store is the store writer's words, not the user's.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && !name.chars().any(|c| c == '/' || c == '\\' || c.is_control())
+}
+
+/// The output extension for `path` from its name alone (no file is opened): the pipeline's
+/// format, else the default output of the format its extension names, else the extension.
+pub fn output_ext_of_name(pipeline: &Pipeline, path: &Path) -> String {
+    if let Some(f) = pipeline.output.format {
+        return f.extension().to_string();
+    }
+    let ext = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_else(|| "img".into());
+    match ext.parse::<Format>() {
+        Ok(f) => f.default_output().extension().to_string(),
+        Err(_) => ext,
+    }
+}
+
 pub fn output_ext(pipeline: &Pipeline, path: &Path) -> String {
     if let Some(f) = pipeline.output.format {
         return f.extension().to_string();
@@ -86,7 +109,7 @@ pub fn output_names(inputs: &[PathBuf], exts: &[String]) -> Vec<String> {
         .map(|(p, ext)| {
             let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
             let stem = if stem.is_empty() || stem.starts_with('.') { format!("image{stem}") } else { stem };
-            let stem = shorten(&stem, MAX_NAME_BYTES - ext.len() - 8);
+            let stem = shorten(&stem, MAX_NAME_BYTES.saturating_sub(ext.len() + 8).max(16));
             let mut name = format!("{stem}.{ext}");
             let mut n = 2;
             while !used.insert(name.to_lowercase()) {

@@ -202,7 +202,9 @@ fn entry_files(m: &BatchManifest) -> Vec<(String, Vec<String>)> {
 fn entry_names(m: &BatchManifest) -> Vec<(String, String)> {
     let sources: Vec<PathBuf> = m.jobs.iter().map(|e| PathBuf::from(&e.source)).collect();
     let pipeline = Pipeline::parse(&m.pipeline).unwrap_or_default();
-    let exts: Vec<String> = sources.iter().map(|p| inputs::output_ext(&pipeline, p)).collect();
+    // From the names alone: a manifest's sources are paths on whatever machine submitted it
+    // (a device or a FIFO here).
+    let exts: Vec<String> = sources.iter().map(|p| inputs::output_ext_of_name(&pipeline, p)).collect();
     let fallback = inputs::output_names(&sources, &exts);
     m.jobs.iter().zip(fallback).map(|(e, f)| (e.job_id.clone(), e.output_name.clone().unwrap_or(f))).collect()
 }
@@ -813,11 +815,14 @@ async fn process(
     if how.drop_inputs {
         // The outputs are out; the copies of their inputs would only double the disk used.
         // A job that failed keeps its input, for `pixq dlq redrive`.
-        let keys: Vec<String> = st
-            .results
+        // The keys this run uploaded (the manifest's), not what a record names.
+        let ok: HashSet<&str> =
+            st.results.iter().filter(|r| r.status == Status::Ok).map(|r| r.job_id.as_str()).collect();
+        let keys: Vec<String> = manifest
+            .jobs
             .iter()
-            .filter(|r| r.status == Status::Ok && r.input.bucket == b.bucket)
-            .map(|r| r.input.key.clone())
+            .filter(|e| ok.contains(e.job_id.as_str()) && e.input.bucket == b.bucket)
+            .map(|e| e.input.key.clone())
             .collect();
         if let Err(e) = b.store.delete_many(&b.bucket, &keys).await {
             tracing::warn!(error = %e, "could not remove the uploaded inputs");
@@ -911,6 +916,10 @@ async fn fetch(
         let Some(r) = by_job.get(job.as_str()).filter(|r| r.status == Status::Ok && !r.outputs.is_empty()) else {
             continue;
         };
+        // An output is read from this batch's bucket only, whatever a record names.
+        if let Some(o) = r.outputs.iter().find(|o| o.object.bucket != b.bucket) {
+            bail!("the record of job {job} names an output in bucket {:?}, not {}", o.object.bucket, b.bucket);
+        }
         let (store, outputs, out, slots) = (b.store.clone(), r.outputs.clone(), out.to_path_buf(), slots.clone());
         tasks.spawn(async move {
             let _slot = slots.acquire_owned().await.expect("semaphore never closed");
@@ -1052,10 +1061,24 @@ fn place_named(dir: &Path, name: &str, bytes: &[u8], overwrite: bool) -> std::io
     result
 }
 
+/// A batch's manifest, as `status` and `fetch` read it from the store. The names it gives
+/// outputs must be plain file names: whoever can write the store (a shared home, a bucket)
+/// must not choose where in the user's files `fetch` writes.
 async fn manifest(b: &Backend, batch: &str) -> anyhow::Result<BatchManifest> {
-    batch::read_manifest(b.store.as_ref(), &b.bucket, batch)
+    let m = batch::read_manifest(b.store.as_ref(), &b.bucket, batch)
         .await?
-        .ok_or_else(|| anyhow!("unknown batch {batch} (no manifest in {})", b.location))
+        .ok_or_else(|| anyhow!("unknown batch {batch} (no manifest in {})", b.location))?;
+    for e in &m.jobs {
+        for name in e.output_name.iter().chain(&e.variant_files) {
+            if !inputs::is_plain_name(name) {
+                bail!(
+                    "the manifest of batch {batch} names an output {:?}, not a plain file name: refusing to write it",
+                    name.escape_debug().to_string()
+                );
+            }
+        }
+    }
+    Ok(m)
 }
 
 async fn status(b: &Backend, batch: &str, json: bool) -> anyhow::Result<i32> {

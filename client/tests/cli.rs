@@ -635,3 +635,66 @@ fn watermarks_are_added_listed_and_laid_on_outputs() {
         assert!(text(&o).1.contains(why), "{args:?}: {:?}", text(&o));
     }
 }
+
+/// A manifest and records in a shared store are the store writer's words: `pixq fetch` and
+/// `pixq status` refuse a manifest whose output names leave `--out` (a path, `..`, an
+/// absolute name, a hidden or control-character name) and write nothing; a record naming
+/// an output in another bucket is refused; sources that name devices are never opened.
+#[test]
+fn a_tampered_manifest_cannot_choose_where_fetch_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(samples().join("coffee.jpg"), input.join("coffee.jpg")).unwrap();
+    let out = dir.path().join("out");
+    let o = pixq(
+        &home,
+        &["--json", "process", input.to_str().unwrap(), "--ops", "thumbnail:32", "--out", out.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let batch = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["batch"].as_str().unwrap().to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let backend = rt
+        .block_on(pixq_jobs::backend::open(&pixq_jobs::backend::Connect { home: home.clone(), ..Default::default() }))
+        .unwrap();
+    let bucket = backend.bucket.clone().unwrap();
+    let original =
+        rt.block_on(pixq_jobs::batch::read_manifest(backend.store.as_ref(), &bucket, &batch)).unwrap().unwrap();
+    let evil = dir.path().join("evil.jpg");
+    let out2 = dir.path().join("out2");
+    for name in [
+        evil.to_str().unwrap().to_string(),
+        "../evil.jpg".into(),
+        "./../evil.jpg".into(),
+        "sub/evil.jpg".into(),
+        ".bashrc".into(),
+        "..".into(),
+        "a\nb.jpg".into(),
+    ] {
+        let mut m = original.clone();
+        m.jobs[0].output_name = Some(name.clone());
+        rt.block_on(pixq_jobs::batch::write_manifest(backend.store.as_ref(), &bucket, &m)).unwrap();
+        for args in [vec!["fetch", &batch, "--out", out2.to_str().unwrap(), "--overwrite"], vec!["status", &batch]] {
+            let o = pixq(&home, &args);
+            assert_eq!(o.status.code(), Some(2), "{name:?} {args:?}: {:?}", text(&o));
+            assert!(text(&o).1.contains("not a plain file name"), "{name:?}: {:?}", text(&o));
+        }
+        assert!(!evil.exists() && !out2.exists(), "{name:?}: something was written");
+    }
+    // The same in a variant's file name.
+    let mut m = original.clone();
+    m.jobs[0].variant_files = vec!["../evil.small.jpg".into()];
+    rt.block_on(pixq_jobs::batch::write_manifest(backend.store.as_ref(), &bucket, &m)).unwrap();
+    assert_eq!(pixq(&home, &["fetch", &batch, "--out", out2.to_str().unwrap()]).status.code(), Some(2));
+    // An old manifest without names, whose source is a FIFO: fetched by name, never opened.
+    let fifo = dir.path().join("pipe.jpg");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let mut m = original.clone();
+    m.jobs[0].output_name = None;
+    m.jobs[0].source = fifo.to_str().unwrap().to_string();
+    rt.block_on(pixq_jobs::batch::write_manifest(backend.store.as_ref(), &bucket, &m)).unwrap();
+    let o = pixq(&home, &["fetch", &batch, "--out", out2.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(out2.join("pipe.jpg").is_file());
+}
