@@ -26,8 +26,10 @@ pub fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
                 .collect();
             found.sort();
             out.extend(found);
-        } else {
+        } else if meta.is_file() {
             out.push(p.clone());
+        } else {
+            bail!("{} is not a regular file (a device, a FIFO or a socket is not read)", p.display());
         }
     }
     out.dedup();
@@ -47,6 +49,29 @@ pub const MAX_NAME_BYTES: usize = 200;
 
 /// The extension an input's output will have: the pipeline's format, else the input's own
 /// format sniffed from its first bytes (never from its name), else the name's extension.
+/// Opens `path` for reading if it is a regular file, without blocking on a FIFO (one that
+/// replaced the file since it was listed).
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    Ok(f)
+}
+
+/// A regular file's bytes, at most `max` of them.
+pub fn read_regular(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    let f = open_regular(path)?;
+    let len = f.metadata()?.len();
+    let mut bytes = Vec::with_capacity(usize::try_from(len.min(max)).unwrap_or(0));
+    std::io::Read::read_to_end(&mut std::io::Read::take(f, max), &mut bytes)?;
+    Ok(bytes)
+}
+
 /// Whether `name` is one a manifest may give an output in `--out`: one plain file name (no
 /// separator, no control character, not hidden, not `.`/`..`), at most 255 bytes. A
 /// manifest in a shared store is the store writer's words, not the user's.
@@ -75,7 +100,7 @@ pub fn output_ext(pipeline: &Pipeline, path: &Path) -> String {
         return f.extension().to_string();
     }
     let mut head = [0u8; 32];
-    let n = std::fs::File::open(path).and_then(|mut f| std::io::Read::read(&mut f, &mut head)).unwrap_or(0);
+    let n = open_regular(path).and_then(|mut f| std::io::Read::read(&mut f, &mut head)).unwrap_or(0);
     match Format::sniff(&head[..n]) {
         Some(f) => f.default_output().extension().to_string(),
         None => path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_else(|| "img".into()),

@@ -507,8 +507,11 @@ async fn upload_and_enqueue(
         // the chunk's at once, one folder sync); the worker hashes it once (and looks for an
         // earlier output then). Everything else is read and hashed here, so the job carries
         // its digest.
-        let (to_link, to_read): (Vec<_>, Vec<_>) =
-            chunk.iter().copied().partition(|&(size, _)| store.links_files() && size > LINK_ABOVE as u64);
+        let (to_link, to_read): (Vec<_>, Vec<_>) = chunk.iter().copied().partition(|&(size, _)| {
+            // One over the input limit is read only up to it (the job then fails for its
+            // size), never linked: a link that falls back to a copy would read it whole.
+            store.links_files() && size > LINK_ABOVE as u64 && size <= MAX_INPUT
+        });
         let linking = (!to_link.is_empty()).then(|| {
             let (store, bucket) = (store.clone(), bucket.clone());
             let pairs: Vec<(String, PathBuf)> =
@@ -1005,11 +1008,18 @@ const LINK_ABOVE: usize = pixq_jobs::store::fs::LINK_ABOVE;
 /// blocking threads: a create waits on the folder's lock.)
 const SMALL_FILE: usize = 256 << 10;
 
-/// Reads an input file (a small one in place).
+/// The largest input a worker takes; a file over it is read up to one byte more, so its
+/// job fails for its size without the file being read whole (a sparse terabyte).
+const MAX_INPUT: u64 = pixq_jobs::kernel::Limits::DEFAULT_MAX_INPUT_BYTES;
+
+/// Reads an input file (a small one in place), at most [`MAX_INPUT`] + 1 bytes.
 async fn read_input(path: &Path) -> std::io::Result<Vec<u8>> {
     match std::fs::metadata(path) {
-        Ok(m) if m.len() <= SMALL_FILE as u64 => std::fs::read(path),
-        _ => tokio::fs::read(path).await,
+        Ok(m) if m.len() <= SMALL_FILE as u64 => inputs::read_regular(path, MAX_INPUT + 1),
+        _ => {
+            let path = path.to_path_buf();
+            tokio::task::spawn_blocking(move || inputs::read_regular(&path, MAX_INPUT + 1)).await?
+        }
     }
 }
 

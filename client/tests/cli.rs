@@ -698,3 +698,32 @@ fn a_tampered_manifest_cannot_choose_where_fetch_writes() {
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     assert!(out2.join("pipe.jpg").is_file());
 }
+
+/// Inputs that are not image files of a sane size: a device or a FIFO named on the command
+/// line is refused at once (it would be read forever, or block); a sparse terabyte in the
+/// folder fails alone, for its size, without being read whole.
+#[test]
+fn devices_fifos_and_huge_sparse_files_are_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let out = dir.path().join("out");
+    let fifo = dir.path().join("pipe.jpg");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    for named in ["/dev/zero", fifo.to_str().unwrap()] {
+        let o = pixq(&home, &["process", named, "--ops", "thumbnail:32", "--out", out.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{named}: {:?}", text(&o));
+        assert!(text(&o).1.contains("not a regular file"), "{named}: {:?}", text(&o));
+    }
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(samples().join("coffee.jpg"), input.join("coffee.jpg")).unwrap();
+    std::fs::File::create(input.join("huge.jpg")).unwrap().set_len(1 << 40).unwrap();
+    let o = pixq(
+        &home,
+        &["--json", "process", input.to_str().unwrap(), "--ops", "thumbnail:32", "--out", out.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((v["ok"].as_u64(), v["failed"].as_u64()), (Some(1), Some(1)), "{v}");
+    assert!(v["failures"][0]["reason"].as_str().unwrap().contains("over the limit"), "{v}");
+}

@@ -28,10 +28,15 @@ pub struct Limits {
     pub max_animation_pixels: u64,
 }
 
+impl Limits {
+    /// The default `max_input_bytes`: 100 MiB.
+    pub const DEFAULT_MAX_INPUT_BYTES: u64 = 100 * 1024 * 1024;
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_input_bytes: 100 * 1024 * 1024,
+            max_input_bytes: Limits::DEFAULT_MAX_INPUT_BYTES,
             max_pixels: 120_000_000,
             max_dimension: 50_000,
             max_output_dimension: 16_384,
