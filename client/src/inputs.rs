@@ -43,8 +43,8 @@ pub fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Longest output file name, in bytes: file systems allow 255, and the temporary file
-/// written beside it (`.<name>.<random>.pixq-partial`) needs room too.
+/// Longest output file name made from an input's name, in bytes: file systems allow 255,
+/// and a variant's name and extension are added to it.
 pub const MAX_NAME_BYTES: usize = 200;
 
 /// The extension an input's output will have: the pipeline's format, else the input's own

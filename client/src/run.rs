@@ -1061,7 +1061,8 @@ fn place_unnamed(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
 fn place_named(dir: &Path, name: &str, bytes: &[u8], overwrite: bool) -> std::io::Result<()> {
     use std::io::Write;
     let path = dir.join(name);
-    let tmp = dir.join(format!(".{name}.{}.pixq-partial", ids::random_hex(1)));
+    // Not named after the output: with a variant's name a long one would pass 255 bytes.
+    let tmp = dir.join(format!(".pixq-{}.partial", ids::random_hex(2)));
     let result = (|| {
         let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         f.write_all(bytes)?;
