@@ -72,6 +72,12 @@ pub fn read_regular(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// `text` (a file name, a reason from a record) as printed on a terminal: control
+/// characters escaped, so a name cannot print lines of its own or terminal escapes.
+pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) { text.escape_debug().to_string().into() } else { text.into() }
+}
+
 /// Whether `name` is one a manifest may give an output in `--out`: one plain file name (no
 /// separator, no control character, not hidden, not `.`/`..`), at most 255 bytes. A
 /// manifest in a shared store is the store writer's words, not the user's.
@@ -152,6 +158,13 @@ mod tests {
 
     fn exts(e: &[&str]) -> Vec<String> {
         e.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn names_print_without_their_control_characters() {
+        assert_eq!(shown("cat.jpg"), "cat.jpg");
+        assert_eq!(shown("a\n  failed: b.jpg"), "a\\n  failed: b.jpg");
+        assert_eq!(shown("x\u{1b}[2Jy"), "x\\u{1b}[2Jy");
     }
 
     #[test]

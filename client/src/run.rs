@@ -358,7 +358,7 @@ impl Routed {
             self.ec2.len()
         );
         for (i, why) in self.ec2.iter().take(5) {
-            let _ = writeln!(t, "  {}: {why}", m.jobs[*i].source);
+            let _ = writeln!(t, "  {}: {}", inputs::shown(&m.jobs[*i].source), inputs::shown(why));
         }
         if self.ec2.len() > 5 {
             let _ = writeln!(t, "  ... and {} more", self.ec2.len() - 5);
@@ -889,7 +889,11 @@ fn print_failures(manifest: &BatchManifest, st: &BatchStatus) {
     let sources = sources_by_job(manifest);
     for r in st.results.iter().filter(|r| r.status == Status::Failed) {
         let src = sources.get(r.job_id.as_str()).copied().unwrap_or(r.input.key.as_str());
-        println!("  failed: {src}: {}", r.reason.as_deref().unwrap_or("no reason recorded"));
+        println!(
+            "  failed: {}: {}",
+            inputs::shown(src),
+            inputs::shown(r.reason.as_deref().unwrap_or("no reason recorded"))
+        );
     }
 }
 
@@ -1141,7 +1145,7 @@ async fn status(b: &Backend, batch: &str, json: bool) -> anyhow::Result<i32> {
         let name = files.join(", ");
         let r = by_job.get(job.as_str());
         let ran_on = r.and_then(|r| r.runtime.as_deref()).map(|w| format!("  (on {w})")).unwrap_or_default();
-        println!("  {:<12} {} -> {name}{ran_on}", state_of(job), e.source);
+        println!("  {:<12} {} -> {}{ran_on}", state_of(job), inputs::shown(&e.source), inputs::shown(&name));
         if let Some(why) = r.and_then(|r| r.forwarded.as_deref()) {
             println!("               forwarded by the Lambda function to the heavy queue: {why}");
         }
