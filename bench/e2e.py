@@ -74,7 +74,12 @@ def link_dir(name, paths):
     for p in paths:
         dst = os.path.join(d, os.path.basename(p))
         if not os.path.exists(dst):
-            os.symlink(p, dst)
+            # A hard link (a copy across filesystems): pixq does not follow a folder's
+            # links to files outside it.
+            try:
+                os.link(p, dst)
+            except OSError:
+                shutil.copyfile(p, dst)
     return d
 
 

@@ -19,11 +19,28 @@ pub fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     for p in paths {
         let meta = std::fs::metadata(p).with_context(|| format!("{}: no such file or folder", p.display()))?;
         if meta.is_dir() {
+            // A link in the folder is followed only to a file inside it: a folder from
+            // elsewhere (an archive, a share) must not bring in ~/.ssh/id_ed25519 as cat.jpg.
+            let base = std::fs::canonicalize(p).with_context(|| format!("reading folder {}", p.display()))?;
+            let mut outside = 0;
             let mut found: Vec<PathBuf> = std::fs::read_dir(p)
                 .with_context(|| format!("reading folder {}", p.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|f| f.is_file() && is_image_name(f))
+                .filter(|f| {
+                    let linked = f.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink());
+                    let inside = !linked || std::fs::canonicalize(f).is_ok_and(|t| t.starts_with(&base));
+                    outside += usize::from(!inside);
+                    inside
+                })
                 .collect();
+            if outside > 0 {
+                eprintln!(
+                    "pixq: skipped {outside} link{} in {} pointing outside it (name a file to take it anyway)",
+                    if outside == 1 { "" } else { "s" },
+                    p.display()
+                );
+            }
             found.sort();
             out.extend(found);
         } else if meta.is_file() {

@@ -727,3 +727,32 @@ fn devices_fifos_and_huge_sparse_files_are_not_read() {
     assert_eq!((v["ok"].as_u64(), v["failed"].as_u64()), (Some(1), Some(1)), "{v}");
     assert!(v["failures"][0]["reason"].as_str().unwrap().contains("over the limit"), "{v}");
 }
+
+/// A folder's links are followed only to files inside it: one to a file elsewhere is
+/// skipped (and said), one inside is taken, and a file named directly is taken wherever it is.
+#[test]
+fn links_out_of_a_folder_are_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(input.join("sub")).unwrap();
+    std::fs::copy(samples().join("coffee.jpg"), input.join("sub/coffee.jpg")).unwrap();
+    let secret = dir.path().join("secret.jpg");
+    std::fs::copy(samples().join("chelsea.jpg"), &secret).unwrap();
+    std::os::unix::fs::symlink(&secret, input.join("cat.jpg")).unwrap();
+    std::os::unix::fs::symlink(input.join("sub/coffee.jpg"), input.join("coffee.jpg")).unwrap();
+    let out = dir.path().join("out");
+    let o = pixq(
+        &home,
+        &["--json", "process", input.to_str().unwrap(), "--ops", "thumbnail:32", "--out", out.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["images"].as_u64(), Some(1), "{v}");
+    assert!(out.join("coffee.jpg").is_file() && !out.join("cat.jpg").exists());
+    assert!(text(&o).1.contains("skipped 1 link"), "{:?}", text(&o));
+    let named = input.join("cat.jpg");
+    let o = pixq(&home, &["process", named.to_str().unwrap(), "--ops", "thumbnail:32", "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(out.join("cat.jpg").is_file());
+}
