@@ -3,8 +3,8 @@
 //! (sizes, item and reference counts, cycles along one path), but not what they multiply
 //! to, and it decodes what it is told to decode:
 //!
-//! - derived images (`grid`, `iovl`, `iden`) form a graph, and a shared child is decoded
-//!   once per path to it: 30 levels of two overlays over one 8x8 picture decode it 2^31
+//! - derived images (`grid`, `iovl`, `iden`) form a graph, decoded by recursion (at most
+//!   [`MAX_DEPTH`] levels), and a shared child is decoded once per path to it: 30 levels of two overlays over one 8x8 picture decode it 2^31
 //!   times. The decodes from the primary image (and its alpha) are counted along every
 //!   path; at most [`MAX_DECODES`], and their pixels at most [`MAX_PIXEL_FACTOR`] times the
 //!   primary's.
@@ -34,6 +34,8 @@ pub const MAX_DECODES: u64 = 1024;
 /// Most pixels decoded, as a multiple of the primary image's (a grid's canvas and its
 /// tiles, an alpha plane).
 pub const MAX_PIXEL_FACTOR: u64 = 8;
+/// Most levels of derived images (an `iden` of a grid of tiles is three).
+pub const MAX_DEPTH: usize = 16;
 /// Most item data, as a multiple of the file's length.
 pub const MAX_DATA_FACTOR: u64 = 4;
 /// Most `stts` entries times samples of one track.
@@ -365,6 +367,10 @@ impl Walk<'_, '_> {
         let Some(item) = self.m.items.get(&id) else { return Ok(()) };
         if self.stack.contains(&id) {
             return Err(format!("image {id} is derived from itself"));
+        }
+        // libheif decodes a derived image by recursion on the calling thread's stack.
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(format!("its images are derived over {MAX_DEPTH} levels deep"));
         }
         self.decodes += 1;
         if self.decodes > MAX_DECODES {

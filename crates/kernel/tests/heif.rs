@@ -314,12 +314,12 @@ fn av01(id: u32, w: u32, h: u32) -> ItemSpec {
 
 #[test]
 fn derived_images_decoded_along_every_path_are_counted() {
-    // 30 levels of two overlays, each over both of the level below, over one 8x8 picture:
-    // 2^31 decodes of it.
+    // 10 levels of two overlays, each over both of the level below, over one 8x8 picture:
+    // 2^10 decodes of it, within the depth limit (30 levels, 2^31 decodes, is deeper).
     let mut h = Heif { items: vec![av01(1, 8, 8)], ..Heif::default() };
     let mut below = vec![1u32, 1];
     let mut next = 2;
-    for _ in 0..30 {
+    for _ in 0..10 {
         let level = vec![next, next + 1];
         for &id in &level {
             h.items.push((id, *b"iovl", vec![ispe_box(8, 8)], iovl(8, 8, 2)));
@@ -330,6 +330,14 @@ fn derived_images_decoded_along_every_path_are_counted() {
     }
     h.primary = below[0];
     refused("an overlay lattice", &h, "over 1024 image decodes");
+    // A chain of 40 `iden` images over the picture: refused for its depth.
+    let mut chain = Heif { items: vec![av01(1, 8, 8)], ..Heif::default() };
+    for id in 2..42 {
+        chain.items.push((id, *b"iden", vec![ispe_box(8, 8)], Vec::new()));
+        chain.dimg.push((id, vec![id - 1]));
+    }
+    chain.primary = 41;
+    refused("an iden chain", &chain, "levels deep");
     // Two levels (7 decodes): not the walk's to refuse (libheif then meets an 8x8 picture
     // of four bytes).
     h.items.truncate(5);
