@@ -11,6 +11,11 @@ fn pixq(home: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pixq")).arg("--home").arg(home).args(args).output().expect("run pixq")
 }
 
+/// `pixq --json process INPUT --ops thumbnail:32 --out OUT`.
+fn process_json(home: &Path, input: &Path, out: &Path) -> Output {
+    pixq(home, &["--json", "process", input.to_str().unwrap(), "--ops", "thumbnail:32", "--out", out.to_str().unwrap()])
+}
+
 fn text(o: &Output) -> (String, String) {
     (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
@@ -393,10 +398,7 @@ fn json_output_completions_and_exit_codes() {
     std::fs::copy(samples().join("coffee.jpg"), input.join("coffee.jpg")).unwrap();
     std::fs::write(input.join("notes.jpg"), "not an image").unwrap();
     let out = dir.path().join("out");
-    let o = pixq(
-        &home,
-        &["--json", "process", input.to_str().unwrap(), "--ops", "thumbnail:32", "--out", out.to_str().unwrap()],
-    );
+    let o = process_json(&home, &input, &out);
     assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {:?}", text(&o)));
     assert_eq!((v["images"].as_u64(), v["ok"].as_u64(), v["failed"].as_u64()), (Some(2), Some(1), Some(1)), "{v}");
@@ -648,10 +650,7 @@ fn a_tampered_manifest_cannot_choose_where_fetch_writes() {
     std::fs::create_dir_all(&input).unwrap();
     std::fs::copy(samples().join("coffee.jpg"), input.join("coffee.jpg")).unwrap();
     let out = dir.path().join("out");
-    let o = pixq(
-        &home,
-        &["--json", "process", input.to_str().unwrap(), "--ops", "thumbnail:32", "--out", out.to_str().unwrap()],
-    );
+    let o = process_json(&home, &input, &out);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     let batch = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["batch"].as_str().unwrap().to_string();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -687,6 +686,19 @@ fn a_tampered_manifest_cannot_choose_where_fetch_writes() {
     m.jobs[0].variant_files = vec!["../evil.small.jpg".into()];
     rt.block_on(pixq_jobs::batch::write_manifest(backend.store.as_ref(), &bucket, &m)).unwrap();
     assert_eq!(pixq(&home, &["fetch", &batch, "--out", out2.to_str().unwrap()]).status.code(), Some(2));
+    // A record naming its output in another bucket: refused, nothing written.
+    let mut r =
+        rt.block_on(pixq_jobs::batch::batch_status(backend.store.as_ref(), &bucket, &batch)).unwrap().results.remove(0);
+    let record_key = pixq_jobs::keys::result_key(&batch, &r.job_id);
+    let record = rt.block_on(backend.store.get(&bucket, &record_key)).unwrap();
+    r.outputs[0].object.bucket = "elsewhere".into();
+    rt.block_on(pixq_jobs::batch::write_manifest(backend.store.as_ref(), &bucket, &original)).unwrap();
+    rt.block_on(backend.store.put(&bucket, &record_key, serde_json::to_vec(&r).unwrap(), "application/json")).unwrap();
+    let o = pixq(&home, &["fetch", &batch, "--out", out2.to_str().unwrap(), "--overwrite"]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(text(&o).1.contains("names an output in bucket"), "{:?}", text(&o));
+    assert!(std::fs::read_dir(&out2).map_or(true, |d| d.count() == 0), "something was written");
+    rt.block_on(backend.store.put(&bucket, &record_key, record, "application/json")).unwrap();
     // An old manifest without names, whose source is a FIFO: fetched by name, never opened.
     let fifo = dir.path().join("pipe.jpg");
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
@@ -718,10 +730,7 @@ fn devices_fifos_and_huge_sparse_files_are_not_read() {
     std::fs::create_dir_all(&input).unwrap();
     std::fs::copy(samples().join("coffee.jpg"), input.join("coffee.jpg")).unwrap();
     std::fs::File::create(input.join("huge.jpg")).unwrap().set_len(1 << 40).unwrap();
-    let o = pixq(
-        &home,
-        &["--json", "process", input.to_str().unwrap(), "--ops", "thumbnail:32", "--out", out.to_str().unwrap()],
-    );
+    let o = process_json(&home, &input, &out);
     assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!((v["ok"].as_u64(), v["failed"].as_u64()), (Some(1), Some(1)), "{v}");
@@ -742,10 +751,7 @@ fn links_out_of_a_folder_are_not_followed() {
     std::os::unix::fs::symlink(&secret, input.join("cat.jpg")).unwrap();
     std::os::unix::fs::symlink(input.join("sub/coffee.jpg"), input.join("coffee.jpg")).unwrap();
     let out = dir.path().join("out");
-    let o = pixq(
-        &home,
-        &["--json", "process", input.to_str().unwrap(), "--ops", "thumbnail:32", "--out", out.to_str().unwrap()],
-    );
+    let o = process_json(&home, &input, &out);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["images"].as_u64(), Some(1), "{v}");
