@@ -55,6 +55,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
 }
 
 fn main() {
+    // HEIF and AVIF files are read in children of this program; a child ends here.
+    pixq_jobs::isolation::init();
     let cli = args::Cli::parse();
     let level = match cli.global.verbose {
         0 => "warn",

@@ -10,6 +10,8 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
+    // HEIF and AVIF files are read in children of this program; a child ends here.
+    pixq_jobs::isolation::init();
     let args = config::Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);

@@ -19,6 +19,8 @@
 //! - [`metrics`]: one CloudWatch Embedded Metric Format line per job.
 //! - [`local`]: the embedded default's paths (`.pixq/queue.db`, `.pixq/store`).
 //! - `aws` (feature `aws`): SDK configuration for the S3 and SQS backends.
+//! - [`isolation`]: HEIF and AVIF files read in child processes ([`isolation::init`], first
+//!   thing in every binary's `main`).
 //! - [`clock`], [`ids`]: time and identifiers.
 
 #[cfg(feature = "aws")]
@@ -29,6 +31,7 @@ pub mod buffers;
 pub mod clock;
 pub mod events;
 pub mod ids;
+pub mod isolation;
 pub mod keys;
 pub mod lanes;
 #[cfg(feature = "local")]

@@ -665,6 +665,7 @@ impl From<pixq_kernel::Error> for JobError {
     fn from(e: pixq_kernel::Error) -> JobError {
         match e {
             pixq_kernel::Error::Cancelled => JobError::Released,
+            e @ pixq_kernel::Error::Unavailable(_) => JobError::Transient(e.to_string()),
             e => JobError::Permanent(e.to_string()),
         }
     }

@@ -417,15 +417,16 @@ impl Codecs {
         limits: &Limits,
         need: Option<(u64, u64)>,
         pool: &mut crate::raster::Pool,
+        stop: &crate::Stop,
     ) -> Result<Raster, Error> {
         #[cfg(feature = "turbojpeg")]
         if probe.format == Format::Jpeg {
             return self.decode_turbo(input, probe, limits, need, pool);
         }
-        let _ = (need, pool);
+        let _ = (need, pool, stop);
         #[cfg(feature = "heif")]
         if matches!(probe.format, Format::Avif | Format::Heic) {
-            return crate::heif::decode(input, probe);
+            return crate::heif::decode(input, probe, stop);
         }
         use image::ImageDecoder;
         let dec = image_reader(input, probe.format, limits, decode_alloc(probe))?

@@ -1,6 +1,7 @@
 //! The kernel's error type. Every kernel error is permanent: the same bytes and pipeline give
-//! the same error again, so a caller never needs to retry one. The one exception is
-//! [`Error::Cancelled`]: the caller stopped the kernel itself (see [`crate::Stop`]).
+//! the same error again, so a caller never needs to retry one. Two exceptions:
+//! [`Error::Cancelled`] (the caller stopped the kernel itself, see [`crate::Stop`]) and
+//! [`Error::Unavailable`] (a process the kernel reads HEIF files in could not be started).
 
 use crate::Format;
 
@@ -125,6 +126,11 @@ pub enum Error {
     /// The caller cancelled the work (shutdown); not a property of the input.
     #[error("cancelled")]
     Cancelled,
+    /// Something the kernel needs from its environment is missing, not the input's fault:
+    /// the process that reads a HEIF or AVIF file (`crate::isolation`) could not be
+    /// started, or was killed from outside. Worth retrying later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// A broken invariant inside the kernel (a bug, reported instead of panicking).
     #[error("internal error: {0}")]
     Internal(String),

@@ -37,6 +37,7 @@ mod format;
 mod heif;
 #[cfg(feature = "heif")]
 mod heif_boxes;
+pub mod isolation;
 mod limits;
 pub mod meta;
 pub mod op;
@@ -121,7 +122,7 @@ pub fn encode(img: &Raster, format: Format, spec: &OutputSpec) -> Result<Vec<u8>
 /// Decodes bytes to a raster with orientation applied (no operations).
 pub fn decode(input: &[u8], limits: &Limits) -> Result<Raster, Error> {
     let probe = codec::probe(input, limits)?;
-    let r = codec::Codecs::default().decode(input, &probe, limits, None, &mut raster::Pool::default())?;
+    let r = codec::Codecs::default().decode(input, &probe, limits, None, &mut raster::Pool::default(), &Stop::new())?;
     Ok(ops::geometry::orient(&r, probe.orientation))
 }
 
@@ -258,7 +259,7 @@ impl Processor {
         }
         let decoded = match first.frame {
             Some(n) if n > 0 => self.codecs.decode_frame(input, &probe, &self.limits, n, stop)?,
-            _ => self.codecs.decode(input, &probe, &self.limits, union.decode_need, &mut self.resizer.pool)?,
+            _ => self.codecs.decode(input, &probe, &self.limits, union.decode_need, &mut self.resizer.pool, stop)?,
         };
         let mut shared = Some(self.prepare(decoded, &probe, first.output.keep_icc, stop)?);
         let mut decode_time = t0.elapsed();
