@@ -378,6 +378,7 @@ const INLINE_PIXELS: u64 = 256 * 256;
 fn run_kernel(
     limits: Limits,
     input: &[u8],
+    probe: &pixq_kernel::Probe,
     pipelines: &[pixq_kernel::Pipeline],
     overlays: pixq_kernel::Overlays,
     stop: &Stop,
@@ -393,7 +394,7 @@ fn run_kernel(
         if marked {
             p.set_overlays(overlays);
         }
-        let out = p.process_variants(input, &pipelines, stop);
+        let out = p.process_probed(input, probe, &pipelines, stop);
         if marked {
             p.set_overlays(pixq_kernel::Overlays::new());
         }
@@ -804,7 +805,24 @@ async fn run(
 
     // 4. Plan from the header (every step's size, the peak memory), admission under the
     //    memory budget, then the kernel under the time limit.
-    let (_, plan) = pixq_kernel::plan_all(&bytes, &job.pipelines(), &cfg.limits)?;
+    let (limits, pipelines) = (cfg.limits, job.pipelines().into_iter().cloned().collect::<Vec<_>>());
+    let plan_all = move |bytes: &[u8], pipelines: &[pixq_kernel::Pipeline]| {
+        pixq_kernel::plan_all(bytes, &pipelines.iter().collect::<Vec<_>>(), &limits)
+    };
+    let in_child = pixq_kernel::isolation::starts_a_process(&bytes);
+    let (bytes, pipelines, planned) = if in_child {
+        // A HEIF header is read by a child process: waited for on a blocking thread.
+        tokio::task::spawn_blocking(move || {
+            let planned = plan_all(&bytes, &pipelines);
+            (bytes, pipelines, planned)
+        })
+        .await
+        .map_err(|e| JobError::Transient(format!("planning: {e}")))?
+    } else {
+        let planned = plan_all(&bytes, &pipelines);
+        (bytes, pipelines, planned)
+    };
+    let (probe, plan) = planned?;
     if let Some(fit) = &cfg.forward
         && job.forwarded.is_none()
     {
@@ -816,7 +834,6 @@ async fn run(
     plan.check_budget(admission.budget_bytes())?;
     let admitted = admission.admit(plan.peak_bytes, plan.cpu_ns, cancel).await.ok_or(JobError::Released)?;
     let input_bytes = bytes.len() as u64;
-    let (limits, pipelines) = (cfg.limits, job.pipelines().into_iter().cloned().collect::<Vec<_>>());
     let stop = Stop::new().with_time_limit(cfg.job_timeout);
     let _cancel_kernel = CancelOnDrop(stop.clone());
     // The admission goes with the kernel and comes back with its answer, which a lane
@@ -824,14 +841,15 @@ async fn run(
     // (and its warm buffers) free instead of starting another. Ended with the answer, even
     // if this task is dropped meanwhile; the output is written while the next job computes.
     let kernel = move || {
-        let out = run_kernel(limits, &bytes, &pipelines, overlays, &stop);
+        let out = run_kernel(limits, &bytes, &probe, &pipelines, overlays, &stop);
         (out, bytes, (admitted, turn))
     };
     // A job this small (an icon, a 64 px PNG) runs in well under a millisecond: in place,
-    // rather than paying two thread hand-offs that cost more than the work.
+    // rather than paying two thread hand-offs that cost more than the work. Not one whose
+    // decode waits for a child process.
     let px = |(w, h): (u32, u32)| u64::from(w) * u64::from(h);
     let largest = plan.steps.iter().map(|&(w, h, _)| px((w, h))).chain([px(plan.decoded), px(plan.output)]).max();
-    let answer = if largest.unwrap_or(0) <= INLINE_PIXELS {
+    let answer = if largest.unwrap_or(0) <= INLINE_PIXELS && !in_child {
         let started = Instant::now();
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(kernel));
         tracing::trace!(us = started.elapsed().as_micros() as u64, "kernel ran in place");

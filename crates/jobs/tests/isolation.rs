@@ -35,6 +35,8 @@ mod common;
 type Modes = (&'static str, &'static str);
 
 static MODES: Mutex<Option<HashMap<Vec<u8>, Modes>>> = Mutex::new(None);
+/// Every request handed to a child: (its kind, its input's length).
+static CALLS: Mutex<Vec<(u8, usize)>> = Mutex::new(Vec::new());
 
 fn set_modes(input: &[u8], modes: Modes) {
     MODES.lock().unwrap().get_or_insert_with(HashMap::new).insert(input.to_vec(), modes);
@@ -48,6 +50,7 @@ impl Runner for Switch {
         let (header, pixels) =
             MODES.lock().unwrap().as_ref().and_then(|m| m.get(request[1]).copied()).unwrap_or(("answer", "answer"));
         let mode = if request[0][0] == 1 { header } else { pixels };
+        CALLS.lock().unwrap().push((request[0][0], request[1].len()));
         child(mode).run(request, reply_max, stop)
     }
 }
@@ -276,6 +279,9 @@ fn a_worker_outlives_children_that_crash(heic: &[u8], avif: &[u8], _: &[String; 
         assert_eq!(killed.attempts, 2, "a kill from outside is retried until the receives run out");
         assert_eq!(by_name(2).status, Status::Ok);
         assert_eq!(by_name(3).status, Status::Ok);
+        // One child reads the header (the plan the kernel reuses), one decodes.
+        let calls = CALLS.lock().unwrap().iter().filter(|c| c.1 == fine_avif.len()).map(|c| c.0).collect::<Vec<_>>();
+        assert_eq!(calls, [1, 2]);
         let dead = queue.dead_letters(10).await.unwrap();
         assert_eq!(dead.len(), 2, "{dead:#?}");
     });

@@ -51,8 +51,16 @@ pub fn isolate_heif(runner: Box<dyn Runner>) -> bool {
     RUNNER.set(runner).is_ok()
 }
 
+/// Whether reading `input`'s header starts a process: a HEIF or AVIF file in a build that
+/// reads them, with a runner installed. An async caller plans such an input off its event
+/// loop's threads, since the probe waits for the child.
+pub fn starts_a_process(input: &[u8]) -> bool {
+    cfg!(feature = "heif")
+        && runner().is_some()
+        && matches!(crate::Format::sniff(input), Some(crate::Format::Heic | crate::Format::Avif))
+}
+
 /// The installed runner, if any.
-#[cfg_attr(not(feature = "heif"), allow(dead_code))]
 pub(crate) fn runner() -> Option<&'static dyn Runner> {
     RUNNER.get().map(|r| r.as_ref())
 }

@@ -235,12 +235,30 @@ impl Processor {
         pipelines: &[&Pipeline],
         stop: &Stop,
     ) -> Result<Vec<Output>, Error> {
+        if pipelines.is_empty() {
+            return Ok(Vec::new());
+        }
+        let probe = codec::probe(input, &self.limits)?;
+        self.process_probed(input, &probe, pipelines, stop)
+    }
+
+    /// [`Processor::process_variants`] with the header already read: `probe` is what
+    /// [`plan_all`] (or `codec::probe`) gave for `input` under this processor's limits, so a
+    /// caller that planned the job does not read the header twice (for a HEIF file, that is
+    /// a second child process). The decoders still hold the image to the probe's size: a
+    /// probe of other bytes is an error, not another image's output.
+    pub fn process_probed(
+        &mut self,
+        input: &[u8],
+        probe: &Probe,
+        pipelines: &[&Pipeline],
+        stop: &Stop,
+    ) -> Result<Vec<Output>, Error> {
         let t0 = Instant::now();
         let Some(first) = pipelines.first() else {
             return Ok(Vec::new());
         };
-        let probe = codec::probe(input, &self.limits)?;
-        let (union, plans) = plan::plan_variants(input.len(), &probe, pipelines, &self.limits)?;
+        let (union, plans) = plan::plan_variants(input.len(), probe, pipelines, &self.limits)?;
         stop.check()?;
         if plans.iter().any(|p| p.frames > 1) {
             // An animation is decoded frame by frame for each variant that writes one; a
@@ -250,18 +268,18 @@ impl Processor {
                 .zip(&plans)
                 .map(|(pipeline, plan)| {
                     if plan.frames > 1 {
-                        self.animate(input, &probe, pipeline, plan, stop)
+                        self.animate(input, probe, pipeline, plan, stop)
                     } else {
-                        self.process_variants(input, &[pipeline], stop).map(|mut o| o.remove(0))
+                        self.process_probed(input, probe, &[pipeline], stop).map(|mut o| o.remove(0))
                     }
                 })
                 .collect();
         }
         let decoded = match first.frame {
-            Some(n) if n > 0 => self.codecs.decode_frame(input, &probe, &self.limits, n, stop)?,
-            _ => self.codecs.decode(input, &probe, &self.limits, union.decode_need, &mut self.resizer.pool, stop)?,
+            Some(n) if n > 0 => self.codecs.decode_frame(input, probe, &self.limits, n, stop)?,
+            _ => self.codecs.decode(input, probe, &self.limits, union.decode_need, &mut self.resizer.pool, stop)?,
         };
-        let mut shared = Some(self.prepare(decoded, &probe, first.output.keep_icc, stop)?);
+        let mut shared = Some(self.prepare(decoded, probe, first.output.keep_icc, stop)?);
         let mut decode_time = t0.elapsed();
         let mut outs = Vec::with_capacity(pipelines.len());
         for (i, (pipeline, plan)) in pipelines.iter().zip(&plans).enumerate() {
@@ -271,7 +289,7 @@ impl Processor {
                 shared.clone().expect("held until the last variant")
             };
             let keep = pipelines.len() == 1 && plan.keeps_source;
-            let mut out = self.finish(img, &probe, input.len(), pipeline, plan, keep, stop)?;
+            let mut out = self.finish(img, probe, input.len(), pipeline, plan, keep, stop)?;
             out.timings.decode = std::mem::take(&mut decode_time);
             outs.push(out);
         }

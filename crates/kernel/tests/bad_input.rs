@@ -208,3 +208,37 @@ fn every_growing_step_is_refused_before_decoding() {
     let ok = process(&png, &Pipeline::parse("pad:0:16304:0:40:000000").unwrap(), &l).unwrap();
     assert_eq!((ok.width, ok.height), (16_384, 30));
 }
+
+/// `Processor::process_probed` trusts its caller for the header, not for the pixels: a probe
+/// of another image of the same format (smaller, larger, other channels) is an error, never
+/// an output of the other image's size.
+#[test]
+fn a_probe_of_other_bytes_is_an_error() {
+    use pixq_kernel::{Channels, Processor, Raster, codec};
+    let limits = Limits::default();
+    let image = |w: u32, h: u32, c: Channels, format: Format| {
+        let r = Raster::from_fn(w, h, c, |x, y, p| p.iter_mut().for_each(|v| *v = (x * 7 + y * 3) as u8));
+        pixq_kernel::encode(&r, format, &Default::default()).unwrap()
+    };
+    let pipeline = Pipeline::parse("grayscale").unwrap();
+    let mut formats = vec![Format::Jpeg, Format::Png, Format::Webp, Format::Gif, Format::Tiff, Format::Bmp];
+    if cfg!(all(feature = "heif", feature = "avif")) {
+        formats.push(Format::Avif);
+    }
+    for format in formats {
+        let small = image(64, 48, Channels::Rgb, format);
+        let large = image(128, 96, Channels::Rgb, format);
+        let mut p = Processor::new(limits);
+        let real = p.process_probed(&small, &codec::probe(&small, &limits).unwrap(), &[&pipeline], &Default::default());
+        assert_eq!(real.map(|o| (o[0].width, o[0].height)).ok(), Some((64, 48)), "{format:?}");
+        for (input, other) in [(&small, &large), (&large, &small)] {
+            let probe = codec::probe(other, &limits).unwrap();
+            let out = p.process_probed(input, &probe, &[&pipeline], &Default::default());
+            assert!(
+                out.is_err(),
+                "{format:?}: a probe of other bytes gave {:?}",
+                out.map(|o| (o[0].width, o[0].height))
+            );
+        }
+    }
+}
