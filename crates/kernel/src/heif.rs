@@ -29,6 +29,9 @@ const PIXELS: u8 = 2;
 /// Bytes after a header reply's profile: width, height, alpha, deep, colour kind,
 /// primaries, transfer.
 const HEADER_TAIL: usize = 4 + 4 + 1 + 1 + 1 + 1 + 1;
+/// How long a child may take to read a header: libheif parses one in milliseconds, and a
+/// probe has no caller's stop, so a child that hangs on a crafted file is ended by this.
+const HEADER_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 /// Bytes after a pixel reply's picture: width, height, channels.
 const PIXELS_TAIL: usize = 4 + 4 + 1;
 
@@ -177,7 +180,9 @@ fn header(input: &[u8], format: Format) -> Result<Header, Error> {
         return read_header(input).map_err(|e| decode_err(format, e));
     };
     let max = crate::meta::MAX_ICC + HEADER_TAIL + 1;
-    let reply = runner.run(&[&[HEADER], input], max, &Stop::new()).map_err(|f| failed(format, f))?;
+    let reply = runner
+        .run(&[&[HEADER], input], max, &Stop::new().with_time_limit(HEADER_TIME))
+        .map_err(|f| failed(format, f))?;
     let mut r = isolation::open_reply(reply).map_err(|f| failed(format, f))?.map_err(|e| decode_err(format, e))?;
     let bad = || decode_err(format, "the HEIF reader's process gave a malformed header");
     let tail = r.len().checked_sub(HEADER_TAIL).ok_or_else(bad)?;

@@ -208,6 +208,12 @@ fn reads_through_a_runner_match_reads_in_place_and_failures_are_errors() {
     let stop = Stop::new().with_time_limit(std::time::Duration::from_millis(100));
     let e = Processor::new(Limits::default()).process_with(heic, &pipeline, &stop).unwrap_err();
     assert!(matches!(e, Error::TimedOut { .. }), "{e:?}");
+    // A header read has no caller's stop: it has a time limit of its own (10 s).
+    set(Mode::Hang, Mode::Answer);
+    let t = std::time::Instant::now();
+    let e = pixq_kernel::codec::probe(heic, &Limits::default()).unwrap_err();
+    assert!(matches!(e, Error::TimedOut { limit } if limit.as_secs() == 10), "{e:?}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(30));
     set(Mode::Answer, Mode::Answer);
     assert_eq!(read(heic), in_place[0]);
 }
