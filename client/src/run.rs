@@ -532,7 +532,18 @@ async fn upload_and_enqueue(
                 let bytes = read_input(&f).await.with_context(|| format!("reading {}", f.display()))?;
                 let bytes_len = bytes.len() as u64;
                 let digest = keys::content_digest(&bytes);
-                let route = routing.route(&bytes, &recipe);
+                // Routing reads the header: a HEIF file's in a child process, waited for
+                // on a blocking thread.
+                let (bytes, route) = if pixq_jobs::kernel::isolation::starts_a_process(&bytes) {
+                    tokio::task::spawn_blocking(move || {
+                        let route = routing.route(&bytes, &recipe);
+                        (bytes, route)
+                    })
+                    .await?
+                } else {
+                    let route = routing.route(&bytes, &recipe);
+                    (bytes, route)
+                };
                 if bytes.len() <= small {
                     return anyhow::Ok((i, bytes_len, Some(digest), route, Some((key, bytes))));
                 }

@@ -10,7 +10,7 @@
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -36,6 +36,10 @@ pub fn init() {
 /// The child's whole life: read the request to its end, give up every system call the
 /// answer does not need ([`confine`]), answer it, write the answer.
 fn serve_child() -> i32 {
+    // The out-of-memory killer takes this child before its parent, and the child ends with
+    // its parent.
+    let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
+    seccomp::end_with_parent();
     let mut request = Vec::new();
     if std::io::stdin().lock().read_to_end(&mut request).is_err() {
         return 2;
@@ -67,7 +71,8 @@ impl ChildRunner {
 
     /// A runner starting the running program with [`CHILD_ARG`].
     pub fn this_program() -> ChildRunner {
-        let program = if cfg!(target_os = "linux") {
+        // Where /proc is mounted (Linux); else the path this program was started from.
+        let program = if std::path::Path::new("/proc/self/exe").exists() {
             PathBuf::from("/proc/self/exe")
         } else {
             std::env::current_exe().unwrap_or_else(|_| PathBuf::from(std::env::args_os().next().unwrap_or_default()))
@@ -78,37 +83,46 @@ impl ChildRunner {
 
 impl Runner for ChildRunner {
     fn run(&self, request: &[&[u8]], reply_max: usize, stop: &Stop) -> Result<Vec<u8>, Failure> {
+        use std::os::unix::process::CommandExt;
         stop.check().map_err(Failure::Stopped)?;
-        // Nothing of this process's environment (credentials, settings) reaches the child.
+        // Of this process's environment (credentials, settings) the child gets only what
+        // the dynamic loader and the allocator read. In a process group of its own, so a
+        // Ctrl-C meant for a terminal's pixq does not end its children before the worker
+        // decides what becomes of their jobs.
         let mut child = Command::new(&self.program)
             .args(&self.args)
             .env_clear()
+            .envs(std::env::vars_os().filter(|(k, _)| passed_on(k)))
+            .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| Failure::Unavailable(format!("could not be started: {e}")))?;
         let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            let _ = child.kill();
-            let _ = child.wait();
+            reap(&mut child);
             return Err(Failure::Unavailable("has no pipes".into()));
         };
         let (done, finished) = mpsc::channel();
-        let (stopped, wrote, read) = std::thread::scope(|s| {
+        let outcome = std::thread::scope(|s| {
             // The child reads its whole request before it writes a byte, so one thread
             // writes all, closes, then reads; this one watches the stop meanwhile.
-            let io = s.spawn(move || {
+            let io = std::thread::Builder::new().spawn_scoped(s, move || {
                 let wrote = request.iter().try_for_each(|part| stdin.write_all(part));
                 drop(stdin);
-                let mut reply = Vec::with_capacity(reply_max);
-                let read = (&mut stdout).take(reply_max as u64 + 1).read_to_end(&mut reply).map(|_| reply);
+                let read = read_at_most(&mut stdout, reply_max);
                 let _ = done.send(());
                 (wrote, read)
             });
+            let Ok(io) = io else {
+                reap(&mut child);
+                return Err(Failure::Unavailable("no thread to feed it".into()));
+            };
             let mut stopped = None;
             while let Err(mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(STOP_POLL) {
                 if let Err(e) = stop.check() {
-                    // The pipes break when it dies, which ends the thread's writes and reads.
+                    // The pipes break when it dies, which ends the thread's writes and reads
+                    // (the child starts no process that could hold them: `confine`).
                     let _ = child.kill();
                     stopped = Some(e);
                     break;
@@ -117,51 +131,99 @@ impl Runner for ChildRunner {
             let (wrote, read) = io
                 .join()
                 .unwrap_or_else(|_| (Err(std::io::Error::other("panicked")), Err(std::io::Error::other("panicked"))));
-            (stopped, wrote, read)
+            Ok((stopped, wrote, read))
         });
-        let status = child.wait().map_err(|e| Failure::Unavailable(format!("could not be waited for: {e}")))?;
+        let (stopped, wrote, read) = outcome?;
+        // A child that closed its output and goes on is waited for under the stop too.
+        let status = wait_under(&mut child, stop)?;
         if let Some(e) = stopped {
             return Err(Failure::Stopped(e));
         }
         if !status.success() {
             return Err(ended(status));
         }
-        let reply = read.map_err(|e| Failure::Unavailable(format!("could not be read from: {e}")))?;
         wrote.map_err(|e| Failure::Unavailable(format!("could not be written to: {e}")))?;
-        if reply.len() > reply_max {
-            return Err(Failure::Crashed(format!("wrote more than the {reply_max} bytes its answer can take")));
-        }
-        Ok(reply)
+        read.map_err(|e| Failure::Unavailable(format!("could not be read from: {e}")))?
+            .ok_or_else(|| Failure::Crashed(format!("wrote more than the {reply_max} bytes its answer can take")))
     }
 }
 
-/// A child that did not exit with status 0: a signal other than SIGKILL is the input's doing;
-/// SIGKILL comes from outside (the out-of-memory killer, an operator).
-fn ended(status: ExitStatus) -> Failure {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        if let Some(sig) = status.signal() {
-            let name = match sig {
-                4 => " (SIGILL)",
-                6 => " (SIGABRT)",
-                7 => " (SIGBUS)",
-                8 => " (SIGFPE)",
-                9 => " (SIGKILL)",
-                11 => " (SIGSEGV)",
-                31 => " (SIGSYS)",
-                _ => "",
-            };
-            return if sig == 9 {
-                Failure::Unavailable(format!("was killed by signal 9{name}"))
-            } else {
-                Failure::Crashed(format!("crashed with signal {sig}{name}"))
-            };
+/// Environment variables a child keeps: the dynamic loader's library path (decoders
+/// installed outside the system's folders) and the C library's tunables and allocator
+/// settings. Nothing else: no credentials, no settings of pixq's.
+fn passed_on(name: &OsStr) -> bool {
+    let name = name.as_encoded_bytes();
+    name == b"LD_LIBRARY_PATH" || name == b"GLIBC_TUNABLES" || name.starts_with(b"MALLOC_")
+}
+
+/// Reads to the end, at most `max` bytes, into a buffer of that capacity; `None` when there
+/// is more (without growing the buffer to take it).
+fn read_at_most(from: &mut impl Read, max: usize) -> std::io::Result<Option<Vec<u8>>> {
+    let mut reply = Vec::with_capacity(max);
+    from.take(max as u64).read_to_end(&mut reply)?;
+    let mut more = [0u8; 1];
+    Ok(if from.read(&mut more)? == 0 { Some(reply) } else { None })
+}
+
+/// Kills and waits for a child this runner will not talk to.
+fn reap(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Waits for a child to end, killing it when `stop` fires meanwhile.
+fn wait_under(child: &mut Child, stop: &Stop) -> Result<ExitStatus, Failure> {
+    let mut pause = Duration::from_micros(100);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) if stop.check().is_err() => {
+                let _ = child.kill();
+                return child.wait().map_err(|e| Failure::Unavailable(format!("could not be waited for: {e}")));
+            }
+            Ok(None) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(STOP_POLL);
+            }
+            Err(e) => return Err(Failure::Unavailable(format!("could not be waited for: {e}"))),
         }
     }
+}
+
+/// A child that did not exit with status 0. A signal a fault raises (a segmentation fault,
+/// an abort, an illegal instruction, a bad system call) is the input's doing: it would again.
+/// Every other end is not: SIGKILL (the out-of-memory killer, for which a child volunteers,
+/// or an operator), SIGTERM or SIGINT (a shutdown), and an exit code, which our child only
+/// gives when it could not start (the dynamic loader's 127) or lost its pipes.
+fn ended(status: ExitStatus) -> Failure {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(sig) = status.signal() {
+        let fault = match sig {
+            4 => Some("SIGILL"),
+            5 => Some("SIGTRAP"),
+            6 => Some("SIGABRT"),
+            7 => Some("SIGBUS"),
+            8 => Some("SIGFPE"),
+            11 => Some("SIGSEGV"),
+            31 => Some("SIGSYS"),
+            _ => None,
+        };
+        return match fault {
+            Some(name) => Failure::Crashed(format!("crashed with signal {sig} ({name})")),
+            None => {
+                let name = match sig {
+                    2 => " (SIGINT)",
+                    9 => " (SIGKILL)",
+                    15 => " (SIGTERM)",
+                    _ => "",
+                };
+                Failure::Unavailable(format!("was ended by signal {sig}{name}"))
+            }
+        };
+    }
     match status.code() {
-        Some(code) => Failure::Crashed(format!("exited with code {code} without an answer")),
-        None => Failure::Crashed("ended without an answer".into()),
+        Some(code) => Failure::Unavailable(format!("exited with code {code} before it answered")),
+        None => Failure::Unavailable("ended before it answered".into()),
     }
 }
 
@@ -182,9 +244,9 @@ pub fn confine() -> std::io::Result<()> {
 #[allow(unsafe_code)]
 mod seccomp {
     use libc::{
-        BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W, EPERM, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP,
-        SECCOMP_MODE_FILTER, SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO, SECCOMP_RET_KILL_PROCESS, c_long, sock_filter,
-        sock_fprog,
+        BPF_ABS, BPF_JEQ, BPF_JMP, BPF_JSET, BPF_K, BPF_LD, BPF_RET, BPF_W, ENOSYS, EPERM, PR_SET_NO_NEW_PRIVS,
+        PR_SET_SECCOMP, SECCOMP_MODE_FILTER, SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO, SECCOMP_RET_KILL_PROCESS, c_long,
+        sock_filter, sock_fprog,
     };
 
     /// The architecture a system call comes from (`seccomp_data.arch`): another one (a
@@ -195,7 +257,10 @@ mod seccomp {
     const ARCH: u32 = 0xC000_00B7;
 
     /// What the child may still do (`strace -f` of children decoding HEIC and AVIF, plus
-    /// what a thread start, an abort and the allocator can ask for).
+    /// what a thread start, an abort, an interrupted wait and the allocator can ask for).
+    /// Three more are allowed with conditions: `clone` for threads only (no process), so
+    /// nothing outlives the child holding its pipes; `tgkill` to this process only (an
+    /// abort), no other; `clone3` answers ENOSYS, so the C library starts threads by `clone`.
     const ALLOWED: &[c_long] = &[
         libc::SYS_read,
         libc::SYS_write,
@@ -210,8 +275,6 @@ mod seccomp {
         libc::SYS_madvise,
         libc::SYS_brk,
         libc::SYS_futex,
-        libc::SYS_clone,
-        libc::SYS_clone3,
         libc::SYS_set_robust_list,
         libc::SYS_rseq,
         libc::SYS_sched_yield,
@@ -220,9 +283,9 @@ mod seccomp {
         libc::SYS_clock_gettime,
         libc::SYS_clock_nanosleep,
         libc::SYS_nanosleep,
+        libc::SYS_restart_syscall,
         libc::SYS_gettid,
         libc::SYS_getpid,
-        libc::SYS_tgkill,
         libc::SYS_rt_sigaction,
         libc::SYS_rt_sigprocmask,
         libc::SYS_rt_sigreturn,
@@ -231,22 +294,62 @@ mod seccomp {
         libc::SYS_exit_group,
     ];
 
+    /// Where a filter instruction goes on: the next one, or one of the returns at the end.
+    #[derive(Clone, Copy, PartialEq)]
+    enum To {
+        Next,
+        Allow,
+        Refuse,
+        NoSys,
+        /// The instruction at this index.
+        At(usize),
+    }
+
     pub(super) fn confine() -> std::io::Result<()> {
-        let op = |code: u32, jt: u8, k: u32| sock_filter { code: code as u16, jt, jf: 0, k };
-        let n = ALLOWED.len();
-        let mut prog = Vec::with_capacity(n + 6);
-        // seccomp_data: nr at offset 0, arch at 4.
-        prog.push(op(BPF_LD | BPF_W | BPF_ABS, 0, 4));
-        prog.push(op(BPF_JMP | BPF_JEQ | BPF_K, 1, ARCH));
-        prog.push(op(BPF_RET | BPF_K, 0, SECCOMP_RET_KILL_PROCESS));
-        prog.push(op(BPF_LD | BPF_W | BPF_ABS, 0, 0));
-        for (i, &nr) in ALLOWED.iter().enumerate() {
-            // A match jumps over the rest and the refusal, to the allow.
-            prog.push(op(BPF_JMP | BPF_JEQ | BPF_K, (n - i) as u8, nr as u32));
+        const JEQ: u32 = BPF_JMP | BPF_JEQ | BPF_K;
+        // seccomp_data: nr at offset 0, arch at 4, the first argument at 16 (its low half on
+        // these little-endian machines).
+        let load = |at: u32| (BPF_LD | BPF_W | BPF_ABS, To::Next, To::Next, at);
+        let mut prog: Vec<(u32, To, To, u32)> = Vec::with_capacity(ALLOWED.len() + 16);
+        prog.push(load(4));
+        prog.push((JEQ, To::Next, To::At(usize::MAX), ARCH));
+        prog.push(load(0));
+        for &nr in ALLOWED {
+            prog.push((JEQ, To::Allow, To::Next, nr as u32));
         }
-        prog.push(op(BPF_RET | BPF_K, 0, SECCOMP_RET_ERRNO | EPERM as u32));
-        prog.push(op(BPF_RET | BPF_K, 0, SECCOMP_RET_ALLOW));
-        let fprog = sock_fprog { len: prog.len() as u16, filter: prog.as_mut_ptr() };
+        let tgkill = prog.len() + 4;
+        let clone = tgkill + 2;
+        prog.push((JEQ, To::At(tgkill), To::Next, libc::SYS_tgkill as u32));
+        prog.push((JEQ, To::At(clone), To::Next, libc::SYS_clone as u32));
+        prog.push((JEQ, To::NoSys, To::Next, libc::SYS_clone3 as u32));
+        prog.push((BPF_RET | BPF_K, To::Next, To::Next, SECCOMP_RET_ERRNO | EPERM as u32));
+        prog.push(load(16));
+        prog.push((JEQ, To::Allow, To::Refuse, std::process::id()));
+        prog.push(load(16));
+        prog.push((BPF_JMP | BPF_JSET | BPF_K, To::Allow, To::Refuse, libc::CLONE_THREAD as u32));
+        let ends = prog.len();
+        let [allow, refuse, nosys, kill] = [ends, ends + 1, ends + 2, ends + 3];
+        let mut filter: Vec<sock_filter> = prog
+            .iter()
+            .enumerate()
+            .map(|(i, &(code, jt, jf, k))| {
+                let off = |to: To| match to {
+                    To::Next => 0,
+                    To::Allow => (allow - i - 1) as u8,
+                    To::Refuse => (refuse - i - 1) as u8,
+                    To::NoSys => (nosys - i - 1) as u8,
+                    To::At(usize::MAX) => (kill - i - 1) as u8,
+                    To::At(at) => (at - i - 1) as u8,
+                };
+                sock_filter { code: code as u16, jt: off(jt), jf: off(jf), k }
+            })
+            .collect();
+        for k in [SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | EPERM as u32, SECCOMP_RET_ERRNO | ENOSYS as u32] {
+            filter.push(sock_filter { code: (BPF_RET | BPF_K) as u16, jt: 0, jf: 0, k });
+        }
+        // Another architecture's system calls (32-bit ones) end the process.
+        filter.push(sock_filter { code: (BPF_RET | BPF_K) as u16, jt: 0, jf: 0, k: SECCOMP_RET_KILL_PROCESS });
+        let fprog = sock_fprog { len: filter.len() as u16, filter: filter.as_mut_ptr() };
         // SAFETY: plain prctl calls; the filter program outlives the second one, which
         // copies it into the kernel.
         unsafe {
@@ -258,6 +361,17 @@ mod seccomp {
         }
         Ok(())
     }
+
+    /// SIGKILL when the parent ends; a child whose parent is already gone exits.
+    pub(super) fn end_with_parent() {
+        // SAFETY: plain prctl and getppid calls.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+            if libc::getppid() == 1 {
+                std::process::exit(2);
+            }
+        }
+    }
 }
 
 #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
@@ -265,4 +379,6 @@ mod seccomp {
     pub(super) fn confine() -> std::io::Result<()> {
         Err(std::io::Error::other("no seccomp filter on this platform"))
     }
+
+    pub(super) fn end_with_parent() {}
 }

@@ -817,7 +817,10 @@ async fn run(
             (bytes, pipelines, planned)
         })
         .await
-        .map_err(|e| JobError::Transient(format!("planning: {e}")))?
+        .map_err(|e| match e.is_panic() {
+            true => JobError::Permanent("the image kernel panicked on this input while planning".into()),
+            false => JobError::Transient(format!("planning: {e}")),
+        })?
     } else {
         let planned = plan_all(&bytes, &pipelines);
         (bytes, pipelines, planned)

@@ -8,7 +8,7 @@
 //! This test binary (harness = false) is its own child: started with `CHILD_ARG` it answers
 //! as every pixq binary does through `isolation::init`, or first fails the way its next
 //! argument says. The runner the kernel gets picks that argument by the input's bytes.
-// The segmentation fault under test.
+// The segmentation fault under test, and system calls a confined child must not make.
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
@@ -66,6 +66,14 @@ fn be_the_child(mode: &str) -> ! {
         // SAFETY: none, on purpose: this is the crash under test (address 8 is never mapped).
         "segv" => unsafe { std::ptr::without_provenance_mut::<u8>(8).write_volatile(1) },
         "exit3" => std::process::exit(3),
+        "confined-abort" => {
+            pixq_jobs::isolation::confine().unwrap();
+            std::process::abort()
+        }
+        "term" => {
+            let _ = std::process::Command::new("/bin/sh").args(["-c", "kill -15 $PPID"]).status();
+            std::thread::sleep(Duration::from_secs(300));
+        }
         "kill" => {
             let _ = std::process::Command::new("/bin/sh").args(["-c", "kill -9 $PPID"]).status();
             std::thread::sleep(Duration::from_secs(300));
@@ -83,12 +91,19 @@ fn be_the_child(mode: &str) -> ! {
 /// start a program. Answers with an error reply naming each outcome.
 fn escape() -> ! {
     let port: u16 = std::env::args().nth(3).and_then(|p| p.parse().ok()).unwrap();
+    let parent = std::os::unix::process::parent_id() as i32;
     let attempt = || {
         let read =
             std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).map(|_| ()).map_err(|e| e.raw_os_error());
         let connect = std::net::TcpStream::connect(("127.0.0.1", port)).map(|_| ()).map_err(|e| e.raw_os_error());
         let exec = std::process::Command::new("/bin/true").status().map(|_| ()).map_err(|e| e.raw_os_error());
-        format!("read {read:?}, connect {connect:?}, exec {exec:?}")
+        // Signal 0: only whether the parent could be signalled, by either call.
+        // SAFETY: plain system calls.
+        let signal = unsafe { libc::syscall(libc::SYS_tgkill, parent, parent, 0) };
+        // SAFETY: as above.
+        let kill = unsafe { libc::kill(parent, 0) };
+        let thread = std::thread::spawn(|| 7).join().ok();
+        format!("read {read:?}, connect {connect:?}, exec {exec:?}, tgkill {signal}, kill {kill}, thread {thread:?}")
     };
     let before = attempt();
     let confined = pixq_jobs::isolation::confine().map_err(|e| e.to_string());
@@ -164,12 +179,11 @@ fn a_confined_child_reads_no_file_reaches_no_network_starts_nothing(_: &[u8], _:
     let mut reply = runner.run(&[&[1]], 4096, &Stop::new()).unwrap();
     assert_eq!(reply.pop(), Some(1));
     let said = String::from_utf8(reply).unwrap();
-    assert!(said.starts_with("before: read Ok(()), connect Ok(()), exec Ok(()); "), "{said}");
-    // EPERM (1) for each, from the filter: nothing ran.
-    assert!(
-        said.ends_with("confined: Ok(()); after: read Err(Some(1)), connect Err(Some(1)), exec Err(Some(1))"),
-        "{said}"
-    );
+    let free = "read Ok(()), connect Ok(()), exec Ok(()), tgkill 0, kill 0, thread Some(7)";
+    assert!(said.starts_with(&format!("before: {free}; ")), "{said}");
+    // EPERM (1) for each, from the filter: nothing ran. Threads still start.
+    let confined = "read Err(Some(1)), connect Err(Some(1)), exec Err(Some(1)), tgkill -1, kill -1, thread Some(7)";
+    assert!(said.ends_with(&format!("confined: Ok(()); after: {confined}")), "{said}");
     // The one connection made is the one before the confinement.
     assert!(listener.accept().is_ok());
     assert!(listener.accept().is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock));
@@ -180,7 +194,7 @@ fn a_child_that_crashes_fails_the_read_with_its_signal(heic: &[u8], _: &[u8], _:
         (("abort", "answer"), "crashed with signal 6 (SIGABRT)"),
         (("answer", "abort"), "crashed with signal 6 (SIGABRT)"),
         (("answer", "segv"), "crashed with signal 11 (SIGSEGV)"),
-        (("answer", "exit3"), "exited with code 3 without an answer"),
+        (("answer", "confined-abort"), "crashed with signal 6 (SIGABRT)"),
     ] {
         set_modes(heic, modes);
         match pixq_jobs::kernel::decode(heic, &Limits::default()) {
@@ -188,10 +202,18 @@ fn a_child_that_crashes_fails_the_read_with_its_signal(heic: &[u8], _: &[u8], _:
             other => panic!("{modes:?}: {other:?}"),
         }
     }
-    set_modes(heic, ("answer", "kill"));
-    match pixq_jobs::kernel::decode(heic, &Limits::default()) {
-        Err(Error::Unavailable(reason)) => assert!(reason.contains("killed by signal 9"), "{reason}"),
-        other => panic!("SIGKILL: {other:?}"),
+    // Not the file's doing: killed from outside, shut down, or a program that could not
+    // start (the dynamic loader exits 127).
+    for (mode, want) in [
+        ("kill", "ended by signal 9 (SIGKILL)"),
+        ("term", "ended by signal 15 (SIGTERM)"),
+        ("exit3", "exited with code 3 before it answered"),
+    ] {
+        set_modes(heic, ("answer", mode));
+        match pixq_jobs::kernel::decode(heic, &Limits::default()) {
+            Err(Error::Unavailable(reason)) => assert!(reason.contains(want), "{mode}: {reason}"),
+            other => panic!("{mode}: {other:?}"),
+        }
     }
     set_modes(heic, ("answer", "answer"));
     // A program that cannot be started is not the input's fault either.
@@ -275,7 +297,7 @@ fn a_worker_outlives_children_that_crash(heic: &[u8], avif: &[u8], _: &[String; 
         assert_eq!(crash.attempts, 1, "a crash is the file's: not retried");
         let killed = by_name(1);
         assert_eq!(killed.status, Status::Failed);
-        assert!(killed.reason.as_deref().unwrap().contains("killed by signal 9"), "{killed:?}");
+        assert!(killed.reason.as_deref().unwrap().contains("ended by signal 9"), "{killed:?}");
         assert_eq!(killed.attempts, 2, "a kill from outside is retried until the receives run out");
         assert_eq!(by_name(2).status, Status::Ok);
         assert_eq!(by_name(3).status, Status::Ok);

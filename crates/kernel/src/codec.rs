@@ -72,7 +72,7 @@ impl std::fmt::Debug for Codecs {
 }
 
 /// Checks the size and sniffs the format.
-fn sniff(input: &[u8], limits: &Limits) -> Result<Format, Error> {
+pub(crate) fn sniff(input: &[u8], limits: &Limits) -> Result<Format, Error> {
     if input.is_empty() {
         return Err(Error::Empty);
     }

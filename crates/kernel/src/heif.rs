@@ -180,9 +180,13 @@ fn header(input: &[u8], format: Format) -> Result<Header, Error> {
         return read_header(input).map_err(|e| decode_err(format, e));
     };
     let max = crate::meta::MAX_ICC + HEADER_TAIL + 1;
-    let reply = runner
-        .run(&[&[HEADER], input], max, &Stop::new().with_time_limit(HEADER_TIME))
-        .map_err(|f| failed(format, f))?;
+    let reply =
+        runner.run(&[&[HEADER], input], max, &Stop::new().with_time_limit(HEADER_TIME)).map_err(|f| match f {
+            Failure::Stopped(Error::TimedOut { .. }) => {
+                decode_err(format, format!("the HEIF reader's process took over {HEADER_TIME:?} to read the header"))
+            }
+            f => failed(format, f),
+        })?;
     let mut r = isolation::open_reply(reply).map_err(|f| failed(format, f))?.map_err(|e| decode_err(format, e))?;
     let bad = || decode_err(format, "the HEIF reader's process gave a malformed header");
     let tail = r.len().checked_sub(HEADER_TAIL).ok_or_else(bad)?;
@@ -215,7 +219,11 @@ fn pixels(input: &[u8], probe: &Probe, stop: &Stop) -> Result<Vec<u8>, Error> {
         return read_pixels(input, alpha, probe.width, probe.height).map_err(|e| decode_err(format, e));
     };
     let n = probe.channels.count();
-    let size = probe.width as usize * probe.height as usize * n;
+    let size = (probe.width as usize)
+        .checked_mul(probe.height as usize)
+        .and_then(|px| px.checked_mul(n))
+        .filter(|&s| s < usize::MAX - PIXELS_TAIL - 1)
+        .ok_or_else(|| decode_err(format, "the image is too large to decode here"))?;
     let mut ask = [PIXELS, u8::from(alpha), 0, 0, 0, 0, 0, 0, 0, 0];
     ask[2..6].copy_from_slice(&probe.width.to_le_bytes());
     ask[6..10].copy_from_slice(&probe.height.to_le_bytes());

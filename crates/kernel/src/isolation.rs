@@ -85,6 +85,9 @@ pub(crate) const OK: u8 = 0;
 /// Status byte: the payload before it is an error message (UTF-8).
 pub(crate) const ERR: u8 = 1;
 
+/// The most of an error message a reply's reader keeps.
+const MAX_MESSAGE: usize = 1024;
+
 /// An error answer.
 pub(crate) fn error_reply(msg: &str) -> Vec<u8> {
     let mut r = Vec::with_capacity(msg.len() + 1);
@@ -100,7 +103,11 @@ pub(crate) fn error_reply(msg: &str) -> Vec<u8> {
 pub(crate) fn open_reply(mut reply: Vec<u8>) -> Result<Result<Vec<u8>, String>, Failure> {
     match reply.pop() {
         Some(OK) => Ok(Ok(reply)),
-        Some(ERR) => Ok(Err(String::from_utf8_lossy(&reply).into_owned())),
+        Some(ERR) => {
+            // A message is a line in a record, not a payload: at most 1 KiB of it is kept.
+            reply.truncate(MAX_MESSAGE);
+            Ok(Err(String::from_utf8_lossy(&reply).into_owned()))
+        }
         _ => Err(Failure::Crashed("its reply was cut short".into())),
     }
 }

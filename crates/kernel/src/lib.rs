@@ -258,6 +258,12 @@ impl Processor {
         let Some(first) = pipelines.first() else {
             return Ok(Vec::new());
         };
+        // What the probe checked that is cheap to check again: the input's size and format,
+        // and the declared size against this processor's limits.
+        if codec::sniff(input, &self.limits)? != probe.format {
+            return Err(codec::decode_err(probe.format, "the probe is of a file of another format"));
+        }
+        self.limits.check_dimensions(probe.width, probe.height)?;
         let (union, plans) = plan::plan_variants(input.len(), probe, pipelines, &self.limits)?;
         stop.check()?;
         if plans.iter().any(|p| p.frames > 1) {

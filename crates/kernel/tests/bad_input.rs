@@ -242,3 +242,22 @@ fn a_probe_of_other_bytes_is_an_error() {
         }
     }
 }
+
+/// `process_probed` checks again what is cheap to check: a probe of another format, or one
+/// whose size is over this processor's limits, is refused before anything is decoded.
+#[test]
+fn a_probe_of_another_format_or_over_the_limits_is_refused() {
+    use pixq_kernel::{Channels, Processor, Raster, codec};
+    let limits = Limits::default();
+    let r = Raster::from_fn(64, 48, Channels::Rgb, |x, y, p| p.iter_mut().for_each(|v| *v = (x ^ y) as u8));
+    let png = pixq_kernel::encode(&r, Format::Png, &Default::default()).unwrap();
+    let jpeg = pixq_kernel::encode(&r, Format::Jpeg, &Default::default()).unwrap();
+    let pipeline = Pipeline::parse("grayscale").unwrap();
+    let mut p = Processor::new(limits);
+    let out = p.process_probed(&jpeg, &codec::probe(&png, &limits).unwrap(), &[&pipeline], &Default::default());
+    assert!(matches!(&out, Err(Error::Decode { reason, .. }) if reason.contains("another format")), "{out:?}");
+    let mut huge = codec::probe(&png, &limits).unwrap();
+    (huge.width, huge.height) = (60_000, 60_000);
+    let out = p.process_probed(&png, &huge, &[&pipeline], &Default::default());
+    assert!(matches!(out, Err(Error::DimensionTooLarge { .. } | Error::TooManyPixels { .. })), "{out:?}");
+}
