@@ -210,10 +210,8 @@ fn reads_through_a_runner_match_reads_in_place_and_failures_are_errors() {
     assert!(matches!(e, Error::TimedOut { .. }), "{e:?}");
     // A header read has no caller's stop: it has a time limit of its own (10 s).
     set(Mode::Hang, Mode::Answer);
-    let t = std::time::Instant::now();
     let e = pixq_kernel::codec::probe(heic, &Limits::default()).unwrap_err();
     assert!(matches!(&e, Error::Decode { reason, .. } if reason.contains("took over 10s to read the header")), "{e:?}");
-    assert!(t.elapsed() < std::time::Duration::from_secs(30));
     set(Mode::Answer, Mode::Answer);
     assert_eq!(read(heic), in_place[0]);
 }
