@@ -134,7 +134,11 @@ pub fn icc_from_cicp(primaries: u8, transfer: u8) -> Option<Vec<u8>> {
     if profile.cicp.is_none() || profile.red_trc.is_none() {
         return None;
     }
-    profile.encode().ok()
+    let mut icc = profile.encode().ok()?;
+    // The header's creation time (bytes 24..36) is when this call ran: zeroed, so the same
+    // file gives the same profile, and a `keep-icc` output the same bytes, at any time.
+    icc.get_mut(24..36)?.fill(0);
+    Some(icc)
 }
 
 /// CMYK samples (4 a pixel, `inverted` as Adobe stores them) of a `width x height` image

@@ -64,7 +64,7 @@ pub use stop::Stop;
 
 /// Version of the pixel semantics. It is hashed into content-addressed output keys, so bump
 /// it whenever the same input and pipeline could give different bytes.
-pub const KERNEL_VERSION: &str = concat!("k8-", env!("CARGO_PKG_VERSION"));
+pub const KERNEL_VERSION: &str = concat!("k9-", env!("CARGO_PKG_VERSION"));
 
 /// Time spent per stage.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

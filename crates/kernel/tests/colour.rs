@@ -307,3 +307,15 @@ fn cmyk_jpegs_without_a_profile_come_out_through_a_built_in_press_profile() {
         assert_eq!(rgb_of(&plain.bytes), rgb_of(&b.bytes), "{name} on a CMYK file");
     }
 }
+
+/// The profile made from `nclx` code points is the same bytes whenever it is made: its
+/// header's creation time (bytes 24..36) is zero, not the clock's. `keep-icc` copies it into
+/// outputs, which must not change from one second to the next.
+#[test]
+fn profiles_made_from_code_points_carry_no_creation_time() {
+    for (primaries, transfer) in [(12, 13), (9, 1), (1, 4)] {
+        let icc = pixq_kernel::cms::icc_from_cicp(primaries, transfer).expect("a profile");
+        assert!(icc[24..36].iter().all(|&b| b == 0), "{primaries}/{transfer}: {:?}", &icc[24..36]);
+        assert_eq!(pixq_kernel::cms::icc_from_cicp(primaries, transfer), Some(icc));
+    }
+}
