@@ -174,6 +174,11 @@ fn failed(format: Format, f: Failure) -> Error {
     }
 }
 
+/// A reply's answer, or the kernel's error for the child's message or its broken reply.
+fn payload(reply: Vec<u8>, format: Format) -> Result<Vec<u8>, Error> {
+    isolation::open_reply(reply).map_err(|f| failed(format, f))?.map_err(|e| decode_err(format, e))
+}
+
 /// [`read_header`] here or in a runner's process.
 fn header(input: &[u8], format: Format) -> Result<Header, Error> {
     let Some(runner) = isolation::runner() else {
@@ -187,7 +192,7 @@ fn header(input: &[u8], format: Format) -> Result<Header, Error> {
             }
             f => failed(format, f),
         })?;
-    let mut r = isolation::open_reply(reply).map_err(|f| failed(format, f))?.map_err(|e| decode_err(format, e))?;
+    let mut r = payload(reply, format)?;
     let bad = || decode_err(format, "the HEIF reader's process gave a malformed header");
     let tail = r.len().checked_sub(HEADER_TAIL).ok_or_else(bad)?;
     let t = r.split_off(tail);
@@ -229,7 +234,7 @@ fn pixels(input: &[u8], probe: &Probe, stop: &Stop) -> Result<Vec<u8>, Error> {
     ask[6..10].copy_from_slice(&probe.height.to_le_bytes());
     // The whole reply fits the buffer it is read into: the picture stays where it lands.
     let reply = runner.run(&[&ask, input], size + PIXELS_TAIL + 1, stop).map_err(|f| failed(format, f))?;
-    let mut r = isolation::open_reply(reply).map_err(|f| failed(format, f))?.map_err(|e| decode_err(format, e))?;
+    let mut r = payload(reply, format)?;
     let mut tail = [0u8; PIXELS_TAIL];
     tail[..4].copy_from_slice(&probe.width.to_le_bytes());
     tail[4..8].copy_from_slice(&probe.height.to_le_bytes());

@@ -110,14 +110,14 @@ fn read(input: &[u8]) -> (String, String) {
         Err(e) => format!("error: {e}"),
     };
     let pixels = match pixq_kernel::decode(input, &limits) {
-        Ok(r) => format!("{}x{} {:?} {}", r.width(), r.height(), r.channels(), blake(r.data())),
+        Ok(r) => format!("{}x{} {:?} {}", r.width(), r.height(), r.channels(), fingerprint(r.data())),
         Err(e) => format!("error: {e}"),
     };
     (probe, pixels)
 }
 
 /// A short fingerprint of pixels (FNV-1a).
-fn blake(data: &[u8]) -> u64 {
+fn fingerprint(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
