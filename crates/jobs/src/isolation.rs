@@ -23,6 +23,21 @@ pub const CHILD_ARG: &str = "--pixq-heif-child";
 /// How often a waiting runner looks at its stop.
 const STOP_POLL: Duration = Duration::from_millis(20);
 
+/// The environment variable a runner tells its child's memory limit by ([`data_limit`]).
+pub const DATA_MAX_ENV: &str = "PIXQ_HEIF_CHILD_DATA_MAX";
+
+/// The most memory a child may map for data (heap, anonymous mappings, thread stacks:
+/// `RLIMIT_DATA`) for a request of `request_len` bytes whose answer may take `reply_max`:
+/// 256 MiB, four times the answer (libheif holds the decoded planes, their conversion and
+/// the answer at once) and twice the request (read into a growing buffer). An 11 MP HEIC
+/// decode peaks near 80 MB against its 390 MB; a file that makes libheif or a decoder ask
+/// for more fails its job at once, where it would otherwise grow until the out-of-memory
+/// killer ended it (and the machine's other work slowed meanwhile), again on every retry.
+pub fn data_limit(request_len: usize, reply_max: usize) -> u64 {
+    const BASE: u64 = 256 << 20;
+    BASE.saturating_add((reply_max as u64).saturating_mul(4)).saturating_add((request_len as u64).saturating_mul(2))
+}
+
 /// Call first in `main`. In a child (started with [`CHILD_ARG`]) it answers the request on
 /// standard input and exits the process; otherwise it makes this process read HEIF and AVIF
 /// files in children of its own program, and returns.
@@ -40,6 +55,9 @@ fn serve_child() -> i32 {
     // its parent.
     let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
     seccomp::end_with_parent();
+    // Before the request is read: its buffer counts too. A platform without the limit
+    // answers all the same.
+    let _ = limit_memory();
     let mut request = Vec::new();
     if std::io::stdin().lock().read_to_end(&mut request).is_err() {
         return 2;
@@ -54,6 +72,19 @@ fn serve_child() -> i32 {
         Ok(()) => 0,
         Err(_) => 2,
     }
+}
+
+/// Puts the calling process, for good, under the data limit its runner set in
+/// [`DATA_MAX_ENV`]: `Ok(Some(bytes))` when set, `Ok(None)` when the variable is not there.
+/// A child calls it first thing; public for tests' own children.
+pub fn limit_memory() -> std::io::Result<Option<u64>> {
+    let Some(value) = std::env::var_os(DATA_MAX_ENV) else { return Ok(None) };
+    let bytes = value
+        .to_str()
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| std::io::Error::other(format!("{DATA_MAX_ENV} is not a number of bytes: {value:?}")))?;
+    seccomp::limit_data(bytes)?;
+    Ok(Some(bytes))
 }
 
 /// Starts `program args...` for each request; the program must answer as [`init`] does.
@@ -89,10 +120,12 @@ impl Runner for ChildRunner {
         // the dynamic loader and the allocator read. In a process group of its own, so a
         // Ctrl-C meant for a terminal's pixq does not end its children before the worker
         // decides what becomes of their jobs.
+        let limit = data_limit(request.iter().map(|part| part.len()).sum(), reply_max);
         let mut child = Command::new(&self.program)
             .args(&self.args)
             .env_clear()
             .envs(std::env::vars_os().filter(|(k, _)| passed_on(k)))
+            .env(DATA_MAX_ENV, limit.to_string())
             .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -140,7 +173,7 @@ impl Runner for ChildRunner {
             return Err(Failure::Stopped(e));
         }
         if !status.success() {
-            return Err(ended(status));
+            return Err(ended(status, limit));
         }
         wrote.map_err(|e| Failure::Unavailable(format!("could not be written to: {e}")))?;
         read.map_err(|e| Failure::Unavailable(format!("could not be read from: {e}")))?
@@ -194,8 +227,10 @@ fn wait_under(child: &mut Child, stop: &Stop) -> Result<ExitStatus, Failure> {
 /// an abort, an illegal instruction, a bad system call) is the input's doing: it would again.
 /// Every other end is not: SIGKILL (the out-of-memory killer, for which a child volunteers,
 /// or an operator), SIGTERM or SIGINT (a shutdown), and an exit code, which our child only
-/// gives when it could not start (the dynamic loader's 127) or lost its pipes.
-fn ended(status: ExitStatus) -> Failure {
+/// gives when it could not start (the dynamic loader's 127) or lost its pipes. A fault's
+/// message names the child's memory limit (`limit` bytes): an allocation refused past it
+/// ends C++ code and Rust's allocator in an abort, and C code may fault on the null.
+fn ended(status: ExitStatus, limit: u64) -> Failure {
     use std::os::unix::process::ExitStatusExt;
     if let Some(sig) = status.signal() {
         let fault = match sig {
@@ -209,7 +244,9 @@ fn ended(status: ExitStatus) -> Failure {
             _ => None,
         };
         return match fault {
-            Some(name) => Failure::Crashed(format!("crashed with signal {sig} ({name})")),
+            Some(name) => {
+                Failure::Crashed(format!("crashed with signal {sig} ({name}), with {} MiB it may map", limit >> 20))
+            }
             None => {
                 let name = match sig {
                     2 => " (SIGINT)",
@@ -238,7 +275,7 @@ pub fn confine() -> std::io::Result<()> {
 }
 
 /// The one place pixq-jobs calls C: installing a seccomp filter has no safe wrapper (rustix
-/// sets the mode, not a filter). The filter applies to the calling thread and the threads it
+/// sets the mode, not a filter), and the memory limit goes with it. The filter applies to the calling thread and the threads it
 /// starts later; the child calls it from its only thread, before libheif starts any.
 #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
 #[allow(unsafe_code)]
@@ -362,6 +399,17 @@ mod seccomp {
         Ok(())
     }
 
+    /// `RLIMIT_DATA`, soft and hard, at `bytes`: from then on a mapping or heap growth past
+    /// it fails (ENOMEM), so an allocation returns nothing instead of the process growing.
+    pub(super) fn limit_data(bytes: u64) -> std::io::Result<()> {
+        let limit = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
+        // SAFETY: a plain setrlimit call with a valid struct.
+        if unsafe { libc::setrlimit(libc::RLIMIT_DATA, &limit) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// SIGKILL when the parent ends; a child whose parent is already gone exits.
     pub(super) fn end_with_parent() {
         // SAFETY: plain prctl and getppid calls.
@@ -381,4 +429,8 @@ mod seccomp {
     }
 
     pub(super) fn end_with_parent() {}
+
+    pub(super) fn limit_data(_: u64) -> std::io::Result<()> {
+        Err(std::io::Error::other("no data limit set on this platform"))
+    }
 }

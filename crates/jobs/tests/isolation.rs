@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pixq_jobs::batch::{self, batch_status};
-use pixq_jobs::isolation::{CHILD_ARG, ChildRunner};
+use pixq_jobs::isolation::{CHILD_ARG, ChildRunner, data_limit};
 use pixq_jobs::kernel::isolation::{Failure, Runner};
 use pixq_jobs::kernel::{Error, Limits, Pipeline, Stop};
 use pixq_jobs::keys;
@@ -80,6 +80,14 @@ fn be_the_child(mode: &str) -> ! {
         }
         "hang" => std::thread::sleep(Duration::from_secs(300)),
         "escape" => escape(),
+        "memory" => memory(),
+        // What a decoder asking for more than the limit meets: no memory, and (for Rust's
+        // allocator, or C++'s `new` uncaught) an abort.
+        "hog" => {
+            let limit = pixq_jobs::isolation::limit_memory().unwrap().unwrap();
+            let hog = vec![1u8; usize::try_from(limit).unwrap()];
+            std::process::exit(i32::from(hog[hog.len() / 2]))
+        }
         _ => {}
     }
     pixq_jobs::isolation::init();
@@ -110,6 +118,21 @@ fn escape() -> ! {
     let after = attempt();
     let mut out = std::io::stdout().lock();
     let _ = write!(out, "before: {before}; confined: {confined:?}; after: {after}\x01");
+    let _ = out.flush();
+    std::process::exit(0)
+}
+
+/// The limit its runner set, and what the child can still map under it once it holds its
+/// request: answers with an error reply naming both.
+fn memory() -> ! {
+    let limit = pixq_jobs::isolation::limit_memory().unwrap().unwrap();
+    // The request is read whole under the limit, as every child reads it.
+    let mut request = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut request).unwrap();
+    let reserve = |bytes: u64| Vec::<u8>::new().try_reserve_exact(usize::try_from(bytes).unwrap()).is_ok();
+    let (half, whole) = (reserve(limit / 2), reserve(limit));
+    let mut out = std::io::stdout().lock();
+    let _ = write!(out, "limit {limit}: half taken {half}, whole taken {whole}\x01");
     let _ = out.flush();
     std::process::exit(0)
 }
@@ -146,12 +169,13 @@ fn main() {
     assert!(!in_place[0].starts_with("error") && !in_place[1].starts_with("error"), "{in_place:?}");
     assert!(pixq_jobs::kernel::isolation::isolate_heif(Box::new(Switch)));
 
-    let tests: [(&str, Test); 5] = [
+    let tests: [(&str, Test); 6] = [
         (
             "a_confined_child_reads_no_file_reaches_no_network_starts_nothing",
             a_confined_child_reads_no_file_reaches_no_network_starts_nothing,
         ),
         ("children_answer_what_libheif_in_place_gives", children_answer_what_libheif_in_place_gives),
+        ("a_child_maps_no_more_memory_than_its_limit", a_child_maps_no_more_memory_than_its_limit),
         ("a_child_that_crashes_fails_the_read_with_its_signal", a_child_that_crashes_fails_the_read_with_its_signal),
         ("a_stop_kills_a_child_that_hangs", a_stop_kills_a_child_that_hangs),
         ("a_worker_outlives_children_that_crash", a_worker_outlives_children_that_crash),
@@ -187,6 +211,28 @@ fn a_confined_child_reads_no_file_reaches_no_network_starts_nothing(_: &[u8], _:
     // The one connection made is the one before the confinement.
     assert!(listener.accept().is_ok());
     assert!(listener.accept().is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock));
+}
+
+fn a_child_maps_no_more_memory_than_its_limit(heic: &[u8], _: &[u8], _: &[String; 2]) {
+    // The limit follows the request: its input, and the picture the answer may carry.
+    let large = vec![7u8; 3 << 20];
+    for (input, reply_max) in [(heic, 4096), (&large[..], 64 << 20)] {
+        let mut reply = child("memory").run(&[&[2, 0], input], reply_max, &Stop::new()).unwrap();
+        assert_eq!(reply.pop(), Some(1));
+        let limit = data_limit(input.len() + 2, reply_max);
+        assert_eq!(limit, (256 << 20) + 4 * reply_max as u64 + 2 * (input.len() as u64 + 2));
+        assert_eq!(String::from_utf8(reply).unwrap(), format!("limit {limit}: half taken true, whole taken false"));
+    }
+    // A child that asks for more aborts: the file's doing, failed at once, never retried.
+    set_modes(heic, ("answer", "hog"));
+    let started = Instant::now();
+    let limit = data_limit(heic.len() + 10, 3 * 451 * 300 + 10) >> 20;
+    match decoded(heic) {
+        e if e.contains(&format!("crashed with signal 6 (SIGABRT), with {limit} MiB it may map")) => {}
+        other => panic!("a child over its limit: {other}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(60), "the allocation failed at once");
+    set_modes(heic, ("answer", "answer"));
 }
 
 fn a_child_that_crashes_fails_the_read_with_its_signal(heic: &[u8], _: &[u8], _: &[String; 2]) {
