@@ -287,6 +287,83 @@ async fn local_store_links_large_files_it_is_given() {
     assert_eq!(s.get("b", "in/s.png").await.unwrap(), b"tiny");
 }
 
+/// Whoever can write inside a shared store plants links in it: as a key's file, as a folder
+/// on a key's path, as the bucket. No read returns what a link points to, no write, link or
+/// delete reaches through one, and the files outside stay as they were; a link as a key's
+/// own file is deleted itself. A store whose root is a link (the operator's choice) works.
+#[tokio::test]
+async fn local_store_follows_no_link_planted_inside_it() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(outside.join("in")).unwrap();
+    std::fs::write(outside.join("secret.txt"), b"not the store's").unwrap();
+    std::fs::write(outside.join("in/a.jpg"), b"not the store's either").unwrap();
+    let big = vec![5u8; 300 * 1024];
+    let photo = dir.path().join("photo.jpg");
+    std::fs::write(&photo, &big).unwrap();
+    let refused = |r: Result<(), StoreError>, what: &str| match r {
+        Err(StoreError::Permanent(m)) => assert!(m.contains("is a symbolic link"), "{what}: {m}"),
+        other => panic!("{what}: {other:?}"),
+    };
+    for inline_max in [0, 256 * 1024] {
+        let root = dir.path().join(format!("store-{inline_max}"));
+        let s = FsStore::new(&root).with_inline_max(inline_max);
+        s.put("b", "ok/first.txt", b"mine".to_vec(), "text/plain").await.unwrap();
+        // A key's file.
+        std::fs::create_dir_all(root.join("b/keys")).unwrap();
+        symlink(outside.join("secret.txt"), root.join("b/keys/secret.txt")).unwrap();
+        refused(s.get("b", "keys/secret.txt").await.map(drop), "get through a file link");
+        refused(s.get_at_most("b", "keys/secret.txt", 100).await.map(drop), "get_at_most");
+        refused(s.head("b", "keys/secret.txt").await.map(drop), "head");
+        refused(s.get_known("b", "keys/secret.txt", 100).await.map(drop), "get_known");
+        // Overwriting the key replaces the link, never writes through it.
+        s.put("b", "keys/secret.txt", vec![1u8; 300 * 1024], "text/plain").await.unwrap();
+        assert_eq!(std::fs::read(outside.join("secret.txt")).unwrap(), b"not the store's");
+        assert_eq!(s.get("b", "keys/secret.txt").await.unwrap().len(), 300 * 1024);
+        // A folder on the way.
+        symlink(&outside, root.join("b/linked")).unwrap();
+        refused(s.get("b", "linked/secret.txt").await.map(drop), "get through a folder link");
+        refused(s.head("b", "linked/secret.txt").await.map(drop), "head through a folder link");
+        refused(s.put("b", "linked/new.txt", big.clone(), "text/plain").await, "put into a folder link");
+        refused(s.put("b", "linked/deeper/new.txt", big.clone(), "text/plain").await, "put under a folder link");
+        refused(s.put_file("b", "linked/in/b.jpg", &photo, "image/jpeg").await, "a link of a file into it");
+        refused(s.delete("b", "linked/secret.txt").await, "delete through a folder link");
+        refused(s.delete_many("b", &["ok/first.txt".into(), "linked/in/a.jpg".into()]).await, "delete_many");
+        refused(s.list("b", "linked/").await.map(drop), "list from a folder link");
+        // Listing the bucket walks past the link without following it.
+        let keys: Vec<String> = s.list("b", "").await.unwrap().into_iter().map(|m| m.key).collect();
+        assert!(keys.iter().all(|k| !k.starts_with("linked/")), "{keys:?}");
+        // The bucket itself.
+        symlink(&outside, root.join("c")).unwrap();
+        refused(s.get("c", "secret.txt").await.map(drop), "get from a linked bucket");
+        refused(s.put("c", "x.txt", big.clone(), "text/plain").await, "put into a linked bucket");
+        refused(s.delete("c", "secret.txt").await, "delete from a linked bucket");
+        assert_eq!(
+            std::fs::read_dir(&outside).unwrap().count(),
+            2,
+            "nothing written into or deleted from the folder outside"
+        );
+        assert_eq!(std::fs::read(outside.join("secret.txt")).unwrap(), b"not the store's");
+        assert_eq!(std::fs::read(outside.join("in/a.jpg")).unwrap(), b"not the store's either");
+        assert_eq!(std::fs::read_dir(outside.join("in")).unwrap().count(), 1);
+        // A link as a key's own file is removed itself.
+        symlink(outside.join("secret.txt"), root.join("b/keys/gone.txt")).unwrap();
+        s.delete("b", "keys/gone.txt").await.unwrap();
+        assert!(std::fs::symlink_metadata(root.join("b/keys/gone.txt")).is_err());
+        assert!(outside.join("secret.txt").is_file());
+        assert_eq!(s.get("b", "ok/first.txt").await.unwrap(), b"mine");
+    }
+    // The root may be a link.
+    let real = dir.path().join("real-root");
+    std::fs::create_dir_all(&real).unwrap();
+    symlink(&real, dir.path().join("root-link")).unwrap();
+    let s = FsStore::new(dir.path().join("root-link")).with_inline_max(0);
+    s.put("b", "k/x.txt", b"through the root's link".to_vec(), "text/plain").await.unwrap();
+    assert_eq!(s.get("b", "k/x.txt").await.unwrap(), b"through the root's link");
+    assert!(real.join("b/k/x.txt").is_file());
+}
+
 #[tokio::test]
 async fn local_store_reads_create_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -127,16 +127,25 @@ impl FsStore {
         Ok(self.root.join(bucket).join(key))
     }
 
+    /// The key's folder, made if missing, with no link on the way (looked at before and after
+    /// it is made: a link planted meanwhile is caught by the second look).
+    fn folder_for<'a>(&self, op: &'static str, key: &str, path: &'a Path) -> Result<&'a Path, StoreError> {
+        let dir = path.parent().expect("a key path has a parent");
+        unlinked(&self.root, dir, op, key, true)?;
+        std::fs::create_dir_all(dir).map_err(|e| io("mkdir for", key, e))?;
+        unlinked(&self.root, dir, op, key, true)?;
+        Ok(dir)
+    }
+
     fn put_sync(&self, bucket: &str, key: &str, path: &Path, body: &[u8]) -> Result<(), StoreError> {
         if body.len() <= self.inline_max {
             self.pack.put(bucket, key, body.to_vec())?;
             return self.drop_larger_file(bucket, key, path);
         }
-        let dir = path.parent().expect("a key path has a parent");
-        std::fs::create_dir_all(dir).map_err(|e| io("mkdir for", key, e))?;
+        let dir = self.folder_for("write", key, path)?;
         let tmp = dir.join(format!("{TMP_PREFIX}{}", crate::ids::random_hex(1)));
         let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(body)?;
             if self.fsync {
                 f.sync_all()?;
@@ -166,7 +175,8 @@ impl FsStore {
     /// version replaced ours since (a larger write removes the row under the same lock as its
     /// rename).
     fn drop_larger_file(&self, bucket: &str, key: &str, path: &Path) -> Result<(), StoreError> {
-        if path.exists() {
+        if std::fs::symlink_metadata(path).is_ok() {
+            unlinked(&self.root, path, "write", key, false)?;
             self.pack.write(key, |c| if Pack::contains(c, bucket, key)? { remove_file(path, key) } else { Ok(()) })?;
         }
         Ok(())
@@ -182,8 +192,7 @@ impl FsStore {
         }
         // The file itself, never a symbolic link to it.
         let Ok(source) = std::fs::canonicalize(source) else { return Ok(false) };
-        let dir = path.parent().expect("a key path has a parent");
-        std::fs::create_dir_all(dir).map_err(|e| io("mkdir for", key, e))?;
+        let dir = self.folder_for("write", key, path)?;
         let tmp = dir.join(format!("{TMP_PREFIX}{}", crate::ids::random_hex(1)));
         if std::fs::hard_link(&source, &tmp).is_err() {
             return Ok(false);
@@ -246,6 +255,51 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Transient(format!("store task failed: {e}")))?
 }
 
+/// Refuses a key whose path under `root` passes through a symbolic link: a folder on the
+/// way (the bucket's too) or, unless `last_too` is off, the key's file itself. Whoever can
+/// write inside a shared store must not make its reads return, or its writes and deletes
+/// reach, files outside it by planting a link. Every component that exists is looked at
+/// (`lstat`); the first missing one ends the walk (what follows is made as plain folders).
+/// The root itself is the operator's choice and may be a link.
+fn unlinked(root: &Path, path: &Path, op: &'static str, key: &str, last_too: bool) -> Result<(), StoreError> {
+    let Ok(rel) = path.strip_prefix(root) else { return Ok(()) };
+    let parts: Vec<_> = rel.components().collect();
+    let mut at = root.to_path_buf();
+    for (i, part) in parts.iter().enumerate() {
+        at.push(part);
+        if i + 1 == parts.len() && !last_too {
+            break;
+        }
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(StoreError::Permanent(format!(
+                    "{op} {key}: {} is a symbolic link, and the store follows none inside it",
+                    at.strip_prefix(root).unwrap_or(&at).display()
+                )));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+            Err(e) => return Err(io(op, key, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Opens a key's file for reading, never through a link in its last component (closing the
+/// gap between [`unlinked`]'s look and the open for the file itself).
+fn open_unlinked(path: &Path) -> std::io::Result<std::fs::File> {
+    #[cfg(unix)]
+    {
+        use rustix::fs::{Mode, OFlags};
+        let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+        Ok(std::fs::File::from(fd))
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::File::open(path)
+    }
+}
+
 /// Removes a key's file; a missing file is fine.
 fn remove_file(path: &Path, key: &str) -> Result<(), StoreError> {
     match std::fs::remove_file(path) {
@@ -264,7 +318,7 @@ impl ObjectStore for FsStore {
         if let Some(size) = self.pack.size(bucket, key)? {
             return Ok(Some(ObjectMeta { key: key.to_string(), size, etag: None }));
         }
-        let (pack, bucket, key) = (self.pack.clone(), bucket.to_string(), key.to_string());
+        let (pack, bucket, key, root) = (self.pack.clone(), bucket.to_string(), key.to_string(), self.root.clone());
         blocking(move || {
             // Pack, file, pack: a writer moving the key between the two is seen on one side.
             for last in [false, true] {
@@ -274,7 +328,8 @@ impl ObjectStore for FsStore {
                 if last {
                     break;
                 }
-                match std::fs::metadata(&path) {
+                unlinked(&root, &path, "head", &key, true)?;
+                match std::fs::symlink_metadata(&path) {
                     Ok(m) if m.is_file() => return Ok(Some(ObjectMeta { key, size: m.len(), etag: None })),
                     Ok(_) => return Ok(None),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -302,7 +357,7 @@ impl ObjectStore for FsStore {
         if let Some(body) = self.pack.get(bucket, key)? {
             return at_most(body, key);
         }
-        let (pack, bucket, key) = (self.pack.clone(), bucket.to_string(), key.to_string());
+        let (pack, bucket, key, root) = (self.pack.clone(), bucket.to_string(), key.to_string(), self.root.clone());
         blocking(move || {
             for last in [false, true] {
                 if let Some(body) = pack.get(&bucket, &key)? {
@@ -311,7 +366,8 @@ impl ObjectStore for FsStore {
                 if last {
                     break;
                 }
-                match crate::buffers::read_file(&path, max) {
+                unlinked(&root, &path, "read", &key, true)?;
+                match open_unlinked(&path).and_then(|mut f| crate::buffers::read_open(&mut f, max)) {
                     Ok(b) => return at_most(b, &key),
                     Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory) => {}
                     Err(e) => return Err(io("read", &key, e)),
@@ -404,10 +460,11 @@ impl ObjectStore for FsStore {
         if let Some(a) = taken {
             // The key's file must still be the file read, as it was then (a link to it).
             let path = self.path(bucket, key)?;
-            let now = tokio::task::spawn_blocking(move || std::fs::metadata(path).ok().as_ref().and_then(file_id))
-                .await
-                .ok()
-                .flatten();
+            let now =
+                tokio::task::spawn_blocking(move || std::fs::symlink_metadata(path).ok().as_ref().and_then(file_id))
+                    .await
+                    .ok()
+                    .flatten();
             if now == Some(a.file) && a.bytes.len() as u64 <= max {
                 return Ok((a.bytes, Some(a.digest)));
             }
@@ -468,8 +525,12 @@ impl ObjectStore for FsStore {
             all.extend(self.pack.list(bucket, prefix)?.into_iter().map(|m| (m.key.clone(), m)));
             return Ok(all.into_values().collect());
         }
-        let (pack, bucket, prefix) = (self.pack.clone(), bucket.to_string(), prefix.to_string());
+        let (pack, bucket, prefix, store_root) =
+            (self.pack.clone(), bucket.to_string(), prefix.to_string(), self.root.clone());
         blocking(move || {
+            // The walk itself never follows a link (entries are looked at, not followed); the
+            // folders it starts from are checked here.
+            unlinked(&store_root, &folder, "list", &prefix, true)?;
             // Pack, files, pack: a key a writer moves between the two meanwhile is seen on
             // at least one side, and appears once.
             let before = pack.list(&bucket, &prefix)?;
@@ -488,8 +549,11 @@ impl ObjectStore for FsStore {
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
         let path = self.path(bucket, key)?;
-        let (pack, bucket, key) = (self.pack.clone(), bucket.to_string(), key.to_string());
+        let (pack, bucket, key, root) = (self.pack.clone(), bucket.to_string(), key.to_string(), self.root.clone());
         blocking(move || {
+            // A link as the key's file is removed itself (never what it points to); a link on
+            // the way to it is refused.
+            unlinked(&root, &path, "delete", &key, false)?;
             pack.write(&key, |c| {
                 Pack::remove(c, &bucket, &key)?;
                 remove_file(&path, &key)
@@ -500,10 +564,13 @@ impl ObjectStore for FsStore {
 
     async fn delete_many(&self, bucket: &str, keys: &[String]) -> Result<(), StoreError> {
         let paths = keys.iter().map(|k| self.path(bucket, k).map(|p| (k.clone(), p))).collect::<Result<Vec<_>, _>>()?;
-        let (pack, bucket) = (self.pack.clone(), bucket.to_string());
+        let (pack, bucket, root) = (self.pack.clone(), bucket.to_string(), self.root.clone());
         let Some(first) = paths.first().map(|(k, _)| k.clone()) else { return Ok(()) };
         // One pack transaction (one commit) for all of them.
         blocking(move || {
+            for (key, path) in &paths {
+                unlinked(&root, path, "delete", key, false)?;
+            }
             pack.write(&first, |c| {
                 for (key, path) in &paths {
                     Pack::remove(c, &bucket, key)?;
