@@ -272,10 +272,7 @@ fn unlinked(root: &Path, path: &Path, op: &'static str, key: &str, last_too: boo
         }
         match std::fs::symlink_metadata(&at) {
             Ok(m) if m.file_type().is_symlink() => {
-                return Err(StoreError::Permanent(format!(
-                    "{op} {key}: {} is a symbolic link, and the store follows none inside it",
-                    at.strip_prefix(root).unwrap_or(&at).display()
-                )));
+                return Err(link_met(op, key, &at.strip_prefix(root).unwrap_or(&at).display().to_string()));
             }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
@@ -285,19 +282,39 @@ fn unlinked(root: &Path, path: &Path, op: &'static str, key: &str, last_too: boo
     Ok(())
 }
 
-/// Opens a key's file for reading, never through a link in its last component (closing the
-/// gap between [`unlinked`]'s look and the open for the file itself).
-fn open_unlinked(path: &Path) -> std::io::Result<std::fs::File> {
+/// Opens a key's file under `root` for reading through no link at all. On Linux the kernel
+/// resolves the whole path under the root refusing every link (`openat2`,
+/// `RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH`: no gap between [`unlinked`]'s look and the open);
+/// where that call is missing or filtered (Linux before 5.6, some container profiles) and
+/// on other systems, the last component is opened with `O_NOFOLLOW`. A link met is ELOOP.
+fn open_unlinked(root: &Path, path: &Path) -> std::io::Result<std::fs::File> {
     #[cfg(unix)]
     {
         use rustix::fs::{Mode, OFlags};
+        #[cfg(target_os = "linux")]
+        if let Ok(rel) = path.strip_prefix(root) {
+            use rustix::fs::ResolveFlags;
+            let dir = rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+            let how = ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH;
+            match rustix::fs::openat2(&dir, rel, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty(), how) {
+                Ok(fd) => return Ok(std::fs::File::from(fd)),
+                Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
         Ok(std::fs::File::from(fd))
     }
     #[cfg(not(unix))]
     {
+        let _ = root;
         std::fs::File::open(path)
     }
+}
+
+/// The error for a link met where the store follows none.
+fn link_met(op: &'static str, key: &str, at: &str) -> StoreError {
+    StoreError::Permanent(format!("{op} {key}: {at} is a symbolic link, and the store follows none inside it"))
 }
 
 /// Removes a key's file; a missing file is fine.
@@ -367,9 +384,13 @@ impl ObjectStore for FsStore {
                     break;
                 }
                 unlinked(&root, &path, "read", &key, true)?;
-                match open_unlinked(&path).and_then(|mut f| crate::buffers::read_open(&mut f, max)) {
+                match open_unlinked(&root, &path).and_then(|mut f| crate::buffers::read_open(&mut f, max)) {
                     Ok(b) => return at_most(b, &key),
                     Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory) => {}
+                    // A link made since the look above.
+                    Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+                        return Err(link_met("read", &key, "a component of its path"));
+                    }
                     Err(e) => return Err(io("read", &key, e)),
                 }
             }
@@ -580,5 +601,37 @@ impl ObjectStore for FsStore {
             })
         })
         .await
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::open_unlinked;
+
+    /// The read's open itself refuses a link anywhere under the root (the kernel resolves
+    /// the path: Linux 5.6 and later, where `openat2` is not filtered), so a folder swapped
+    /// for a link after the store looked at it is refused too.
+    #[test]
+    fn a_read_resolves_through_no_link_at_all() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(root.join("b")).unwrap();
+        std::fs::create_dir_all(d.path().join("outside")).unwrap();
+        std::fs::write(d.path().join("outside/f"), b"outside").unwrap();
+        std::fs::write(root.join("b/f"), b"inside").unwrap();
+        std::os::unix::fs::symlink(d.path().join("outside"), root.join("linked")).unwrap();
+        std::os::unix::fs::symlink(root.join("b/f"), root.join("b/alias")).unwrap();
+        let read = |p: &str| {
+            open_unlinked(&root, &root.join(p)).map(|mut f| {
+                let mut v = Vec::new();
+                std::io::Read::read_to_end(&mut f, &mut v).unwrap();
+                v
+            })
+        };
+        assert_eq!(read("b/f").unwrap(), b"inside");
+        let eloop = Some(rustix::io::Errno::LOOP.raw_os_error());
+        assert_eq!(read("linked/f").unwrap_err().raw_os_error(), eloop, "a folder link on the way");
+        assert_eq!(read("b/alias").unwrap_err().raw_os_error(), eloop, "a link as the file, even to one inside");
+        assert_eq!(read("b/../../outside/f").unwrap_err().raw_os_error(), Some(rustix::io::Errno::XDEV.raw_os_error()));
     }
 }
