@@ -28,14 +28,16 @@ pub const DATA_MAX_ENV: &str = "PIXQ_HEIF_CHILD_DATA_MAX";
 
 /// The most memory a child may map for data (heap, anonymous mappings, thread stacks:
 /// `RLIMIT_DATA`) for a request of `request_len` bytes whose answer may take `reply_max`:
-/// 256 MiB, four times the answer (libheif holds the decoded planes, their conversion and
-/// the answer at once) and twice the request (read into a growing buffer). An 11 MP HEIC
-/// decode peaks near 80 MB against its 390 MB; a file that makes libheif or a decoder ask
-/// for more fails its job at once, where it would otherwise grow until the out-of-memory
+/// 256 MiB, eight times the answer and twice the request (read into a growing buffer). The
+/// answer is 8-bit RGB(A), 3-4 bytes a pixel; libheif holds the decoded planes, their
+/// conversion and the answer at once, and a 10- or 12-bit 4:4:4 picture with alpha takes 2
+/// bytes a sample in the first two: 8x leaves room for that. An 11 MP 8-bit HEIC decode
+/// peaks near 80 MB against its 520 MB; a file that makes libheif or a decoder ask for
+/// more fails its job at once, where it would otherwise grow until the out-of-memory
 /// killer ended it (and the machine's other work slowed meanwhile), again on every retry.
 pub fn data_limit(request_len: usize, reply_max: usize) -> u64 {
     const BASE: u64 = 256 << 20;
-    BASE.saturating_add((reply_max as u64).saturating_mul(4)).saturating_add((request_len as u64).saturating_mul(2))
+    BASE.saturating_add((reply_max as u64).saturating_mul(8)).saturating_add((request_len as u64).saturating_mul(2))
 }
 
 /// Call first in `main`. In a child (started with [`CHILD_ARG`]) it answers the request on
@@ -83,7 +85,7 @@ pub fn limit_memory() -> std::io::Result<Option<u64>> {
         .to_str()
         .and_then(|v| v.parse::<u64>().ok())
         .ok_or_else(|| std::io::Error::other(format!("{DATA_MAX_ENV} is not a number of bytes: {value:?}")))?;
-    seccomp::limit_data(bytes)?;
+    limit_data(bytes)?;
     Ok(Some(bytes))
 }
 
@@ -244,9 +246,10 @@ fn ended(status: ExitStatus, limit: u64) -> Failure {
             _ => None,
         };
         return match fault {
-            Some(name) => {
+            Some(name) if cfg!(target_os = "linux") => {
                 Failure::Crashed(format!("crashed with signal {sig} ({name}), with {} MiB it may map", limit >> 20))
             }
+            Some(name) => Failure::Crashed(format!("crashed with signal {sig} ({name})")),
             None => {
                 let name = match sig {
                     2 => " (SIGINT)",
@@ -274,8 +277,8 @@ pub fn confine() -> std::io::Result<()> {
     seccomp::confine()
 }
 
-/// The one place pixq-jobs calls C: installing a seccomp filter has no safe wrapper (rustix
-/// sets the mode, not a filter), and the memory limit goes with it. The filter applies to the calling thread and the threads it
+/// One of the two places pixq-jobs calls C (with [`limit_data`]): installing a seccomp
+/// filter has no safe wrapper (rustix sets the mode, not a filter). The filter applies to the calling thread and the threads it
 /// starts later; the child calls it from its only thread, before libheif starts any.
 #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
 #[allow(unsafe_code)]
@@ -399,17 +402,6 @@ mod seccomp {
         Ok(())
     }
 
-    /// `RLIMIT_DATA`, soft and hard, at `bytes`: from then on a mapping or heap growth past
-    /// it fails (ENOMEM), so an allocation returns nothing instead of the process growing.
-    pub(super) fn limit_data(bytes: u64) -> std::io::Result<()> {
-        let limit = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
-        // SAFETY: a plain setrlimit call with a valid struct.
-        if unsafe { libc::setrlimit(libc::RLIMIT_DATA, &limit) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
     /// SIGKILL when the parent ends; a child whose parent is already gone exits.
     pub(super) fn end_with_parent() {
         // SAFETY: plain prctl and getppid calls.
@@ -429,8 +421,23 @@ mod seccomp {
     }
 
     pub(super) fn end_with_parent() {}
+}
 
-    pub(super) fn limit_data(_: u64) -> std::io::Result<()> {
-        Err(std::io::Error::other("no data limit set on this platform"))
+/// `RLIMIT_DATA`, soft and hard, at `bytes`: from then on a mapping or heap growth past it
+/// fails (ENOMEM, Linux 4.7 and later), so an allocation returns nothing instead of the
+/// process growing. Every Linux architecture, seccomp filter or not.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn limit_data(bytes: u64) -> std::io::Result<()> {
+    let limit = libc::rlimit { rlim_cur: bytes as libc::rlim_t, rlim_max: bytes as libc::rlim_t };
+    // SAFETY: a plain setrlimit call with a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_DATA, &limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn limit_data(_: u64) -> std::io::Result<()> {
+    Err(std::io::Error::other("no data limit set on this platform"))
 }

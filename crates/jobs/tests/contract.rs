@@ -334,6 +334,31 @@ async fn local_store_follows_no_link_planted_inside_it() {
         // Listing the bucket walks past the link without following it.
         let keys: Vec<String> = s.list("b", "").await.unwrap().into_iter().map(|m| m.key).collect();
         assert!(keys.iter().all(|k| !k.starts_with("linked/")), "{keys:?}");
+        // A small object under a linked folder lives in the pack: stored, and nothing behind
+        // the link read, written or removed (the pack never follows a path).
+        let small = s.put("b", "linked/secret.txt", b"small".to_vec(), "text/plain").await;
+        let small_all = s.put_all("b", vec![("linked/in/a.jpg".into(), b"small too".to_vec(), "image/jpeg")]).await;
+        if inline_max == 0 {
+            refused(small, "a small file into a folder link");
+            refused(small_all, "put_all into a folder link");
+        } else {
+            small.unwrap();
+            small_all.unwrap();
+            assert_eq!(s.get("b", "linked/secret.txt").await.unwrap(), b"small");
+        }
+        // A planted FIFO as a key's file is refused, not waited on.
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            root.join("b/keys/fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+            0,
+        )
+        .unwrap();
+        match tokio::time::timeout(Duration::from_secs(10), s.get("b", "keys/fifo")).await {
+            Ok(Err(StoreError::Permanent(m))) => assert!(m.contains("not a regular file"), "{m}"),
+            other => panic!("a FIFO as a key's file: {other:?}"),
+        }
         // The bucket itself.
         symlink(&outside, root.join("c")).unwrap();
         refused(s.get("c", "secret.txt").await.map(drop), "get from a linked bucket");

@@ -215,12 +215,37 @@ fn a_confined_child_reads_no_file_reaches_no_network_starts_nothing(_: &[u8], _:
 
 fn a_child_maps_no_more_memory_than_its_limit(heic: &[u8], _: &[u8], _: &[String; 2]) {
     // The limit follows the request: its input, and the picture the answer may carry.
+    // The real child (`init`, as every pixq binary starts) sets it before it reads a byte.
+    let mut real = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([CHILD_ARG, "answer"])
+        .env(pixq_jobs::isolation::DATA_MAX_ENV, "300000000")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let limits = (0..500)
+        .find_map(|_| {
+            let l = std::fs::read_to_string(format!("/proc/{}/limits", real.id())).unwrap_or_default();
+            let line = l.lines().find(|l| l.starts_with("Max data size"))?.to_string();
+            if line.contains("300000000") {
+                return Some(line);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            None
+        })
+        .unwrap_or_else(|| "not set within 5 s".into());
+    drop(real.stdin.take());
+    real.wait().unwrap();
+    assert_eq!(
+        limits.split_whitespace().collect::<Vec<_>>(),
+        ["Max", "data", "size", "300000000", "300000000", "bytes"]
+    );
     let large = vec![7u8; 3 << 20];
     for (input, reply_max) in [(heic, 4096), (&large[..], 64 << 20)] {
         let mut reply = child("memory").run(&[&[2, 0], input], reply_max, &Stop::new()).unwrap();
         assert_eq!(reply.pop(), Some(1));
         let limit = data_limit(input.len() + 2, reply_max);
-        assert_eq!(limit, (256 << 20) + 4 * reply_max as u64 + 2 * (input.len() as u64 + 2));
+        assert_eq!(limit, (256 << 20) + 8 * reply_max as u64 + 2 * (input.len() as u64 + 2));
         assert_eq!(String::from_utf8(reply).unwrap(), format!("limit {limit}: half taken true, whole taken false"));
     }
     // A child that asks for more aborts: the file's doing, failed at once, never retried.

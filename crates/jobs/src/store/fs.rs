@@ -175,8 +175,9 @@ impl FsStore {
     /// version replaced ours since (a larger write removes the row under the same lock as its
     /// rename).
     fn drop_larger_file(&self, bucket: &str, key: &str, path: &Path) -> Result<(), StoreError> {
-        if std::fs::symlink_metadata(path).is_ok() {
-            unlinked(&self.root, path, "write", key, false)?;
+        // A link on the way: whatever is behind it is not ours to remove (the object itself
+        // is in the pack, committed, and is what reads find).
+        if std::fs::symlink_metadata(path).is_ok() && unlinked(&self.root, path, "write", key, false).is_ok() {
             self.pack.write(key, |c| if Pack::contains(c, bucket, key)? { remove_file(path, key) } else { Ok(()) })?;
         }
         Ok(())
@@ -287,23 +288,36 @@ fn unlinked(root: &Path, path: &Path, op: &'static str, key: &str, last_too: boo
 /// `RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH`: no gap between [`unlinked`]'s look and the open);
 /// where that call is missing or filtered (Linux before 5.6, some container profiles) and
 /// on other systems, the last component is opened with `O_NOFOLLOW`. A link met is ELOOP.
+/// Opened without waiting (a FIFO planted as a key's file would block the open, or its
+/// read, for good), then refused unless it is a regular file (`InvalidData`).
 fn open_unlinked(root: &Path, path: &Path) -> std::io::Result<std::fs::File> {
     #[cfg(unix)]
     {
         use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let mut opened = None;
         #[cfg(target_os = "linux")]
         if let Ok(rel) = path.strip_prefix(root) {
             use rustix::fs::ResolveFlags;
             let dir = rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
             let how = ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH;
-            match rustix::fs::openat2(&dir, rel, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty(), how) {
-                Ok(fd) => return Ok(std::fs::File::from(fd)),
+            match rustix::fs::openat2(&dir, rel, flags, Mode::empty(), how) {
+                Ok(fd) => opened = Some(fd),
                 Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
-        Ok(std::fs::File::from(fd))
+        #[cfg(not(target_os = "linux"))]
+        let _ = root;
+        let fd = match opened {
+            Some(fd) => fd,
+            None => rustix::fs::open(path, flags | OFlags::NOFOLLOW, Mode::empty())?,
+        };
+        let file = std::fs::File::from(fd);
+        if !file.metadata()?.is_file() {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "not a regular file"));
+        }
+        Ok(file)
     }
     #[cfg(not(unix))]
     {
@@ -390,6 +404,9 @@ impl ObjectStore for FsStore {
                     // A link made since the look above.
                     Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
                         return Err(link_met("read", &key, "a component of its path"));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                        return Err(StoreError::Permanent(format!("read {key}: not a regular file")));
                     }
                     Err(e) => return Err(io("read", &key, e)),
                 }
@@ -629,6 +646,17 @@ mod tests {
             })
         };
         assert_eq!(read("b/f").unwrap(), b"inside");
+        // Where the kernel has no openat2 (or a container filters it) the store falls back
+        // to O_NOFOLLOW on the last component: nothing here to check then.
+        let dir = std::fs::File::open(&root).unwrap();
+        let how = rustix::fs::ResolveFlags::NO_SYMLINKS;
+        let flags = rustix::fs::OFlags::RDONLY;
+        if let Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) =
+            rustix::fs::openat2(&dir, "b/f", flags, rustix::fs::Mode::empty(), how)
+        {
+            eprintln!("no openat2 here: the kernel's resolution is not checked");
+            return;
+        }
         let eloop = Some(rustix::io::Errno::LOOP.raw_os_error());
         assert_eq!(read("linked/f").unwrap_err().raw_os_error(), eloop, "a folder link on the way");
         assert_eq!(read("b/alias").unwrap_err().raw_os_error(), eloop, "a link as the file, even to one inside");
