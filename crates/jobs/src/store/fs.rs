@@ -127,25 +127,17 @@ impl FsStore {
         Ok(self.root.join(bucket).join(key))
     }
 
-    /// The key's folder, made if missing, with no link on the way (looked at before and after
-    /// it is made: a link planted meanwhile is caught by the second look).
-    fn folder_for<'a>(&self, op: &'static str, key: &str, path: &'a Path) -> Result<&'a Path, StoreError> {
-        let dir = path.parent().expect("a key path has a parent");
-        unlinked(&self.root, dir, op, key, true)?;
-        std::fs::create_dir_all(dir).map_err(|e| io("mkdir for", key, e))?;
-        unlinked(&self.root, dir, op, key, true)?;
-        Ok(dir)
-    }
-
     fn put_sync(&self, bucket: &str, key: &str, path: &Path, body: &[u8]) -> Result<(), StoreError> {
         if body.len() <= self.inline_max {
             self.pack.put(bucket, key, body.to_vec())?;
             return self.drop_larger_file(bucket, key, path);
         }
-        let dir = self.folder_for("write", key, path)?;
-        let tmp = dir.join(format!("{TMP_PREFIX}{}", crate::ids::random_hex(1)));
+        let (dir, name) =
+            (path.parent().expect("a key path has a parent"), path.file_name().expect("a key has a name"));
+        let folder = Folder::open(&self.root, dir, "write", key, true)?.expect("made");
+        let tmp = format!("{TMP_PREFIX}{}", crate::ids::random_hex(1));
         let write = || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let mut f = folder.create_new(&tmp)?;
             f.write_all(body)?;
             if self.fsync {
                 f.sync_all()?;
@@ -156,16 +148,16 @@ impl FsStore {
             // The rename and dropping a smaller, older version from the pack are one step
             // for other writers of this key.
             self.pack.write(key, |c| {
-                std::fs::rename(&tmp, path).map_err(|e| io("write", key, e))?;
+                folder.rename(&tmp, name).map_err(|e| io("write", key, e))?;
                 Pack::remove(c, bucket, key)
             })
         });
         if placed.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = folder.remove(tmp.as_ref());
             return placed;
         }
         if self.fsync {
-            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("sync folder for", key, e))?;
+            folder.sync().map_err(|e| io("sync folder for", key, e))?;
         }
         Ok(())
     }
@@ -175,10 +167,18 @@ impl FsStore {
     /// version replaced ours since (a larger write removes the row under the same lock as its
     /// rename).
     fn drop_larger_file(&self, bucket: &str, key: &str, path: &Path) -> Result<(), StoreError> {
-        // A link on the way: whatever is behind it is not ours to remove (the object itself
-        // is in the pack, committed, and is what reads find).
-        if std::fs::symlink_metadata(path).is_ok() && unlinked(&self.root, path, "write", key, false).is_ok() {
-            self.pack.write(key, |c| if Pack::contains(c, bucket, key)? { remove_file(path, key) } else { Ok(()) })?;
+        if std::fs::symlink_metadata(path).is_ok() {
+            self.pack.write(key, |c| {
+                if !Pack::contains(c, bucket, key)? {
+                    return Ok(());
+                }
+                match remove_beneath(&self.root, path, key) {
+                    // A link on the way: whatever is behind it is not ours to remove (the
+                    // object itself is in the pack, committed, and is what reads find).
+                    Err(StoreError::Permanent(_)) => Ok(()),
+                    r => r,
+                }
+            })?;
         }
         Ok(())
     }
@@ -193,17 +193,19 @@ impl FsStore {
         }
         // The file itself, never a symbolic link to it.
         let Ok(source) = std::fs::canonicalize(source) else { return Ok(false) };
-        let dir = self.folder_for("write", key, path)?;
-        let tmp = dir.join(format!("{TMP_PREFIX}{}", crate::ids::random_hex(1)));
-        if std::fs::hard_link(&source, &tmp).is_err() {
+        let (dir, name) =
+            (path.parent().expect("a key path has a parent"), path.file_name().expect("a key has a name"));
+        let folder = Folder::open(&self.root, dir, "write", key, true)?.expect("made");
+        let tmp = format!("{TMP_PREFIX}{}", crate::ids::random_hex(1));
+        if folder.link_in(&source, &tmp).is_err() {
             return Ok(false);
         }
         let placed = self.pack.write(key, |c| {
-            std::fs::rename(&tmp, path).map_err(|e| io("write", key, e))?;
+            folder.rename(&tmp, name).map_err(|e| io("write", key, e))?;
             Pack::remove(c, bucket, key)
         });
         if placed.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = folder.remove(tmp.as_ref());
             return placed.map(|()| false);
         }
         Ok(true)
@@ -331,13 +333,154 @@ fn link_met(op: &'static str, key: &str, at: &str) -> StoreError {
     StoreError::Permanent(format!("{op} {key}: {at} is a symbolic link, and the store follows none inside it"))
 }
 
-/// Removes a key's file; a missing file is fine.
-fn remove_file(path: &Path, key: &str) -> Result<(), StoreError> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io("delete", key, e)),
+/// A key's folder, reached from the root through no link. On Unix an open directory: the
+/// walk opens each component with `O_NOFOLLOW` (making it with `mkdirat` where asked), and
+/// names in it are created, linked, renamed and removed relative to it, so a link swapped in
+/// on the way after the walk changes nothing. Elsewhere the folder's path, looked at by
+/// [`unlinked`].
+struct Folder {
+    #[cfg(unix)]
+    fd: rustix::fd::OwnedFd,
+    #[cfg(not(unix))]
+    path: PathBuf,
+}
+
+impl Folder {
+    /// `dir` (under `root`), or `None` when it is missing and `make` is off. A link on the
+    /// way is [`link_met`].
+    fn open(root: &Path, dir: &Path, op: &'static str, key: &str, make: bool) -> Result<Option<Folder>, StoreError> {
+        #[cfg(unix)]
+        {
+            use rustix::fs::{Mode, OFlags};
+            use rustix::io::Errno;
+            let rel =
+                dir.strip_prefix(root).map_err(|_| StoreError::Permanent(format!("{op} {key}: outside the store")))?;
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            // The root itself may be a link: the operator chose it.
+            let mut fd = match rustix::fs::open(root, flags, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) if make => {
+                    std::fs::create_dir_all(root).map_err(|e| io("mkdir for", key, e))?;
+                    rustix::fs::open(root, flags, Mode::empty()).map_err(|e| io("mkdir for", key, e.into()))?
+                }
+                Err(Errno::NOENT) => return Ok(None),
+                Err(e) => return Err(io(op, key, e.into())),
+            };
+            let mut walked = PathBuf::new();
+            for part in rel.components() {
+                let name = part.as_os_str();
+                walked.push(name);
+                let next = match rustix::fs::openat(&fd, name, flags | OFlags::NOFOLLOW, Mode::empty()) {
+                    Err(Errno::NOENT) if make => {
+                        match rustix::fs::mkdirat(&fd, name, Mode::from_raw_mode(0o777)) {
+                            Ok(()) | Err(Errno::EXIST) => {}
+                            Err(e) => return Err(io("mkdir for", key, e.into())),
+                        }
+                        rustix::fs::openat(&fd, name, flags | OFlags::NOFOLLOW, Mode::empty())
+                    }
+                    other => other,
+                };
+                fd = match next {
+                    Ok(next) => next,
+                    Err(Errno::NOENT) => return Ok(None),
+                    // O_NOFOLLOW on a link (ENOTDIR where O_DIRECTORY is checked first).
+                    Err(Errno::LOOP) => return Err(link_met(op, key, &walked.display().to_string())),
+                    Err(Errno::NOTDIR)
+                        if std::fs::symlink_metadata(root.join(&walked)).is_ok_and(|m| m.file_type().is_symlink()) =>
+                    {
+                        return Err(link_met(op, key, &walked.display().to_string()));
+                    }
+                    Err(e) => return Err(io(op, key, e.into())),
+                };
+            }
+            Ok(Some(Folder { fd }))
+        }
+        #[cfg(not(unix))]
+        {
+            unlinked(root, dir, op, key, true)?;
+            if make {
+                std::fs::create_dir_all(dir).map_err(|e| io("mkdir for", key, e))?;
+                unlinked(root, dir, op, key, true)?;
+            } else if !dir.is_dir() {
+                return Ok(None);
+            }
+            Ok(Some(Folder { path: dir.to_path_buf() }))
+        }
     }
+
+    /// A new file named `name` here, never an existing one (nor a link).
+    fn create_new(&self, name: &str) -> std::io::Result<std::fs::File> {
+        #[cfg(unix)]
+        {
+            use rustix::fs::{Mode, OFlags};
+            let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            Ok(std::fs::File::from(rustix::fs::openat(&self.fd, name, flags, Mode::from_raw_mode(0o666))?))
+        }
+        #[cfg(not(unix))]
+        {
+            std::fs::OpenOptions::new().write(true).create_new(true).open(self.path.join(name))
+        }
+    }
+
+    /// A hard link named `name` here to the file `source`.
+    fn link_in(&self, source: &Path, name: &str) -> std::io::Result<()> {
+        #[cfg(unix)]
+        {
+            rustix::fs::linkat(rustix::fs::CWD, source, &self.fd, name, rustix::fs::AtFlags::empty())?;
+            Ok(())
+        }
+        #[cfg(not(unix))]
+        {
+            std::fs::hard_link(source, self.path.join(name))
+        }
+    }
+
+    /// Renames `from` to `to`, both here, replacing what `to` names (a link itself, never
+    /// what it points to).
+    fn rename(&self, from: &str, to: &std::ffi::OsStr) -> std::io::Result<()> {
+        #[cfg(unix)]
+        {
+            rustix::fs::renameat(&self.fd, from, &self.fd, to)?;
+            Ok(())
+        }
+        #[cfg(not(unix))]
+        {
+            std::fs::rename(self.path.join(from), self.path.join(to))
+        }
+    }
+
+    /// Removes the name `name` here (a link itself, never what it points to); a missing one
+    /// is fine.
+    fn remove(&self, name: &std::ffi::OsStr) -> std::io::Result<()> {
+        #[cfg(unix)]
+        let removed = rustix::fs::unlinkat(&self.fd, name, rustix::fs::AtFlags::empty()).map_err(std::io::Error::from);
+        #[cfg(not(unix))]
+        let removed = std::fs::remove_file(self.path.join(name));
+        match removed {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        #[cfg(unix)]
+        {
+            rustix::fs::fsync(&self.fd)?;
+            Ok(())
+        }
+        #[cfg(not(unix))]
+        {
+            std::fs::File::open(&self.path)?.sync_all()
+        }
+    }
+}
+
+/// Removes a key's file at `path` under `root` through no link on the way (a link as the
+/// file itself is removed, never followed); a missing file or folder is fine.
+fn remove_beneath(root: &Path, path: &Path, key: &str) -> Result<(), StoreError> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return Ok(()) };
+    let Some(folder) = Folder::open(root, dir, "delete", key, false)? else { return Ok(()) };
+    folder.remove(name).map_err(|e| io("delete", key, e))
 }
 
 #[async_trait]
@@ -594,7 +737,7 @@ impl ObjectStore for FsStore {
             unlinked(&root, &path, "delete", &key, false)?;
             pack.write(&key, |c| {
                 Pack::remove(c, &bucket, &key)?;
-                remove_file(&path, &key)
+                remove_beneath(&root, &path, &key)
             })
         })
         .await
@@ -612,7 +755,7 @@ impl ObjectStore for FsStore {
             pack.write(&first, |c| {
                 for (key, path) in &paths {
                     Pack::remove(c, &bucket, key)?;
-                    remove_file(path, key)?;
+                    remove_beneath(&root, path, key)?;
                 }
                 Ok(())
             })
@@ -623,7 +766,34 @@ impl ObjectStore for FsStore {
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
-    use super::open_unlinked;
+    use super::{Folder, StoreError, open_unlinked};
+    use std::io::Write;
+
+    /// A write walks to its folder once and works inside it: a folder on the way swapped
+    /// for a link afterwards changes nothing (the file lands where the walk went, nothing
+    /// outside), and the next walk refuses the link.
+    #[test]
+    fn a_write_keeps_its_folder_through_a_swap() {
+        let d = tempfile::tempdir().unwrap();
+        let (root, outside) = (d.path().join("root"), d.path().join("outside"));
+        std::fs::create_dir_all(&outside).unwrap();
+        let folder = Folder::open(&root, &root.join("b/k"), "write", "k/y", true).unwrap().unwrap();
+        std::fs::rename(root.join("b"), root.join("b-moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("b")).unwrap();
+        std::fs::create_dir_all(outside.join("k")).unwrap();
+        folder.create_new("x").unwrap().write_all(b"mine").unwrap();
+        folder.rename("x", "y".as_ref()).unwrap();
+        folder.sync().unwrap();
+        assert_eq!(std::fs::read(root.join("b-moved/k/y")).unwrap(), b"mine");
+        assert_eq!(std::fs::read_dir(outside.join("k")).unwrap().count(), 0, "nothing outside");
+        match Folder::open(&root, &root.join("b/k"), "write", "k/y", true) {
+            Err(StoreError::Permanent(m)) => assert!(m.contains("b is a symbolic link"), "{m}"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("walked through a link"),
+        }
+        // A missing folder is no folder when nothing is to be made.
+        assert!(Folder::open(&root, &root.join("b-moved/none"), "delete", "none/y", false).unwrap().is_none());
+    }
 
     /// The read's open itself refuses a link anywhere under the root (the kernel resolves
     /// the path: Linux 5.6 and later, where `openat2` is not filtered), so a folder swapped
