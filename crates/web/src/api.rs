@@ -399,8 +399,15 @@ pub async fn start(State(app): AppState, Path(batch): Path<String>, headers: Hea
     w.started = true;
     write_web(&app, &w).await?;
     batch::enqueue(app.queue.as_ref(), &jobs, app.queue.is_fifo()).await.map_err(|e| {
-        let status = if e.is_transient() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::INTERNAL_SERVER_ERROR };
-        ApiError::new(status, format!("queue: {e}"))
+        // The cause goes to the log: its text can name local paths or the queue's URL
+        // (the account id), which are not the client's to see.
+        tracing::warn!(error = %e, batch = %batch, "queueing a web batch");
+        let (status, said) = if e.is_transient() {
+            (StatusCode::SERVICE_UNAVAILABLE, "the queue is unavailable; try again")
+        } else {
+            (StatusCode::INTERNAL_SERVER_ERROR, "queue error")
+        };
+        ApiError::new(status, said)
     })?;
     let body = serde_json::json!({ "batch": batch, "jobs": jobs.len(), "missing": missing });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())

@@ -212,23 +212,55 @@ async fn deliver(app: &App, key: &str, etag: &str, vary: bool) -> Result<Respons
     Ok(image_response(bytes, etag, vary))
 }
 
-/// The source's content digest, cached by key, size and tag (a hit reads no source). A
-/// source over the input limit is refused unread, or as soon as its read passes the limit
-/// (it grew since its size was looked up): it could not be rendered, and read whole it
-/// would hold its size in memory.
+/// The source's content digest, cached by key, size and tag (the store's ETag, or its
+/// version tag: the filesystem store's file identity), so a hit reads no source. A miss
+/// reads the source whole and hashes it, one read per source at a time (the others wait
+/// and find the digest) and within [`crate::SOURCE_MEMORY_MB`] for all sources at once. A
+/// source over the input limit is refused unread, or as soon
+/// as its read passes the limit (it grew since its size was looked up): it could not be
+/// rendered, and read whole it would hold its size in memory.
 async fn source_digest(app: &App, key: &str, meta: &pixq_jobs::store::ObjectMeta) -> Result<String, ApiError> {
-    let id = (key.to_string(), meta.size, meta.etag.clone());
-    if meta.etag.is_some()
-        && let Some(d) = app.digests.lock().expect("digest cache").get(&id)
-    {
-        return Ok(d.clone());
+    let tag = match &meta.etag {
+        Some(t) => Some(t.clone()),
+        None => app.store.version_tag(&app.bucket, key).await,
+    };
+    let id = (key.to_string(), meta.size, tag);
+    let cached = || if id.2.is_some() { app.digests.lock().expect("digest cache").get(&id).cloned() } else { None };
+    if let Some(d) = cached() {
+        return Ok(d);
     }
+    let Some(_) = &id.2 else { return read_and_hash(app, key, meta, &id).await };
+    // The first request for this source reads it; the others wait, then find the digest.
+    let gate = app.hashing.lock().expect("hashing").entry(id.clone()).or_default().clone();
+    let held = gate.lock().await;
+    let d = match cached() {
+        Some(d) => Ok(d),
+        None => read_and_hash(app, key, meta, &id).await,
+    };
+    drop(held);
+    app.hashing.lock().expect("hashing").remove(&id);
+    d
+}
+
+/// Reads the source whole and hashes it (a miss of [`source_digest`]'s cache), caching the
+/// digest when the source has a tag.
+async fn read_and_hash(
+    app: &App,
+    key: &str,
+    meta: &pixq_jobs::store::ObjectMeta,
+    id: &crate::SourceId,
+) -> Result<String, ApiError> {
     let max = app.config.process.limits.max_input_bytes;
     let over =
         || ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("the image is over the limit of {max} bytes"));
     if meta.size > max {
         return Err(over());
     }
+    let _room = app
+        .source_budget
+        .hold(meta.size)
+        .await
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
     let bytes = match app.store.get_at_most(&app.bucket, key, max).await {
         Err(pixq_jobs::store::StoreError::TooLarge { .. }) => return Err(over()),
         got => got.map_err(ApiError::store)?,
@@ -237,11 +269,13 @@ async fn source_digest(app: &App, key: &str, meta: &pixq_jobs::store::ObjectMeta
     let d = tokio::task::spawn_blocking(move || keys::content_digest(&bytes))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("hashing the source: {e}")))?;
-    let mut cache = app.digests.lock().expect("digest cache");
-    if cache.len() > 100_000 {
-        cache.clear();
+    if id.2.is_some() {
+        let mut cache = app.digests.lock().expect("digest cache");
+        if cache.len() > 100_000 {
+            cache.clear();
+        }
+        cache.insert(id.clone(), d.clone());
     }
-    cache.insert(id, d.clone());
     Ok(d)
 }
 

@@ -215,6 +215,11 @@ impl Budget {
 /// An on-the-fly source as the store describes it: key, size, tag.
 pub(crate) type SourceId = (String, u64, Option<String>);
 
+/// Megabytes of on-the-fly sources read and hashed at once (a source not yet in the digest
+/// cache is read whole): requests past it wait, so a flood of `/img` requests for large
+/// sources holds at most this much, not a source's size per request.
+pub(crate) const SOURCE_MEMORY_MB: u64 = 256;
+
 /// Everything a handler needs.
 #[derive(Debug)]
 pub struct App {
@@ -231,8 +236,14 @@ pub struct App {
     pub(crate) queued: Mutex<HashMap<String, std::time::Instant>>,
     /// Held while a batch starts.
     pub(crate) starting: tokio::sync::Mutex<()>,
-    /// Source digests of on-the-fly keys, by (key, size, etag): a hit reads no source.
+    /// Source digests of on-the-fly keys, by (key, size, etag or the store's version tag): a
+    /// hit reads no source.
     pub(crate) digests: Mutex<HashMap<SourceId, String>>,
+    /// Room for on-the-fly sources being read and hashed ([`SOURCE_MEMORY_MB`]).
+    pub(crate) source_budget: Budget,
+    /// One read at a time per source (by the cache's key): requests for a source being
+    /// hashed wait for it and find its digest in the cache.
+    pub(crate) hashing: Mutex<HashMap<SourceId, Arc<tokio::sync::Mutex<()>>>>,
     /// Successful result records by key, with the size they were read at: final once
     /// written, so a batch's status reads each one once, not on every poll.
     pub(crate) records: Mutex<HashMap<String, (u64, pixq_jobs::schema::JobResult)>>,
@@ -256,6 +267,8 @@ impl App {
             queued: Mutex::new(HashMap::new()),
             starting: tokio::sync::Mutex::new(()),
             digests: Mutex::new(HashMap::new()),
+            source_budget: Budget::new(SOURCE_MEMORY_MB),
+            hashing: Mutex::new(HashMap::new()),
             records: Mutex::new(HashMap::new()),
         }))
     }

@@ -1,19 +1,28 @@
 //! Serving the router over HTTP/1.1 on a socket, as `pixq serve` does, with the limits a
 //! server facing other machines needs and `axum::serve` does not set: a time limit on each
-//! request's headers (which also closes a kept-alive connection idle that long) and a cap on
-//! open connections (past it, no more are accepted until one closes; the kernel's backlog
-//! holds the rest). Behind API Gateway the gateway does this; there the router runs in the
-//! function instead.
+//! request's headers (which also closes a kept-alive connection idle that long), on each
+//! request's body (whole, or for an upload between two pieces of it), on a response the
+//! client stops reading, and a cap on open connections (past it, no more are accepted until
+//! one closes; the kernel's backlog holds the rest). A client holding connections open by
+//! sending or reading slowly gets them closed. Behind API Gateway the gateway does this;
+//! there the router runs in the function instead.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use hyper::body::{Body as HttpBody, Bytes, Frame, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio::time::Sleep;
 
 /// Connection limits of [`serve`].
 #[derive(Debug, Clone, Copy)]
@@ -25,16 +34,27 @@ pub struct ServeLimits {
     pub header_timeout: Duration,
     /// Time open connections get to finish after shutdown is asked for.
     pub shutdown_grace: Duration,
+    /// Time for a request's whole body to arrive (uploads excepted: see `upload_idle`).
+    pub body_timeout: Duration,
+    /// Longest wait for the next piece of an upload's body (the upload's own time limit,
+    /// `WebConfig::upload_timeout`, bounds the whole).
+    pub upload_idle: Duration,
+    /// Longest a response may wait for the client to take more of it.
+    pub write_stall: Duration,
 }
 
 impl Default for ServeLimits {
     /// 1,024 connections, 30 s for headers (hyper's own default, which `axum::serve` leaves
-    /// off), 10 s to finish on shutdown.
+    /// off), 30 s for a body (2 MB of JSON at most), 30 s between pieces of an upload, 60 s
+    /// for a client to take more of a response, 10 s to finish on shutdown.
     fn default() -> ServeLimits {
         ServeLimits {
             max_connections: 1024,
             header_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            upload_idle: Duration::from_secs(30),
+            write_stall: Duration::from_secs(60),
         }
     }
 }
@@ -47,6 +67,15 @@ pub async fn serve(
     limits: ServeLimits,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let router = router.layer(axum::middleware::map_request(move |req: Request| async move {
+        let (parts, body) = req.into_parts();
+        let (whole, idle) = if parts.uri.path().starts_with("/api/uploads/") {
+            (None, Some(limits.upload_idle))
+        } else {
+            (Some(limits.body_timeout), None)
+        };
+        Request::from_parts(parts, Body::new(Timed::new(body, whole, idle)))
+    }));
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -72,7 +101,10 @@ pub async fn serve(
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
+            .serve_connection(
+                TokioIo::new(StallLimit::new(stream, limits.write_stall)),
+                TowerToHyperService::new(router.clone()),
+            );
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -86,4 +118,131 @@ pub async fn serve(
         tracing::warn!("connections still open after the shutdown grace; closing them");
     }
     Ok(())
+}
+
+/// A request body that fails (and so ends its request) when it is not all in within
+/// `whole`, or when the next piece does not come within `idle`.
+struct Timed {
+    inner: Body,
+    whole: Option<Pin<Box<Sleep>>>,
+    idle: Option<(Duration, Pin<Box<Sleep>>)>,
+}
+
+impl Timed {
+    fn new(inner: Body, whole: Option<Duration>, idle: Option<Duration>) -> Timed {
+        Timed {
+            inner,
+            whole: whole.map(|d| Box::pin(tokio::time::sleep(d))),
+            idle: idle.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
+        }
+    }
+}
+
+impl HttpBody for Timed {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                if let Some((d, sleep)) = &mut this.idle {
+                    sleep.as_mut().reset(tokio::time::Instant::now() + *d);
+                }
+                Poll::Ready(frame)
+            }
+            Poll::Pending => {
+                let late = this.whole.as_mut().is_some_and(|s| s.as_mut().poll(cx).is_ready())
+                    || this.idle.as_mut().is_some_and(|(_, s)| s.as_mut().poll(cx).is_ready());
+                if late {
+                    let e =
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "the request body did not arrive in time");
+                    return Poll::Ready(Some(Err(axum::Error::new(e))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A connection whose writes fail once one has waited `limit` for the client to take more
+/// (a reader that stopped reading, its receive window shut): the response ends, the
+/// connection closes and its slot is free. Reads pass through (headers and bodies have
+/// their own limits).
+pub struct StallLimit<T> {
+    inner: T,
+    limit: Duration,
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T> StallLimit<T> {
+    /// `inner` with writes limited to `limit` of waiting each.
+    pub fn new(inner: T, limit: Duration) -> StallLimit<T> {
+        StallLimit { inner, limit, stalled: None }
+    }
+
+    /// After the inner write or flush answered `r`: progress clears the clock, a wait
+    /// starts it (once), and a wait past the limit is an error.
+    fn watch<R>(&mut self, r: Poll<std::io::Result<R>>, cx: &mut Context<'_>) -> Poll<std::io::Result<R>> {
+        match r {
+            Poll::Pending => {
+                let limit = self.limit;
+                let clock = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                if clock.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client took no more of the response in time",
+                    )));
+                }
+                Poll::Pending
+            }
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for StallLimit<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for StallLimit<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(r, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(r, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(r, cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

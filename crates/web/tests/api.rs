@@ -611,3 +611,78 @@ async fn concurrent_starts_queue_each_job_once() {
     assert!(got.iter().all(|(s, _)| *s == StatusCode::ACCEPTED || *s == StatusCode::CONFLICT), "{got:?}");
     assert_eq!(e.backend.queue.counts().await.unwrap().visible, 1);
 }
+
+/// Counts whole reads of one key, forwarding everything to the store it wraps.
+#[derive(Debug)]
+struct CountingReads {
+    inner: Arc<dyn pixq_jobs::store::ObjectStore>,
+    key: &'static str,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl pixq_jobs::store::ObjectStore for CountingReads {
+    async fn head(
+        &self,
+        b: &str,
+        k: &str,
+    ) -> Result<Option<pixq_jobs::store::ObjectMeta>, pixq_jobs::store::StoreError> {
+        self.inner.head(b, k).await
+    }
+    async fn get(&self, b: &str, k: &str) -> Result<Vec<u8>, pixq_jobs::store::StoreError> {
+        self.get_at_most(b, k, u64::MAX).await
+    }
+    async fn get_at_most(&self, b: &str, k: &str, max: u64) -> Result<Vec<u8>, pixq_jobs::store::StoreError> {
+        if k == self.key {
+            self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.inner.get_at_most(b, k, max).await
+    }
+    async fn put(&self, b: &str, k: &str, body: Vec<u8>, t: &str) -> Result<(), pixq_jobs::store::StoreError> {
+        self.inner.put(b, k, body, t).await
+    }
+    async fn list(&self, b: &str, p: &str) -> Result<Vec<pixq_jobs::store::ObjectMeta>, pixq_jobs::store::StoreError> {
+        self.inner.list(b, p).await
+    }
+    async fn delete(&self, b: &str, k: &str) -> Result<(), pixq_jobs::store::StoreError> {
+        self.inner.delete(b, k).await
+    }
+    async fn version_tag(&self, b: &str, k: &str) -> Option<String> {
+        self.inner.version_tag(b, k).await
+    }
+}
+
+/// The filesystem store gives no ETag: a source's digest is cached by its file's identity,
+/// so a flood of requests for a large source reads it once (not its size per request), and
+/// again only once its file changes.
+#[tokio::test]
+async fn on_the_fly_sources_are_read_once_until_their_file_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend =
+        pixq_jobs::backend::open(&Connect { home: dir.path().join("home"), ..Connect::default() }).await.unwrap();
+    let key = "images/big.png";
+    let counting = Arc::new(CountingReads { inner: backend.store.clone(), key, reads: Default::default() });
+    backend.store = counting.clone();
+    let mut cfg = WebConfig::new(Signer::new(KEY).unwrap());
+    cfg.inline_max_bytes = 1000;
+    let router = pixq_web::router(App::new(&backend, cfg).unwrap());
+    // Over the store's pack limit: a file, with a version tag.
+    backend.store.put("pixq", key, sample("astronaut.png"), "image/png").await.unwrap();
+    let path = Signer::new(KEY).unwrap().img_path("thumbnail:64", "big.png", None);
+    let call = |router: Router| {
+        let path = path.clone();
+        async move { router.oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap().status() }
+    };
+    let statuses = futures::future::join_all((0..8).map(|_| call(router.clone()))).await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::ACCEPTED), "{statuses:?}");
+    for _ in 0..3 {
+        assert_eq!(call(router.clone()).await, StatusCode::ACCEPTED);
+    }
+    assert_eq!(counting.reads.load(std::sync::atomic::Ordering::SeqCst), 1, "read once for 11 requests");
+    // A new file under the key: read again.
+    let mut changed = sample("astronaut.png");
+    changed.extend_from_slice(b"trailing bytes");
+    backend.store.put("pixq", key, changed, "image/png").await.unwrap();
+    assert_eq!(call(router.clone()).await, StatusCode::ACCEPTED);
+    assert_eq!(counting.reads.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

@@ -157,3 +157,77 @@ async fn an_upload_body_is_read_only_after_its_url_checks_out_and_only_as_announ
     assert!(head.starts_with("HTTP/1.1 408"), "{head}");
     s.stop.cancel();
 }
+
+/// Limits small enough to meet in a test; the header limit out of the way.
+fn slow_client_limits() -> ServeLimits {
+    ServeLimits {
+        body_timeout: Duration::from_millis(500),
+        upload_idle: Duration::from_millis(500),
+        write_stall: Duration::from_millis(500),
+        ..limits(60_000, 1)
+    }
+}
+
+/// A client that announces a body and stops sending it: its request ends (an error, not a
+/// wait) and its connection closes, so the one connection slot serves the next client.
+#[tokio::test]
+async fn a_body_that_stops_coming_ends_its_request_and_frees_the_slot() {
+    let s = server(slow_client_limits(), |c| c.upload_timeout = Duration::from_secs(60)).await;
+    let url = upload_url(&s, 5000).await;
+    for (name, head, part) in [
+        (
+            "json",
+            "POST /api/validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                .to_string(),
+            &b"{\"pipeline\": \"thumb"[..],
+        ),
+        // An upload has 60 s in all here, but no more than 0.5 s between two pieces.
+        ("upload", format!("PUT {url} HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"), &[0xFFu8; 100][..]),
+    ] {
+        let started = std::time::Instant::now();
+        let mut c = TcpStream::connect(s.addr).await.unwrap();
+        c.write_all(head.as_bytes()).await.unwrap();
+        c.write_all(part).await.unwrap();
+        let got = read_to_close(&mut c).await;
+        assert!(!got.starts_with("HTTP/1.1 2"), "{name}: {got}");
+        assert!(started.elapsed() < Duration::from_secs(30), "{name}: ended by the body limit, not the upload's");
+        // The slot is free again.
+        let mut next = TcpStream::connect(s.addr).await.unwrap();
+        next.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let response = read_to_close(&mut next).await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{name}: {response}");
+    }
+    s.stop.cancel();
+}
+
+/// A reader that stops taking a response: the write fails after the stall limit (and the
+/// connection with it); one that keeps taking it, however slowly, is not cut off.
+#[tokio::test]
+async fn a_response_nobody_reads_fails_after_the_stall_limit() {
+    use pixq_web::server::StallLimit;
+    let (server_end, mut client_end) = tokio::io::duplex(64);
+    let mut w = StallLimit::new(server_end, Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let e = tokio::time::timeout(HUNG, w.write_all(&[7u8; 10_000])).await.unwrap().unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // A slow but steady reader: 64 bytes every 50 ms, each wait far under the limit.
+    let (server_end, mut slow_end) = tokio::io::duplex(64);
+    let mut w = StallLimit::new(server_end, Duration::from_millis(300));
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            match slow_end.read(&mut buf).await.unwrap() {
+                0 => return got.len(),
+                n => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    w.write_all(&[7u8; 1_000]).await.unwrap();
+    w.shutdown().await.unwrap();
+    drop(w);
+    assert_eq!(reader.await.unwrap(), 1_000);
+    drop(client_end.read(&mut [0u8; 1]).await);
+}

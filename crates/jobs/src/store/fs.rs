@@ -593,6 +593,21 @@ impl ObjectStore for FsStore {
         true
     }
 
+    async fn version_tag(&self, bucket: &str, key: &str) -> Option<String> {
+        let path = self.path(bucket, key).ok()?;
+        let root = self.root.clone();
+        let key = key.to_string();
+        tokio::task::spawn_blocking(move || {
+            // The file a read would get (no link: such a key is refused anyway).
+            unlinked(&root, &path, "head", &key, true).ok()?;
+            let (dev, ino, size, secs, nanos) = file_id(&std::fs::symlink_metadata(&path).ok()?)?;
+            Some(format!("file:{dev:x}-{ino:x}-{size:x}-{secs}.{nanos:09}"))
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
     fn recycle(&self, bytes: Vec<u8>) {
         crate::buffers::give_back(bytes)
     }

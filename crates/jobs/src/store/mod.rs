@@ -127,6 +127,14 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     fn links_files(&self) -> bool {
         false
     }
+    /// A tag that changes whenever the object's bytes may have, for a store whose
+    /// [`ObjectStore::head`] gives no ETag: the filesystem store's file identity (device,
+    /// inode, size, modification time). A cache of what an object hashes to keys on it, so
+    /// a hit reads nothing. `None` (the default, and a small object in the pack): no tag;
+    /// such a cache reads the object again.
+    async fn version_tag(&self, _bucket: &str, _key: &str) -> Option<String> {
+        None
+    }
     /// Writes the file at `source` as the object: read and uploaded, or, by a store on the
     /// same disk, linked (a reader of the object then gets the file as it is at that time;
     /// the worker hashes what it reads, so a file changed later is caught by its digest).
