@@ -231,15 +231,39 @@ async fn source_digest(app: &App, key: &str, meta: &pixq_jobs::store::ObjectMeta
     }
     let Some(_) = &id.2 else { return read_and_hash(app, key, meta, &id).await };
     // The first request for this source reads it; the others wait, then find the digest.
-    let gate = app.hashing.lock().expect("hashing").entry(id.clone()).or_default().clone();
-    let held = gate.lock().await;
-    let d = match cached() {
+    let gate = Gate::enter(app, &id);
+    let _held = gate.lock.lock().await;
+    match cached() {
         Some(d) => Ok(d),
         None => read_and_hash(app, key, meta, &id).await,
-    };
-    drop(held);
-    app.hashing.lock().expect("hashing").remove(&id);
-    d
+    }
+}
+
+/// A source's gate in `App::hashing`, taken out of the map when its last holder is done,
+/// cancelled or not (and only if the map still holds this one).
+struct Gate<'a> {
+    app: &'a App,
+    id: crate::SourceId,
+    lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> Gate<'a> {
+    fn enter(app: &'a App, id: &crate::SourceId) -> Gate<'a> {
+        let lock = app.hashing.lock().expect("hashing").entry(id.clone()).or_default().clone();
+        Gate { app, id: id.clone(), lock }
+    }
+}
+
+impl Drop for Gate<'_> {
+    fn drop(&mut self) {
+        let mut map = self.app.hashing.lock().unwrap_or_else(|e| e.into_inner());
+        // Two references left (the map's and ours): nobody else waits on it.
+        if map.get(&self.id).is_some_and(|l| std::sync::Arc::ptr_eq(l, &self.lock))
+            && std::sync::Arc::strong_count(&self.lock) == 2
+        {
+            map.remove(&self.id);
+        }
+    }
 }
 
 /// Reads the source whole and hashes it (a miss of [`source_digest`]'s cache), caching the

@@ -4,7 +4,8 @@
 //! request's body (whole, or for an upload between two pieces of it), on a response the
 //! client stops reading, and a cap on open connections (past it, no more are accepted until
 //! one closes; the kernel's backlog holds the rest). A client holding connections open by
-//! sending or reading slowly gets them closed. Behind API Gateway the gateway does this;
+//! sending slowly, or by no longer reading, gets them closed (one reading a little before
+//! each limit passes does not: there is no minimum rate). Behind API Gateway the gateway does this;
 //! there the router runs in the function instead.
 
 use std::future::Future;
@@ -120,21 +121,25 @@ pub async fn serve(
     Ok(())
 }
 
+/// A deadline of [`Timed`], where one is set.
+type Clock = Option<Pin<Box<Sleep>>>;
+
 /// A request body that fails (and so ends its request) when it is not all in within
-/// `whole`, or when the next piece does not come within `idle`.
+/// `whole`, or when the next piece does not come within `idle`. The clocks start at the
+/// handler's first read, not at the request's arrival: an upload waiting for room in the
+/// upload budget has not asked for its body yet (with `Expect: 100-continue` the client has
+/// not even been told to send it).
 struct Timed {
     inner: Body,
-    whole: Option<Pin<Box<Sleep>>>,
-    idle: Option<(Duration, Pin<Box<Sleep>>)>,
+    whole: Option<Duration>,
+    idle: Option<Duration>,
+    /// (whole, idle), started at the first read.
+    clocks: Option<(Clock, Clock)>,
 }
 
 impl Timed {
     fn new(inner: Body, whole: Option<Duration>, idle: Option<Duration>) -> Timed {
-        Timed {
-            inner,
-            whole: whole.map(|d| Box::pin(tokio::time::sleep(d))),
-            idle: idle.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
-        }
+        Timed { inner, whole, idle, clocks: None }
     }
 }
 
@@ -144,16 +149,21 @@ impl HttpBody for Timed {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = &mut *self;
+        let (whole, idle) = (this.whole, this.idle);
+        let (whole_clock, idle_clock) = this.clocks.get_or_insert_with(|| {
+            let start = |d: Duration| Box::pin(tokio::time::sleep(d));
+            (whole.map(start), idle.map(start))
+        });
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                if let Some((d, sleep)) = &mut this.idle {
-                    sleep.as_mut().reset(tokio::time::Instant::now() + *d);
+                if let (Some(d), Some(sleep)) = (idle, idle_clock.as_mut()) {
+                    sleep.as_mut().reset(tokio::time::Instant::now() + d);
                 }
                 Poll::Ready(frame)
             }
             Poll::Pending => {
-                let late = this.whole.as_mut().is_some_and(|s| s.as_mut().poll(cx).is_ready())
-                    || this.idle.as_mut().is_some_and(|(_, s)| s.as_mut().poll(cx).is_ready());
+                let late = whole_clock.as_mut().is_some_and(|s| s.as_mut().poll(cx).is_ready())
+                    || idle_clock.as_mut().is_some_and(|s| s.as_mut().poll(cx).is_ready());
                 if late {
                     let e =
                         std::io::Error::new(std::io::ErrorKind::TimedOut, "the request body did not arrive in time");
@@ -175,7 +185,8 @@ impl HttpBody for Timed {
 
 /// A connection whose writes fail once one has waited `limit` for the client to take more
 /// (a reader that stopped reading, its receive window shut): the response ends, the
-/// connection closes and its slot is free. Reads pass through (headers and bodies have
+/// connection closes and its slot is free. A reader that takes a little before each limit
+/// passes is not cut off (no minimum rate). Reads pass through (headers and bodies have
 /// their own limits).
 pub struct StallLimit<T> {
     inner: T,

@@ -213,7 +213,7 @@ async fn a_response_nobody_reads_fails_after_the_stall_limit() {
     assert!(started.elapsed() >= Duration::from_millis(300));
     // A slow but steady reader: 64 bytes every 50 ms, each wait far under the limit.
     let (server_end, mut slow_end) = tokio::io::duplex(64);
-    let mut w = StallLimit::new(server_end, Duration::from_millis(300));
+    let mut w = StallLimit::new(server_end, Duration::from_secs(3));
     let reader = tokio::spawn(async move {
         let mut got = Vec::new();
         let mut buf = [0u8; 64];
@@ -230,4 +230,46 @@ async fn a_response_nobody_reads_fails_after_the_stall_limit() {
     drop(w);
     assert_eq!(reader.await.unwrap(), 1_000);
     drop(client_end.read(&mut [0u8; 1]).await);
+}
+
+/// An upload that waits for room in the upload budget longer than the time allowed between
+/// two pieces of a body is not failed for it: the body's clocks start when the handler
+/// first reads it (with `Expect: 100-continue` the client is told to send only then).
+#[tokio::test]
+async fn an_upload_waiting_for_room_is_not_timed_before_it_reads() {
+    let s = server(ServeLimits { max_connections: 4, ..slow_client_limits() }, |c| {
+        c.upload_timeout = Duration::from_secs(60);
+        c.upload_memory_mb = 1;
+    })
+    .await;
+    let size = 600_000usize;
+    let (first, second) = (upload_url(&s, size).await, upload_url(&s, size).await);
+    // The first holds the whole budget for about 2 s, sending a piece every 200 ms.
+    let mut a = TcpStream::connect(s.addr).await.unwrap();
+    let head = format!("PUT {first} HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n");
+    a.write_all(head.as_bytes()).await.unwrap();
+    a.write_all(&[0xFFu8; 1000]).await.unwrap();
+    let feeder = tokio::spawn(async move {
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            a.write_all(&vec![0xFFu8; 1000]).await.unwrap();
+        }
+        a.write_all(&vec![0xFFu8; size - 11_000]).await.unwrap();
+        read_to_close(&mut a).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut b = TcpStream::connect(s.addr).await.unwrap();
+    let head = format!(
+        "PUT {second} HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+    );
+    b.write_all(head.as_bytes()).await.unwrap();
+    let cont = read_head(&mut b).await;
+    assert!(cont.starts_with("HTTP/1.1 100"), "{cont}");
+    b.write_all(&vec![0xFFu8; size]).await.unwrap();
+    let got = read_to_close(&mut b).await;
+    // The whole body was read and judged (not an image), not cut off as late.
+    assert!(got.starts_with("HTTP/1.1 415"), "second: {got}");
+    let first_got = feeder.await.unwrap();
+    assert!(first_got.starts_with("HTTP/1.1 415"), "first: {first_got}");
+    s.stop.cancel();
 }

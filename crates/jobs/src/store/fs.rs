@@ -69,6 +69,21 @@ fn file_id(_: &std::fs::Metadata) -> Option<FileId> {
     None
 }
 
+/// A file's version: its identity and both its times, the change time included (a copy
+/// that keeps the modification time, `cp -p` or `rsync -t` over the file, still moves it;
+/// nobody sets it by hand).
+#[cfg(unix)]
+fn version_of(m: &std::fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let (dev, ino, size, secs, nanos) = file_id(m)?;
+    Some(format!("file:{dev:x}-{ino:x}-{size:x}-{secs}.{nanos:09}-{}.{:09}", m.ctime(), m.ctime_nsec()))
+}
+
+#[cfg(not(unix))]
+fn version_of(_: &std::fs::Metadata) -> Option<String> {
+    None
+}
+
 /// Files larger than this are not read ahead: the wait a read-ahead fills (a fresh home's
 /// fsyncs) holds a few MB of reading, and a larger file only delays its job's send.
 const AHEAD_MAX: u64 = 32 << 20;
@@ -594,14 +609,17 @@ impl ObjectStore for FsStore {
     }
 
     async fn version_tag(&self, bucket: &str, key: &str) -> Option<String> {
+        // A key in the pack is what reads get (a file left at its path is not): no tag.
+        if self.pack.size(bucket, key).ok()?.is_some() {
+            return None;
+        }
         let path = self.path(bucket, key).ok()?;
         let root = self.root.clone();
         let key = key.to_string();
         tokio::task::spawn_blocking(move || {
             // The file a read would get (no link: such a key is refused anyway).
             unlinked(&root, &path, "head", &key, true).ok()?;
-            let (dev, ino, size, secs, nanos) = file_id(&std::fs::symlink_metadata(&path).ok()?)?;
-            Some(format!("file:{dev:x}-{ino:x}-{size:x}-{secs}.{nanos:09}"))
+            version_of(&std::fs::symlink_metadata(&path).ok()?)
         })
         .await
         .ok()
