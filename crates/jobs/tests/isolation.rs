@@ -223,7 +223,7 @@ fn a_child_maps_no_more_memory_than_its_limit(heic: &[u8], _: &[u8], _: &[String
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let limits = (0..500)
+    let limits = (0..2000)
         .find_map(|_| {
             let l = std::fs::read_to_string(format!("/proc/{}/limits", real.id())).unwrap_or_default();
             let line = l.lines().find(|l| l.starts_with("Max data size"))?.to_string();
@@ -233,7 +233,7 @@ fn a_child_maps_no_more_memory_than_its_limit(heic: &[u8], _: &[u8], _: &[String
             std::thread::sleep(Duration::from_millis(10));
             None
         })
-        .unwrap_or_else(|| "not set within 5 s".into());
+        .unwrap_or_else(|| "not set within 20 s".into());
     drop(real.stdin.take());
     real.wait().unwrap();
     assert_eq!(

@@ -237,24 +237,27 @@ async fn a_response_nobody_reads_fails_after_the_stall_limit() {
 /// first reads it (with `Expect: 100-continue` the client is told to send only then).
 #[tokio::test]
 async fn an_upload_waiting_for_room_is_not_timed_before_it_reads() {
-    let s = server(ServeLimits { max_connections: 4, ..slow_client_limits() }, |c| {
+    // 1 s between pieces: the first upload's pieces come every 200 ms (0.8 s to spare on a
+    // slow machine), and it holds the budget about 3 s, well past that second.
+    let limits = ServeLimits { max_connections: 4, upload_idle: Duration::from_secs(1), ..slow_client_limits() };
+    let s = server(limits, |c| {
         c.upload_timeout = Duration::from_secs(60);
         c.upload_memory_mb = 1;
     })
     .await;
     let size = 600_000usize;
     let (first, second) = (upload_url(&s, size).await, upload_url(&s, size).await);
-    // The first holds the whole budget for about 2 s, sending a piece every 200 ms.
+    // The first holds the whole budget for about 3 s, sending a piece every 200 ms.
     let mut a = TcpStream::connect(s.addr).await.unwrap();
     let head = format!("PUT {first} HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n");
     a.write_all(head.as_bytes()).await.unwrap();
     a.write_all(&[0xFFu8; 1000]).await.unwrap();
     let feeder = tokio::spawn(async move {
-        for _ in 0..10 {
+        for _ in 0..15 {
             tokio::time::sleep(Duration::from_millis(200)).await;
             a.write_all(&vec![0xFFu8; 1000]).await.unwrap();
         }
-        a.write_all(&vec![0xFFu8; size - 11_000]).await.unwrap();
+        a.write_all(&vec![0xFFu8; size - 16_000]).await.unwrap();
         read_to_close(&mut a).await
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
