@@ -37,8 +37,8 @@ pub struct ServeLimits {
     pub shutdown_grace: Duration,
     /// Time for a request's whole body to arrive (uploads excepted: see `upload_idle`).
     pub body_timeout: Duration,
-    /// Longest wait for the next piece of an upload's body (the upload's own time limit,
-    /// `WebConfig::upload_timeout`, bounds the whole).
+    /// Longest an upload's body may go without bringing 16 KiB more (the upload's own time
+    /// limit, `WebConfig::upload_timeout`, bounds the whole).
     pub upload_idle: Duration,
     /// Longest a response may wait for the client to take more of it.
     pub write_stall: Duration,
@@ -46,7 +46,7 @@ pub struct ServeLimits {
 
 impl Default for ServeLimits {
     /// 1,024 connections, 30 s for headers (hyper's own default, which `axum::serve` leaves
-    /// off), 30 s for a body (2 MB of JSON at most), 30 s between pieces of an upload, 60 s
+    /// off), 30 s for a body (2 MB of JSON at most), 30 s for each 16 KiB of an upload, 60 s
     /// for a client to take more of a response, 10 s to finish on shutdown.
     fn default() -> ServeLimits {
         ServeLimits {
@@ -125,7 +125,7 @@ pub async fn serve(
 type Clock = Option<Pin<Box<Sleep>>>;
 
 /// A request body that fails (and so ends its request) when it is not all in within
-/// `whole`, or when the next piece does not come within `idle`. The clocks start at the
+/// `whole`, or when `idle` passes without [`MIN_PROGRESS`] more bytes of it. The clocks start at the
 /// handler's first read, not at the request's arrival: an upload waiting for room in the
 /// upload budget has not asked for its body yet (with `Expect: 100-continue` the client has
 /// not even been told to send it).
@@ -135,11 +135,17 @@ struct Timed {
     idle: Option<Duration>,
     /// (whole, idle), started at the first read.
     clocks: Option<(Clock, Clock)>,
+    /// Bytes since the idle clock last restarted.
+    progress: usize,
 }
+
+/// Bytes a body must bring within each idle window (`ServeLimits::upload_idle`) to keep
+/// going: 16 KiB in 30 s is about 4.4 kbit/s.
+const MIN_PROGRESS: usize = 16 << 10;
 
 impl Timed {
     fn new(inner: Body, whole: Option<Duration>, idle: Option<Duration>) -> Timed {
-        Timed { inner, whole, idle, clocks: None }
+        Timed { inner, whole, idle, clocks: None, progress: 0 }
     }
 }
 
@@ -156,7 +162,15 @@ impl HttpBody for Timed {
         });
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                if let (Some(d), Some(sleep)) = (idle, idle_clock.as_mut()) {
+                // The idle clock restarts once a window has brought `MIN_PROGRESS` bytes (or
+                // the body ended): a byte every few seconds does not keep an upload, and
+                // its share of the upload budget, alive.
+                this.progress +=
+                    frame.as_ref().and_then(|f| f.as_ref().ok()).and_then(Frame::data_ref).map_or(0, Bytes::len);
+                if let (Some(d), Some(sleep)) = (idle, idle_clock.as_mut())
+                    && (this.progress >= MIN_PROGRESS || frame.is_none())
+                {
+                    this.progress = 0;
                     sleep.as_mut().reset(tokio::time::Instant::now() + d);
                 }
                 Poll::Ready(frame)

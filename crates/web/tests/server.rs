@@ -200,6 +200,38 @@ async fn a_body_that_stops_coming_ends_its_request_and_frees_the_slot() {
     s.stop.cancel();
 }
 
+/// An upload that trickles (a few bytes every 200 ms, each piece well inside the idle
+/// limit, but far under 16 KiB in it) is ended by the idle limit, not kept until its own
+/// time limit with its share of the upload budget.
+#[tokio::test]
+async fn an_upload_that_trickles_is_ended_by_the_idle_limit() {
+    let s = server(ServeLimits { max_connections: 4, ..slow_client_limits() }, |c| {
+        c.upload_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let url = upload_url(&s, 5000).await;
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(format!("PUT {url} HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n").as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let (mut rd, mut wr) = c.into_split();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if wr.write_all(&[0xFFu8; 20]).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    tokio::time::timeout(HUNG, rd.read_to_end(&mut got)).await.expect("the trickle was kept").ok();
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    // 40 pieces would take 8 s: cut off well before, by the 0.5 s limit.
+    assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
+    trickle.abort();
+    s.stop.cancel();
+}
+
 /// A reader that stops taking a response: the write fails after the stall limit (and the
 /// connection with it); one that keeps taking it, however slowly, is not cut off.
 #[tokio::test]
@@ -253,11 +285,12 @@ async fn an_upload_waiting_for_room_is_not_timed_before_it_reads() {
     a.write_all(head.as_bytes()).await.unwrap();
     a.write_all(&[0xFFu8; 1000]).await.unwrap();
     let feeder = tokio::spawn(async move {
+        // 16 KiB a piece: each alone is what an idle window asks for.
         for _ in 0..15 {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            a.write_all(&vec![0xFFu8; 1000]).await.unwrap();
+            a.write_all(&[0xFFu8; 16 << 10]).await.unwrap();
         }
-        a.write_all(&vec![0xFFu8; size - 16_000]).await.unwrap();
+        a.write_all(&vec![0xFFu8; size - 1000 - 15 * (16 << 10)]).await.unwrap();
         read_to_close(&mut a).await
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
