@@ -302,9 +302,10 @@ fn unlinked(root: &Path, path: &Path, op: &'static str, key: &str, last_too: boo
 
 /// Opens a key's file under `root` for reading through no link at all. On Linux the kernel
 /// resolves the whole path under the root refusing every link (`openat2`,
-/// `RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH`: no gap between [`unlinked`]'s look and the open);
-/// where that call is missing or filtered (Linux before 5.6, some container profiles) and
-/// on other systems, the last component is opened with `O_NOFOLLOW`. A link met is ELOOP.
+/// `RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH`); where that call is missing or filtered (Linux
+/// before 5.6, some container profiles) and on other systems, the folders on the way are
+/// looked at ([`unlinked`]) and the last component is opened with `O_NOFOLLOW`. A link met
+/// is ELOOP.
 /// Opened without waiting (a FIFO planted as a key's file would block the open, or its
 /// read, for good), then refused unless it is a regular file (`InvalidData`).
 fn open_unlinked(root: &Path, path: &Path) -> std::io::Result<std::fs::File> {
@@ -328,7 +329,13 @@ fn open_unlinked(root: &Path, path: &Path) -> std::io::Result<std::fs::File> {
         let _ = root;
         let fd = match opened {
             Some(fd) => fd,
-            None => rustix::fs::open(path, flags | OFlags::NOFOLLOW, Mode::empty())?,
+            None => {
+                // No kernel resolution: the folders on the way are looked at first.
+                if unlinked(root, path, "read", "", false).is_err() {
+                    return Err(rustix::io::Errno::LOOP.into());
+                }
+                rustix::fs::open(path, flags | OFlags::NOFOLLOW, Mode::empty())?
+            }
         };
         let file = std::fs::File::from(fd);
         if !file.metadata()?.is_file() {
@@ -555,12 +562,12 @@ impl ObjectStore for FsStore {
                 if last {
                     break;
                 }
-                unlinked(&root, &path, "read", &key, true)?;
                 match open_unlinked(&root, &path).and_then(|mut f| crate::buffers::read_open(&mut f, max)) {
                     Ok(b) => return at_most(b, &key),
                     Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory) => {}
-                    // A link made since the look above.
+                    // A link on the way: the walk names it (unless it went meanwhile).
                     Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+                        unlinked(&root, &path, "read", &key, true)?;
                         return Err(link_met("read", &key, "a component of its path"));
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
@@ -766,8 +773,7 @@ impl ObjectStore for FsStore {
         let (pack, bucket, key, root) = (self.pack.clone(), bucket.to_string(), key.to_string(), self.root.clone());
         blocking(move || {
             // A link as the key's file is removed itself (never what it points to); a link on
-            // the way to it is refused.
-            unlinked(&root, &path, "delete", &key, false)?;
+            // the way to it is refused, and the pack's removal rolled back with it.
             pack.write(&key, |c| {
                 Pack::remove(c, &bucket, &key)?;
                 remove_beneath(&root, &path, &key)
