@@ -70,6 +70,13 @@ def api_flow(base, home):
                           {"Content-Type": "application/json"})
     check(st == 201, f"create: {st} {body[:200]!r}")
     created = json.loads(body)
+    # DNS rebinding and cross-site writes: the server answers only this machine's names,
+    # and refuses a write a page of another site sends.
+    st, _, body = request("GET", base + "/api/ops", headers={"Host": "evil.example"})
+    check(st == 421, f"a request for another host: {st} {body[:200]!r}")
+    st, _, body = request("POST", base + "/api/batches", json.dumps({"pipeline": pipeline, "files": files}).encode(),
+                          {"Content-Type": "application/json", "Origin": "http://evil.example"})
+    check(st == 403, f"a cross-site create: {st} {body[:200]!r}")
     batch = created["batch"]
     for path, up in zip(SAMPLES, created["uploads"]):
         with open(path, "rb") as f:

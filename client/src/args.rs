@@ -366,9 +366,18 @@ pub struct ServeArgs {
     /// processes or the deployed stack do the work).
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Require `Authorization: Bearer KEY` on the write endpoints.
+    /// Require `Authorization: Bearer KEY` on the write endpoints (needed when --bind is
+    /// not a loopback address, unless --open-writes).
     #[arg(long, env = "PIXQ_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Serve the write endpoints without an API key on an address other machines reach.
+    #[arg(long, env = "PIXQ_OPEN_WRITES")]
+    pub open_writes: bool,
+    /// Also answer requests for this host name (repeat, or separate with commas; `*`: any).
+    /// On a loopback address only this machine's names are answered otherwise (against DNS
+    /// rebinding); on another address any name is, unless some are given.
+    #[arg(long = "allow-host", env = "PIXQ_ALLOW_HOSTS", value_delimiter = ',')]
+    pub allow_hosts: Vec<String>,
     /// Signing key of upload and image URLs (default: the home's signing.key, made on
     /// first use; required with --target aws).
     #[arg(long, env = "PIXQ_SIGNING_KEY", hide_env_values = true)]

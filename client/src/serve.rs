@@ -63,9 +63,25 @@ fn read_or_make_key(path: &Path) -> anyhow::Result<String> {
 
 /// Runs the server until SIGINT/SIGTERM; returns the exit code.
 pub async fn serve(g: &Global, a: ServeArgs) -> anyhow::Result<i32> {
+    let api_key = a.api_key.clone().filter(|k| !k.is_empty());
+    if !a.bind.is_loopback() && api_key.is_none() && !a.open_writes {
+        bail!(
+            "--bind {} lets other machines reach the write endpoints (create, upload, start): give them an API key \
+             (--api-key or PIXQ_API_KEY), or pass --open-writes to serve them without one",
+            a.bind
+        );
+    }
+    if let Some(k) = api_key.as_deref().filter(|k| !a.bind.is_loopback() && k.len() < 16) {
+        bail!(
+            "--api-key has {} characters; facing other machines (--bind {}) it needs at least 16, as the API function's does",
+            k.len(),
+            a.bind
+        );
+    }
+    let hosts = pixq_web::guard::HostPolicy::for_bind(a.bind, &a.allow_hosts);
     let opened = pixq_jobs::backend::open(&g.connect.connect(Lane::Light, QueueConfig::default())?).await?;
     let mut config = WebConfig::new(signer(&g.connect, a.signing_key.as_deref())?);
-    config.api_key = a.api_key.filter(|k| !k.is_empty());
+    config.api_key = api_key;
     config.max_files = a.max_files.max(1);
     config.max_file_bytes = a.max_file_mb.max(1) << 20;
     config.presets_only = a.presets_only;
@@ -106,7 +122,8 @@ pub async fn serve(g: &Global, a: ServeArgs) -> anyhow::Result<i32> {
     std::io::stdout().flush().ok();
     let stop = shutdown.clone();
     let limits = pixq_web::server::ServeLimits::default();
-    pixq_web::server::serve(listener, pixq_web::router(app), limits, async move {
+    let router = pixq_web::guard::layer(pixq_web::router(app), hosts);
+    pixq_web::server::serve(listener, router, limits, async move {
         wait_for_signal().await;
         stop.cancel();
     })

@@ -762,3 +762,21 @@ fn links_out_of_a_folder_are_not_followed() {
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     assert!(out.join("cat.jpg").is_file());
 }
+
+#[test]
+fn serve_facing_other_machines_needs_a_real_api_key_or_says_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    // Refused before anything listens (nothing is bound in this test).
+    for (args, says) in [
+        (vec!["serve", "--bind", "0.0.0.0", "--port", "0"], "--open-writes"),
+        (vec!["serve", "--bind", "::", "--port", "0", "--api-key", ""], "--open-writes"),
+        (vec!["serve", "--bind", "0.0.0.0", "--port", "0", "--api-key", "short"], "at least 16"),
+    ] {
+        let o = pixq(&home, &args);
+        let (stdout, stderr) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {stdout}\n{stderr}");
+        assert!(stderr.contains(says) && stderr.contains("--api-key"), "{args:?}: {stderr}");
+        assert!(!stdout.contains("http://"), "{args:?} listened: {stdout}");
+    }
+}

@@ -4,6 +4,8 @@
 //!
 //! - [`api`]: batches (create, upload, start, status, server-sent events, ZIP) and the
 //!   step list and validation the page uses.
+//! - [`guard`]: `pixq serve` answers only its own host names (DNS rebinding) and no
+//!   cross-site request that changes something.
 //! - [`img`]: signed on-the-fly image URLs answered from the content-addressed outputs.
 //! - [`presign`]: presigned S3 URLs on AWS, so image bytes never pass through the function.
 //! - [`server`]: serving the router on a socket with header time limits and a connection cap.
@@ -15,6 +17,7 @@
 //! and errors are JSON (`{"error": "..."}`) with the status a client expects.
 
 pub mod api;
+pub mod guard;
 pub mod img;
 pub mod presign;
 pub mod results;

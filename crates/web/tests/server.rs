@@ -309,3 +309,90 @@ async fn an_upload_waiting_for_room_is_not_timed_before_it_reads() {
     assert!(first_got.starts_with("HTTP/1.1 415"), "first: {first_got}");
     s.stop.cancel();
 }
+
+/// A server as `pixq serve` runs it on 127.0.0.1: the router behind the host guard.
+async fn guarded(policy: pixq_web::guard::HostPolicy) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let backend =
+        pixq_jobs::backend::open(&Connect { home: dir.path().join("home"), ..Connect::default() }).await.unwrap();
+    let app: Arc<App> =
+        App::new(&backend, WebConfig::new(Signer::new(b"test signing key, 16+ bytes").unwrap())).unwrap();
+    let router = pixq_web::guard::layer(pixq_web::router(app), policy);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(serve(listener, router.clone(), ServeLimits::default(), async move { s.cancelled().await }));
+    Server { _dir: dir, addr, router, stop }
+}
+
+/// Sends `request` whole on a new connection; the status code and the whole response.
+async fn exchange(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(request.as_bytes()).await.unwrap();
+    let got = read_to_close(&mut c).await;
+    let code = got.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status: {got:?}"));
+    (code, got)
+}
+
+fn get(path: &str, host: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+}
+
+fn create_batch(host: &str, extra: &str) -> String {
+    let body =
+        json!({"pipeline": "thumbnail:64", "files": [{"name": "a.jpg", "size": 10, "type": "image/jpeg"}]}).to_string();
+    format!(
+        "POST /api/batches HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test]
+async fn a_loopback_server_answers_only_its_own_names_and_no_cross_site_write() {
+    let s =
+        guarded(pixq_web::guard::HostPolicy::for_bind("127.0.0.1".parse().unwrap(), &["pixq.example".into()])).await;
+    let port = s.addr.port();
+    let here = format!("127.0.0.1:{port}");
+    // DNS rebinding: the page's own name arrives as the host.
+    for host in [format!("evil.example:{port}"), "evil.example".into(), format!("localhost.evil.example:{port}")] {
+        let (code, got) = exchange(s.addr, &get("/healthz", &host)).await;
+        assert_eq!(code, 421, "{host}: {got}");
+        assert!(got.contains("--allow-host"), "{got}");
+    }
+    // An absolute-form target names the host too, whatever Host says.
+    let (code, got) = exchange(
+        s.addr,
+        &format!("GET http://evil.example:{port}/healthz HTTP/1.1\r\nHost: {here}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(code, 421, "{got}");
+    // No host at all (HTTP/1.0).
+    let (code, got) = exchange(s.addr, "GET /healthz HTTP/1.0\r\n\r\n").await;
+    assert_eq!(code, 421, "{got}");
+    for host in [here.clone(), format!("localhost:{port}"), format!("[::1]:{port}"), "pixq.example".into()] {
+        let (code, got) = exchange(s.addr, &get("/healthz", &host)).await;
+        assert_eq!(code, 200, "{host}: {got}");
+    }
+    // Writes from a page of another site (a form, or a fetch it cannot read) are refused;
+    // reads are not (image URLs are embedded anywhere).
+    for extra in [
+        "Origin: http://evil.example\r\n".to_string(),
+        format!("Origin: http://127.0.0.1:{}\r\n", port.wrapping_add(1)),
+        "Origin: null\r\n".into(),
+        "Sec-Fetch-Site: cross-site\r\n".into(),
+    ] {
+        let (code, got) = exchange(s.addr, &create_batch(&here, &extra)).await;
+        assert_eq!(code, 403, "{extra}: {got}");
+    }
+    let (code, got) =
+        exchange(s.addr, &get("/api/ops", &here).replace("Connection", "Origin: http://evil.example\r\nConnection"))
+            .await;
+    assert_eq!(code, 200, "{got}");
+    // The page itself, and tools that send no Origin, create batches.
+    for extra in [format!("Origin: http://{here}\r\nSec-Fetch-Site: same-origin\r\n"), String::new()] {
+        let (code, got) = exchange(s.addr, &create_batch(&here, &extra)).await;
+        assert_eq!(code, 201, "{extra}: {got}");
+    }
+    s.stop.cancel();
+}
