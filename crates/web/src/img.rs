@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -208,8 +207,9 @@ async fn deliver(app: &App, key: &str, etag: &str, vary: bool) -> Result<Respons
         }
         return Ok(r);
     }
-    let bytes = app.store.get(&app.bucket, key).await.map_err(ApiError::store)?;
-    Ok(image_response(bytes, etag, vary))
+    // Found a moment ago: gone now only if removed meanwhile.
+    let held = crate::download::read(app, key).await.map_err(|e| e.answer("the image is gone; ask again"))?;
+    Ok(image_response(held, etag, vary))
 }
 
 /// The source's content digest, cached by key, size and tag (the store's ETag, or its
@@ -325,9 +325,9 @@ fn with_cache(mut r: Response, etag: &str, vary: bool) -> Response {
     r
 }
 
-fn image_response(bytes: Vec<u8>, etag: &str, vary: bool) -> Response {
-    let mime = Format::sniff(&bytes).map(|f| f.mime()).unwrap_or("application/octet-stream");
-    let mut r = Response::new(Body::from(bytes));
+fn image_response(held: crate::download::Held, etag: &str, vary: bool) -> Response {
+    let mime = Format::sniff(held.bytes()).map(|f| f.mime()).unwrap_or("application/octet-stream");
+    let mut r = Response::new(held.into_body());
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
     r.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     with_cache(r, etag, vary)

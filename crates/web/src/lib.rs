@@ -4,6 +4,7 @@
 //!
 //! - [`api`]: batches (create, upload, start, status, server-sent events, ZIP) and the
 //!   step list and validation the page uses.
+//! - [`download`]: bytes sent from the store, read within a memory budget.
 //! - [`guard`]: `pixq serve` answers only its own host names (DNS rebinding) and no
 //!   cross-site request that changes something.
 //! - [`img`]: signed on-the-fly image URLs answered from the content-addressed outputs.
@@ -17,6 +18,7 @@
 //! and errors are JSON (`{"error": "..."}`) with the status a client expects.
 
 pub mod api;
+pub mod download;
 pub mod guard;
 pub mod img;
 pub mod presign;
@@ -81,6 +83,12 @@ pub struct WebConfig {
     /// keeps a stream open until the batch is done. A function behind API Gateway returns
     /// its response whole, so there it is zero: every connection is one current status.
     pub events_hold: Option<Duration>,
+    /// Bytes of downloads read into memory at once, MB (outputs, inputs, on-the-fly images
+    /// and ZIP entries are read whole before they are sent): a download waits for room for
+    /// its size, up to `download_wait` (then 503 with `Retry-After`).
+    pub download_memory_mb: u64,
+    /// Longest a download waits for room (30 s).
+    pub download_wait: Duration,
     /// Event streams open at once (each reads the batch's status four times a second);
     /// past it a stream answers the current status and ends, and the browser reconnects a
     /// second later, as behind a function.
@@ -90,7 +98,8 @@ pub struct WebConfig {
 impl WebConfig {
     /// Defaults around a signer: 500 files of at most 50 MB per batch, 15-minute upload
     /// URLs, 512 MB of upload bodies at once, each in at most 10 minutes, event streams of
-    /// at most 5 minutes and 256 at once, sources under `images/`, inline renders of sources up to 8 MB.
+    /// at most 5 minutes and 256 at once, sources under `images/`, inline renders of sources up to 8 MB,
+    /// 512 MB of downloads in memory at once.
     pub fn new(signer: Signer) -> WebConfig {
         WebConfig {
             api_key: None,
@@ -109,6 +118,8 @@ impl WebConfig {
             presign: None,
             events_hold: Some(Duration::from_secs(300)),
             max_event_streams: 256,
+            download_memory_mb: 512,
+            download_wait: Duration::from_secs(30),
         }
     }
 }
@@ -194,24 +205,36 @@ pub fn parse_presets(text: &str) -> Result<BTreeMap<String, Preset>, SetupError>
     Ok(out)
 }
 
-/// Megabytes of memory shared by requests that hold bodies: each waits for its size.
+/// Memory shared by requests that hold bodies: each waits for its size, counted in units
+/// of 1 MB (or of 1 KiB, for many small bodies at once).
 #[derive(Debug)]
 pub(crate) struct Budget {
     room: Arc<tokio::sync::Semaphore>,
-    mb: u32,
+    units: u32,
+    /// log2 of a unit's bytes.
+    shift: u32,
 }
 
 impl Budget {
     fn new(mb: u64) -> Budget {
-        let mb = u32::try_from(mb.max(1)).unwrap_or(u32::MAX).min(tokio::sync::Semaphore::MAX_PERMITS as u32);
-        Budget { room: Arc::new(tokio::sync::Semaphore::new(mb as usize)), mb }
+        Budget::in_units(mb, 20)
     }
 
-    /// Waits for room for `bytes` (at least 1 MB, at most the whole budget) and holds it
-    /// until the returned permit drops.
+    /// `mb` counted in KiB: a small body holds 1 KiB of it, not 1 MB.
+    fn fine(mb: u64) -> Budget {
+        Budget::in_units(mb.saturating_mul(1024), 10)
+    }
+
+    fn in_units(units: u64, shift: u32) -> Budget {
+        let units = u32::try_from(units.max(1)).unwrap_or(u32::MAX).min(tokio::sync::Semaphore::MAX_PERMITS as u32);
+        Budget { room: Arc::new(tokio::sync::Semaphore::new(units as usize)), units, shift }
+    }
+
+    /// Waits for room for `bytes` (at least one unit, at most the whole budget) and holds
+    /// it until the returned permit drops.
     pub(crate) async fn hold(&self, bytes: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let mb = u32::try_from(bytes.div_ceil(1 << 20)).unwrap_or(u32::MAX).clamp(1, self.mb);
-        self.room.clone().acquire_many_owned(mb).await.ok()
+        let n = u32::try_from(bytes.div_ceil(1 << self.shift)).unwrap_or(u32::MAX).clamp(1, self.units);
+        self.room.clone().acquire_many_owned(n).await.ok()
     }
 }
 
@@ -244,6 +267,8 @@ pub struct App {
     pub(crate) digests: Mutex<HashMap<SourceId, String>>,
     /// Room for on-the-fly sources being read and hashed ([`SOURCE_MEMORY_MB`]).
     pub(crate) source_budget: Budget,
+    /// Room for downloads being sent (`WebConfig::download_memory_mb`).
+    pub(crate) download_budget: Budget,
     /// One read at a time per source (by the cache's key): requests for a source being
     /// hashed wait for it and find its digest in the cache.
     pub(crate) hashing: Mutex<HashMap<SourceId, Arc<tokio::sync::Mutex<()>>>>,
@@ -259,6 +284,7 @@ impl App {
         let admission = Admission::new(config.inline_memory_mb);
         let upload_budget = Budget::new(config.upload_memory_mb);
         let streams = Arc::new(tokio::sync::Semaphore::new(config.max_event_streams.max(1)));
+        let download_budget = Budget::fine(config.download_memory_mb);
         Ok(Arc::new(App {
             queue: backend.queue.clone(),
             store: backend.store.clone(),
@@ -271,6 +297,7 @@ impl App {
             starting: tokio::sync::Mutex::new(()),
             digests: Mutex::new(HashMap::new()),
             source_budget: Budget::new(SOURCE_MEMORY_MB),
+            download_budget,
             hashing: Mutex::new(HashMap::new()),
             records: Mutex::new(HashMap::new()),
         }))
@@ -367,7 +394,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body)).into_response()
+        let mut r = (self.status, axum::Json(self.body)).into_response();
+        // Busy or unavailable: worth another try in a few seconds.
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        r
     }
 }
 

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
@@ -280,13 +279,9 @@ pub async fn file(
             .map_err(ApiError::store)?;
         return Ok(redirect(&url, "private, max-age=300"));
     }
-    let bytes = match app.store.get(&app.bucket, &object.key).await {
-        Ok(b) => b,
-        Err(StoreError::NotFound { .. }) => return Err(ApiError::new(StatusCode::NOT_FOUND, "the file is gone")),
-        Err(e) => return Err(ApiError::store(e)),
-    };
-    let mime = Format::sniff(&bytes).map(|f| f.mime()).unwrap_or("application/octet-stream");
-    let mut r = Response::new(Body::from(bytes));
+    let held = crate::download::read(&app, &object.key).await.map_err(|e| e.answer("the file is gone"))?;
+    let mime = Format::sniff(held.bytes()).map(|f| f.mime()).unwrap_or("application/octet-stream");
+    let mut r = Response::new(held.into_body());
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
@@ -336,7 +331,7 @@ pub async fn zip(State(app): AppState, Path(batch): Path<String>) -> Result<Resp
             p.get(&app.bucket, &key, Some(&download), Duration::from_secs(3600)).await.map_err(ApiError::store)?;
         return Ok(redirect(&url, "private, max-age=300"));
     }
-    let body = crate::zip::stream(app.store.clone(), app.bucket.clone(), files);
+    let body = crate::zip::stream(app.clone(), files);
     let mut r = Response::new(body);
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));

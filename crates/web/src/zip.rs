@@ -117,10 +117,50 @@ pub fn chunks(store: Arc<dyn ObjectStore>, bucket: String, files: Vec<(String, S
     Box::pin(s)
 }
 
-/// A response body that streams the archive of `files` (see [`chunks`]).
-pub fn stream(store: Arc<dyn ObjectStore>, bucket: String, files: Vec<(String, String)>) -> Body {
-    use futures::StreamExt;
-    Body::from_stream(chunks(store, bucket, files).map(|c| c.map(Bytes::from).map_err(std::io::Error::other)))
+/// A response body that streams the archive of `files` (name in the archive, key in the
+/// app's bucket) one object at a time, each read within the download budget
+/// ([`crate::download`]) and holding its room until the connection asks for the next piece.
+/// An object that cannot be read (or finds no room in time) ends the stream with an error:
+/// the client's archive is cut short, never wrong.
+pub(crate) fn stream(app: Arc<crate::App>, files: Vec<(String, String)>) -> Body {
+    type Room = Option<tokio::sync::OwnedSemaphorePermit>;
+    let state: (Arc<crate::App>, _, Option<ZipWriter>, Room) =
+        (app, files.into_iter(), Some(ZipWriter::default()), None);
+    let s = futures::stream::unfold(state, |(app, mut files, writer, room)| async move {
+        // The connection asked for more: the last entry has been handed over.
+        drop(room);
+        let mut w = writer?;
+        let Some((name, key)) = files.next() else {
+            let end = w.finish().map(Bytes::from).map_err(std::io::Error::other);
+            return Some((end, (app, files, None, None)));
+        };
+        match entry(&app, &mut w, &name, &key).await {
+            Ok((chunk, room)) => Some((Ok(chunk), (app, files, Some(w), Some(room)))),
+            Err(e) => {
+                tracing::warn!(entry = %name, error = %e, "ZIP cut short");
+                Some((Err(std::io::Error::other(e)), (app, files, None, None)))
+            }
+        }
+    });
+    Body::from_stream(s)
+}
+
+/// One entry of [`stream`], with its room in the download budget.
+async fn entry(
+    app: &crate::App,
+    w: &mut ZipWriter,
+    name: &str,
+    key: &str,
+) -> Result<(Bytes, tokio::sync::OwnedSemaphorePermit), String> {
+    let size = match app.store.head(&app.bucket, key).await {
+        Ok(Some(m)) => m.size,
+        Ok(None) => return Err(format!("{name}: gone")),
+        Err(e) => return Err(format!("{name}: {e}")),
+    };
+    let room = crate::download::room(app, size).await.map_err(|_| format!("{name}: no room in the download budget"))?;
+    let data = app.store.get_at_most(&app.bucket, key, size).await.map_err(|e| format!("{name}: {e}"))?;
+    let chunk = w.entry(name, &data).map_err(|e| format!("{name}: {e}"))?;
+    Ok((Bytes::from(chunk), room))
 }
 
 #[cfg(test)]

@@ -687,3 +687,49 @@ async fn on_the_fly_sources_are_read_once_until_their_file_changes() {
     assert_eq!(call(router.clone()).await, StatusCode::ACCEPTED);
     assert_eq!(counting.reads.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn downloads_wait_for_room_in_their_memory_budget() {
+    // 1 MB of downloads at once; a 700 KB input (a JPEG's first bytes, then filler: uploads
+    // are sniffed, not decoded).
+    let e = env(|c| {
+        c.download_memory_mb = 1;
+        c.download_wait = Duration::from_millis(1500);
+    })
+    .await;
+    let mut big = sample("coffee.jpg")[..64].to_vec();
+    big.resize(700 << 10, 0x5a);
+    let (s, v) = e
+        .json(
+            "POST",
+            "/api/batches",
+            Some(json!({"pipeline": "thumbnail:64", "files": files(&[("a.jpg", big.len())])})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let batch = v["batch"].as_str().unwrap().to_string();
+    let (s, v) = e.put(v["uploads"][0]["url"].as_str().unwrap(), big.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let uri = format!("/api/batches/{batch}/files/0/input");
+    let get = || e.router.clone().oneshot(Request::get(uri.clone()).body(Body::empty()).unwrap());
+    // A client that has not taken its response holds 700 KB of the budget...
+    let first = get().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(first.headers()[header::CONTENT_LENGTH], big.len().to_string().as_str());
+    // ...so a second waits for room, and past the wait is told to come back.
+    let (s, h, body) = e.call(Request::get(uri.clone()).body(Body::empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(h[header::RETRY_AFTER], "5");
+    // One waiting when the first is taken gets the room.
+    let second = tokio::spawn(get());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "served while the budget was held");
+    assert_eq!(first.into_body().collect().await.unwrap().to_bytes().len(), big.len());
+    let second = second.await.unwrap().unwrap();
+    assert_eq!(second.status(), StatusCode::OK);
+    assert_eq!(second.into_body().collect().await.unwrap().to_bytes().to_vec(), big);
+    // A dropped response (the client went away) gives its room back too.
+    let dropped = get().await.unwrap();
+    drop(dropped);
+    assert_eq!(e.call(Request::get(uri).body(Body::empty()).unwrap()).await.0, StatusCode::OK);
+}
