@@ -89,7 +89,8 @@ pub struct WebConfig {
     pub download_memory_mb: u64,
     /// Longest a download waits for room (30 s).
     pub download_wait: Duration,
-    /// Event streams open at once (each reads the batch's status four times a second);
+    /// Event streams open at once (those of a batch share one reader of its status, four
+    /// times a second);
     /// past it a stream answers the current status and ends, and the browser reconnects a
     /// second later, as behind a function.
     pub max_event_streams: usize,
@@ -272,6 +273,8 @@ pub struct App {
     /// One read at a time per source (by the cache's key): requests for a source being
     /// hashed wait for it and find its digest in the cache.
     pub(crate) hashing: Mutex<HashMap<SourceId, Arc<tokio::sync::Mutex<()>>>>,
+    /// The shared reader of each batch followed by event streams (`results::watch_status`).
+    pub(crate) watchers: Mutex<HashMap<String, tokio::sync::watch::Receiver<Option<results::StatusRead>>>>,
     /// Successful result records by key, with the size they were read at: final once
     /// written, so a batch's status reads each one once, not on every poll.
     pub(crate) records: Mutex<HashMap<String, (u64, pixq_jobs::schema::JobResult)>>,
@@ -300,6 +303,7 @@ impl App {
             download_budget,
             hashing: Mutex::new(HashMap::new()),
             records: Mutex::new(HashMap::new()),
+            watchers: Mutex::new(HashMap::new()),
         }))
     }
 

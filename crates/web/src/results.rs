@@ -170,50 +170,96 @@ pub async fn events(
     let slot = app.streams.clone().try_acquire_owned().ok();
     let hold = if slot.is_some() { app.config.events_hold } else { Some(Duration::ZERO) };
     let until = hold.map(|h| tokio::time::Instant::now() + h);
-    let state = (app, batch, Some(first), String::new(), false);
-    let stream = futures::stream::unfold(state, move |(app, batch, mut ready, mut last, finished)| async move {
-        if finished {
-            return None;
-        }
-        loop {
-            let first = last.is_empty();
-            let (body, done) = match ready.take() {
-                Some(r) => r,
-                None => {
-                    if until.is_some_and(|t| tokio::time::Instant::now() >= t) {
-                        return None;
-                    }
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                    match status_json(&app, &batch).await {
-                        Ok(r) => r,
-                        Err(e) => {
-                            tracing::warn!(batch = %batch, error = ?e, "events: reading the status");
-                            let ev = Event::default().event("error").data("the batch's status could not be read");
-                            return Some((Ok(ev), (app, batch, None, last, true)));
+    let first: StatusRead = Ok((Arc::from(first.0.to_string()), first.1));
+    let state = (app, batch, Some(first), None::<Arc<str>>, None, false);
+    let stream =
+        futures::stream::unfold(state, move |(app, batch, mut ready, mut last, mut watch, finished)| async move {
+            if finished {
+                return None;
+            }
+            loop {
+                let read = match ready.take() {
+                    Some(r) => r,
+                    None => {
+                        // Every stream of a batch follows one reader of its status.
+                        let rx = watch.get_or_insert_with(|| watch_status(&app, &batch));
+                        let changed = match until {
+                            Some(t) => tokio::time::timeout_at(t, rx.changed()).await.ok()?,
+                            None => rx.changed().await,
+                        };
+                        match rx.borrow_and_update().clone() {
+                            Some(r) => r,
+                            // A reader sends before it ends; a closed channel with nothing new is
+                            // the end.
+                            None if changed.is_err() => return None,
+                            None => continue,
                         }
                     }
+                };
+                let Ok((text, done)) = read else {
+                    let ev = Event::default().event("error").data("the batch's status could not be read");
+                    return Some((Ok(ev), (app, batch, None, last, watch, true)));
+                };
+                if done {
+                    let ev = Event::default().event("done").data(&*text);
+                    return Some((Ok(ev), (app, batch, None, last, watch, true)));
                 }
-            };
-            let text = body.to_string();
-            if done {
-                let ev = Event::default().event("done").data(text);
-                return Some((Ok(ev), (app, batch, None, last, true)));
-            }
-            if text != last {
-                last = text.clone();
-                let mut ev = Event::default().event("status").data(text);
-                if first {
-                    ev = ev.retry(Duration::from_secs(1));
+                if last.as_ref() != Some(&text) {
+                    let mut ev = Event::default().event("status").data(&*text);
+                    if last.is_none() {
+                        ev = ev.retry(Duration::from_secs(1));
+                    }
+                    last = Some(text);
+                    return Some((Ok(ev), (app, batch, None, last, watch, false)));
                 }
-                return Some((Ok(ev), (app, batch, None, last, false)));
             }
-        }
-    });
+        });
     let stream = futures::StreamExt::map(stream, move |ev| {
         let _slot = &slot;
         ev
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// A batch's status as the event streams share it: its JSON text and whether it is done;
+/// `Err` when it could not be read.
+pub(crate) type StatusRead = Result<(Arc<str>, bool), ()>;
+
+/// The status of `batch`, read four times a second by one task for every event stream that
+/// follows it (not by each stream). The task sends each reading (`None` before the first),
+/// and ends after the batch is done, after a failed read, or at its first look with no
+/// stream left; a stream that comes later starts a new one.
+fn watch_status(app: &Arc<App>, batch: &str) -> tokio::sync::watch::Receiver<Option<StatusRead>> {
+    let mut map = app.watchers.lock().expect("status watchers");
+    if let Some(rx) = map.get(batch) {
+        return rx.clone();
+    }
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    map.insert(batch.to_string(), rx.clone());
+    let (app, batch) = (app.clone(), batch.to_string());
+    tokio::spawn(async move {
+        loop {
+            let read: StatusRead = match status_json(&app, &batch).await {
+                Ok((body, done)) => Ok((Arc::from(body.to_string()), done)),
+                Err(e) => {
+                    tracing::warn!(batch = %batch, error = ?e, "events: reading the status");
+                    Err(())
+                }
+            };
+            let last = !matches!(read, Ok((_, false)));
+            tx.send_replace(Some(read));
+            if !last {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            // The map's own receiver is one; under its lock no stream can join meanwhile.
+            let mut map = app.watchers.lock().expect("status watchers");
+            if last || tx.receiver_count() <= 1 {
+                map.remove(&batch);
+                return;
+            }
+        }
+    });
+    rx
 }
 
 /// The result record of file `index`, and its manifest entry.

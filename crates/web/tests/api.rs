@@ -618,6 +618,8 @@ struct CountingReads {
     inner: Arc<dyn pixq_jobs::store::ObjectStore>,
     key: &'static str,
     reads: std::sync::atomic::AtomicUsize,
+    /// Listings of any prefix.
+    lists: std::sync::atomic::AtomicUsize,
 }
 
 #[async_trait::async_trait]
@@ -642,6 +644,7 @@ impl pixq_jobs::store::ObjectStore for CountingReads {
         self.inner.put(b, k, body, t).await
     }
     async fn list(&self, b: &str, p: &str) -> Result<Vec<pixq_jobs::store::ObjectMeta>, pixq_jobs::store::StoreError> {
+        self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.list(b, p).await
     }
     async fn delete(&self, b: &str, k: &str) -> Result<(), pixq_jobs::store::StoreError> {
@@ -661,7 +664,12 @@ async fn on_the_fly_sources_are_read_once_until_their_file_changes() {
     let mut backend =
         pixq_jobs::backend::open(&Connect { home: dir.path().join("home"), ..Connect::default() }).await.unwrap();
     let key = "images/big.png";
-    let counting = Arc::new(CountingReads { inner: backend.store.clone(), key, reads: Default::default() });
+    let counting = Arc::new(CountingReads {
+        inner: backend.store.clone(),
+        key,
+        reads: Default::default(),
+        lists: Default::default(),
+    });
     backend.store = counting.clone();
     let mut cfg = WebConfig::new(Signer::new(KEY).unwrap());
     cfg.inline_max_bytes = 1000;
@@ -732,4 +740,51 @@ async fn downloads_wait_for_room_in_their_memory_budget() {
     let dropped = get().await.unwrap();
     drop(dropped);
     assert_eq!(e.call(Request::get(uri).body(Body::empty()).unwrap()).await.0, StatusCode::OK);
+}
+
+/// However many event streams follow a batch, its status is read by one task, four times a
+/// second: not by each stream.
+#[tokio::test]
+async fn event_streams_of_a_batch_share_one_reader_of_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend =
+        pixq_jobs::backend::open(&Connect { home: dir.path().join("home"), ..Connect::default() }).await.unwrap();
+    let counting = Arc::new(CountingReads {
+        inner: backend.store.clone(),
+        key: "",
+        reads: Default::default(),
+        lists: Default::default(),
+    });
+    backend.store = counting.clone();
+    let router = pixq_web::router(App::new(&backend, WebConfig::new(Signer::new(KEY).unwrap())).unwrap());
+    let body = json!({"pipeline": "grayscale", "files": files(&[("a.jpg", 10)])}).to_string();
+    let req = Request::post("/api/batches").header(header::CONTENT_TYPE, "application/json").body(Body::from(body));
+    let r = router.clone().oneshot(req.unwrap()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let events = format!("/api/batches/{}/events", v["batch"].as_str().unwrap());
+    // Listings (each status lists the batch's upload marks) while `n` streams are open and
+    // read for 1.5 s.
+    let listings = |n: usize| {
+        let (router, events, counting) = (router.clone(), events.clone(), counting.clone());
+        async move {
+            let mut streams = Vec::new();
+            for _ in 0..n {
+                let r = router.clone().oneshot(Request::get(&events).body(Body::empty()).unwrap()).await.unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+                streams.push(r.into_body());
+            }
+            let before = counting.lists.load(std::sync::atomic::Ordering::SeqCst);
+            let reading = streams.into_iter().map(|mut b| async move {
+                let _ = tokio::time::timeout(Duration::from_millis(1500), async { while b.frame().await.is_some() {} })
+                    .await;
+            });
+            futures::future::join_all(reading).await;
+            counting.lists.load(std::sync::atomic::Ordering::SeqCst) - before
+        }
+    };
+    let one = listings(1).await;
+    let twenty = listings(20).await;
+    assert!(one >= 3, "one stream read the status {one} times in 1.5 s");
+    assert!(twenty <= 2 * one + 4, "twenty streams: {twenty} readings against {one} for one");
 }
