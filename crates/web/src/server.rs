@@ -4,8 +4,8 @@
 //! request's body (whole, or for an upload between two pieces of it), on a response the
 //! client stops reading, and a cap on open connections (past it, no more are accepted until
 //! one closes; the kernel's backlog holds the rest). A client holding connections open by
-//! sending slowly, or by no longer reading, gets them closed (one reading a little before
-//! each limit passes does not: there is no minimum rate). Behind API Gateway the gateway does this;
+//! sending slowly, or by reading too slowly (under 16 KiB a minute while a response waits)
+//! or not at all, gets them closed. Behind API Gateway the gateway does this;
 //! there the router runs in the function instead.
 
 use std::future::Future;
@@ -197,26 +197,47 @@ impl HttpBody for Timed {
     }
 }
 
-/// A connection whose writes fail once one has waited `limit` for the client to take more
-/// (a reader that stopped reading, its receive window shut): the response ends, the
-/// connection closes and its slot is free. A reader that takes a little before each limit
-/// passes is not cut off (no minimum rate). Reads pass through (headers and bodies have
-/// their own limits).
+/// A connection whose writes fail once the client has kept the server waiting `limit`
+/// without taking [`MIN_TAKEN`] bytes more (a reader that stopped reading, its receive
+/// window shut, or one that takes a few bytes before each limit passes): the response
+/// ends, the connection closes and its slot is free. The clock starts when a write first
+/// has to wait and stops when the client has taken that much, or when everything written
+/// is handed to the socket (a flush that completes: the response is out). Reads pass
+/// through (headers and bodies have their own limits).
 pub struct StallLimit<T> {
     inner: T,
     limit: Duration,
+    min_taken: usize,
     stalled: Option<Pin<Box<Sleep>>>,
+    /// Bytes written since the clock started.
+    taken: usize,
 }
 
+/// Bytes a client must take within each stall window (`ServeLimits::write_stall`) while a
+/// response waits for it: 16 KiB in 60 s is about 2.2 kbit/s.
+pub const MIN_TAKEN: usize = 16 << 10;
+
 impl<T> StallLimit<T> {
-    /// `inner` with writes limited to `limit` of waiting each.
+    /// `inner` with writes limited to `limit` of waiting for [`MIN_TAKEN`] bytes.
     pub fn new(inner: T, limit: Duration) -> StallLimit<T> {
-        StallLimit { inner, limit, stalled: None }
+        StallLimit { inner, limit, min_taken: MIN_TAKEN, stalled: None, taken: 0 }
     }
 
-    /// After the inner write or flush answered `r`: progress clears the clock, a wait
-    /// starts it (once), and a wait past the limit is an error.
-    fn watch<R>(&mut self, r: Poll<std::io::Result<R>>, cx: &mut Context<'_>) -> Poll<std::io::Result<R>> {
+    /// The same with `bytes` instead of [`MIN_TAKEN`].
+    pub fn with_min_taken(mut self, bytes: usize) -> StallLimit<T> {
+        self.min_taken = bytes;
+        self
+    }
+
+    /// After the inner write or flush answered `r` (`wrote` bytes, for a write): a wait
+    /// starts the clock (once), a wait past the limit is an error, and enough taken (or a
+    /// flush done) stops the clock.
+    fn watch<R>(
+        &mut self,
+        r: Poll<std::io::Result<R>>,
+        wrote: impl Fn(&R) -> Option<usize>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<R>> {
         match r {
             Poll::Pending => {
                 let limit = self.limit;
@@ -224,15 +245,25 @@ impl<T> StallLimit<T> {
                 if clock.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Err(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
-                        "the client took no more of the response in time",
+                        "the client took too little of the response in time",
                     )));
                 }
                 Poll::Pending
             }
-            ready => {
-                self.stalled = None;
-                ready
+            Poll::Ready(Ok(v)) => {
+                match wrote(&v) {
+                    Some(n) if self.stalled.is_some() => {
+                        self.taken += n;
+                        if self.taken >= self.min_taken {
+                            (self.stalled, self.taken) = (None, 0);
+                        }
+                    }
+                    Some(_) => {}
+                    None => (self.stalled, self.taken) = (None, 0),
+                }
+                Poll::Ready(Ok(v))
             }
+            err => err,
         }
     }
 }
@@ -246,7 +277,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for StallLimit<T> {
 impl<T: AsyncWrite + Unpin> AsyncWrite for StallLimit<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.watch(r, cx)
+        self.watch(r, |n| Some(*n), cx)
     }
 
     fn poll_write_vectored(
@@ -255,7 +286,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for StallLimit<T> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.watch(r, cx)
+        self.watch(r, |n| Some(*n), cx)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -264,7 +295,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for StallLimit<T> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let r = Pin::new(&mut self.inner).poll_flush(cx);
-        self.watch(r, cx)
+        self.watch(r, |_| None, cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

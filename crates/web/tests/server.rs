@@ -264,6 +264,45 @@ async fn a_response_nobody_reads_fails_after_the_stall_limit() {
     drop(client_end.read(&mut [0u8; 1]).await);
 }
 
+/// A reader that takes a few bytes before each stall limit passes no longer holds the
+/// connection: it must take 16 KiB within each limit while the response waits for it.
+#[tokio::test]
+async fn a_response_read_a_trickle_at_a_time_fails_after_the_stall_limit() {
+    use pixq_web::server::StallLimit;
+    // Reads `chunk` bytes every 50 ms until the end; how many it got.
+    let reader = |mut end: tokio::io::DuplexStream, chunk: usize| {
+        tokio::spawn(async move {
+            let mut got = 0;
+            let mut buf = vec![0u8; chunk];
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                match end.read(&mut buf).await {
+                    Ok(0) | Err(_) => return got,
+                    Ok(n) => got += n,
+                }
+            }
+        })
+    };
+    // 64 bytes every 50 ms, each wait far under the 600 ms limit: 1.3 KB/s.
+    let (server_end, client_end) = tokio::io::duplex(64);
+    let mut w = StallLimit::new(server_end, Duration::from_millis(600));
+    let trickle = reader(client_end, 64);
+    let started = std::time::Instant::now();
+    let e = tokio::time::timeout(HUNG, w.write_all(&[7u8; 200_000])).await.unwrap().unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    drop(w);
+    assert!(trickle.await.unwrap() < 16 << 10);
+    // 4 KiB every 50 ms (80 KiB/s) takes 16 KiB well within each limit: served whole.
+    let (server_end, client_end) = tokio::io::duplex(4096);
+    let mut w = StallLimit::new(server_end, Duration::from_millis(600));
+    let steady = reader(client_end, 4096);
+    w.write_all(&[7u8; 200_000]).await.unwrap();
+    w.shutdown().await.unwrap();
+    drop(w);
+    assert_eq!(steady.await.unwrap(), 200_000);
+}
+
 /// An upload that waits for room in the upload budget longer than the time allowed between
 /// two pieces of a body is not failed for it: the body's clocks start when the handler
 /// first reads it (with `Expect: 100-continue` the client is told to send only then).
