@@ -374,8 +374,8 @@ pub struct ServeArgs {
     #[arg(long, env = "PIXQ_OPEN_WRITES")]
     pub open_writes: bool,
     /// Also answer requests for this host name (repeat, or separate with commas; `*`: any).
-    /// On a loopback address only this machine's names are answered otherwise (against DNS
-    /// rebinding); on another address any name is, unless some are given.
+    /// Otherwise only `localhost`, `*.localhost` and addresses are answered (against DNS
+    /// rebinding).
     #[arg(long = "allow-host", env = "PIXQ_ALLOW_HOSTS", value_delimiter = ',')]
     pub allow_hosts: Vec<String>,
     /// Signing key of upload and image URLs (default: the home's signing.key, made on

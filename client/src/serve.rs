@@ -78,7 +78,7 @@ pub async fn serve(g: &Global, a: ServeArgs) -> anyhow::Result<i32> {
             a.bind
         );
     }
-    let hosts = pixq_web::guard::HostPolicy::for_bind(a.bind, &a.allow_hosts);
+    let hosts = pixq_web::guard::HostPolicy::allowing(&a.allow_hosts).map_err(|e| anyhow!(e))?;
     let opened = pixq_jobs::backend::open(&g.connect.connect(Lane::Light, QueueConfig::default())?).await?;
     let mut config = WebConfig::new(signer(&g.connect, a.signing_key.as_deref())?);
     config.api_key = api_key;

@@ -3,15 +3,18 @@
 //! browser runs.
 //!
 //! - **Host** (DNS rebinding). A page on `http://evil.example:8080/` can have its name
-//!   resolve to 127.0.0.1 a moment later; the browser then treats this server as that
-//!   page's own origin, and the page can call the whole API and read its answers. Such a
-//!   request still says `Host: evil.example:8080`. A server on a loopback address answers
-//!   only names of this machine (`localhost`, `*.localhost`, loopback addresses) and the
-//!   names it is told (`--allow-host`); any other gets 421.
+//!   resolve to 127.0.0.1 (or to this machine's LAN address) a moment later; the browser
+//!   then treats this server as that page's own origin, and the page can call the whole API
+//!   and read its answers. Such a request still says `Host: evil.example:8080`. The server
+//!   answers only this machine's names (`localhost`, `*.localhost`), addresses (a page that
+//!   names an address is on it: an address cannot be rebound) and the names it is told
+//!   (`--allow-host`, `*` for any); any other gets 421, as does a request naming no host.
 //! - **Origin** (cross-site requests). A page elsewhere can still make the browser send a
 //!   form or a `fetch` to `http://127.0.0.1:8080/` with no way to read the answer. A request
 //!   that changes something (any method but GET, HEAD and OPTIONS) is refused with 403 when
-//!   its `Origin` is not this server's own (or is `null`), or, with no `Origin`, when
+//!   its `Origin` is `null` or another origin than the host it names, unless the browser
+//!   says `Sec-Fetch-Site: same-origin` or the Origin's name is one given with
+//!   `--allow-host` (behind a reverse proxy that sends its own Host); with no `Origin`, when
 //!   `Sec-Fetch-Site` says `cross-site`. Tools that send neither (curl, the CLI, SDKs) are
 //!   not affected; nor are GETs, so image URLs can be embedded in any site.
 //!
@@ -32,25 +35,26 @@ use crate::ApiError;
 /// Which hosts a server answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPolicy {
-    /// `None`: any host (a server facing other machines by names it does not know).
-    /// `Some`: names of this machine, and these (lowercase, without port or brackets).
+    /// `None`: any host. `Some`: names of this machine, addresses, and these names
+    /// (lowercase, without port or brackets).
     allowed: Option<Vec<String>>,
 }
 
 impl HostPolicy {
-    /// The policy of a server bound to `bind`, also answering `extra` (`*` among them: any
-    /// host). On a loopback address only this machine's names are answered (and `extra`);
-    /// on another address any host is, unless `extra` names some (then only those, this
-    /// machine's names and the bound address itself).
-    pub fn for_bind(bind: IpAddr, extra: &[String]) -> HostPolicy {
-        if extra.iter().any(|h| h.trim() == "*") || (!bind.is_loopback() && extra.is_empty()) {
-            return HostPolicy { allowed: None };
+    /// Answers this machine's names (`localhost`, `*.localhost`), any address (an address
+    /// cannot be rebound: a page that names one is on it), and the names in `extra`
+    /// (`*`: any host; a port given with a name is ignored, empty entries are skipped). An
+    /// entry that is no host name is an error naming it.
+    pub fn allowing(extra: &[String]) -> Result<HostPolicy, String> {
+        let mut allowed = Vec::new();
+        for h in extra.iter().map(|h| h.trim()).filter(|h| !h.is_empty()) {
+            if h == "*" {
+                return Ok(HostPolicy { allowed: None });
+            }
+            let (name, _) = split_host(h).ok_or_else(|| format!("--allow-host {h:?} is not a host name"))?;
+            allowed.push(name);
         }
-        let mut allowed: Vec<String> = extra.iter().map(|h| normal_host(h.trim())).filter(|h| !h.is_empty()).collect();
-        if !bind.is_unspecified() && !bind.is_loopback() {
-            allowed.push(bind.to_string());
-        }
-        HostPolicy { allowed: Some(allowed) }
+        Ok(HostPolicy { allowed: Some(allowed) })
     }
 
     /// Any host.
@@ -59,11 +63,16 @@ impl HostPolicy {
     }
 
     /// Whether a request naming `host` (a Host header's value: name or address, maybe a
-    /// port) is answered.
-    pub fn answers(&self, host: &str) -> bool {
+    /// port; `None` when the request names none) is answered.
+    pub fn answers(&self, host: Option<&str>) -> bool {
         let Some(allowed) = &self.allowed else { return true };
-        let Some((name, _)) = split_host(host) else { return false };
-        this_machine(&name) || allowed.contains(&name)
+        let Some((name, _)) = host.and_then(split_host) else { return false };
+        this_machine(&name) || name.parse::<IpAddr>().is_ok() || allowed.contains(&name)
+    }
+
+    /// Whether `name` is one the server was told it is (`--allow-host`, not `*`).
+    fn named(&self, name: &str) -> bool {
+        self.allowed.as_ref().is_some_and(|a| a.iter().any(|n| n == name))
     }
 }
 
@@ -119,40 +128,41 @@ fn request_host(req: &Request) -> Option<String> {
     req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string)
 }
 
-/// Whether a request with these headers, to `host`, comes from a page of another site.
-fn cross_site(headers: &HeaderMap, host: Option<&str>) -> Option<&'static str> {
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let Ok(origin) = origin.to_str() else { return Some("its Origin is not text") };
-        if origin.trim() == "null" {
-            return Some("it comes from an opaque origin (Origin: null)");
-        }
-        let Some((scheme, authority)) = origin.trim().split_once("://") else {
-            return Some("its Origin is not scheme://host");
-        };
-        let default_port = match scheme.to_ascii_lowercase().as_str() {
-            "http" => 80,
-            "https" => 443,
-            _ => return Some("its Origin is not http or https"),
-        };
-        let (Some((o_name, o_port)), Some((h_name, h_port))) = (split_host(authority), host.and_then(split_host))
-        else {
-            return Some("its Origin or Host does not parse");
-        };
-        let same_port = match h_port {
-            Some(p) => o_port.unwrap_or(default_port) == p,
-            None => true,
-        };
-        return (o_name != h_name || !same_port).then_some("its Origin is another site");
+/// Why a request with these headers, to `host`, comes from a page of another site; `None`
+/// when it does not (or is no browser's).
+fn cross_site(headers: &HeaderMap, host: Option<&str>, policy: &HostPolicy) -> Option<&'static str> {
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()).map(str::to_ascii_lowercase);
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return (fetch_site.as_deref() == Some("cross-site")).then_some("the browser says it comes from another site");
+    };
+    let Ok(origin) = origin.to_str() else { return Some("its Origin is not text") };
+    if origin.trim() == "null" {
+        return Some("it comes from an opaque origin (Origin: null)");
     }
-    match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        Some(s) if s.eq_ignore_ascii_case("cross-site") => Some("the browser says it comes from another site"),
-        _ => None,
+    let Some((scheme, authority)) = origin.trim().split_once("://") else {
+        return Some("its Origin is not scheme://host");
+    };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return Some("its Origin is not http or https"),
+    };
+    let Some((o_name, o_port)) = split_host(authority) else { return Some("its Origin does not parse") };
+    let same = host.and_then(split_host).is_some_and(|(h_name, h_port)| {
+        // A Host without a port names the scheme's default port.
+        o_name == h_name && o_port.unwrap_or(default_port) == h_port.unwrap_or(default_port)
+    });
+    // Behind a reverse proxy that sends its own Host: the browser's own word that the page
+    // is this server's (pages cannot set it), or a name the server was told it has.
+    if same || fetch_site.as_deref() == Some("same-origin") || policy.named(&o_name) {
+        return None;
     }
+    Some("its Origin is another site")
 }
 
 async fn check(State(policy): State<Arc<HostPolicy>>, req: Request, next: Next) -> Response {
     let host = request_host(&req);
-    if !host.as_deref().is_some_and(|h| policy.answers(h)) {
+    if !policy.answers(host.as_deref()) {
         let shown: String = host.as_deref().unwrap_or("").chars().take(100).collect();
         tracing::info!(host = %shown, "refused a request for a host this server does not answer");
         let msg = match host {
@@ -164,7 +174,7 @@ async fn check(State(policy): State<Arc<HostPolicy>>, req: Request, next: Next) 
         return ApiError::new(StatusCode::MISDIRECTED_REQUEST, msg).into_response();
     }
     let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if changes && let Some(why) = cross_site(req.headers(), host.as_deref()) {
+    if changes && let Some(why) = cross_site(req.headers(), host.as_deref(), &policy) {
         tracing::info!(path = %req.uri().path(), why, "refused a cross-site request");
         return ApiError::new(StatusCode::FORBIDDEN, format!("refused: {why}")).into_response();
     }
@@ -196,22 +206,28 @@ mod tests {
     }
 
     #[test]
-    fn a_loopback_server_answers_this_machine_and_named_hosts_only() {
-        let p = HostPolicy::for_bind("127.0.0.1".parse().unwrap(), &[]);
+    fn a_server_answers_this_machine_addresses_and_named_hosts_only() {
+        let p = HostPolicy::allowing(&[]).unwrap();
         for h in ["localhost", "localhost:8080", "127.0.0.1:8080", "127.1.2.3", "[::1]:8080", "app.localhost:1"] {
-            assert!(p.answers(h), "{h}");
+            assert!(p.answers(Some(h)), "{h}");
         }
-        for h in ["evil.example", "evil.example:8080", "localhost.evil.example", "127.0.0.1.nip.io", "10.0.0.1", ""] {
-            assert!(!p.answers(h), "{h}");
+        // An address cannot be rebound to this server: a page that names one is on it.
+        assert!(p.answers(Some("192.168.1.5:8080")) && p.answers(Some("[fe80::1]")));
+        for h in ["evil.example", "evil.example:8080", "localhost.evil.example", "127.0.0.1.nip.io", "", "a b"] {
+            assert!(!p.answers(Some(h)), "{h}");
         }
-        let p = HostPolicy::for_bind("::1".parse().unwrap(), &["Images.Example.COM.".into()]);
-        assert!(p.answers("images.example.com:443") && p.answers("[::1]:9") && !p.answers("other.example.com"));
-        assert!(HostPolicy::for_bind("127.0.0.1".parse().unwrap(), &["*".into()]).answers("anything"));
-        // Facing other machines: any name, unless names are given.
-        assert!(HostPolicy::for_bind("0.0.0.0".parse().unwrap(), &[]).answers("whatever.example"));
-        let p = HostPolicy::for_bind("192.168.1.5".parse().unwrap(), &["pixq.lan".into()]);
-        assert!(p.answers("pixq.lan:8080") && p.answers("192.168.1.5:8080") && p.answers("localhost"));
-        assert!(!p.answers("evil.example"));
+        assert!(!p.answers(None));
+        let p = HostPolicy::allowing(&["Images.Example.COM.:443".into(), " ".into(), String::new()]).unwrap();
+        assert!(p.answers(Some("images.example.com:443")) && p.answers(Some("[::1]:9")));
+        assert!(!p.answers(Some("other.example.com")));
+        let any = HostPolicy::allowing(&["*".into()]).unwrap();
+        assert!(any.answers(Some("anything")) && any.answers(None));
+        // Empty entries (an empty PIXQ_ALLOW_HOSTS) change nothing; a bad one is an error.
+        assert_eq!(HostPolicy::allowing(&[String::new()]).unwrap(), HostPolicy::allowing(&[]).unwrap());
+        for bad in ["a/b", "host:port", "[nope]"] {
+            let e = HostPolicy::allowing(&[bad.into()]).unwrap_err();
+            assert!(e.contains("--allow-host"), "{e}");
+        }
     }
 
     #[test]
@@ -223,21 +239,32 @@ mod tests {
             }
             m
         };
+        let p = HostPolicy::allowing(&["pixq.example.com".into()]).unwrap();
         let host = Some("127.0.0.1:8080");
-        assert_eq!(cross_site(&h(&[]), host), None);
-        assert_eq!(cross_site(&h(&[("origin", "http://127.0.0.1:8080")]), host), None);
-        assert_eq!(cross_site(&h(&[("origin", "https://example.com")]), Some("example.com")), None);
-        assert_eq!(cross_site(&h(&[("sec-fetch-site", "same-origin")]), host), None);
+        let cross = |headers: &HeaderMap, host: Option<&str>| cross_site(headers, host, &p);
+        assert_eq!(cross(&h(&[]), host), None);
+        assert_eq!(cross(&h(&[("origin", "http://127.0.0.1:8080")]), host), None);
+        assert_eq!(cross(&h(&[("origin", "https://example.com")]), Some("example.com")), None);
+        assert_eq!(cross(&h(&[("origin", "http://localhost")]), Some("localhost:80")), None);
+        assert_eq!(cross(&h(&[("sec-fetch-site", "same-origin")]), host), None);
+        // Behind a proxy that sends its own Host: the browser's word, or a name given.
+        assert_eq!(cross(&h(&[("origin", "https://pixq.example.com"), ("sec-fetch-site", "same-origin")]), host), None);
+        assert_eq!(cross(&h(&[("origin", "https://pixq.example.com")]), host), None);
         for bad in [
             h(&[("origin", "http://evil.example")]),
+            h(&[("origin", "http://evil.example"), ("sec-fetch-site", "cross-site")]),
             h(&[("origin", "http://127.0.0.1:9999")]),
             h(&[("origin", "http://127.0.0.1")]),
+            h(&[("origin", "http://localhost:3000")]),
             h(&[("origin", "null")]),
+            h(&[("origin", "null"), ("sec-fetch-site", "same-origin")]),
             h(&[("origin", "file://")]),
             h(&[("origin", "127.0.0.1:8080")]),
             h(&[("sec-fetch-site", "cross-site")]),
         ] {
-            assert!(cross_site(&bad, host).is_some(), "{bad:?}");
+            let host =
+                if bad.get("origin").is_some_and(|o| o == "http://localhost:3000") { Some("localhost") } else { host };
+            assert!(cross(&bad, host).is_some(), "{bad:?}");
         }
     }
 }

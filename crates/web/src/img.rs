@@ -326,7 +326,7 @@ fn with_cache(mut r: Response, etag: &str, vary: bool) -> Response {
 }
 
 fn image_response(held: crate::download::Held, etag: &str, vary: bool) -> Response {
-    let mime = Format::sniff(held.bytes()).map(|f| f.mime()).unwrap_or("application/octet-stream");
+    let mime = Format::sniff(held.head()).map(|f| f.mime()).unwrap_or("application/octet-stream");
     let mut r = Response::new(held.into_body());
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
     r.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));

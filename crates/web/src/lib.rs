@@ -274,7 +274,7 @@ pub struct App {
     /// hashed wait for it and find its digest in the cache.
     pub(crate) hashing: Mutex<HashMap<SourceId, Arc<tokio::sync::Mutex<()>>>>,
     /// The shared reader of each batch followed by event streams (`results::watch_status`).
-    pub(crate) watchers: Mutex<HashMap<String, tokio::sync::watch::Receiver<Option<results::StatusRead>>>>,
+    pub(crate) watchers: Mutex<HashMap<String, (u64, results::StatusWatch)>>,
     /// Successful result records by key, with the size they were read at: final once
     /// written, so a batch's status reads each one once, not on every poll.
     pub(crate) records: Mutex<HashMap<String, (u64, pixq_jobs::schema::JobResult)>>,

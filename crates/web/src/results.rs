@@ -178,9 +178,14 @@ pub async fn events(
                 return None;
             }
             loop {
-                let read = match ready.take() {
-                    Some(r) => r,
+                // `closed`: the reader is gone after this value (it sends before it ends).
+                let (read, closed) = match ready.take() {
+                    Some(r) => (r, false),
                     None => {
+                        // Past the hold (at once for a stream held zero): no reader started.
+                        if until.is_some_and(|t| tokio::time::Instant::now() >= t) {
+                            return None;
+                        }
                         // Every stream of a batch follows one reader of its status.
                         let rx = watch.get_or_insert_with(|| watch_status(&app, &batch));
                         let changed = match until {
@@ -188,9 +193,7 @@ pub async fn events(
                             None => rx.changed().await,
                         };
                         match rx.borrow_and_update().clone() {
-                            Some(r) => r,
-                            // A reader sends before it ends; a closed channel with nothing new is
-                            // the end.
+                            Some(r) => (r, changed.is_err()),
                             None if changed.is_err() => return None,
                             None => continue,
                         }
@@ -210,7 +213,10 @@ pub async fn events(
                         ev = ev.retry(Duration::from_secs(1));
                     }
                     last = Some(text);
-                    return Some((Ok(ev), (app, batch, None, last, watch, false)));
+                    return Some((Ok(ev), (app, batch, None, last, watch, closed)));
+                }
+                if closed {
+                    return None;
                 }
             }
         });
@@ -225,41 +231,76 @@ pub async fn events(
 /// `Err` when it could not be read.
 pub(crate) type StatusRead = Result<(Arc<str>, bool), ()>;
 
+/// The readings of a batch's status reader (`None` before the first).
+pub(crate) type StatusWatch = tokio::sync::watch::Receiver<Option<StatusRead>>;
+
 /// The status of `batch`, read four times a second by one task for every event stream that
 /// follows it (not by each stream). The task sends each reading (`None` before the first),
 /// and ends after the batch is done, after a failed read, or at its first look with no
 /// stream left; a stream that comes later starts a new one.
-fn watch_status(app: &Arc<App>, batch: &str) -> tokio::sync::watch::Receiver<Option<StatusRead>> {
+fn watch_status(app: &Arc<App>, batch: &str) -> StatusWatch {
     let mut map = app.watchers.lock().expect("status watchers");
-    if let Some(rx) = map.get(batch) {
+    if let Some((_, rx)) = map.get(batch) {
         return rx.clone();
     }
     let (tx, rx) = tokio::sync::watch::channel(None);
-    map.insert(batch.to_string(), rx.clone());
-    let (app, batch) = (app.clone(), batch.to_string());
+    let id = WATCH_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    map.insert(batch.to_string(), (id, rx.clone()));
+    // Its map entry goes with the task, however the task ends (a panic included), unless a
+    // newer reader's has taken its place.
+    let leave = Leave { app: app.clone(), batch: batch.to_string(), id };
     tokio::spawn(async move {
+        let (app, batch) = (&leave.app, &leave.batch);
         loop {
-            let read: StatusRead = match status_json(&app, &batch).await {
-                Ok((body, done)) => Ok((Arc::from(body.to_string()), done)),
-                Err(e) => {
+            let read = tokio::time::timeout(STATUS_READ_LIMIT, status_json(app, batch)).await;
+            let read: StatusRead = match read {
+                Ok(Ok((body, done))) => Ok((Arc::from(body.to_string()), done)),
+                Ok(Err(e)) => {
                     tracing::warn!(batch = %batch, error = ?e, "events: reading the status");
+                    Err(())
+                }
+                Err(_) => {
+                    tracing::warn!(batch = %batch, "events: reading the status took over {STATUS_READ_LIMIT:?}");
                     Err(())
                 }
             };
             let last = !matches!(read, Ok((_, false)));
             tx.send_replace(Some(read));
-            if !last {
-                tokio::time::sleep(Duration::from_millis(250)).await;
+            if last {
+                return;
             }
+            tokio::time::sleep(Duration::from_millis(250)).await;
             // The map's own receiver is one; under its lock no stream can join meanwhile.
             let mut map = app.watchers.lock().expect("status watchers");
-            if last || tx.receiver_count() <= 1 {
-                map.remove(&batch);
+            if tx.receiver_count() <= 1 {
+                map.remove(batch);
                 return;
             }
         }
     });
     rx
+}
+
+/// Longest one reading of a status may take before its streams are told it failed.
+const STATUS_READ_LIMIT: Duration = Duration::from_secs(30);
+
+static WATCH_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Removes a status reader's map entry when the reader ends.
+struct Leave {
+    app: Arc<App>,
+    batch: String,
+    id: u64,
+}
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.app.watchers.lock()
+            && map.get(&self.batch).is_some_and(|(id, _)| *id == self.id)
+        {
+            map.remove(&self.batch);
+        }
+    }
 }
 
 /// The result record of file `index`, and its manifest entry.
@@ -326,7 +367,7 @@ pub async fn file(
         return Ok(redirect(&url, "private, max-age=300"));
     }
     let held = crate::download::read(&app, &object.key).await.map_err(|e| e.answer("the file is gone"))?;
-    let mime = Format::sniff(held.bytes()).map(|f| f.mime()).unwrap_or("application/octet-stream");
+    let mime = Format::sniff(held.head()).map(|f| f.mime()).unwrap_or("application/octet-stream");
     let mut r = Response::new(held.into_body());
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));

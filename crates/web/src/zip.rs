@@ -34,14 +34,21 @@ pub struct ZipWriter {
 impl ZipWriter {
     /// The local header and data of one entry.
     pub fn entry(&mut self, name: &str, data: &[u8]) -> std::io::Result<Vec<u8>> {
+        let mut h = self.entry_header(name, crc32fast::hash(data), data.len() as u64)?;
+        h.extend_from_slice(data);
+        Ok(h)
+    }
+
+    /// The local header of an entry of `size` bytes with checksum `crc`, whose data the
+    /// caller sends right after it.
+    pub fn entry_header(&mut self, name: &str, crc: u32, size: u64) -> std::io::Result<Vec<u8>> {
         let too_big = || std::io::Error::other("the ZIP would pass 4 GiB or 65,535 entries (no ZIP64)");
-        let size = u32::try_from(data.len()).map_err(|_| too_big())?;
+        let size = u32::try_from(size).map_err(|_| too_big())?;
         let offset = u32::try_from(self.offset).map_err(|_| too_big())?;
         if self.entries >= u32::from(u16::MAX) || name.len() > usize::from(u16::MAX) {
             return Err(too_big());
         }
-        let crc = crc32fast::hash(data);
-        let mut h = Vec::with_capacity(30 + name.len() + data.len());
+        let mut h = Vec::with_capacity(30 + name.len());
         le32(&mut h, LOCAL);
         for x in [20, UTF8, 0, 0, DOS_DATE] {
             le16(&mut h, x);
@@ -52,7 +59,6 @@ impl ZipWriter {
         le16(&mut h, name.len() as u16);
         le16(&mut h, 0);
         h.extend_from_slice(name.as_bytes());
-        h.extend_from_slice(data);
 
         let c = &mut self.central;
         le32(c, CENTRAL);
@@ -69,7 +75,7 @@ impl ZipWriter {
         le32(c, offset);
         c.extend_from_slice(name.as_bytes());
 
-        self.offset += h.len() as u64;
+        self.offset += h.len() as u64 + u64::from(size);
         self.entries += 1;
         Ok(h)
     }
@@ -118,24 +124,31 @@ pub fn chunks(store: Arc<dyn ObjectStore>, bucket: String, files: Vec<(String, S
 }
 
 /// A response body that streams the archive of `files` (name in the archive, key in the
-/// app's bucket) one object at a time, each read within the download budget
-/// ([`crate::download`]) and holding its room until the connection asks for the next piece.
-/// An object that cannot be read (or finds no room in time) ends the stream with an error:
-/// the client's archive is cut short, never wrong.
+/// app's bucket), one object at a time, each sent as [`crate::download`] sends a download
+/// (a file in pieces within a window of the budget after a first pass for its checksum;
+/// anything else read whole within room for its size, its room held until its last piece
+/// is out). An object that cannot be read, or finds no room in time, ends the stream with
+/// an error: the client's archive is cut short, never wrong.
 pub(crate) fn stream(app: Arc<crate::App>, files: Vec<(String, String)>) -> Body {
-    type Room = Option<tokio::sync::OwnedSemaphorePermit>;
-    let state: (Arc<crate::App>, _, Option<ZipWriter>, Room) =
+    type Pieces = std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<Bytes>> + Send>>;
+    let state: (Arc<crate::App>, _, Option<ZipWriter>, Option<Pieces>) =
         (app, files.into_iter(), Some(ZipWriter::default()), None);
-    let s = futures::stream::unfold(state, |(app, mut files, writer, room)| async move {
-        // The connection asked for more: the last entry has been handed over.
-        drop(room);
+    let s = futures::stream::unfold(state, |(app, mut files, writer, mut current)| async move {
+        use futures::StreamExt;
         let mut w = writer?;
+        if let Some(pieces) = current.as_mut() {
+            match pieces.next().await {
+                Some(Ok(piece)) => return Some((Ok(piece), (app, files, Some(w), current))),
+                Some(Err(e)) => return Some((Err(e), (app, files, None, None))),
+                None => {}
+            }
+        }
         let Some((name, key)) = files.next() else {
             let end = w.finish().map(Bytes::from).map_err(std::io::Error::other);
             return Some((end, (app, files, None, None)));
         };
         match entry(&app, &mut w, &name, &key).await {
-            Ok((chunk, room)) => Some((Ok(chunk), (app, files, Some(w), Some(room)))),
+            Ok((header, pieces)) => Some((Ok(header), (app, files, Some(w), Some(pieces)))),
             Err(e) => {
                 tracing::warn!(entry = %name, error = %e, "ZIP cut short");
                 Some((Err(std::io::Error::other(e)), (app, files, None, None)))
@@ -145,22 +158,54 @@ pub(crate) fn stream(app: Arc<crate::App>, files: Vec<(String, String)>) -> Body
     Body::from_stream(s)
 }
 
-/// One entry of [`stream`], with its room in the download budget.
+/// The local header of one entry of [`stream`], and its data to send after it.
 async fn entry(
     app: &crate::App,
     w: &mut ZipWriter,
     name: &str,
     key: &str,
-) -> Result<(Bytes, tokio::sync::OwnedSemaphorePermit), String> {
-    let size = match app.store.head(&app.bucket, key).await {
-        Ok(Some(m)) => m.size,
-        Ok(None) => return Err(format!("{name}: gone")),
-        Err(e) => return Err(format!("{name}: {e}")),
-    };
-    let room = crate::download::room(app, size).await.map_err(|_| format!("{name}: no room in the download budget"))?;
-    let data = app.store.get_at_most(&app.bucket, key, size).await.map_err(|e| format!("{name}: {e}"))?;
-    let chunk = w.entry(name, &data).map_err(|e| format!("{name}: {e}"))?;
-    Ok((Bytes::from(chunk), room))
+) -> Result<(Bytes, std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<Bytes>> + Send>>), String> {
+    use crate::download::{self, Source};
+    let source = download::source(app, key).await.map_err(|e| format!("{name}: {:?}", e.answer("gone")))?;
+    match source {
+        Source::File(file, len) => {
+            let room = download::room(app, len.min(download::WINDOW))
+                .await
+                .map_err(|_| format!("{name}: no room in the download budget"))?;
+            let f = file.clone();
+            let crc = tokio::task::spawn_blocking(move || checksum(&f, len))
+                .await
+                .map_err(|e| format!("{name}: {e}"))?
+                .map_err(|e| format!("{name}: {e}"))?;
+            let header = w.entry_header(name, crc, len).map_err(|e| format!("{name}: {e}"))?;
+            Ok((Bytes::from(header), download::file_pieces(file, len, room)))
+        }
+        Source::Whole(data, room) => {
+            let header =
+                w.entry_header(name, crc32fast::hash(&data), data.len() as u64).map_err(|e| format!("{name}: {e}"))?;
+            Ok((Bytes::from(header), download::whole_pieces(data, room)))
+        }
+    }
+}
+
+/// CRC-32 of the first `len` bytes of `file`, read a piece at a time.
+fn checksum(file: &std::fs::File, len: u64) -> std::io::Result<u32> {
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; crate::download::PIECE];
+    let mut at = 0u64;
+    while at < len {
+        let n = (len - at).min(buf.len() as u64) as usize;
+        #[cfg(unix)]
+        let got = std::os::unix::fs::FileExt::read_at(file, &mut buf[..n], at)?;
+        #[cfg(windows)]
+        let got = std::os::windows::fs::FileExt::seek_read(file, &mut buf[..n], at)?;
+        if got == 0 {
+            return Err(std::io::Error::other("the file ended early"));
+        }
+        h.update(&buf[..got]);
+        at += got as u64;
+    }
+    Ok(h.finalize())
 }
 
 #[cfg(test)]

@@ -788,3 +788,109 @@ async fn event_streams_of_a_batch_share_one_reader_of_its_status() {
     assert!(one >= 3, "one stream read the status {one} times in 1.5 s");
     assert!(twenty <= 2 * one + 4, "twenty streams: {twenty} readings against {one} for one");
 }
+
+/// Entries of a ZIP with their data, each checked against its CRC.
+fn zip_entries(zip: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    let le16 = |b: &[u8], i: usize| u16::from_le_bytes([b[i], b[i + 1]]) as usize;
+    let le32 = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    while zip[at..].starts_with(&[0x50, 0x4b, 0x03, 0x04]) {
+        let (crc, size) = (le32(zip, at + 14), le32(zip, at + 18) as usize);
+        let (name_len, extra) = (le16(zip, at + 26), le16(zip, at + 28));
+        let name = String::from_utf8(zip[at + 30..at + 30 + name_len].to_vec()).unwrap();
+        let start = at + 30 + name_len + extra;
+        let data = zip[start..start + size].to_vec();
+        assert_eq!(crc32fast::hash(&data), crc, "{name}: CRC");
+        out.push((name, data));
+        at = start + size;
+    }
+    assert!(zip[at..].starts_with(&[0x50, 0x4b, 0x01, 0x02]), "a central directory after the entries");
+    out
+}
+
+/// An output the store keeps as a file is sent in pieces within a window of the budget,
+/// not read whole: two downloads of a 2+ MB output fit a 2 MB budget at once (a third
+/// waits), and the ZIP streams it with its CRC.
+#[tokio::test]
+async fn large_outputs_are_sent_from_their_files_in_a_window_of_the_budget() {
+    let e = env(|c| {
+        c.download_memory_mb = 2;
+        c.download_wait = Duration::from_millis(800);
+    })
+    .await;
+    let (stop, worker) = e.worker();
+    let names = ["astronaut.png", "chelsea.jpg"];
+    let photos: Vec<Vec<u8>> = names.iter().map(|n| sample(n)).collect();
+    let list: Vec<(&str, usize)> = names.iter().zip(&photos).map(|(n, p)| (*n, p.len())).collect();
+    let body = json!({"pipeline": "resize:1400:1400:fill,format:bmp", "files": files(&list)});
+    let (s, v) = e.json("POST", "/api/batches", Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let batch = v["batch"].as_str().unwrap().to_string();
+    for (i, p) in photos.iter().enumerate() {
+        assert_eq!(e.put(v["uploads"][i]["url"].as_str().unwrap(), p.clone()).await.0, StatusCode::OK);
+    }
+    assert_eq!(e.json("POST", &format!("/api/batches/{batch}/start"), None).await.0, StatusCode::ACCEPTED);
+    let (_, _, events) =
+        e.call(Request::get(format!("/api/batches/{batch}/events")).body(Body::empty()).unwrap()).await;
+    let text = String::from_utf8(events).unwrap();
+    assert!(text.contains("event: done"), "{text}");
+    stop.cancel();
+    worker.await.unwrap();
+    let uri = format!("/api/batches/{batch}/files/0/output");
+    let get = || e.router.clone().oneshot(Request::get(uri.clone()).body(Body::empty()).unwrap());
+    let first = get().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let len: u64 = first.headers()[header::CONTENT_LENGTH].to_str().unwrap().parse().unwrap();
+    assert!(len > 3 << 20, "a 1400x1400 BMP: {len} bytes");
+    // Not taken yet, each holds 1 MiB: a second fits, a third does not.
+    let second = get().await.unwrap();
+    assert_eq!(second.status(), StatusCode::OK);
+    assert_eq!(get().await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    let a = first.into_body().collect().await.unwrap().to_bytes();
+    let b = second.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!((a.len() as u64, &a[..2]), (len, &b"BM"[..]));
+    assert_eq!(a, b);
+    // The ZIP: the large output from its file, the other as well, each with its CRC.
+    let (s, _, zip) = e.call(Request::get(format!("/api/batches/{batch}/zip")).body(Body::empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::OK);
+    let entries = zip_entries(&zip);
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0].1, a.to_vec());
+    let (_, _, other) =
+        e.call(Request::get(format!("/api/batches/{batch}/files/1/output")).body(Body::empty()).unwrap()).await;
+    assert_eq!(entries[1].1, other);
+}
+
+/// A stream held for zero (behind a function, or past the cap) answers its first status and
+/// starts no reader of it.
+#[tokio::test]
+async fn an_event_stream_held_for_zero_reads_the_status_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend =
+        pixq_jobs::backend::open(&Connect { home: dir.path().join("home"), ..Connect::default() }).await.unwrap();
+    let counting = Arc::new(CountingReads {
+        inner: backend.store.clone(),
+        key: "",
+        reads: Default::default(),
+        lists: Default::default(),
+    });
+    backend.store = counting.clone();
+    let mut cfg = WebConfig::new(Signer::new(KEY).unwrap());
+    cfg.events_hold = Some(Duration::ZERO);
+    let router = pixq_web::router(App::new(&backend, cfg).unwrap());
+    let body = json!({"pipeline": "grayscale", "files": files(&[("a.jpg", 10)])}).to_string();
+    let req = Request::post("/api/batches").header(header::CONTENT_TYPE, "application/json").body(Body::from(body));
+    let r = router.clone().oneshot(req.unwrap()).await.unwrap();
+    let v: Value = serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let events = format!("/api/batches/{}/events", v["batch"].as_str().unwrap());
+    let before = counting.lists.load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..5 {
+        let r = router.clone().oneshot(Request::get(&events).body(Body::empty()).unwrap()).await.unwrap();
+        let text = String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+        assert_eq!(text.matches("event: status").count(), 1, "{text}");
+    }
+    // One listing (of the upload marks) per status, and none after the streams ended.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(counting.lists.load(std::sync::atomic::Ordering::SeqCst) - before, 5);
+}

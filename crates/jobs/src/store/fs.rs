@@ -637,6 +637,29 @@ impl ObjectStore for FsStore {
         crate::buffers::give_back(bytes)
     }
 
+    async fn open_file(&self, bucket: &str, key: &str) -> Result<Option<std::fs::File>, StoreError> {
+        let path = self.path(bucket, key)?;
+        // What a read would get: the pack's copy first.
+        if self.pack.size(bucket, key)?.is_some() {
+            return Ok(None);
+        }
+        let (pack, bucket, key, root) = (self.pack.clone(), bucket.to_string(), key.to_string(), self.root.clone());
+        blocking(move || match open_unlinked(&root, &path) {
+            // A writer that moved the key into the pack meanwhile: the pack's, as for reads.
+            Ok(f) => Ok((pack.size(&bucket, &key)?.is_none()).then_some(f)),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory) => Ok(None),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+                unlinked(&root, &path, "read", &key, true)?;
+                Err(link_met("read", &key, "a component of its path"))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                Err(StoreError::Permanent(format!("read {key}: not a regular file")))
+            }
+            Err(e) => Err(io("read", &key, e)),
+        })
+        .await
+    }
+
     async fn read_ahead(&self, bucket: &str, key: &str, source: &Path) -> bool {
         if self.path(bucket, key).is_err() {
             return false;

@@ -122,6 +122,14 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// `buffers`) serves a later read with it. By default they are freed, as an S3 body on
     /// a Lambda must be: kept, it would hold memory the kernels are budgeted to use.
     fn recycle(&self, _bytes: Vec<u8>) {}
+
+    /// The object's file, opened for reading, where this store keeps the object as a file
+    /// of its own (the filesystem store, outside its pack), so a caller can send it in
+    /// pieces instead of holding it whole. `Ok(None)`: read it with `get`. A link on the
+    /// way is refused as `get` refuses it.
+    async fn open_file(&self, _bucket: &str, _key: &str) -> Result<Option<std::fs::File>, StoreError> {
+        Ok(None)
+    }
     /// Whether [`ObjectStore::put_file`] places a large file without reading it (a store on
     /// this machine's disk links it).
     fn links_files(&self) -> bool {
