@@ -317,13 +317,20 @@ async fn local_store_follows_no_link_planted_inside_it() {
         refused(s.get_at_most("b", "keys/secret.txt", 100).await.map(drop), "get_at_most");
         refused(s.head("b", "keys/secret.txt").await.map(drop), "head");
         refused(s.get_known("b", "keys/secret.txt", 100).await.map(drop), "get_known");
+        refused(s.open_file("b", "keys/secret.txt").await.map(drop), "open_file");
         // Overwriting the key replaces the link, never writes through it.
         s.put("b", "keys/secret.txt", vec![1u8; 300 * 1024], "text/plain").await.unwrap();
         assert_eq!(std::fs::read(outside.join("secret.txt")).unwrap(), b"not the store's");
         assert_eq!(s.get("b", "keys/secret.txt").await.unwrap().len(), 300 * 1024);
+        // Over the pack's limit: a file of its own; a small one in the pack is none.
+        let f = s.open_file("b", "keys/secret.txt").await.unwrap().expect("a file of its own");
+        assert_eq!(f.metadata().unwrap().len(), 300 * 1024);
+        assert!(s.open_file("b", "ok/first.txt").await.unwrap().is_none() || inline_max == 0);
+        assert!(s.open_file("b", "ok/none.txt").await.unwrap().is_none());
         // A folder on the way.
         symlink(&outside, root.join("b/linked")).unwrap();
         refused(s.get("b", "linked/secret.txt").await.map(drop), "get through a folder link");
+        refused(s.open_file("b", "linked/secret.txt").await.map(drop), "open_file through a folder link");
         refused(s.head("b", "linked/secret.txt").await.map(drop), "head through a folder link");
         refused(s.put("b", "linked/new.txt", big.clone(), "text/plain").await, "put into a folder link");
         refused(s.put("b", "linked/deeper/new.txt", big.clone(), "text/plain").await, "put under a folder link");
@@ -359,9 +366,14 @@ async fn local_store_follows_no_link_planted_inside_it() {
             Ok(Err(StoreError::Permanent(m))) => assert!(m.contains("not a regular file"), "{m}"),
             other => panic!("a FIFO as a key's file: {other:?}"),
         }
+        match tokio::time::timeout(Duration::from_secs(10), s.open_file("b", "keys/fifo")).await {
+            Ok(Err(StoreError::Permanent(m))) => assert!(m.contains("not a regular file"), "{m}"),
+            other => panic!("a FIFO as a key's file, opened: {other:?}"),
+        }
         // The bucket itself.
         symlink(&outside, root.join("c")).unwrap();
         refused(s.get("c", "secret.txt").await.map(drop), "get from a linked bucket");
+        refused(s.open_file("c", "secret.txt").await.map(drop), "open_file in a linked bucket");
         refused(s.put("c", "x.txt", big.clone(), "text/plain").await, "put into a linked bucket");
         refused(s.delete("c", "secret.txt").await, "delete from a linked bucket");
         assert_eq!(
