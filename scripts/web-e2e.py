@@ -16,6 +16,7 @@ import base64
 import io
 import json
 import os
+import resource
 import shutil
 import socket
 import struct
@@ -209,11 +210,20 @@ def browser_flow(base):
 
 def main():
     home = tempfile.mkdtemp(prefix="pixq-web-e2e-")
+    # Started with the soft limit on open files most systems give (1,024): serve raises it.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     server = subprocess.Popen([PIXQ, "--home", home, "serve", "--port", "0", "--workers", "2"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard)))
     try:
         line = server.stdout.readline()
         check(line.startswith("pixq serve: http://127.0.0.1:"), f"serve prints its URL: {line!r}")
+        # Room for its connections and the files it sends: the soft limit on open files raised.
+        if os.path.exists(f"/proc/{server.pid}/limits"):
+            with open(f"/proc/{server.pid}/limits") as f:
+                soft, hard = next(l for l in f if l.startswith("Max open files")).split()[3:5]
+            want = min(65536, int(hard)) if hard.isdigit() else 65536
+            check(soft.isdigit() and int(soft) == want, f"open files soft limit {soft} (hard {hard})")
         base = line.split()[2].rstrip("/")
         check(request("GET", base + "/healthz")[2] == b"ok", "healthz")
         api_flow(base, home)

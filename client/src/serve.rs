@@ -79,6 +79,7 @@ pub async fn serve(g: &Global, a: ServeArgs) -> anyhow::Result<i32> {
         );
     }
     let hosts = pixq_web::guard::HostPolicy::allowing(&a.allow_hosts).map_err(|e| anyhow!(e))?;
+    raise_open_files();
     let opened = pixq_jobs::backend::open(&g.connect.connect(Lane::Light, QueueConfig::default())?).await?;
     let mut config = WebConfig::new(signer(&g.connect, a.signing_key.as_deref())?);
     config.api_key = api_key;
@@ -134,6 +135,27 @@ pub async fn serve(g: &Global, a: ServeArgs) -> anyhow::Result<i32> {
         w.await.context("worker task")?;
     }
     Ok(0)
+}
+
+/// Most files open at once that `pixq serve` asks for: its 1,024 connections, a descriptor
+/// per download being sent from a file (up to 512 within the download budget) and the
+/// stores' own pass the soft limit most systems start a process with (1,024).
+const OPEN_FILES: u64 = 65_536;
+
+/// Raises the soft limit on open files towards [`OPEN_FILES`], within the hard limit; a
+/// refusal leaves it as it was.
+fn raise_open_files() {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let r = getrlimit(Resource::Nofile);
+        let want = r.maximum.map_or(OPEN_FILES, |m| m.min(OPEN_FILES));
+        if r.current.is_some_and(|c| c < want)
+            && let Err(e) = setrlimit(Resource::Nofile, Rlimit { current: Some(want), maximum: r.maximum })
+        {
+            tracing::warn!(error = %e, "could not raise the limit on open files");
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -4,8 +4,8 @@
 //!
 //! - An object the store keeps as a file of its own (the filesystem store, outside its
 //!   pack) is sent in 256 KiB pieces read as the connection takes them, holding
-//!   [`WINDOW`] (1 MiB, less for a smaller file) of the budget: a slow reader holds that,
-//!   never the object.
+//!   [`WINDOW`] (1 MiB) of the budget, waited for before the file is opened: a slow reader
+//!   holds that, never the object, and open files stay within the budget's count of windows.
 //! - Anything else (a small object in the pack, an S3 object without presigned URLs) is
 //!   read whole after waiting for room for its size, and sent in pieces copied out of it;
 //!   the object and its room go with the last piece (or when the client goes).
@@ -53,8 +53,9 @@ impl std::fmt::Debug for Held {
 }
 
 impl Held {
-    /// The body, as a response body.
-    pub fn into_body(self) -> Body {
+    /// The body, as a response body (its first bytes, kept to sniff, are let go).
+    pub fn into_body(mut self) -> Body {
+        self.head = Bytes::new();
         Body::new(self)
     }
 
@@ -154,8 +155,7 @@ fn store_error(e: StoreError) -> NotRead {
 /// `key` of the app's bucket, to send.
 pub(crate) async fn read(app: &App, key: &str) -> Result<Held, NotRead> {
     match source(app, key).await? {
-        Source::File(file, len) => {
-            let room = room(app, len.min(WINDOW)).await.map_err(NotRead::Failed)?;
+        Source::File(file, len, room) => {
             let mut pieces = file_pieces(file, len, room);
             let head = match len {
                 0 => Bytes::new(),
@@ -182,19 +182,23 @@ pub(crate) async fn read(app: &App, key: &str) -> Result<Held, NotRead> {
 
 /// Where a download's bytes come from.
 pub(crate) enum Source {
-    /// The object's own file and its length (read in pieces, within [`WINDOW`]).
-    File(Arc<File>, u64),
+    /// The object's own file, its length, and [`WINDOW`] of room (read in pieces).
+    File(Arc<File>, u64, OwnedSemaphorePermit),
     /// The object read whole, with its room.
     Whole(Vec<u8>, OwnedSemaphorePermit),
 }
 
 /// Opens `key` of the app's bucket to be sent: its file where the store has one, else its
-/// bytes read whole after waiting for room for them.
+/// bytes read whole after waiting for room for them. The room for a file's window is
+/// waited for before the file is opened: a download waiting for room holds no descriptor,
+/// so open files stay within the budget's count of windows.
 pub(crate) async fn source(app: &App, key: &str) -> Result<Source, NotRead> {
+    let window = room(app, WINDOW).await.map_err(NotRead::Failed)?;
     if let Some(f) = app.store.open_file(&app.bucket, key).await.map_err(store_error)? {
         let len = f.metadata().map_err(|e| store_error(StoreError::Transient(format!("read {key}: {e}"))))?.len();
-        return Ok(Source::File(Arc::new(f), len));
+        return Ok(Source::File(Arc::new(f), len, window));
     }
+    drop(window);
     let meta = match app.store.head(&app.bucket, key).await {
         Ok(Some(m)) => m,
         Ok(None) => return Err(NotRead::Missing),

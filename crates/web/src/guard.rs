@@ -51,6 +51,9 @@ impl HostPolicy {
             if h == "*" {
                 return Ok(HostPolicy { allowed: None });
             }
+            if h.contains('*') {
+                return Err(format!("--allow-host {h:?}: patterns are not taken; give each name, or * alone for any"));
+            }
             let (name, _) = split_host(h).ok_or_else(|| format!("--allow-host {h:?} is not a host name"))?;
             allowed.push(name);
         }
@@ -70,9 +73,13 @@ impl HostPolicy {
         this_machine(&name) || name.parse::<IpAddr>().is_ok() || allowed.contains(&name)
     }
 
-    /// Whether `name` is one the server was told it is (`--allow-host`, not `*`).
+    /// Whether `name` is a public name the server was told it has (`--allow-host`, not `*`,
+    /// nor a name of this machine or an address: other servers on this machine have those
+    /// too, on other ports).
     fn named(&self, name: &str) -> bool {
-        self.allowed.as_ref().is_some_and(|a| a.iter().any(|n| n == name))
+        !this_machine(name)
+            && name.parse::<IpAddr>().is_err()
+            && self.allowed.as_ref().is_some_and(|a| a.iter().any(|n| n == name))
     }
 }
 
@@ -224,7 +231,7 @@ mod tests {
         assert!(any.answers(Some("anything")) && any.answers(None));
         // Empty entries (an empty PIXQ_ALLOW_HOSTS) change nothing; a bad one is an error.
         assert_eq!(HostPolicy::allowing(&[String::new()]).unwrap(), HostPolicy::allowing(&[]).unwrap());
-        for bad in ["a/b", "host:port", "[nope]"] {
+        for bad in ["a/b", "host:port", "[nope]", "*.example.com"] {
             let e = HostPolicy::allowing(&[bad.into()]).unwrap_err();
             assert!(e.contains("--allow-host"), "{e}");
         }
@@ -250,6 +257,9 @@ mod tests {
         // Behind a proxy that sends its own Host: the browser's word, or a name given.
         assert_eq!(cross(&h(&[("origin", "https://pixq.example.com"), ("sec-fetch-site", "same-origin")]), host), None);
         assert_eq!(cross(&h(&[("origin", "https://pixq.example.com")]), host), None);
+        // A name of this machine given with --allow-host is no licence for its other ports.
+        let local = HostPolicy::allowing(&["localhost".into()]).unwrap();
+        assert!(cross_site(&h(&[("origin", "http://localhost:3000")]), host, &local).is_some());
         for bad in [
             h(&[("origin", "http://evil.example")]),
             h(&[("origin", "http://evil.example"), ("sec-fetch-site", "cross-site")]),

@@ -246,6 +246,9 @@ fn watch_status(app: &Arc<App>, batch: &str) -> StatusWatch {
     let (tx, rx) = tokio::sync::watch::channel(None);
     let id = WATCH_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     map.insert(batch.to_string(), (id, rx.clone()));
+    // Unlocked before the spawn: a runtime shutting down drops the task at once, and its
+    // guard takes the lock.
+    drop(map);
     // Its map entry goes with the task, however the task ends (a panic included), unless a
     // newer reader's has taken its place.
     let leave = Leave { app: app.clone(), batch: batch.to_string(), id };

@@ -29,6 +29,16 @@ pub struct ZipWriter {
     offset: u64,
     central: Vec<u8>,
     entries: u32,
+    /// An entry started with [`ZipWriter::entry_start`]: name, offset and size.
+    open: Option<(String, u32, u32)>,
+}
+
+/// General-purpose flag bit 3: the checksum follows the data, in a data descriptor.
+const DESCRIPTOR: u16 = 0x0008;
+const DESCRIPTOR_SIG: u32 = 0x0807_4b50;
+
+fn too_big() -> std::io::Error {
+    std::io::Error::other("the ZIP would pass 4 GiB or 65,535 entries (no ZIP64)")
 }
 
 impl ZipWriter {
@@ -42,27 +52,53 @@ impl ZipWriter {
     /// The local header of an entry of `size` bytes with checksum `crc`, whose data the
     /// caller sends right after it.
     pub fn entry_header(&mut self, name: &str, crc: u32, size: u64) -> std::io::Result<Vec<u8>> {
-        let too_big = || std::io::Error::other("the ZIP would pass 4 GiB or 65,535 entries (no ZIP64)");
+        let (offset, size) = self.check(name, size)?;
+        let h = local_header(name, UTF8, crc, size);
+        self.record(name, UTF8, crc, size, offset);
+        self.offset += h.len() as u64 + u64::from(size);
+        Ok(h)
+    }
+
+    /// The local header of an entry of `size` bytes whose checksum is not known yet: the
+    /// caller sends the data, then [`ZipWriter::entry_end`] with the checksum of what it sent.
+    pub fn entry_start(&mut self, name: &str, size: u64) -> std::io::Result<Vec<u8>> {
+        if self.open.is_some() {
+            return Err(std::io::Error::other("an entry is still open"));
+        }
+        let (offset, size) = self.check(name, size)?;
+        let h = local_header(name, UTF8 | DESCRIPTOR, 0, 0);
+        self.offset += h.len() as u64 + u64::from(size);
+        self.open = Some((name.to_string(), offset, size));
+        Ok(h)
+    }
+
+    /// The data descriptor closing the entry [`ZipWriter::entry_start`] opened.
+    pub fn entry_end(&mut self, crc: u32) -> std::io::Result<Vec<u8>> {
+        let (name, offset, size) = self.open.take().ok_or_else(|| std::io::Error::other("no entry is open"))?;
+        let mut d = Vec::with_capacity(16);
+        for x in [DESCRIPTOR_SIG, crc, size, size] {
+            le32(&mut d, x);
+        }
+        self.record(&name, UTF8 | DESCRIPTOR, crc, size, offset);
+        self.offset += d.len() as u64;
+        Ok(d)
+    }
+
+    /// The offset of a next entry of `size` bytes and its size, both within the format.
+    fn check(&self, name: &str, size: u64) -> std::io::Result<(u32, u32)> {
         let size = u32::try_from(size).map_err(|_| too_big())?;
         let offset = u32::try_from(self.offset).map_err(|_| too_big())?;
         if self.entries >= u32::from(u16::MAX) || name.len() > usize::from(u16::MAX) {
             return Err(too_big());
         }
-        let mut h = Vec::with_capacity(30 + name.len());
-        le32(&mut h, LOCAL);
-        for x in [20, UTF8, 0, 0, DOS_DATE] {
-            le16(&mut h, x);
-        }
-        for x in [crc, size, size] {
-            le32(&mut h, x);
-        }
-        le16(&mut h, name.len() as u16);
-        le16(&mut h, 0);
-        h.extend_from_slice(name.as_bytes());
+        Ok((offset, size))
+    }
 
+    /// An entry's record in the central directory.
+    fn record(&mut self, name: &str, flags: u16, crc: u32, size: u32, offset: u32) {
         let c = &mut self.central;
         le32(c, CENTRAL);
-        for x in [20, 20, UTF8, 0, 0, DOS_DATE] {
+        for x in [20, 20, flags, 0, 0, DOS_DATE] {
             le16(c, x);
         }
         for x in [crc, size, size] {
@@ -74,14 +110,14 @@ impl ZipWriter {
         le32(c, 0);
         le32(c, offset);
         c.extend_from_slice(name.as_bytes());
-
-        self.offset += h.len() as u64 + u64::from(size);
         self.entries += 1;
-        Ok(h)
     }
 
     /// The central directory and the end record.
     pub fn finish(self) -> std::io::Result<Vec<u8>> {
+        if self.open.is_some() {
+            return Err(std::io::Error::other("an entry is still open"));
+        }
         let too_big = || std::io::Error::other("the ZIP would pass 4 GiB (no ZIP64)");
         let offset = u32::try_from(self.offset).map_err(|_| too_big())?;
         let size = u32::try_from(self.central.len()).map_err(|_| too_big())?;
@@ -95,6 +131,22 @@ impl ZipWriter {
         le16(&mut out, 0);
         Ok(out)
     }
+}
+
+/// A local header (no extra field).
+fn local_header(name: &str, flags: u16, crc: u32, size: u32) -> Vec<u8> {
+    let mut h = Vec::with_capacity(30 + name.len());
+    le32(&mut h, LOCAL);
+    for x in [20, flags, 0, 0, DOS_DATE] {
+        le16(&mut h, x);
+    }
+    for x in [crc, size, size] {
+        le32(&mut h, x);
+    }
+    le16(&mut h, name.len() as u16);
+    le16(&mut h, 0);
+    h.extend_from_slice(name.as_bytes());
+    h
 }
 
 /// The archive of `files` (name in the archive, key in `bucket`), chunk by chunk: one
@@ -124,23 +176,33 @@ pub fn chunks(store: Arc<dyn ObjectStore>, bucket: String, files: Vec<(String, S
 }
 
 /// A response body that streams the archive of `files` (name in the archive, key in the
-/// app's bucket), one object at a time, each sent as [`crate::download`] sends a download
-/// (a file in pieces within a window of the budget after a first pass for its checksum;
-/// anything else read whole within room for its size, its room held until its last piece
-/// is out). An object that cannot be read, or finds no room in time, ends the stream with
-/// an error: the client's archive is cut short, never wrong.
+/// app's bucket), one object at a time, each sent as [`crate::download`] sends a download:
+/// a file in pieces within a window of the budget, its checksum taken from the pieces sent
+/// and written after them (a data descriptor); anything else read whole within room for
+/// its size, its room held until its last piece is out. An object that cannot be read, or
+/// finds no room in time, ends the stream with an error: the archive is cut short.
 pub(crate) fn stream(app: Arc<crate::App>, files: Vec<(String, String)>) -> Body {
-    type Pieces = std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<Bytes>> + Send>>;
-    let state: (Arc<crate::App>, _, Option<ZipWriter>, Option<Pieces>) =
+    let state: (Arc<crate::App>, _, Option<ZipWriter>, Option<Current>) =
         (app, files.into_iter(), Some(ZipWriter::default()), None);
     let s = futures::stream::unfold(state, |(app, mut files, writer, mut current)| async move {
         use futures::StreamExt;
         let mut w = writer?;
-        if let Some(pieces) = current.as_mut() {
-            match pieces.next().await {
-                Some(Ok(piece)) => return Some((Ok(piece), (app, files, Some(w), current))),
+        if let Some(c) = current.as_mut() {
+            match c.pieces.next().await {
+                Some(Ok(piece)) => {
+                    if let Some(h) = c.crc.as_mut() {
+                        h.update(&piece);
+                    }
+                    return Some((Ok(piece), (app, files, Some(w), current)));
+                }
                 Some(Err(e)) => return Some((Err(e), (app, files, None, None))),
-                None => {}
+                None => {
+                    if let Some(h) = current.take().and_then(|c| c.crc) {
+                        let end = w.entry_end(h.finalize()).map(Bytes::from);
+                        let w = end.is_ok().then_some(w);
+                        return Some((end, (app, files, w, None)));
+                    }
+                }
             }
         }
         let Some((name, key)) = files.next() else {
@@ -148,7 +210,7 @@ pub(crate) fn stream(app: Arc<crate::App>, files: Vec<(String, String)>) -> Body
             return Some((end, (app, files, None, None)));
         };
         match entry(&app, &mut w, &name, &key).await {
-            Ok((header, pieces)) => Some((Ok(header), (app, files, Some(w), Some(pieces)))),
+            Ok((header, c)) => Some((Ok(header), (app, files, Some(w), Some(c)))),
             Err(e) => {
                 tracing::warn!(entry = %name, error = %e, "ZIP cut short");
                 Some((Err(std::io::Error::other(e)), (app, files, None, None)))
@@ -158,54 +220,28 @@ pub(crate) fn stream(app: Arc<crate::App>, files: Vec<(String, String)>) -> Body
     Body::from_stream(s)
 }
 
+/// The entry being sent: its data, and for a file the checksum of what was sent so far.
+struct Current {
+    pieces: std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<Bytes>> + Send>>,
+    crc: Option<crc32fast::Hasher>,
+}
+
 /// The local header of one entry of [`stream`], and its data to send after it.
-async fn entry(
-    app: &crate::App,
-    w: &mut ZipWriter,
-    name: &str,
-    key: &str,
-) -> Result<(Bytes, std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<Bytes>> + Send>>), String> {
+async fn entry(app: &crate::App, w: &mut ZipWriter, name: &str, key: &str) -> Result<(Bytes, Current), String> {
     use crate::download::{self, Source};
     let source = download::source(app, key).await.map_err(|e| format!("{name}: {:?}", e.answer("gone")))?;
     match source {
-        Source::File(file, len) => {
-            let room = download::room(app, len.min(download::WINDOW))
-                .await
-                .map_err(|_| format!("{name}: no room in the download budget"))?;
-            let f = file.clone();
-            let crc = tokio::task::spawn_blocking(move || checksum(&f, len))
-                .await
-                .map_err(|e| format!("{name}: {e}"))?
-                .map_err(|e| format!("{name}: {e}"))?;
-            let header = w.entry_header(name, crc, len).map_err(|e| format!("{name}: {e}"))?;
-            Ok((Bytes::from(header), download::file_pieces(file, len, room)))
+        Source::File(file, len, room) => {
+            let header = w.entry_start(name, len).map_err(|e| format!("{name}: {e}"))?;
+            let pieces = download::file_pieces(file, len, room);
+            Ok((Bytes::from(header), Current { pieces, crc: Some(crc32fast::Hasher::new()) }))
         }
         Source::Whole(data, room) => {
             let header =
                 w.entry_header(name, crc32fast::hash(&data), data.len() as u64).map_err(|e| format!("{name}: {e}"))?;
-            Ok((Bytes::from(header), download::whole_pieces(data, room)))
+            Ok((Bytes::from(header), Current { pieces: download::whole_pieces(data, room), crc: None }))
         }
     }
-}
-
-/// CRC-32 of the first `len` bytes of `file`, read a piece at a time.
-fn checksum(file: &std::fs::File, len: u64) -> std::io::Result<u32> {
-    let mut h = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; crate::download::PIECE];
-    let mut at = 0u64;
-    while at < len {
-        let n = (len - at).min(buf.len() as u64) as usize;
-        #[cfg(unix)]
-        let got = std::os::unix::fs::FileExt::read_at(file, &mut buf[..n], at)?;
-        #[cfg(windows)]
-        let got = std::os::windows::fs::FileExt::seek_read(file, &mut buf[..n], at)?;
-        if got == 0 {
-            return Err(std::io::Error::other("the file ended early"));
-        }
-        h.update(&buf[..got]);
-        at += got as u64;
-    }
-    Ok(h.finalize())
 }
 
 #[cfg(test)]
