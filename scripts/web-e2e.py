@@ -214,7 +214,9 @@ def main():
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     server = subprocess.Popen([PIXQ, "--home", home, "serve", "--port", "0", "--workers", "2"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard)))
+                              preexec_fn=lambda: resource.setrlimit(
+                                  resource.RLIMIT_NOFILE,
+                                  (1024 if hard == resource.RLIM_INFINITY else min(1024, hard), hard)))
     try:
         line = server.stdout.readline()
         check(line.startswith("pixq serve: http://127.0.0.1:"), f"serve prints its URL: {line!r}")

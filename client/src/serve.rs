@@ -140,12 +140,13 @@ pub async fn serve(g: &Global, a: ServeArgs) -> anyhow::Result<i32> {
 /// Most files open at once that `pixq serve` asks for: its 1,024 connections, a descriptor
 /// per download being sent from a file (up to 512 within the download budget) and the
 /// stores' own pass the soft limit most systems start a process with (1,024).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 const OPEN_FILES: u64 = 65_536;
 
 /// Raises the soft limit on open files towards [`OPEN_FILES`], within the hard limit; a
 /// refusal leaves it as it was.
 fn raise_open_files() {
-    #[cfg(unix)]
+    #[cfg(target_os = "linux")]
     {
         use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
         let r = getrlimit(Resource::Nofile);

@@ -2,13 +2,15 @@
 //! entries), within a memory budget shared by all responses
 //! ([`crate::WebConfig::download_memory_mb`]):
 //!
-//! - An object the store keeps as a file of its own (the filesystem store, outside its
-//!   pack) is sent in 256 KiB pieces read as the connection takes them, holding
-//!   [`WINDOW`] (1 MiB) of the budget, waited for before the file is opened: a slow reader
-//!   holds that, never the object, and open files stay within the budget's count of windows.
-//! - Anything else (a small object in the pack, an S3 object without presigned URLs) is
-//!   read whole after waiting for room for its size, and sent in pieces copied out of it;
-//!   the object and its room go with the last piece (or when the client goes).
+//! - An object over [`WINDOW`] (1 MiB) that the store keeps as a file of its own (the
+//!   filesystem store, outside its pack) is sent in 256 KiB pieces read as the connection
+//!   takes them, holding a window of the budget, waited for before the file is opened: a
+//!   slow reader holds that, never the object, and open files stay within the budget's
+//!   count of windows.
+//! - Anything else (up to a window, a small object in the pack, an S3 object without
+//!   presigned URLs) is read whole after waiting for room for its size, and sent in pieces
+//!   copied out of it; the object and its room go with the last piece (or when the client
+//!   goes).
 //!
 //! A download waits at most `download_wait` for room, then gets 503 with `Retry-After`.
 //! Pieces handed to hyper are independent copies: what its write queue holds (about
@@ -188,25 +190,27 @@ pub(crate) enum Source {
     Whole(Vec<u8>, OwnedSemaphorePermit),
 }
 
-/// Opens `key` of the app's bucket to be sent: its file where the store has one, else its
-/// bytes read whole after waiting for room for them. The room for a file's window is
-/// waited for before the file is opened: a download waiting for room holds no descriptor,
-/// so open files stay within the budget's count of windows.
+/// Opens `key` of the app's bucket to be sent. An object over [`WINDOW`] that the store
+/// keeps as its own file is sent from it, within a window of room waited for before the file
+/// is opened (a download waiting for room holds no descriptor, so open files stay within
+/// the budget's count of windows). Anything else is read whole after waiting for room for
+/// its size (at most a window's, for the files of the local store).
 pub(crate) async fn source(app: &App, key: &str) -> Result<Source, NotRead> {
-    let window = room(app, WINDOW).await.map_err(NotRead::Failed)?;
-    if let Some(f) = app.store.open_file(&app.bucket, key).await.map_err(store_error)? {
-        let len = f.metadata().map_err(|e| store_error(StoreError::Transient(format!("read {key}: {e}"))))?.len();
-        return Ok(Source::File(Arc::new(f), len, window));
-    }
-    drop(window);
-    let meta = match app.store.head(&app.bucket, key).await {
-        Ok(Some(m)) => m,
+    let size = match app.store.head(&app.bucket, key).await {
+        Ok(Some(m)) => m.size,
         Ok(None) => return Err(NotRead::Missing),
         Err(e) => return Err(store_error(e)),
     };
-    let room = room(app, meta.size).await.map_err(NotRead::Failed)?;
+    if size > WINDOW {
+        let window = room(app, WINDOW).await.map_err(NotRead::Failed)?;
+        if let Some(f) = app.store.open_file(&app.bucket, key).await.map_err(store_error)? {
+            let len = f.metadata().map_err(|e| store_error(StoreError::Transient(format!("read {key}: {e}"))))?.len();
+            return Ok(Source::File(Arc::new(f), len, window));
+        }
+    }
+    let room = room(app, size).await.map_err(NotRead::Failed)?;
     // Never more than the room held: an object that grew since its size was read is refused.
-    let data = app.store.get_at_most(&app.bucket, key, meta.size).await.map_err(store_error)?;
+    let data = app.store.get_at_most(&app.bucket, key, size).await.map_err(store_error)?;
     Ok(Source::Whole(data, room))
 }
 

@@ -62,9 +62,6 @@ impl ZipWriter {
     /// The local header of an entry of `size` bytes whose checksum is not known yet: the
     /// caller sends the data, then [`ZipWriter::entry_end`] with the checksum of what it sent.
     pub fn entry_start(&mut self, name: &str, size: u64) -> std::io::Result<Vec<u8>> {
-        if self.open.is_some() {
-            return Err(std::io::Error::other("an entry is still open"));
-        }
         let (offset, size) = self.check(name, size)?;
         let h = local_header(name, UTF8 | DESCRIPTOR, 0, 0);
         self.offset += h.len() as u64 + u64::from(size);
@@ -86,6 +83,9 @@ impl ZipWriter {
 
     /// The offset of a next entry of `size` bytes and its size, both within the format.
     fn check(&self, name: &str, size: u64) -> std::io::Result<(u32, u32)> {
+        if self.open.is_some() {
+            return Err(std::io::Error::other("an entry is still open"));
+        }
         let size = u32::try_from(size).map_err(|_| too_big())?;
         let offset = u32::try_from(self.offset).map_err(|_| too_big())?;
         if self.entries >= u32::from(u16::MAX) || name.len() > usize::from(u16::MAX) {
@@ -195,7 +195,10 @@ pub(crate) fn stream(app: Arc<crate::App>, files: Vec<(String, String)>) -> Body
                     }
                     return Some((Ok(piece), (app, files, Some(w), current)));
                 }
-                Some(Err(e)) => return Some((Err(e), (app, files, None, None))),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "ZIP cut short");
+                    return Some((Err(e), (app, files, None, None)));
+                }
                 None => {
                     if let Some(h) = current.take().and_then(|c| c.crc) {
                         let end = w.entry_end(h.finalize()).map(Bytes::from);
@@ -285,5 +288,34 @@ mod tests {
         assert_eq!(got[1].0, "ü/b.png");
         assert_eq!(got[1].1.len(), 1000);
         assert_eq!(got[2].1.len(), 0);
+    }
+
+    #[test]
+    fn an_entry_with_a_descriptor_is_placed_and_listed_right() {
+        let mut w = ZipWriter::default();
+        let mut zip = w.entry("first", b"one").unwrap();
+        let start = zip.len() as u32;
+        zip.extend(w.entry_start("later", 5).unwrap());
+        // While it is open, no other entry and no second start.
+        assert!(w.entry("other", b"x").is_err() && w.entry_start("other", 1).is_err());
+        zip.extend(b"hello");
+        zip.extend(w.entry_end(crc32fast::hash(b"hello")).unwrap());
+        assert!(w.entry_end(0).is_err(), "nothing is open");
+        zip.extend(w.entry("last", b"z").unwrap());
+        let dir_at = zip.len() as u32;
+        zip.extend(w.finish().unwrap());
+        let le32 = |i: usize| u32::from_le_bytes(zip[i..i + 4].try_into().unwrap());
+        // The end record points at the directory; the directory's second record at the entry.
+        let end = zip.len() - 22;
+        assert_eq!((le32(end + 16), u16::from_le_bytes([zip[end + 10], zip[end + 11]])), (dir_at, 3));
+        let second = dir_at as usize + 46 + "first".len();
+        assert_eq!(le32(second + 42), start);
+        assert_eq!((le32(second + 16), le32(second + 20)), (crc32fast::hash(b"hello"), 5));
+        // Its descriptor follows its data.
+        let data = start as usize + 30 + "later".len();
+        assert_eq!(&zip[data..data + 5], b"hello");
+        assert_eq!(le32(data + 5), 0x0807_4b50);
+        // The entry after it starts after the descriptor.
+        assert_eq!(le32(data + 5 + 16), LOCAL);
     }
 }
