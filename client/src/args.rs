@@ -378,6 +378,10 @@ pub struct ServeArgs {
     /// rebinding).
     #[arg(long = "allow-host", env = "PIXQ_ALLOW_HOSTS", value_delimiter = ',')]
     pub allow_hosts: Vec<String>,
+    /// Open connections from one address (an IPv6 /64) at most, loopback not counted; 0:
+    /// none. Behind a proxy on another address (a container's gateway), raise it or give 0.
+    #[arg(long, env = "PIXQ_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 64)]
+    pub max_connections_per_address: usize,
     /// Signing key of upload and image URLs (default: the home's signing.key, made on
     /// first use; required with --target aws).
     #[arg(long, env = "PIXQ_SIGNING_KEY", hide_env_values = true)]

@@ -122,7 +122,7 @@ pub async fn serve(g: &Global, a: ServeArgs) -> anyhow::Result<i32> {
     );
     std::io::stdout().flush().ok();
     let stop = shutdown.clone();
-    let limits = pixq_web::server::ServeLimits::default();
+    let limits = pixq_web::server::ServeLimits { max_per_peer: a.max_connections_per_address, ..Default::default() };
     let router = pixq_web::guard::layer(pixq_web::router(app), hosts);
     pixq_web::server::serve(listener, router, limits, async move {
         wait_for_signal().await;

@@ -3,12 +3,15 @@
 //! request's headers (which also closes a kept-alive connection idle that long), on each
 //! request's body (whole, or for an upload between two pieces of it), on a response the
 //! client stops reading, and a cap on open connections (past it, no more are accepted until
-//! one closes; the kernel's backlog holds the rest). A client holding connections open by
+//! one closes; the kernel's backlog holds the rest) and on those from one address (past
+//! it, its next is closed at once). A client holding connections open by
 //! sending slowly, or by reading too slowly (under 16 KiB a minute while a response waits)
 //! or not at all, gets them closed. Behind API Gateway the gateway does this;
 //! there the router runs in the function instead.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -42,12 +45,19 @@ pub struct ServeLimits {
     pub upload_idle: Duration,
     /// Longest a response may wait for the client to take more of it.
     pub write_stall: Duration,
+    /// Open connections from one address (an IPv6 /64 counting as one) at most; past it a
+    /// further one from there is closed at once. 0: no such limit.
+    pub max_per_peer: usize,
+    /// Whether loopback peers count against `max_per_peer` (by default they do not: a
+    /// reverse proxy on this machine brings every client's connections).
+    pub limit_loopback: bool,
 }
 
 impl Default for ServeLimits {
-    /// 1,024 connections, 30 s for headers (hyper's own default, which `axum::serve` leaves
-    /// off), 30 s for a body (2 MB of JSON at most), 30 s for each 16 KiB of an upload, 60 s
-    /// for a client to take more of a response, 10 s to finish on shutdown.
+    /// 1,024 connections (64 from one address other than loopback), 30 s for headers
+    /// (hyper's own default, which `axum::serve` leaves off), 30 s for a body (2 MB of JSON
+    /// at most), 30 s for each 16 KiB of an upload, 60 s for a client to take 16 KiB more of
+    /// a response, 10 s to finish on shutdown.
     fn default() -> ServeLimits {
         ServeLimits {
             max_connections: 1024,
@@ -56,6 +66,8 @@ impl Default for ServeLimits {
             body_timeout: Duration::from_secs(30),
             upload_idle: Duration::from_secs(30),
             write_stall: Duration::from_secs(60),
+            max_per_peer: 64,
+            limit_loopback: false,
         }
     }
 }
@@ -78,6 +90,7 @@ pub async fn serve(
         Request::from_parts(parts, Body::new(Timed::new(body, whole, idle)))
     }));
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let peers: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -86,7 +99,7 @@ pub async fn serve(
             s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
             () = &mut shutdown => break,
         };
-        let (stream, _) = tokio::select! {
+        let (stream, addr) = tokio::select! {
             a = listener.accept() => match a {
                 Ok(a) => a,
                 Err(e) => {
@@ -97,6 +110,14 @@ pub async fn serve(
                 }
             },
             () = &mut shutdown => break,
+        };
+        // One address (or /64) holding more than its share: its next connection is closed.
+        let peer = match Peer::enter(&peers, addr.ip(), &limits) {
+            Ok(p) => p,
+            Err(()) => {
+                tracing::debug!(peer = %addr.ip(), "closed a connection past the limit for one address");
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let conn = hyper::server::conn::http1::Builder::new()
@@ -111,7 +132,7 @@ pub async fn serve(
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection");
             }
-            drop(slot);
+            drop((slot, peer));
         });
     }
     drop(listener);
@@ -119,6 +140,62 @@ pub async fn serve(
         tracing::warn!("connections still open after the shutdown grace; closing them");
     }
     Ok(())
+}
+
+/// A connection counted against its peer's share (`ServeLimits::max_per_peer`); uncounted
+/// when dropped.
+struct Peer {
+    peers: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    key: Option<IpAddr>,
+}
+
+impl Peer {
+    /// Counts a connection from `ip`; `Err` when its peer has its share already.
+    fn enter(
+        peers: &Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+        ip: IpAddr,
+        limits: &ServeLimits,
+    ) -> Result<Peer, ()> {
+        let key = peer_key(ip);
+        if limits.max_per_peer == 0 || (key.is_loopback() && !limits.limit_loopback) {
+            return Ok(Peer { peers: peers.clone(), key: None });
+        }
+        let mut map = peers.lock().expect("peer counts");
+        let n = map.entry(key).or_insert(0);
+        if *n >= limits.max_per_peer {
+            return Err(());
+        }
+        *n += 1;
+        Ok(Peer { peers: peers.clone(), key: Some(key) })
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let (Some(key), Ok(mut map)) = (self.key, self.peers.lock())
+            && let Some(n) = map.get_mut(&key)
+        {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&key);
+            }
+        }
+    }
+}
+
+/// The address a peer is counted under: an IPv4 address (mapped ones too) itself, an IPv6
+/// address by its /64 (one subscriber's usual share).
+fn peer_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
 }
 
 /// A deadline of [`Timed`], where one is set.
@@ -300,5 +377,33 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for StallLimit<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_are_counted_by_address_and_ipv6_by_its_64() {
+        let k = |s: &str| peer_key(s.parse().unwrap()).to_string();
+        assert_eq!(k("192.0.2.7"), "192.0.2.7");
+        assert_eq!(k("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(k("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(k("2001:db8:1:2::1"), k("2001:db8:1:2:ffff::9"));
+        let limits = ServeLimits { max_per_peer: 2, ..ServeLimits::default() };
+        let peers = Arc::default();
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let (a, b) = (Peer::enter(&peers, ip, &limits).unwrap(), Peer::enter(&peers, ip, &limits).unwrap());
+        assert!(Peer::enter(&peers, ip, &limits).is_err(), "a third from one address");
+        assert!(Peer::enter(&peers, "192.0.2.8".parse().unwrap(), &limits).is_ok(), "another address");
+        // Loopback is not counted unless asked.
+        for _ in 0..5 {
+            std::mem::forget(Peer::enter(&peers, "127.0.0.1".parse().unwrap(), &limits).unwrap());
+        }
+        drop(a);
+        let c = Peer::enter(&peers, ip, &limits).unwrap();
+        drop((b, c));
+        assert!(peers.lock().unwrap().is_empty(), "counts go with their connections");
     }
 }

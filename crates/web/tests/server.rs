@@ -434,3 +434,39 @@ async fn a_loopback_server_answers_only_its_own_names_and_no_cross_site_write() 
     }
     s.stop.cancel();
 }
+
+/// One address cannot hold all the connections: past its share its next one is closed at
+/// once, and served again once one of its own closes. (Loopback is counted here; by
+/// default it is not, for a reverse proxy on the same machine.)
+#[tokio::test]
+async fn one_address_gets_its_share_of_connections_and_no_more() {
+    let limits = ServeLimits { max_per_peer: 2, limit_loopback: true, ..limits(60_000, 64) };
+    let s = server(limits, |_| {}).await;
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect(s.addr).await.unwrap();
+        c.write_all(b"GET /heal").await.unwrap();
+        holders.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = TcpStream::connect(s.addr).await.unwrap();
+    let _ = third.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let got = read_to_close(&mut third).await;
+    assert!(got.is_empty(), "a third connection from one address was served: {got}");
+    drop(holders.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (code, got) = exchange(s.addr, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(code, 200, "{got}");
+    s.stop.cancel();
+    // Not counting loopback (the default), a third is served.
+    let s = server(ServeLimits { max_per_peer: 2, ..ServeLimits::default() }, |_| {}).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect(s.addr).await.unwrap();
+        c.write_all(b"GET /heal").await.unwrap();
+        held.push(c);
+    }
+    let (code, got) = exchange(s.addr, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(code, 200, "{got}");
+    s.stop.cancel();
+}
