@@ -83,9 +83,10 @@ pub struct WebConfig {
     /// keeps a stream open until the batch is done. A function behind API Gateway returns
     /// its response whole, so there it is zero: every connection is one current status.
     pub events_hold: Option<Duration>,
-    /// Bytes of downloads read into memory at once, MB (outputs, inputs, on-the-fly images
-    /// and ZIP entries are read whole before they are sent): a download waits for room for
-    /// its size, up to `download_wait` (then 503 with `Retry-After`).
+    /// Memory for downloads at once, MB (outputs, inputs, on-the-fly images, ZIP entries):
+    /// a download waits for room, up to `download_wait` (then 503 with `Retry-After`), for
+    /// its size, or for a 1 MiB window when it is sent in pieces from a file of the store
+    /// ([`download`]).
     pub download_memory_mb: u64,
     /// Longest a download waits for room (30 s).
     pub download_wait: Duration,
