@@ -65,16 +65,6 @@ impl Held {
     pub fn head(&self) -> &[u8] {
         &self.head
     }
-
-    /// Its length.
-    pub fn len(&self) -> u64 {
-        self.left
-    }
-
-    /// Whether it is empty.
-    pub fn is_empty(&self) -> bool {
-        self.left == 0
-    }
 }
 
 impl HttpBody for Held {

@@ -60,11 +60,6 @@ impl HostPolicy {
         Ok(HostPolicy { allowed: Some(allowed) })
     }
 
-    /// Any host.
-    pub fn any() -> HostPolicy {
-        HostPolicy { allowed: None }
-    }
-
     /// Whether a request naming `host` (a Host header's value: name or address, maybe a
     /// port; `None` when the request names none) is answered.
     pub fn answers(&self, host: Option<&str>) -> bool {

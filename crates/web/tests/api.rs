@@ -742,10 +742,9 @@ async fn downloads_wait_for_room_in_their_memory_budget() {
     assert_eq!(e.call(Request::get(uri).body(Body::empty()).unwrap()).await.0, StatusCode::OK);
 }
 
-/// However many event streams follow a batch, its status is read by one task, four times a
-/// second: not by each stream.
-#[tokio::test]
-async fn event_streams_of_a_batch_share_one_reader_of_its_status() {
+/// A router over a store that counts its listings, configured by `tune`, with one batch of
+/// one announced file created; the batch's events path.
+async fn counted_batch(tune: impl FnOnce(&mut WebConfig)) -> (tempfile::TempDir, Router, Arc<CountingReads>, String) {
     let dir = tempfile::tempdir().unwrap();
     let mut backend =
         pixq_jobs::backend::open(&Connect { home: dir.path().join("home"), ..Connect::default() }).await.unwrap();
@@ -756,13 +755,23 @@ async fn event_streams_of_a_batch_share_one_reader_of_its_status() {
         lists: Default::default(),
     });
     backend.store = counting.clone();
-    let router = pixq_web::router(App::new(&backend, WebConfig::new(Signer::new(KEY).unwrap())).unwrap());
+    let mut cfg = WebConfig::new(Signer::new(KEY).unwrap());
+    tune(&mut cfg);
+    let router = pixq_web::router(App::new(&backend, cfg).unwrap());
     let body = json!({"pipeline": "grayscale", "files": files(&[("a.jpg", 10)])}).to_string();
     let req = Request::post("/api/batches").header(header::CONTENT_TYPE, "application/json").body(Body::from(body));
     let r = router.clone().oneshot(req.unwrap()).await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     let v: Value = serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
     let events = format!("/api/batches/{}/events", v["batch"].as_str().unwrap());
+    (dir, router, counting, events)
+}
+
+/// However many event streams follow a batch, its status is read by one task, four times a
+/// second: not by each stream.
+#[tokio::test]
+async fn event_streams_of_a_batch_share_one_reader_of_its_status() {
+    let (_dir, router, counting, events) = counted_batch(|_| {}).await;
     // Listings (each status lists the batch's upload marks) while `n` streams are open and
     // read for 1.5 s.
     let listings = |n: usize| {
@@ -875,24 +884,7 @@ async fn large_outputs_are_sent_from_their_files_in_a_window_of_the_budget() {
 /// starts no reader of it.
 #[tokio::test]
 async fn an_event_stream_held_for_zero_reads_the_status_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut backend =
-        pixq_jobs::backend::open(&Connect { home: dir.path().join("home"), ..Connect::default() }).await.unwrap();
-    let counting = Arc::new(CountingReads {
-        inner: backend.store.clone(),
-        key: "",
-        reads: Default::default(),
-        lists: Default::default(),
-    });
-    backend.store = counting.clone();
-    let mut cfg = WebConfig::new(Signer::new(KEY).unwrap());
-    cfg.events_hold = Some(Duration::ZERO);
-    let router = pixq_web::router(App::new(&backend, cfg).unwrap());
-    let body = json!({"pipeline": "grayscale", "files": files(&[("a.jpg", 10)])}).to_string();
-    let req = Request::post("/api/batches").header(header::CONTENT_TYPE, "application/json").body(Body::from(body));
-    let r = router.clone().oneshot(req.unwrap()).await.unwrap();
-    let v: Value = serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
-    let events = format!("/api/batches/{}/events", v["batch"].as_str().unwrap());
+    let (_dir, router, counting, events) = counted_batch(|c| c.events_hold = Some(Duration::ZERO)).await;
     let before = counting.lists.load(std::sync::atomic::Ordering::SeqCst);
     for _ in 0..5 {
         let r = router.clone().oneshot(Request::get(&events).body(Body::empty()).unwrap()).await.unwrap();
