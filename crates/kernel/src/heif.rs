@@ -77,6 +77,8 @@ struct Header {
 
 /// Reads the primary image's header with libheif.
 fn read_header(input: &[u8]) -> Result<Header, String> {
+    #[cfg(target_os = "linux")]
+    crate::de265::settle();
     let _lib = LibHeif::new();
     let ctx = context(input)?;
     let handle = primary(&ctx)?;
@@ -99,6 +101,8 @@ fn read_header(input: &[u8]) -> Result<Header, String> {
 /// Decodes the primary image with libheif to interleaved 8-bit RGB(A), rows packed,
 /// refusing a primary image of another size than `width` x `height` before decoding.
 fn read_pixels(input: &[u8], alpha: bool, width: u32, height: u32) -> Result<Vec<u8>, String> {
+    #[cfg(target_os = "linux")]
+    crate::de265::settle();
     let lib = LibHeif::new();
     let ctx = context(input)?;
     let handle = primary(&ctx)?;

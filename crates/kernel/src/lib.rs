@@ -31,8 +31,17 @@
 pub mod anim;
 pub mod cms;
 pub mod codec;
+#[cfg(all(feature = "heif", target_os = "linux"))]
+mod de265;
 mod error;
 mod format;
+/// Calls to libde265's initialiser held back until this process first reads a HEIF file
+/// (`None` once they were made): see `src/de265.rs`. For tests.
+#[cfg(all(feature = "heif", target_os = "linux"))]
+#[doc(hidden)]
+pub fn de265_inits_held_back() -> Option<u32> {
+    de265::held_back()
+}
 #[cfg(feature = "heif")]
 mod heif;
 #[cfg(feature = "heif")]
