@@ -49,6 +49,14 @@ fn context(input: &[u8]) -> Result<HeifContext<'_>, String> {
     Ok(ctx)
 }
 
+/// libheif, held for one read; libde265's held-back start-up call is made first
+/// (`crate::de265`). Every libheif call of the kernel comes after this.
+fn libheif() -> LibHeif {
+    #[cfg(target_os = "linux")]
+    crate::de265::settle();
+    LibHeif::new()
+}
+
 fn primary(ctx: &HeifContext<'_>) -> Result<ImageHandle, String> {
     ctx.primary_image_handle().map_err(|e| e.to_string())
 }
@@ -77,9 +85,7 @@ struct Header {
 
 /// Reads the primary image's header with libheif.
 fn read_header(input: &[u8]) -> Result<Header, String> {
-    #[cfg(target_os = "linux")]
-    crate::de265::settle();
-    let _lib = LibHeif::new();
+    let _lib = libheif();
     let ctx = context(input)?;
     let handle = primary(&ctx)?;
     let colour = match handle.color_profile_raw().map(|p| p.data) {
@@ -101,9 +107,7 @@ fn read_header(input: &[u8]) -> Result<Header, String> {
 /// Decodes the primary image with libheif to interleaved 8-bit RGB(A), rows packed,
 /// refusing a primary image of another size than `width` x `height` before decoding.
 fn read_pixels(input: &[u8], alpha: bool, width: u32, height: u32) -> Result<Vec<u8>, String> {
-    #[cfg(target_os = "linux")]
-    crate::de265::settle();
-    let lib = LibHeif::new();
+    let lib = libheif();
     let ctx = context(input)?;
     let handle = primary(&ctx)?;
     if (handle.width(), handle.height()) != (width, height) {
